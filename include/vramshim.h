@@ -1,0 +1,48 @@
+/*
+ * vramshim.h: the optional, public API of libvramshim.
+ *
+ * A program never needs this header: vramshim works on unmodified programs.
+ * A program that wants to cooperate (name the owner of its allocations, move
+ * a buffer on request, read the stats) looks these functions up with
+ * dlsym(RTLD_DEFAULT, "vramshim_...") so it runs the same with or without the
+ * library preloaded (Python: ctypes.CDLL(None).vramshim_owner_push).
+ *
+ * Every function returns 0 on success and a negative errno value on failure,
+ * except vramshim_stats_json, which returns a length like snprintf.
+ */
+#ifndef VRAMSHIM_H
+#define VRAMSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Longest owner name kept; longer names are truncated. */
+#define VRAMSHIM_OWNER_NAME_MAX 47
+/* Depth of the per-thread owner stack. */
+#define VRAMSHIM_OWNER_STACK_MAX 16
+
+/* Allocations this thread makes from now on belong to `name` (until pop).
+ * -EINVAL for NULL or empty names, -EOVERFLOW when the stack is full. */
+int vramshim_owner_push(const char *name);
+/* Back to the previous owner. -ENOENT when nothing was pushed. */
+int vramshim_owner_pop(void);
+
+/* Move the buffer that contains `dptr` to host memory now / back to the
+ * device now. The address stays valid. (CUdeviceptr is an unsigned 64-bit
+ * integer in cuda.h.) Until offload is built these return -ENOTSUP. */
+int vramshim_offload(uint64_t dptr);
+int vramshim_prefetch(uint64_t dptr);
+
+/* Write the stats JSON (the same document as `vramshim stats --json PID`)
+ * into buf, NUL-terminated and truncated to len. Returns the length of the
+ * whole document, excluding the NUL: a return >= len means it was cut. */
+int vramshim_stats_json(char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,102 @@
+/*
+ * init.c: process-wide state, set up once.
+ *
+ * The constructor runs in every process that inherits LD_PRELOAD, shells and
+ * `ls` included, so it does only what is cheap: read the environment, set
+ * up logging and the registry. The driver is opened later, by the first
+ * intercepted CUDA call (real.c). vs_init can also be reached before the
+ * constructor (another library's constructor calling dlsym or a CUDA entry
+ * point), hence pthread_once rather than constructor order.
+ */
+#include "vramshim_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+extern char *program_invocation_short_name;
+
+static const char *env_lookup(const char *name) { return getenv(name); }
+
+/* Lock order: owners, then the registry. */
+static void on_fork_prepare(void)
+{
+    vs_owner_atfork_prepare();
+    vs_registry_atfork_prepare();
+}
+static void on_fork_parent(void)
+{
+    vs_registry_atfork_parent();
+    vs_owner_atfork_parent();
+}
+static void on_fork_child(void)
+{
+    vs_log_refresh_pid();
+    vs_registry_atfork_child();
+    vs_owner_atfork_child();
+}
+
+static void init_once_body(void)
+{
+    vs_state.start_ns = vs_now_ns();
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    vs_state.ram_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    vs_log_refresh_pid();
+
+    struct vs_config *cfg = &vs_state.cfg;
+    vs_config_load(cfg, env_lookup);
+    vs_state.disabled = cfg->disable;
+    vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
+    if (vs_registry_init() != 0) {
+        vs_error("cannot allocate the allocation registry; passing every call "
+                 "through untouched");
+        vs_state.disabled = true;
+    }
+    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+    if (vs_state.disabled)
+        vs_info("VRAMSHIM_DISABLE: pure pass-through");
+}
+
+void vs_init(void) { pthread_once(&init_once, init_once_body); }
+
+__attribute__((constructor)) static void vs_constructor(void) { vs_init(); }
+
+/* The summary goes only to processes that used CUDA: a shell that merely
+ * inherited LD_PRELOAD stays quiet. */
+__attribute__((destructor)) static void vs_destructor(void)
+{
+    if (vs_real_ready() && vs_log_get_level() >= VS_LOG_INFO)
+        vs_stats_print_summary(vs_log_get_fd(), &vs_state.cfg);
+}
+
+VS_EXPORT int vramshim_owner_push(const char *name)
+{
+    vs_init(); /* a push may come before our constructor ran */
+    return vs_owner_push(name);
+}
+
+VS_EXPORT int vramshim_owner_pop(void) { return vs_owner_pop(); }
+
+VS_EXPORT int vramshim_stats_json(char *buf, size_t len)
+{
+    if (buf == NULL && len > 0)
+        return -EINVAL;
+    vs_init();
+    return vs_stats_write_json(buf, len, &vs_state.cfg);
+}
+
+VS_EXPORT int vramshim_offload(uint64_t dptr)
+{
+    (void)dptr;
+    return -ENOTSUP; /* offload arrives with the tiering work */
+}
+
+VS_EXPORT int vramshim_prefetch(uint64_t dptr)
+{
+    (void)dptr;
+    return -ENOTSUP;
+}

@@ -1,0 +1,60 @@
+/*
+ * log.c: one line per event, to stderr or VRAMSHIM_LOG_FILE.
+ *
+ * vramshim lives inside someone else's process, so a log line is formatted
+ * into a stack buffer and written with a single write(2): no stdio state is
+ * shared with the program, no allocation, and lines from several threads
+ * never interleave.
+ */
+#include "vramshim_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static _Atomic int log_level = VS_LOG_WARN;
+static _Atomic int log_fd = 2;
+static _Atomic int log_pid;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void vs_log_set_level(enum vs_log_level level) { log_level = level; }
+enum vs_log_level vs_log_get_level(void) { return (enum vs_log_level)log_level; }
+void vs_log_set_fd(int fd) { log_fd = fd; }
+int vs_log_get_fd(void) { return log_fd; }
+void vs_log_refresh_pid(void) { log_pid = (int)getpid(); }
+
+int vs_log_open_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    log_fd = fd;
+    return 0;
+}
+
+void vs_log(enum vs_log_level level, const char *fmt, ...)
+{
+    if ((int)level > log_level)
+        return;
+    if (log_pid == 0)
+        vs_log_refresh_pid();
+    char line[1024];
+    int n = snprintf(line, sizeof line, "vramshim[%d]: %s: ", log_pid,
+                     level_names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        m = 0;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    ssize_t w = write(log_fd, line, len);
+    (void)w; /* nowhere left to report a failed log write */
+}

@@ -1,0 +1,141 @@
+/*
+ * real.c: the real driver, found once.
+ *
+ * libcuda.so.1 is opened at run time, never linked, and only when the
+ * program itself reaches the driver: the first exported hook it calls, or
+ * the first dlsym result that could be a driver pointer. Every name of
+ * hooks.def is resolved in libcuda itself, and for each hooked one the pair
+ * (real pointer, hook) is kept: hook_gpa.c and hook_dlsym.c swap pointers by
+ * that identity, which leaves version and per-thread-stream resolution to
+ * the driver.
+ *
+ * No lock of ours is ever held across a dynamic-linker call: the linker
+ * holds its own lock while it runs constructors, which may call dlsym and
+ * come back here. Threads racing to load each resolve a private table, and
+ * the first to finish publishes it.
+ */
+#define _GNU_SOURCE 1
+#include "vramshim_internal.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+
+struct vs_real_table vs_real;
+_Atomic int vs_real_loaded;
+
+struct swap_pair {
+    void *real;
+    void *hook;
+};
+
+#define VS_HOOK(name, params, args) +1
+#define VS_REAL_ONLY(name, params, args)
+enum { N_HOOKS = 0
+#include "hooks.def"
+};
+#undef VS_HOOK
+#undef VS_REAL_ONLY
+
+static struct swap_pair pairs[N_HOOKS];
+static int n_pairs;
+static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread bool loading_here; /* recursion through the linker */
+
+static int query_count(void)
+{
+    int n = 0;
+    if (vs_real.cuDeviceGetCount == NULL || vs_real.cuDeviceGetCount(&n) != CUDA_SUCCESS)
+        return 0;
+    return n;
+}
+
+static int query_name(int dev, char *buf, size_t len)
+{
+    CUdevice d;
+    if (vs_real.cuDeviceGet == NULL || vs_real.cuDeviceGetName == NULL ||
+        vs_real.cuDeviceGet(&d, dev) != CUDA_SUCCESS ||
+        vs_real.cuDeviceGetName(buf, (int)len, d) != CUDA_SUCCESS)
+        return -1;
+    return 0;
+}
+
+static int query_total(int dev, uint64_t *total)
+{
+    CUdevice d;
+    size_t bytes;
+    if (vs_real.cuDeviceGet == NULL || vs_real.cuDeviceTotalMem_v2 == NULL ||
+        vs_real.cuDeviceGet(&d, dev) != CUDA_SUCCESS ||
+        vs_real.cuDeviceTotalMem_v2(&bytes, d) != CUDA_SUCCESS)
+        return -1;
+    *total = bytes;
+    return 0;
+}
+
+bool vs_real_load(bool must_load)
+{
+    if (vs_real_ready())
+        return true;
+    if (loading_here)
+        return false;
+    vs_init();
+    loading_here = true;
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | (must_load ? 0 : RTLD_NOLOAD));
+    if (lib == NULL) {
+        loading_here = false;
+        if (must_load)
+            vs_error("cannot open libcuda.so.1: %s", dlerror());
+        return false;
+    }
+    struct vs_real_table table;
+    memset(&table, 0, sizeof table);
+#define VS_HOOK(name, params, args) \
+    table.name = (CUresult(*) params)vs_real_dlsym(lib, #name);
+#define VS_REAL_ONLY(name, params, args) VS_HOOK(name, params, args)
+#include "hooks.def"
+#undef VS_HOOK
+#undef VS_REAL_ONLY
+    loading_here = false;
+
+    pthread_mutex_lock(&publish_lock);
+    if (!vs_real_loaded) {
+        vs_real = table;
+        n_pairs = 0;
+#define VS_HOOK(name, params, args)                                        \
+    if (table.name) {                                                      \
+        pairs[n_pairs].real = (void *)table.name;                          \
+        pairs[n_pairs].hook = (void *)vs_hook_##name;                      \
+        n_pairs++;                                                         \
+    } else {                                                               \
+        vs_info("the driver has no %s: that entry point is not hooked", #name); \
+    }
+#define VS_REAL_ONLY(name, params, args)
+#include "hooks.def"
+#undef VS_HOOK
+#undef VS_REAL_ONLY
+        static const struct vs_device_query q = {query_count, query_name, query_total};
+        vs_stats_set_query(&q);
+        atomic_store_explicit(&vs_real_loaded, 1, memory_order_release);
+        vs_debug("driver loaded, %d of %d entry points hooked", n_pairs, N_HOOKS);
+    }
+    pthread_mutex_unlock(&publish_lock);
+    return true;
+}
+
+void *vs_hook_for_real(void *real_fn)
+{
+    if (!vs_real_ready() || vs_state.disabled)
+        return NULL;
+    for (int i = 0; i < n_pairs; i++)
+        if (pairs[i].real == real_fn)
+            return pairs[i].hook;
+    return NULL;
+}
+
+int vs_current_device(void)
+{
+    CUdevice dev = -1;
+    if (vs_real.cuCtxGetDevice == NULL || vs_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS)
+        return -1;
+    return dev;
+}

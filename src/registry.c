@@ -1,0 +1,436 @@
+/*
+ * registry.c: every live allocation, and the counters derived from them.
+ *
+ * Each record sits in two indexes at once:
+ *   - a uthash table keyed by base address, for the exact look-up a free
+ *     makes (O(1));
+ *   - a red-black tree ordered by base (BSD <sys/tree.h>, intrusive), for
+ *     "which allocation contains this address" (O(log n)), which launches
+ *     and copies ask of arbitrary pointers. Live ranges never overlap, so the
+ *     predecessor of an address is the only candidate.
+ *
+ * The hot path (a hooked allocation or free) takes the write side of one
+ * reader-writer lock for a few hundred nanoseconds and never allocates:
+ * records come from a free list refilled a chunk at a time, and the hash
+ * table starts with enough buckets for thousands of records. Refills and
+ * bucket doublings happen once per thousands of allocations.
+ *
+ * Counters are updated under the same lock as the records, so a snapshot is
+ * always consistent: per device allocated == the sum over its owners.
+ */
+#include "vramshim_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* libbsd's tree macros mark generated helpers __unused, a BSD spelling. */
+#ifndef __unused
+#define __unused __attribute__((unused))
+#endif
+#include <bsd/sys/tree.h>
+
+/* Start the hash table big enough that ordinary programs never rehash. */
+#define HASH_INITIAL_NUM_BUCKETS 4096U
+#define HASH_INITIAL_NUM_BUCKETS_LOG2 12U
+#include <uthash.h>
+
+struct vs_alloc {
+    uint64_t base;
+    uint64_t size;
+    int16_t device;
+    uint8_t kind;
+    uint8_t tier;
+    uint16_t owner;
+    uint64_t last_touch_ns;
+    UT_hash_handle hh;
+    RB_ENTRY(vs_alloc) rb;
+};
+
+struct vs_handle_rec {
+    CUmemGenericAllocationHandle handle;
+    uint64_t size;
+    int device;
+    bool on_host;
+    UT_hash_handle hh;
+};
+
+static int cmp_base(const struct vs_alloc *a, const struct vs_alloc *b)
+{
+    return a->base < b->base ? -1 : a->base > b->base;
+}
+
+RB_HEAD(vs_tree, vs_alloc);
+RB_GENERATE_STATIC(vs_tree, vs_alloc, rb, cmp_base)
+
+#define RECORDS_PER_CHUNK 4096
+
+static pthread_rwlock_t reg_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct vs_alloc *by_base;        /* uthash head */
+static struct vs_tree by_range = RB_INITIALIZER(&by_range);
+static struct vs_alloc *free_records;   /* linked through hh.next */
+static struct vs_handle_rec *handles;   /* uthash head */
+/* uthash frees its bucket table when the last item leaves and allocates it
+ * again on the next insert; a record that never leaves keeps an alloc/free
+ * pair from paying for that every time. Its key is no valid base. */
+#define SENTINEL_BASE UINT64_MAX
+static struct vs_alloc sentinel = {.base = SENTINEL_BASE};
+
+/* Counters, all under reg_lock except the launch count. */
+static struct vs_device_counts dev_counts[VS_MAX_DEVICES];
+static uint32_t devices_seen;
+static struct vs_owner_counts owner_counts[VS_MAX_OWNERS][VS_MAX_DEVICES];
+static struct vs_event_counts events;
+static struct vs_pinned_counts pinned;
+static uint64_t live_records;
+_Atomic uint64_t vs_launch_count;
+
+/* The free list is refilled with a whole chunk from mmap: rare, and the
+ * chunks are never returned (the records are reused). */
+static int refill_records(void)
+{
+    size_t bytes = sizeof(struct vs_alloc) * RECORDS_PER_CHUNK;
+    struct vs_alloc *chunk = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (chunk == MAP_FAILED)
+        return -ENOMEM;
+    for (int i = 0; i < RECORDS_PER_CHUNK; i++) {
+        chunk[i].hh.next = free_records;
+        free_records = &chunk[i];
+    }
+    return 0;
+}
+
+static struct vs_alloc *take_record(void)
+{
+    if (free_records == NULL && refill_records() != 0)
+        return NULL;
+    struct vs_alloc *r = free_records;
+    free_records = r->hh.next;
+    return r;
+}
+
+static void give_record(struct vs_alloc *r)
+{
+    r->hh.next = free_records;
+    free_records = r;
+}
+
+int vs_registry_init(void)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    int rc = free_records ? 0 : refill_records();
+    pthread_rwlock_unlock(&reg_lock);
+    return rc;
+}
+
+const char *vs_kind_name(enum vs_kind k)
+{
+    static const char *const names[] = {"device", "managed", "async", "vmm",
+                                        "host", "registered"};
+    return (unsigned)k < VS_KIND_COUNT ? names[k] : "?";
+}
+
+static bool device_ok(int device)
+{
+    return device >= 0 && device < VS_MAX_DEVICES;
+}
+
+/* The predecessor-or-equal of addr in the tree: the only record that can
+ * contain it. Caller holds reg_lock. */
+static struct vs_alloc *find_containing(uint64_t addr)
+{
+    struct vs_alloc *node = RB_ROOT(&by_range), *best = NULL;
+    while (node) {
+        if (node->base <= addr) {
+            best = node;
+            node = RB_RIGHT(node, rb);
+        } else {
+            node = RB_LEFT(node, rb);
+        }
+    }
+    if (best && addr - best->base < best->size)
+        return best;
+    return NULL;
+}
+
+static void account(const struct vs_alloc *r, int sign)
+{
+    if (vs_kind_is_host((enum vs_kind)r->kind)) {
+        pinned.app += sign > 0 ? r->size : -r->size;
+        return;
+    }
+    if (!device_ok(r->device))
+        return;
+    struct vs_device_counts *d = &dev_counts[r->device];
+    struct vs_owner_counts *o = &owner_counts[r->owner][r->device];
+    if (sign > 0) {
+        d->allocated += r->size;
+        d->resident += r->size;
+        if (d->resident > d->peak_resident)
+            d->peak_resident = d->resident;
+        o->allocated += r->size;
+        o->resident += r->size;
+        o->allocations++;
+        if (o->allocated > o->peak)
+            o->peak = o->allocated;
+        devices_seen |= 1u << r->device;
+        events.allocs++;
+    } else {
+        d->allocated -= r->size;
+        d->resident -= r->size;
+        o->allocated -= r->size;
+        o->resident -= r->size;
+        o->allocations--;
+        events.frees++;
+    }
+}
+
+static int add_record(uint64_t base, uint64_t size, int device,
+                      enum vs_kind kind, int owner, bool undoing_free)
+{
+    if (size == 0)
+        size = 1; /* a zero-byte range still has an identity */
+    if (owner < 0 || owner >= VS_MAX_OWNERS)
+        owner = 0;
+    pthread_rwlock_wrlock(&reg_lock);
+    /* A live range overlapping the new one means a record was missed (a
+     * free that bypassed us): trust the driver and drop the stale one. */
+    struct vs_alloc *stale = find_containing(base);
+    if (stale == NULL) {
+        struct vs_alloc key = {.base = base};
+        stale = RB_NFIND(vs_tree, &by_range, &key);
+        if (stale && stale->base >= base + size)
+            stale = NULL;
+    }
+    if (by_base == NULL)
+        HASH_ADD(hh, by_base, base, sizeof sentinel.base, &sentinel);
+    int rc = 0;
+    if (stale) {
+        rc = -EEXIST;
+        account(stale, -1);
+        HASH_DEL(by_base, stale);
+        RB_REMOVE(vs_tree, &by_range, stale);
+        give_record(stale);
+        live_records--;
+    }
+    struct vs_alloc *r = take_record();
+    if (r == NULL) {
+        pthread_rwlock_unlock(&reg_lock);
+        return -ENOMEM;
+    }
+    r->base = base;
+    r->size = size;
+    r->device = (int16_t)(device_ok(device) ? device : -1);
+    r->kind = (uint8_t)kind;
+    r->tier = VS_TIER_RESIDENT;
+    r->owner = (uint16_t)owner;
+    r->last_touch_ns = vs_now_ns();
+    HASH_ADD(hh, by_base, base, sizeof r->base, r);
+    RB_INSERT(vs_tree, &by_range, r);
+    live_records++;
+    account(r, +1);
+    if (undoing_free && !vs_kind_is_host(kind) && device_ok(r->device)) {
+        events.allocs--;
+        events.frees--;
+    }
+    pthread_rwlock_unlock(&reg_lock);
+    return rc;
+}
+
+int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
+                    int owner)
+{
+    return add_record(base, size, device, kind, owner, false);
+}
+
+void vs_registry_restore(const struct vs_alloc_info *info)
+{
+    add_record(info->base, info->size, info->device, info->kind, info->owner, true);
+}
+
+static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
+{
+    out->base = r->base;
+    out->size = r->size;
+    out->device = r->device;
+    out->kind = (enum vs_kind)r->kind;
+    out->tier = (enum vs_tier)r->tier;
+    out->owner = r->owner;
+    out->last_touch_ns = r->last_touch_ns;
+}
+
+static void drop_locked(struct vs_alloc *r)
+{
+    account(r, -1);
+    HASH_DEL(by_base, r);
+    RB_REMOVE(vs_tree, &by_range, r);
+    give_record(r);
+    live_records--;
+}
+
+int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed)
+{
+    if (base == SENTINEL_BASE)
+        return -ENOENT;
+    pthread_rwlock_wrlock(&reg_lock);
+    struct vs_alloc *r;
+    HASH_FIND(hh, by_base, &base, sizeof base, r);
+    if (r == NULL) {
+        pthread_rwlock_unlock(&reg_lock);
+        return -ENOENT;
+    }
+    if (removed)
+        fill_info(r, removed);
+    drop_locked(r);
+    pthread_rwlock_unlock(&reg_lock);
+    return 0;
+}
+
+int vs_registry_remove_range(uint64_t base, uint64_t size)
+{
+    int n = 0;
+    pthread_rwlock_wrlock(&reg_lock);
+    struct vs_alloc key = {.base = base};
+    struct vs_alloc *r = RB_NFIND(vs_tree, &by_range, &key);
+    while (r && r->base < base + size) {
+        struct vs_alloc *next = RB_NEXT(vs_tree, &by_range, r);
+        if (r->base + r->size <= base + size) {
+            drop_locked(r);
+            n++;
+        }
+        r = next;
+    }
+    pthread_rwlock_unlock(&reg_lock);
+    return n;
+}
+
+bool vs_registry_find(uint64_t addr, struct vs_alloc_info *out)
+{
+    pthread_rwlock_rdlock(&reg_lock);
+    struct vs_alloc *r = find_containing(addr);
+    if (r && out)
+        fill_info(r, out);
+    pthread_rwlock_unlock(&reg_lock);
+    return r != NULL;
+}
+
+void vs_registry_count_oom(void)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    events.oom_returned++;
+    pthread_rwlock_unlock(&reg_lock);
+}
+
+void vs_registry_snapshot(struct vs_snapshot *snap)
+{
+    pthread_rwlock_rdlock(&reg_lock);
+    memcpy(snap->dev, dev_counts, sizeof dev_counts);
+    snap->devices_seen = devices_seen;
+    snap->n_owners = vs_owner_count();
+    memcpy(snap->owner, owner_counts, sizeof owner_counts);
+    snap->events = events;
+    snap->pinned = pinned;
+    snap->live_records = live_records;
+    pthread_rwlock_unlock(&reg_lock);
+    snap->events.launches =
+        atomic_load_explicit(&vs_launch_count, memory_order_relaxed);
+}
+
+static void reset_locked(void)
+{
+    struct vs_alloc *r, *tmp;
+    HASH_ITER(hh, by_base, r, tmp) {
+        if (r == &sentinel)
+            continue;
+        HASH_DEL(by_base, r);
+        RB_REMOVE(vs_tree, &by_range, r);
+        give_record(r);
+    }
+    struct vs_handle_rec *h, *htmp;
+    HASH_ITER(hh, handles, h, htmp) {
+        HASH_DEL(handles, h);
+        free(h);
+    }
+    memset(dev_counts, 0, sizeof dev_counts);
+    memset(owner_counts, 0, sizeof owner_counts);
+    memset(&events, 0, sizeof events);
+    memset(&pinned, 0, sizeof pinned);
+    devices_seen = 0;
+    live_records = 0;
+    atomic_store(&vs_launch_count, 0);
+}
+
+void vs_registry_reset(void)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    reset_locked();
+    pthread_rwlock_unlock(&reg_lock);
+}
+
+/* fork: hold the lock across it so the child never inherits a half-made
+ * change, then give the child an empty registry: device memory and pinned
+ * pages belong to the parent's context, not to the child. The child gets a
+ * fresh lock rather than an unlock: the old one still records the parent's
+ * waiting threads, which do not exist in the child. */
+void vs_registry_atfork_prepare(void) { pthread_rwlock_wrlock(&reg_lock); }
+void vs_registry_atfork_parent(void) { pthread_rwlock_unlock(&reg_lock); }
+void vs_registry_atfork_child(void)
+{
+    reset_locked();
+    pthread_rwlock_init(&reg_lock, NULL);
+}
+
+/* ---- VMM handles: size and place of the program's own cuMemCreate ----- */
+
+int vs_handle_add(CUmemGenericAllocationHandle h, uint64_t size, int device,
+                  bool on_host)
+{
+    /* cuMemCreate is not a per-launch path; one malloc here is cheaper
+     * than a second pool. */
+    struct vs_handle_rec *rec = malloc(sizeof *rec);
+    if (rec == NULL)
+        return -ENOMEM;
+    rec->handle = h;
+    rec->size = size;
+    rec->device = device;
+    rec->on_host = on_host;
+    pthread_rwlock_wrlock(&reg_lock);
+    struct vs_handle_rec *old;
+    HASH_FIND(hh, handles, &h, sizeof h, old);
+    if (old) {
+        HASH_DEL(handles, old);
+        free(old);
+    }
+    HASH_ADD(hh, handles, handle, sizeof rec->handle, rec);
+    pthread_rwlock_unlock(&reg_lock);
+    return 0;
+}
+
+bool vs_handle_find(CUmemGenericAllocationHandle h, uint64_t *size, int *device,
+                    bool *on_host)
+{
+    pthread_rwlock_rdlock(&reg_lock);
+    struct vs_handle_rec *rec;
+    HASH_FIND(hh, handles, &h, sizeof h, rec);
+    if (rec) {
+        *size = rec->size;
+        *device = rec->device;
+        *on_host = rec->on_host;
+    }
+    pthread_rwlock_unlock(&reg_lock);
+    return rec != NULL;
+}
+
+void vs_handle_remove(CUmemGenericAllocationHandle h)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    struct vs_handle_rec *rec;
+    HASH_FIND(hh, handles, &h, sizeof h, rec);
+    if (rec)
+        HASH_DEL(handles, rec);
+    pthread_rwlock_unlock(&reg_lock);
+    free(rec);
+}

@@ -1,0 +1,278 @@
+/*
+ * vramshim_internal.h: the types and functions the modules of libvramshim
+ * share. The public API is include/vramshim.h; nothing here is exported.
+ *
+ * The library has two halves:
+ *   - the core (config, log, owner, registry, stats), which knows nothing of
+ *     how calls are intercepted and is unit-tested on its own;
+ *   - the hooks (real, hook_*), which find the real driver, intercept calls
+ *     and report what they saw to the core.
+ */
+#ifndef VRAMSHIM_INTERNAL_H
+#define VRAMSHIM_INTERNAL_H
+
+/* Plain names (cuMemAlloc_v2, cuGetProcAddress with four arguments...)
+ * rather than cuda.h's version-renaming macros: we define the real symbols. */
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vramshim.h"
+
+#define VS_EXPORT __attribute__((visibility("default")))
+#define VS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define VS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define VS_MAX_DEVICES 16
+#define VS_MAX_OWNERS 128 /* the last slot collects every owner past it */
+#define VS_MAX_OWNER_LIMITS 32
+#define VS_PATH_MAX 256
+
+/* ---- log.c ------------------------------------------------------------ */
+enum vs_log_level { VS_LOG_ERROR, VS_LOG_WARN, VS_LOG_INFO, VS_LOG_DEBUG };
+
+void vs_log_set_level(enum vs_log_level level);
+enum vs_log_level vs_log_get_level(void);
+/* Send log lines to fd (default 2). The previous fd is not closed. */
+void vs_log_set_fd(int fd);
+int vs_log_get_fd(void);
+/* Append log lines to path from now on: 0 or -errno. */
+int vs_log_open_file(const char *path);
+void vs_log_refresh_pid(void);
+void vs_log(enum vs_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define vs_error(...) vs_log(VS_LOG_ERROR, __VA_ARGS__)
+#define vs_warn(...) vs_log(VS_LOG_WARN, __VA_ARGS__)
+#define vs_info(...) vs_log(VS_LOG_INFO, __VA_ARGS__)
+#define vs_debug(...) vs_log(VS_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- config.c: the environment, parsed once --------------------------- */
+enum vs_size_kind { VS_SIZE_NONE, VS_SIZE_BYTES, VS_SIZE_PERCENT };
+struct vs_size_spec {
+    enum vs_size_kind kind;
+    uint64_t bytes;  /* VS_SIZE_BYTES */
+    double percent;  /* VS_SIZE_PERCENT: of the device, or of RAM */
+};
+enum vs_offload_mode { VS_OFFLOAD_OFF, VS_OFFLOAD_PINNED, VS_OFFLOAD_AUTO };
+
+struct vs_owner_limit {
+    char name[VRAMSHIM_OWNER_NAME_MAX + 1];
+    uint64_t bytes;
+};
+
+struct vs_config {
+    /* VRAMSHIM_VRAM_LIMIT: one spec for every device, overridden per device */
+    struct vs_size_spec vram_limit_all;
+    struct vs_size_spec vram_limit_dev[VS_MAX_DEVICES];
+    struct vs_size_spec reserve_vram;
+    struct vs_size_spec pin_limit; /* NONE: the default formula over RAM */
+    enum vs_offload_mode offload;
+    uint32_t idle_ms;
+    char owner[VRAMSHIM_OWNER_NAME_MAX + 1]; /* empty: the program's name */
+    struct vs_owner_limit owner_limits[VS_MAX_OWNER_LIMITS];
+    int n_owner_limits;
+    char socket_dir[VS_PATH_MAX];
+    enum vs_log_level log_level;
+    char log_file[VS_PATH_MAX];
+    bool disable;
+};
+
+/* Where config_load reads variables from: getenv in the library, a table in
+ * the unit tests. */
+typedef const char *(*vs_env_fn)(const char *name);
+
+void vs_config_defaults(struct vs_config *cfg);
+/* Parse every VRAMSHIM_* variable. A bad value logs one warning naming the
+ * variable and the value and leaves that setting at its default.
+ * Returns the number of bad values. */
+int vs_config_load(struct vs_config *cfg, vs_env_fn env);
+
+/* The parsers behind it, 0 on success and -EINVAL on a bad value. */
+int vs_parse_size(const char *s, uint64_t *out);
+int vs_parse_size_or_percent(const char *s, struct vs_size_spec *out);
+int vs_parse_device_sizes(const char *s, struct vs_size_spec *all,
+                          struct vs_size_spec per_dev[VS_MAX_DEVICES]);
+int vs_parse_owner_limits(const char *s, struct vs_owner_limit *out, int max,
+                          int *n_out);
+int vs_parse_offload(const char *s, enum vs_offload_mode *out);
+int vs_parse_log_level(const char *s, enum vs_log_level *out);
+int vs_parse_uint32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
+int vs_parse_bool(const char *s, bool *out);
+/* Resolve a size spec against a whole (device total or RAM). */
+uint64_t vs_size_resolve(const struct vs_size_spec *spec, uint64_t whole);
+/* The default pin limit: max(40% RAM, min(90% RAM, RAM - 4G)). */
+uint64_t vs_default_pin_limit(uint64_t ram);
+const char *vs_offload_name(enum vs_offload_mode mode);
+
+/* ---- owner.c: who an allocation belongs to ---------------------------- */
+/* Owner ids index the registry's counters; 0 is the process default. */
+void vs_owner_init(const char *default_name);
+int vs_owner_intern(const char *name);
+int vs_owner_current(void);
+/* The thread's owner stack behind vramshim_owner_push/pop. */
+int vs_owner_push(const char *name);
+int vs_owner_pop(void);
+const char *vs_owner_name(int id);
+int vs_owner_count(void);
+void vs_owner_reset_thread(void);
+void vs_owner_atfork_prepare(void);
+void vs_owner_atfork_parent(void);
+void vs_owner_atfork_child(void);
+
+/* ---- registry.c: every live allocation, and the counters -------------- */
+enum vs_kind {
+    VS_KIND_DEVICE,     /* cuMemAlloc, cuMemAllocPitch */
+    VS_KIND_MANAGED,    /* cuMemAllocManaged */
+    VS_KIND_ASYNC,      /* cuMemAllocAsync, cuMemAllocFromPoolAsync */
+    VS_KIND_VMM,        /* the program's own cuMemCreate + cuMemMap */
+    VS_KIND_HOST_ALLOC, /* cuMemHostAlloc, cuMemAllocHost */
+    VS_KIND_HOST_REGISTERED, /* cuMemHostRegister */
+    VS_KIND_COUNT
+};
+enum vs_tier { VS_TIER_RESIDENT, VS_TIER_PINNED, VS_TIER_PAGEABLE };
+
+static inline bool vs_kind_is_host(enum vs_kind k)
+{
+    return k == VS_KIND_HOST_ALLOC || k == VS_KIND_HOST_REGISTERED;
+}
+const char *vs_kind_name(enum vs_kind k);
+
+/* A copy of one record, as lookups return it (records themselves stay
+ * inside the registry's lock). */
+struct vs_alloc_info {
+    uint64_t base;
+    uint64_t size;
+    int device; /* -1: host memory, or no context was current */
+    enum vs_kind kind;
+    enum vs_tier tier;
+    int owner;
+    uint64_t last_touch_ns;
+};
+
+struct vs_device_counts {
+    uint64_t allocated, resident, offloaded_pinned, offloaded_pageable;
+    uint64_t peak_resident;
+};
+struct vs_owner_counts {
+    uint64_t allocated, resident, offloaded, allocations, peak;
+};
+struct vs_event_counts {
+    uint64_t allocs, frees, oom_returned, evictions, restores;
+    uint64_t bytes_evicted, bytes_restored, launches;
+};
+struct vs_pinned_counts {
+    uint64_t app, offload, staging;
+};
+
+/* A consistent copy of every counter, taken under the lock. */
+struct vs_snapshot {
+    struct vs_device_counts dev[VS_MAX_DEVICES];
+    uint32_t devices_seen; /* bit i: device i ever held an allocation */
+    struct vs_owner_counts owner[VS_MAX_OWNERS][VS_MAX_DEVICES];
+    int n_owners;
+    struct vs_event_counts events;
+    struct vs_pinned_counts pinned;
+    uint64_t live_records;
+};
+
+int vs_registry_init(void);
+/* 0, or -EEXIST when the range overlaps a live record, -ENOMEM when the
+ * record pool cannot grow. */
+int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
+                    int owner);
+/* Remove the record starting exactly at base. -ENOENT if none. */
+int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed);
+/* Remove every record lying inside [base, base+size); returns how many. */
+int vs_registry_remove_range(uint64_t base, uint64_t size);
+/* Put back a record removed by vs_registry_remove when the driver refused
+ * the release: the counters end as if neither had happened. */
+void vs_registry_restore(const struct vs_alloc_info *info);
+/* The record whose range contains addr: O(log n). */
+bool vs_registry_find(uint64_t addr, struct vs_alloc_info *out);
+void vs_registry_count_oom(void);
+void vs_registry_snapshot(struct vs_snapshot *snap);
+/* Forget every record and counter (a forked child owns no device memory). */
+void vs_registry_reset(void);
+void vs_registry_atfork_prepare(void);
+void vs_registry_atfork_parent(void);
+void vs_registry_atfork_child(void);
+
+/* Launches are counted outside the lock: one relaxed atomic add. */
+extern _Atomic uint64_t vs_launch_count;
+static inline void vs_count_launch(void)
+{
+    atomic_fetch_add_explicit(&vs_launch_count, 1, memory_order_relaxed);
+}
+
+/* ---- VMM physical handles of the program (registry.c) ----------------- */
+int vs_handle_add(CUmemGenericAllocationHandle h, uint64_t size, int device,
+                  bool on_host);
+bool vs_handle_find(CUmemGenericAllocationHandle h, uint64_t *size, int *device,
+                    bool *on_host);
+void vs_handle_remove(CUmemGenericAllocationHandle h);
+
+/* ---- stats.c ---------------------------------------------------------- */
+/* What the stats ask the driver; hooks fill it in, unit tests leave it. */
+struct vs_device_query {
+    int (*count)(void);
+    int (*name)(int dev, char *buf, size_t len);
+    int (*total)(int dev, uint64_t *total);
+};
+void vs_stats_set_query(const struct vs_device_query *q);
+/* The most recent free figure the driver gave for a device. */
+void vs_stats_note_free(int dev, uint64_t free_bytes);
+int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg);
+void vs_stats_print_summary(int fd, const struct vs_config *cfg);
+
+/* ---- init.c: process-wide state --------------------------------------- */
+struct vs_state {
+    struct vs_config cfg;
+    bool disabled;          /* VRAMSHIM_DISABLE=1 or a failed init */
+    uint64_t start_ns;
+    uint64_t ram_bytes;
+};
+extern struct vs_state vs_state;
+void vs_init(void);
+uint64_t vs_now_ns(void);
+
+/* ---- real.c: the real driver ------------------------------------------ */
+struct vs_real_table {
+#define VS_HOOK(name, params, args) CUresult (*name) params;
+#define VS_REAL_ONLY(name, params, args) CUresult (*name) params;
+#include "hooks.def"
+#undef VS_HOOK
+#undef VS_REAL_ONLY
+};
+extern struct vs_real_table vs_real;
+extern _Atomic int vs_real_loaded;
+
+/* Load libcuda and resolve every entry, once. `must_load` false: only if a
+ * libcuda is already in the process. Returns true when the table is ready. */
+bool vs_real_load(bool must_load);
+static inline bool vs_real_ready(void)
+{
+    return VS_LIKELY(atomic_load_explicit(&vs_real_loaded, memory_order_acquire));
+}
+/* The hook that stands for a real driver pointer, or NULL. */
+void *vs_hook_for_real(void *real_fn);
+/* Device of the calling thread's current context, -1 if none. */
+int vs_current_device(void);
+
+/* The hook bodies, one per table entry. */
+#define VS_HOOK(name, params, args) CUresult vs_hook_##name params;
+#define VS_REAL_ONLY(name, params, args)
+#include "hooks.def"
+#undef VS_HOOK
+#undef VS_REAL_ONLY
+
+/* ---- dl_real.c: the C library's own dlsym and dlvsym ------------------ */
+void *vs_real_dlsym(void *handle, const char *name);
+void *vs_real_dlvsym(void *handle, const char *name, const char *version);
+/* dlsym(RTLD_NEXT, name) as seen from the object that holds `caller`. */
+void *vs_dl_next(const void *caller, const char *name, const char *version);
+
+#endif

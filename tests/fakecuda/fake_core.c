@@ -1,0 +1,414 @@
+/*
+ * fake_core.c: the test driver's devices, contexts, memory accounting and
+ * error injection.
+ *
+ * The test driver behaves like the real one in host memory. Device memory
+ * has a fixed size per device (FAKECUDA_MEM) and cuMemGetInfo reports what
+ * is really left, across processes when FAKECUDA_SHM names a shared segment.
+ * Calls before cuInit fail with CUDA_ERROR_NOT_INITIALIZED and calls that
+ * need a context without one fail with CUDA_ERROR_INVALID_CONTEXT, as on a
+ * GPU. Charges are rounded up to whole pages (the real driver rounds small
+ * allocations into 2 MiB pages that later allocations share).
+ */
+#include "fake_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct fk_global fk = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+static struct fk_shared private_shared;
+
+#define CTX_STACK_MAX 16
+static __thread struct fk_ctx *ctx_stack[CTX_STACK_MAX];
+static __thread int ctx_depth;
+
+/* ---- error injection --------------------------------------------------- */
+#define INJECT_SLOTS 16
+struct inject {
+    char name[64];
+    _Atomic unsigned calls;
+    unsigned skip, count;
+    CUresult error;
+    _Atomic bool used;
+};
+static struct inject injects[INJECT_SLOTS];
+static _Atomic int inject_active;
+
+CUresult fk_injected(const char *name)
+{
+    if (atomic_load_explicit(&inject_active, memory_order_relaxed) == 0)
+        return CUDA_SUCCESS;
+    for (int i = 0; i < INJECT_SLOTS; i++) {
+        struct inject *in = &injects[i];
+        if (!in->used || strcmp(in->name, name) != 0)
+            continue;
+        unsigned n = atomic_fetch_add(&in->calls, 1);
+        if (n >= in->skip && n < in->skip + in->count)
+            return in->error;
+    }
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT int fakecuda_inject(const char *name, unsigned skip, unsigned count,
+                              CUresult error)
+{
+    for (int i = 0; i < INJECT_SLOTS; i++) {
+        struct inject *in = &injects[i];
+        bool expected = false;
+        if (atomic_compare_exchange_strong(&in->used, &expected, true)) {
+            snprintf(in->name, sizeof in->name, "%s", name);
+            in->calls = 0;
+            in->skip = skip;
+            in->count = count;
+            in->error = error;
+            atomic_fetch_add(&inject_active, 1);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+FK_EXPORT void fakecuda_inject_clear(void)
+{
+    for (int i = 0; i < INJECT_SLOTS; i++)
+        injects[i].used = false;
+    inject_active = 0;
+}
+
+static void parse_injections(const char *spec)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item;
+         item = strtok_r(NULL, ",", &save)) {
+        char name[64];
+        unsigned skip, count;
+        int err;
+        if (sscanf(item, "%63[^:]:%u:%u:%d", name, &skip, &count, &err) != 4) {
+            fprintf(stderr, "fakecuda: FAKECUDA_FAIL item '%s' is not "
+                            "name:skip:count:error\n", item);
+            continue;
+        }
+        fakecuda_inject(name, skip, count, (CUresult)err);
+    }
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+static uint64_t parse_bytes(const char *s, uint64_t dflt)
+{
+    if (s == NULL || !isdigit((unsigned char)*s))
+        return dflt;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    switch (toupper((unsigned char)*end)) {
+    case 'K': v <<= 10; break;
+    case 'M': v <<= 20; break;
+    case 'G': v <<= 30; break;
+    default: break;
+    }
+    return v;
+}
+
+static void setup_body(void)
+{
+    const char *n = getenv("FAKECUDA_DEVICES");
+    fk.ndevices = n ? atoi(n) : 1;
+    if (fk.ndevices < 1 || fk.ndevices > FK_MAX_DEVICES)
+        fk.ndevices = 1;
+    fk.mem_size = parse_bytes(getenv("FAKECUDA_MEM"), 1ULL << 30);
+    fk.shared = &private_shared;
+    const char *shm = getenv("FAKECUDA_SHM");
+    if (shm && *shm) {
+        int fd = shm_open(shm, O_RDWR | O_CREAT, 0600);
+        if (fd >= 0 && ftruncate(fd, sizeof(struct fk_shared)) == 0) {
+            void *p = mmap(NULL, sizeof(struct fk_shared), PROT_READ | PROT_WRITE,
+                           MAP_SHARED, fd, 0);
+            if (p != MAP_FAILED)
+                fk.shared = p;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    for (int i = 0; i < FK_MAX_DEVICES; i++)
+        fk.primary[i] = (struct fk_ctx){.device = i, .primary = true};
+    const char *fail = getenv("FAKECUDA_FAIL");
+    if (fail && *fail)
+        parse_injections(fail);
+}
+
+void fk_setup(void) { pthread_once(&setup_once, setup_body); }
+
+bool fk_charge(int dev, uint64_t bytes)
+{
+    _Atomic uint64_t *used = &fk.shared->used[dev];
+    uint64_t cur = atomic_load(used);
+    do {
+        if (cur + bytes > fk.mem_size || cur + bytes < cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(used, &cur, cur + bytes));
+    return true;
+}
+
+void fk_uncharge(int dev, uint64_t bytes)
+{
+    atomic_fetch_sub(&fk.shared->used[dev], bytes);
+}
+
+FK_EXPORT unsigned long long fakecuda_used(int dev)
+{
+    fk_setup();
+    if (dev < 0 || dev >= fk.ndevices)
+        return 0;
+    return atomic_load(&fk.shared->used[dev]);
+}
+
+/* ---- initialisation and devices --------------------------------------- */
+FK_EXPORT CUresult cuInit(unsigned int flags)
+{
+    fk_setup();
+    CUresult inj = fk_injected("cuInit");
+    if (inj != CUDA_SUCCESS)
+        return inj;
+    if (flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    fk.initialized = true;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDriverGetVersion(int *version)
+{
+    if (version == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *version = 13000;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceGetCount(int *count)
+{
+    FK_ENTER("cuDeviceGetCount");
+    if (count == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *count = fk.ndevices;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
+{
+    FK_ENTER("cuDeviceGet");
+    if (device == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (ordinal < 0 || ordinal >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    *device = ordinal;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
+{
+    FK_ENTER("cuDeviceGetName");
+    if (name == NULL || len <= 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    snprintf(name, (size_t)len, "fakecuda device %d", dev);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
+{
+    FK_ENTER("cuDeviceTotalMem_v2");
+    if (bytes == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    *bytes = fk.mem_size;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev)
+{
+    FK_ENTER("cuDeviceGetAttribute");
+    if (pi == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    switch (attrib) {
+    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
+    case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING:
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED:
+    case CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS:
+        *pi = 1;
+        break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = 9; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = 0; break;
+    case CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: *pi = 0; break;
+    default: *pi = 0; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* ---- contexts ---------------------------------------------------------- */
+struct fk_ctx *fk_current(void)
+{
+    return ctx_depth > 0 ? ctx_stack[ctx_depth - 1] : NULL;
+}
+
+static void set_current(struct fk_ctx *c)
+{
+    if (c == NULL) {
+        if (ctx_depth > 0)
+            ctx_depth--;
+        return;
+    }
+    if (ctx_depth == 0)
+        ctx_depth = 1;
+    ctx_stack[ctx_depth - 1] = c;
+}
+
+FK_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    FK_ENTER("cuDevicePrimaryCtxRetain");
+    if (pctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&fk.lock);
+    fk.primary[dev].refcount++;
+    pthread_mutex_unlock(&fk.lock);
+    *pctx = (CUcontext)&fk.primary[dev];
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+{
+    FK_ENTER("cuDevicePrimaryCtxRelease_v2");
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&fk.lock);
+    if (fk.primary[dev].refcount > 0)
+        fk.primary[dev].refcount--;
+    pthread_mutex_unlock(&fk.lock);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    (void)flags;
+    FK_ENTER("cuCtxCreate_v2");
+    if (pctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    struct fk_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    c->device = dev;
+    c->refcount = 1;
+    if (ctx_depth < CTX_STACK_MAX)
+        ctx_stack[ctx_depth++] = c;
+    *pctx = (CUcontext)c;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    FK_ENTER("cuCtxDestroy_v2");
+    struct fk_ctx *c = (struct fk_ctx *)ctx;
+    if (c == NULL || c->primary)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    fk_sync_all();
+    for (int i = 0; i < ctx_depth; i++)
+        if (ctx_stack[i] == c)
+            ctx_stack[i] = NULL;
+    while (ctx_depth > 0 && ctx_stack[ctx_depth - 1] == NULL)
+        ctx_depth--;
+    free(c);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
+{
+    FK_ENTER("cuCtxSetCurrent");
+    set_current((struct fk_ctx *)ctx);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
+{
+    FK_ENTER("cuCtxGetCurrent");
+    if (pctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *pctx = (CUcontext)fk_current();
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
+{
+    FK_ENTER("cuCtxPushCurrent_v2");
+    if (ctx == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (ctx_depth >= CTX_STACK_MAX)
+        return CUDA_ERROR_INVALID_VALUE;
+    ctx_stack[ctx_depth++] = (struct fk_ctx *)ctx;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
+{
+    FK_ENTER("cuCtxPopCurrent_v2");
+    if (ctx_depth == 0)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    struct fk_ctx *c = ctx_stack[--ctx_depth];
+    if (pctx)
+        *pctx = (CUcontext)c;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
+{
+    FK_ENTER("cuCtxGetDevice");
+    if (device == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    FK_NEED_CTX(c);
+    *device = c->device;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxSynchronize(void)
+{
+    FK_ENTER("cuCtxSynchronize");
+    FK_NEED_CTX(c);
+    (void)c;
+    fk_sync_all();
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
+{
+    FK_ENTER("cuMemGetInfo_v2");
+    if (free_bytes == NULL || total == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    FK_NEED_CTX(c);
+    uint64_t used = atomic_load(&fk.shared->used[c->device]);
+    *total = fk.mem_size;
+    *free_bytes = used < fk.mem_size ? fk.mem_size - used : 0;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGetErrorName(CUresult error, const char **pstr)
+{
+    static char buf[32];
+    if (pstr == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    snprintf(buf, sizeof buf, "CUDA_ERROR_%d", (int)error);
+    *pstr = error == CUDA_SUCCESS ? "CUDA_SUCCESS" : buf;
+    return CUDA_SUCCESS;
+}

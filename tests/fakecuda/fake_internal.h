@@ -1,0 +1,92 @@
+/*
+ * fake_internal.h: state shared by the files of the test driver.
+ */
+#ifndef FAKE_INTERNAL_H
+#define FAKE_INTERNAL_H
+
+#define _GNU_SOURCE 1
+#include "fakecuda.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FK_EXPORT __attribute__((visibility("default")))
+#define FK_MAX_DEVICES 8
+#define FK_GRANULARITY (2ULL << 20)
+#define FK_PAGE 4096ULL
+
+struct fk_shared { /* in FAKECUDA_SHM when set, else private */
+    _Atomic uint64_t used[FK_MAX_DEVICES];
+};
+
+struct fk_ctx {
+    int device;
+    bool primary;
+    int refcount;
+};
+
+struct fk_global {
+    pthread_mutex_t lock;
+    bool initialized;
+    int ndevices;
+    uint64_t mem_size;
+    struct fk_shared *shared;
+    struct fk_ctx primary[FK_MAX_DEVICES];
+};
+extern struct fk_global fk;
+
+void fk_setup(void); /* once, from every entry point that needs it */
+
+/* Error injection: returns the error to fail with, or CUDA_SUCCESS. */
+CUresult fk_injected(const char *name);
+
+/* Every entry point that needs an initialised driver starts with this. */
+#define FK_ENTER(name)                               \
+    do {                                             \
+        fk_setup();                                  \
+        CUresult inj_ = fk_injected(name);           \
+        if (inj_ != CUDA_SUCCESS)                    \
+            return inj_;                             \
+        if (!fk.initialized)                         \
+            return CUDA_ERROR_NOT_INITIALIZED;       \
+    } while (0)
+
+/* The calling thread's current context, or NULL. */
+struct fk_ctx *fk_current(void);
+#define FK_NEED_CTX(ctxvar)                          \
+    struct fk_ctx *ctxvar = fk_current();            \
+    if (ctxvar == NULL)                              \
+        return CUDA_ERROR_INVALID_CONTEXT
+
+/* Device memory accounting: charge fails with false when it does not fit. */
+bool fk_charge(int dev, uint64_t bytes);
+void fk_uncharge(int dev, uint64_t bytes);
+
+/* Device allocations made by cuMemAlloc and friends (fake_mem.c). */
+bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
+                   bool *managed);
+/* VMM mappings (fake_vmm.c). */
+bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
+                   bool *on_host);
+
+/* Streams (fake_stream.c). */
+struct fk_op;
+typedef void (*fk_op_fn)(struct fk_op *op);
+struct fk_op {
+    fk_op_fn run;
+    struct fk_op *next;
+    uint64_t a, b, c, d; /* arguments, by op */
+    void *ptr;
+    void *blob;          /* freed after run */
+};
+struct fk_stream;
+struct fk_stream *fk_stream_of(CUstream s);
+/* Queue op on the stream; its thread runs it later. */
+void fk_enqueue(struct fk_stream *st, struct fk_op *op);
+void fk_stream_wait(struct fk_stream *st);
+void fk_sync_all(void);
+
+#endif

@@ -1,0 +1,354 @@
+/*
+ * fake_mem.c: device and page-locked host allocations of the test driver.
+ *
+ * A device pointer is the address of an anonymous mapping, so a "kernel"
+ * (a host function) can use it directly and a freed buffer faults when
+ * touched. cuMemFree waits for all queued work first, as the real driver
+ * does; cuMemFreeAsync releases in stream order.
+ */
+#include "fake_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <uthash.h>
+
+enum fk_alloc_kind { FK_DEVICE, FK_MANAGED, FK_HOST, FK_REGISTERED };
+
+struct fk_alloc {
+    uint64_t base, size, charged;
+    int device;
+    enum fk_alloc_kind kind;
+    UT_hash_handle hh;
+};
+
+static struct fk_alloc *allocs;
+static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t page_round(uint64_t n) { return (n + FK_PAGE - 1) & ~(FK_PAGE - 1); }
+
+static CUresult device_alloc(CUdeviceptr *dptr, size_t bytesize,
+                             enum fk_alloc_kind kind)
+{
+    if (dptr == NULL || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    FK_NEED_CTX(c);
+    uint64_t charge = page_round(bytesize);
+    if (!fk_charge(c->device, charge))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    void *p = mmap(NULL, charge, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
+    if (a == NULL) {
+        if (p != MAP_FAILED)
+            munmap(p, charge);
+        fk_uncharge(c->device, charge);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = bytesize,
+                           .charged = charge, .device = c->device, .kind = kind};
+    pthread_mutex_lock(&mem_lock);
+    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    pthread_mutex_unlock(&mem_lock);
+    *dptr = a->base;
+    return CUDA_SUCCESS;
+}
+
+static struct fk_alloc *take(uint64_t base, bool host)
+{
+    pthread_mutex_lock(&mem_lock);
+    struct fk_alloc *a;
+    HASH_FIND(hh, allocs, &base, sizeof base, a);
+    if (a && (a->kind == FK_HOST || a->kind == FK_REGISTERED) == host)
+        HASH_DEL(allocs, a);
+    else
+        a = NULL;
+    pthread_mutex_unlock(&mem_lock);
+    return a;
+}
+
+static void release(struct fk_alloc *a)
+{
+    if (a->kind != FK_REGISTERED)
+        munmap((void *)(uintptr_t)a->base, a->charged);
+    if (a->kind == FK_DEVICE || a->kind == FK_MANAGED)
+        fk_uncharge(a->device, a->charged);
+    free(a);
+}
+
+bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
+                   bool *managed)
+{
+    bool found = false;
+    pthread_mutex_lock(&mem_lock);
+    for (struct fk_alloc *a = allocs; a; a = a->hh.next) {
+        if (addr >= a->base && addr < a->base + a->size &&
+            (a->kind == FK_DEVICE || a->kind == FK_MANAGED)) {
+            *base = a->base;
+            *size = a->size;
+            *dev = a->device;
+            *managed = a->kind == FK_MANAGED;
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mem_lock);
+    return found;
+}
+
+FK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
+{
+    FK_ENTER("cuMemAlloc_v2");
+    return device_alloc(dptr, bytesize, FK_DEVICE);
+}
+
+FK_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch,
+                                      size_t WidthInBytes, size_t Height,
+                                      unsigned int ElementSizeBytes)
+{
+    FK_ENTER("cuMemAllocPitch_v2");
+    if (pPitch == NULL || WidthInBytes == 0 || Height == 0 ||
+        (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16))
+        return CUDA_ERROR_INVALID_VALUE;
+    size_t pitch = (WidthInBytes + 511) & ~(size_t)511;
+    CUresult rc = device_alloc(dptr, pitch * Height, FK_DEVICE);
+    if (rc == CUDA_SUCCESS)
+        *pPitch = pitch;
+    return rc;
+}
+
+FK_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
+                                     unsigned int flags)
+{
+    FK_ENTER("cuMemAllocManaged");
+    if (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST)
+        return CUDA_ERROR_INVALID_VALUE;
+    return device_alloc(dptr, bytesize, FK_MANAGED);
+}
+
+FK_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
+{
+    FK_ENTER("cuMemFree_v2");
+    if (dptr == 0)
+        return CUDA_SUCCESS;
+    fk_sync_all(); /* the real cuMemFree waits for the device */
+    struct fk_alloc *a = take(dptr, false);
+    if (a == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    release(a);
+    return CUDA_SUCCESS;
+}
+
+/* ---- stream-ordered allocation ---------------------------------------- */
+static int default_pools[FK_MAX_DEVICES];
+
+FK_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
+{
+    FK_ENTER("cuDeviceGetDefaultMemPool");
+    if (pool == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    *pool = (CUmemoryPool)&default_pools[dev];
+    return CUDA_SUCCESS;
+}
+
+static void run_free(struct fk_op *op) { release(op->ptr); }
+
+static CUresult free_async(CUdeviceptr dptr, CUstream hStream)
+{
+    struct fk_stream *st = fk_stream_of(hStream);
+    if (st == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct fk_alloc *a = take(dptr, false);
+    if (a == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_op *op = calloc(1, sizeof *op);
+    if (op == NULL) {
+        release(a); /* still correct: nothing can use it after the free */
+        return CUDA_SUCCESS;
+    }
+    op->run = run_free;
+    op->ptr = a;
+    fk_enqueue(st, op);
+    return CUDA_SUCCESS;
+}
+
+#define FK_ASYNC_FAMILY(suffix)                                                \
+    FK_EXPORT CUresult cuMemAllocAsync##suffix(CUdeviceptr *dptr, size_t bytesize, \
+                                               CUstream hStream)               \
+    {                                                                          \
+        FK_ENTER("cuMemAllocAsync" #suffix);                                   \
+        if (fk_stream_of(hStream) == NULL)                                     \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        return device_alloc(dptr, bytesize, FK_DEVICE);                        \
+    }                                                                          \
+    FK_EXPORT CUresult cuMemAllocFromPoolAsync##suffix(                        \
+        CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) \
+    {                                                                          \
+        FK_ENTER("cuMemAllocFromPoolAsync" #suffix);                           \
+        if (pool == NULL || fk_stream_of(hStream) == NULL)                     \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        return device_alloc(dptr, bytesize, FK_DEVICE);                        \
+    }                                                                          \
+    FK_EXPORT CUresult cuMemFreeAsync##suffix(CUdeviceptr dptr, CUstream hStream) \
+    {                                                                          \
+        FK_ENTER("cuMemFreeAsync" #suffix);                                    \
+        return free_async(dptr, hStream);                                      \
+    }
+
+#ifndef FAKECUDA_NO_ASYNC_ALLOC /* the "old driver" build lacks these */
+FK_ASYNC_FAMILY()
+FK_ASYNC_FAMILY(_ptsz)
+#endif
+
+/* ---- page-locked host memory ------------------------------------------ */
+static CUresult host_alloc(void **pp, size_t bytesize)
+{
+    if (pp == NULL || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t len = page_round(bytesize);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
+    if (a == NULL) {
+        if (p != MAP_FAILED)
+            munmap(p, len);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = bytesize,
+                           .charged = len, .device = -1, .kind = FK_HOST};
+    pthread_mutex_lock(&mem_lock);
+    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    pthread_mutex_unlock(&mem_lock);
+    *pp = p;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
+{
+    FK_ENTER("cuMemHostAlloc");
+    if (Flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP |
+                            CU_MEMHOSTALLOC_WRITECOMBINED))
+        return CUDA_ERROR_INVALID_VALUE;
+    return host_alloc(pp, bytesize);
+}
+
+FK_EXPORT CUresult cuMemAllocHost_v2(void **pp, size_t bytesize)
+{
+    FK_ENTER("cuMemAllocHost_v2");
+    return host_alloc(pp, bytesize);
+}
+
+FK_EXPORT CUresult cuMemFreeHost(void *p)
+{
+    FK_ENTER("cuMemFreeHost");
+    struct fk_alloc *a = take((uint64_t)(uintptr_t)p, true);
+    if (a == NULL || a->kind != FK_HOST) {
+        if (a) { /* a registered range is not freed this way: put it back */
+            pthread_mutex_lock(&mem_lock);
+            HASH_ADD(hh, allocs, base, sizeof a->base, a);
+            pthread_mutex_unlock(&mem_lock);
+        }
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    release(a);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
+{
+    FK_ENTER("cuMemHostRegister_v2");
+    (void)Flags;
+    if (p == NULL || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t base = (uint64_t)(uintptr_t)p;
+    pthread_mutex_lock(&mem_lock);
+    for (struct fk_alloc *a = allocs; a; a = a->hh.next) {
+        if ((a->kind == FK_HOST || a->kind == FK_REGISTERED) &&
+            base < a->base + a->size && a->base < base + bytesize) {
+            pthread_mutex_unlock(&mem_lock);
+            return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+        }
+    }
+    struct fk_alloc *a = malloc(sizeof *a);
+    if (a == NULL) {
+        pthread_mutex_unlock(&mem_lock);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *a = (struct fk_alloc){.base = base, .size = bytesize, .charged = 0,
+                           .device = -1, .kind = FK_REGISTERED};
+    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    pthread_mutex_unlock(&mem_lock);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemHostUnregister(void *p)
+{
+    FK_ENTER("cuMemHostUnregister");
+    struct fk_alloc *a = take((uint64_t)(uintptr_t)p, true);
+    if (a == NULL || a->kind != FK_REGISTERED) {
+        if (a) {
+            pthread_mutex_lock(&mem_lock);
+            HASH_ADD(hh, allocs, base, sizeof a->base, a);
+            pthread_mutex_unlock(&mem_lock);
+        }
+        return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    }
+    release(a);
+    return CUDA_SUCCESS;
+}
+
+/* ---- what a pointer is ------------------------------------------------- */
+FK_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
+                                         CUdeviceptr ptr)
+{
+    FK_ENTER("cuPointerGetAttribute");
+    if (data == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t base, size;
+    int dev;
+    bool managed = false, on_host = false;
+    if (!fk_mem_lookup(ptr, &base, &size, &dev, &managed) &&
+        !fk_vmm_lookup(ptr, &base, &size, &dev, &on_host))
+        return CUDA_ERROR_INVALID_VALUE;
+    switch (attribute) {
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+        *(unsigned int *)data = on_host ? CU_MEMORYTYPE_HOST : CU_MEMORYTYPE_DEVICE;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+        *(CUdeviceptr *)data = ptr;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+        *(CUdeviceptr *)data = base;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+        *(size_t *)data = size;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+        *(int *)data = dev;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+        *(unsigned int *)data = managed;
+        return CUDA_SUCCESS;
+    default:
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+}
+
+FK_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize,
+                                           CUdeviceptr dptr)
+{
+    FK_ENTER("cuMemGetAddressRange_v2");
+    uint64_t base, size;
+    int dev;
+    bool flag;
+    if (!fk_mem_lookup(dptr, &base, &size, &dev, &flag) &&
+        !fk_vmm_lookup(dptr, &base, &size, &dev, &flag))
+        return CUDA_ERROR_NOT_FOUND;
+    if (pbase)
+        *pbase = base;
+    if (psize)
+        *psize = size;
+    return CUDA_SUCCESS;
+}

@@ -1,0 +1,679 @@
+/*
+ * fake_stream.c: streams, events, copies, memsets, kernels and graphs of
+ * the test driver.
+ *
+ * Every stream has a thread that runs its queued work in order, later than
+ * the call that queued it, so a program (or vramshim) that forgets a fence
+ * reads stale bytes here just as it would on a GPU. Synchronous copies and
+ * memsets go through the legacy stream and wait, which also orders them
+ * after earlier legacy-stream work, as on a GPU. Kernels are host functions
+ * registered by name; their parameters are copied at launch.
+ */
+#include "fake_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fk_stream {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    struct fk_op *head, *tail;
+    uint64_t submitted, completed;
+    pthread_t thread;
+    bool stop;
+    struct fk_stream *next_all;
+};
+
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fk_stream *all_streams;
+static struct fk_stream *legacy;
+
+static void *stream_main(void *arg)
+{
+    struct fk_stream *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (st->head == NULL && !st->stop)
+            pthread_cond_wait(&st->wake, &st->mu);
+        if (st->head == NULL && st->stop)
+            break;
+        struct fk_op *op = st->head;
+        st->head = op->next;
+        if (st->head == NULL)
+            st->tail = NULL;
+        pthread_mutex_unlock(&st->mu);
+        op->run(op);
+        free(op->blob);
+        free(op);
+        pthread_mutex_lock(&st->mu);
+        st->completed++;
+        pthread_cond_broadcast(&st->done);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+static struct fk_stream *stream_new(void)
+{
+    struct fk_stream *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->wake, NULL);
+    pthread_cond_init(&st->done, NULL);
+    if (pthread_create(&st->thread, NULL, stream_main, st) != 0) {
+        free(st);
+        return NULL;
+    }
+    pthread_mutex_lock(&streams_lock);
+    st->next_all = all_streams;
+    all_streams = st;
+    pthread_mutex_unlock(&streams_lock);
+    return st;
+}
+
+struct fk_stream *fk_stream_of(CUstream s)
+{
+    if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) {
+        pthread_mutex_lock(&streams_lock);
+        struct fk_stream *l = legacy;
+        pthread_mutex_unlock(&streams_lock);
+        if (l == NULL) {
+            l = stream_new();
+            pthread_mutex_lock(&streams_lock);
+            if (legacy == NULL)
+                legacy = l;
+            else
+                l = legacy; /* another thread won; its stream is used */
+            pthread_mutex_unlock(&streams_lock);
+        }
+        return l;
+    }
+    return (struct fk_stream *)s;
+}
+
+void fk_enqueue(struct fk_stream *st, struct fk_op *op)
+{
+    op->next = NULL;
+    pthread_mutex_lock(&st->mu);
+    if (st->tail)
+        st->tail->next = op;
+    else
+        st->head = op;
+    st->tail = op;
+    st->submitted++;
+    pthread_cond_signal(&st->wake);
+    pthread_mutex_unlock(&st->mu);
+}
+
+void fk_stream_wait(struct fk_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t target = st->submitted;
+    while (st->completed < target)
+        pthread_cond_wait(&st->done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+}
+
+void fk_sync_all(void)
+{
+    pthread_mutex_lock(&streams_lock);
+    struct fk_stream *list = all_streams;
+    pthread_mutex_unlock(&streams_lock);
+    /* Streams are never unlinked (destroyed ones only stop), so the list
+     * can be walked without the lock. */
+    for (struct fk_stream *st = list; st; st = st->next_all)
+        fk_stream_wait(st);
+}
+
+static struct fk_op *op_new(fk_op_fn run)
+{
+    struct fk_op *op = calloc(1, sizeof *op);
+    if (op)
+        op->run = run;
+    return op;
+}
+
+FK_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags)
+{
+    FK_ENTER("cuStreamCreate");
+    (void)Flags;
+    if (phStream == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    FK_NEED_CTX(c);
+    (void)c;
+    struct fk_stream *st = stream_new();
+    if (st == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *phStream = (CUstream)st;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
+{
+    FK_ENTER("cuStreamDestroy_v2");
+    if (hStream == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct fk_stream *st = (struct fk_stream *)hStream;
+    /* Like the driver: queued work still completes. The thread then idles
+     * out; the stream stays on the list so fk_sync_all never races a free. */
+    fk_stream_wait(st);
+    return CUDA_SUCCESS;
+}
+
+#define FK_SYNC_FAMILY(suffix)                                                 \
+    FK_EXPORT CUresult cuStreamSynchronize##suffix(CUstream hStream)           \
+    {                                                                          \
+        FK_ENTER("cuStreamSynchronize" #suffix);                               \
+        struct fk_stream *st = fk_stream_of(hStream);                          \
+        if (st == NULL)                                                        \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        fk_stream_wait(st);                                                    \
+        return CUDA_SUCCESS;                                                   \
+    }                                                                          \
+    FK_EXPORT CUresult cuStreamQuery##suffix(CUstream hStream)                 \
+    {                                                                          \
+        FK_ENTER("cuStreamQuery" #suffix);                                     \
+        struct fk_stream *st = fk_stream_of(hStream);                          \
+        if (st == NULL)                                                        \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        pthread_mutex_lock(&st->mu);                                           \
+        bool idle = st->completed == st->submitted;                            \
+        pthread_mutex_unlock(&st->mu);                                         \
+        return idle ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;                     \
+    }
+FK_SYNC_FAMILY()
+FK_SYNC_FAMILY(_ptsz)
+
+/* ---- events ------------------------------------------------------------ */
+struct fk_event {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t recorded, reached;
+};
+
+FK_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
+{
+    FK_ENTER("cuEventCreate");
+    (void)Flags;
+    if (phEvent == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_event *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    *phEvent = (CUevent)e;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent)
+{
+    FK_ENTER("cuEventDestroy_v2");
+    if (hEvent == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct fk_event *e = (struct fk_event *)hEvent;
+    pthread_mutex_lock(&e->mu);
+    while (e->reached < e->recorded) /* a queued record still points here */
+        pthread_cond_wait(&e->cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+    free(e);
+    return CUDA_SUCCESS;
+}
+
+static void run_event(struct fk_op *op)
+{
+    struct fk_event *e = op->ptr;
+    pthread_mutex_lock(&e->mu);
+    if (op->a > e->reached)
+        e->reached = op->a;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+#define FK_EVENT_FAMILY(suffix)                                                \
+    FK_EXPORT CUresult cuEventRecord##suffix(CUevent hEvent, CUstream hStream) \
+    {                                                                          \
+        FK_ENTER("cuEventRecord" #suffix);                                     \
+        struct fk_event *e = (struct fk_event *)hEvent;                        \
+        struct fk_stream *st = fk_stream_of(hStream);                          \
+        if (e == NULL || st == NULL)                                           \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        struct fk_op *op = op_new(run_event);                                  \
+        if (op == NULL)                                                        \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
+        pthread_mutex_lock(&e->mu);                                            \
+        op->a = ++e->recorded;                                                 \
+        pthread_mutex_unlock(&e->mu);                                          \
+        op->ptr = e;                                                           \
+        fk_enqueue(st, op);                                                    \
+        return CUDA_SUCCESS;                                                   \
+    }
+FK_EVENT_FAMILY()
+FK_EVENT_FAMILY(_ptsz)
+
+FK_EXPORT CUresult cuEventSynchronize(CUevent hEvent)
+{
+    FK_ENTER("cuEventSynchronize");
+    struct fk_event *e = (struct fk_event *)hEvent;
+    if (e == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&e->mu);
+    uint64_t target = e->recorded;
+    while (e->reached < target)
+        pthread_cond_wait(&e->cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuEventQuery(CUevent hEvent)
+{
+    FK_ENTER("cuEventQuery");
+    struct fk_event *e = (struct fk_event *)hEvent;
+    if (e == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&e->mu);
+    bool done = e->reached >= e->recorded;
+    pthread_mutex_unlock(&e->mu);
+    return done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+/* ---- copies and memsets ------------------------------------------------ */
+static void run_copy(struct fk_op *op)
+{
+    memmove((void *)(uintptr_t)op->a, (const void *)(uintptr_t)op->b, op->c);
+}
+
+static void run_memset(struct fk_op *op)
+{
+    unsigned char *dst = (unsigned char *)(uintptr_t)op->a;
+    size_t n = op->c, elem = op->d;
+    if (elem == 1) {
+        memset(dst, (int)op->b, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(dst + i * elem, &op->b, elem);
+}
+
+static CUresult queue_op(CUstream s, struct fk_op *op, bool wait)
+{
+    struct fk_stream *st = fk_stream_of(s);
+    if (st == NULL) {
+        free(op);
+        return CUDA_ERROR_INVALID_HANDLE;
+    }
+    fk_enqueue(st, op);
+    if (wait)
+        fk_stream_wait(st);
+    return CUDA_SUCCESS;
+}
+
+static CUresult copy(uint64_t dst, uint64_t src, size_t n, CUstream s, bool wait)
+{
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (dst == 0 || src == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_op *op = op_new(run_copy);
+    if (op == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    op->a = dst;
+    op->b = src;
+    op->c = n;
+    return queue_op(s, op, wait);
+}
+
+static CUresult fill(uint64_t dst, uint32_t value, size_t elem, size_t n,
+                     CUstream s, bool wait)
+{
+    if (dst == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_op *op = op_new(run_memset);
+    if (op == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    op->a = dst;
+    op->b = value;
+    op->c = n;
+    op->d = elem;
+    return queue_op(s, op, wait);
+}
+
+#define H(p) ((uint64_t)(uintptr_t)(p))
+#define FK_COPY_SYNC(suffix)                                                   \
+    FK_EXPORT CUresult cuMemcpyHtoD_v2##suffix(CUdeviceptr d, const void *h, size_t n) \
+    { FK_ENTER("cuMemcpyHtoD_v2" #suffix); return copy(d, H(h), n, NULL, true); } \
+    FK_EXPORT CUresult cuMemcpyDtoH_v2##suffix(void *h, CUdeviceptr d, size_t n) \
+    { FK_ENTER("cuMemcpyDtoH_v2" #suffix); return copy(H(h), d, n, NULL, true); } \
+    FK_EXPORT CUresult cuMemcpyDtoD_v2##suffix(CUdeviceptr d, CUdeviceptr s, size_t n) \
+    { FK_ENTER("cuMemcpyDtoD_v2" #suffix); return copy(d, s, n, NULL, true); } \
+    FK_EXPORT CUresult cuMemcpy##suffix(CUdeviceptr d, CUdeviceptr s, size_t n) \
+    { FK_ENTER("cuMemcpy" #suffix); return copy(d, s, n, NULL, true); }        \
+    FK_EXPORT CUresult cuMemsetD8_v2##suffix(CUdeviceptr d, unsigned char v, size_t n) \
+    { FK_ENTER("cuMemsetD8_v2" #suffix); return fill(d, v, 1, n, NULL, true); } \
+    FK_EXPORT CUresult cuMemsetD32_v2##suffix(CUdeviceptr d, unsigned int v, size_t n) \
+    { FK_ENTER("cuMemsetD32_v2" #suffix); return fill(d, v, 4, n, NULL, true); }
+#define FK_COPY_ASYNC(suffix)                                                  \
+    FK_EXPORT CUresult cuMemcpyHtoDAsync_v2##suffix(CUdeviceptr d, const void *h, size_t n, CUstream s) \
+    { FK_ENTER("cuMemcpyHtoDAsync_v2" #suffix); return copy(d, H(h), n, s, false); } \
+    FK_EXPORT CUresult cuMemcpyDtoHAsync_v2##suffix(void *h, CUdeviceptr d, size_t n, CUstream s) \
+    { FK_ENTER("cuMemcpyDtoHAsync_v2" #suffix); return copy(H(h), d, n, s, false); } \
+    FK_EXPORT CUresult cuMemcpyDtoDAsync_v2##suffix(CUdeviceptr d, CUdeviceptr src, size_t n, CUstream s) \
+    { FK_ENTER("cuMemcpyDtoDAsync_v2" #suffix); return copy(d, src, n, s, false); } \
+    FK_EXPORT CUresult cuMemcpyAsync##suffix(CUdeviceptr d, CUdeviceptr src, size_t n, CUstream s) \
+    { FK_ENTER("cuMemcpyAsync" #suffix); return copy(d, src, n, s, false); }   \
+    FK_EXPORT CUresult cuMemsetD8Async##suffix(CUdeviceptr d, unsigned char v, size_t n, CUstream s) \
+    { FK_ENTER("cuMemsetD8Async" #suffix); return fill(d, v, 1, n, s, false); } \
+    FK_EXPORT CUresult cuMemsetD32Async##suffix(CUdeviceptr d, unsigned int v, size_t n, CUstream s) \
+    { FK_ENTER("cuMemsetD32Async" #suffix); return fill(d, v, 4, n, s, false); }
+FK_COPY_SYNC()
+FK_COPY_SYNC(_ptds)
+FK_COPY_ASYNC()
+FK_COPY_ASYNC(_ptsz)
+
+/* ---- kernels ----------------------------------------------------------- */
+#define FK_MAX_PARAMS 32
+struct fk_kernel {
+    char name[64];
+    fakecuda_kernel_fn fn;
+    int nparams;
+    size_t sizes[FK_MAX_PARAMS], offsets[FK_MAX_PARAMS];
+    struct fk_kernel *next;
+};
+static struct fk_kernel *kernels;
+static pthread_mutex_t kernels_lock = PTHREAD_MUTEX_INITIALIZER;
+
+FK_EXPORT CUfunction fakecuda_register_kernel(const char *name, fakecuda_kernel_fn fn,
+                                              int nparams, const size_t *param_sizes)
+{
+    if (name == NULL || fn == NULL || nparams < 0 || nparams > FK_MAX_PARAMS)
+        return NULL;
+    struct fk_kernel *k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return NULL;
+    snprintf(k->name, sizeof k->name, "%s", name);
+    k->fn = fn;
+    k->nparams = nparams;
+    size_t off = 0;
+    for (int i = 0; i < nparams; i++) {
+        size_t sz = param_sizes[i], align = sz >= 8 ? 8 : sz;
+        if (align)
+            off = (off + align - 1) / align * align;
+        k->sizes[i] = sz;
+        k->offsets[i] = off;
+        off += sz;
+    }
+    pthread_mutex_lock(&kernels_lock);
+    k->next = kernels;
+    kernels = k;
+    pthread_mutex_unlock(&kernels_lock);
+    return (CUfunction)k;
+}
+
+static int dummy_module;
+
+FK_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
+{
+    FK_ENTER("cuModuleLoadData");
+    if (module == NULL || image == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *module = (CUmodule)&dummy_module;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuModuleUnload(CUmodule hmod)
+{
+    FK_ENTER("cuModuleUnload");
+    return hmod ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+FK_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
+{
+    FK_ENTER("cuModuleGetFunction");
+    (void)hmod;
+    if (hfunc == NULL || name == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&kernels_lock);
+    struct fk_kernel *k = kernels;
+    while (k && strcmp(k->name, name) != 0)
+        k = k->next;
+    pthread_mutex_unlock(&kernels_lock);
+    if (k == NULL)
+        return CUDA_ERROR_NOT_FOUND;
+    *hfunc = (CUfunction)k;
+    return CUDA_SUCCESS;
+}
+
+static CUresult param_info(struct fk_kernel *k, size_t index, size_t *offset,
+                           size_t *size)
+{
+    if (k == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (index >= (size_t)k->nparams)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (offset)
+        *offset = k->offsets[index];
+    if (size)
+        *size = k->sizes[index];
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuFuncGetParamInfo(CUfunction func, size_t index, size_t *offset,
+                                      size_t *size)
+{
+    FK_ENTER("cuFuncGetParamInfo");
+    return param_info((struct fk_kernel *)func, index, offset, size);
+}
+
+#ifndef FAKECUDA_NO_KERNEL_PARAM_INFO
+FK_EXPORT CUresult cuKernelGetParamInfo(CUkernel kernel, size_t index, size_t *offset,
+                                        size_t *size)
+{
+    FK_ENTER("cuKernelGetParamInfo");
+    return param_info((struct fk_kernel *)kernel, index, offset, size);
+}
+#endif
+
+static void run_kernel(struct fk_op *op)
+{
+    struct fk_kernel *k = op->ptr;
+    fakecuda_dim3 grid = {(unsigned)(op->a >> 32), (unsigned)op->a, (unsigned)op->b};
+    fakecuda_dim3 block = {(unsigned)(op->c >> 32), (unsigned)op->c, (unsigned)op->d};
+    k->fn((void **)op->blob, grid, block);
+}
+
+/* Copy the parameter values now, as the driver does at launch. */
+static CUresult launch(struct fk_kernel *k, unsigned gx, unsigned gy, unsigned gz,
+                       unsigned bx, unsigned by, unsigned bz, CUstream s,
+                       void **params, void **extra)
+{
+    if (k == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (extra != NULL || (k->nparams > 0 && params == NULL))
+        return CUDA_ERROR_INVALID_VALUE; /* only kernelParams is faked */
+    size_t total = 0;
+    for (int i = 0; i < k->nparams; i++)
+        total = k->offsets[i] + k->sizes[i];
+    struct fk_op *op = op_new(run_kernel);
+    void **blob = op ? malloc(sizeof(void *) * FK_MAX_PARAMS + total + 1) : NULL;
+    if (blob == NULL) {
+        free(op);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    char *values = (char *)(blob + FK_MAX_PARAMS);
+    for (int i = 0; i < k->nparams; i++) {
+        memcpy(values + k->offsets[i], params[i], k->sizes[i]);
+        blob[i] = values + k->offsets[i];
+    }
+    op->blob = blob;
+    op->ptr = k;
+    op->a = (uint64_t)gx << 32 | gy;
+    op->b = gz;
+    op->c = (uint64_t)bx << 32 | by;
+    op->d = bz;
+    return queue_op(s, op, false);
+}
+
+#define FK_LAUNCH_FAMILY(suffix)                                               \
+    FK_EXPORT CUresult cuLaunchKernel##suffix(                                 \
+        CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,      \
+        unsigned by, unsigned bz, unsigned shm, CUstream s, void **params,     \
+        void **extra)                                                          \
+    {                                                                          \
+        FK_ENTER("cuLaunchKernel" #suffix);                                    \
+        (void)shm;                                                             \
+        return launch((struct fk_kernel *)f, gx, gy, gz, bx, by, bz, s, params, extra); \
+    }                                                                          \
+    FK_EXPORT CUresult cuLaunchCooperativeKernel##suffix(                      \
+        CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,      \
+        unsigned by, unsigned bz, unsigned shm, CUstream s, void **params)     \
+    {                                                                          \
+        FK_ENTER("cuLaunchCooperativeKernel" #suffix);                         \
+        (void)shm;                                                             \
+        return launch((struct fk_kernel *)f, gx, gy, gz, bx, by, bz, s, params, NULL); \
+    }                                                                          \
+    FK_EXPORT CUresult cuLaunchHostFunc##suffix(CUstream s, CUhostFn fn, void *data) \
+    {                                                                          \
+        FK_ENTER("cuLaunchHostFunc" #suffix);                                  \
+        if (fn == NULL)                                                        \
+            return CUDA_ERROR_INVALID_VALUE;                                   \
+        struct fk_op *op = op_new(run_host_fn);                                \
+        if (op == NULL)                                                        \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
+        op->ptr = (void *)fn;                                                  \
+        op->a = (uint64_t)(uintptr_t)data;                                     \
+        return queue_op(s, op, false);                                         \
+    }
+
+static void run_host_fn(struct fk_op *op)
+{
+    ((CUhostFn)op->ptr)((void *)(uintptr_t)op->a);
+}
+
+FK_LAUNCH_FAMILY()
+FK_LAUNCH_FAMILY(_ptsz)
+
+#ifndef FAKECUDA_NO_LAUNCH_EX
+#define FK_LAUNCH_EX(suffix)                                                   \
+    FK_EXPORT CUresult cuLaunchKernelEx##suffix(const CUlaunchConfig *c, CUfunction f, \
+                                                void **params, void **extra)   \
+    {                                                                          \
+        FK_ENTER("cuLaunchKernelEx" #suffix);                                  \
+        if (c == NULL)                                                         \
+            return CUDA_ERROR_INVALID_VALUE;                                   \
+        return launch((struct fk_kernel *)f, c->gridDimX, c->gridDimY,         \
+                      c->gridDimZ, c->blockDimX, c->blockDimY, c->blockDimZ,   \
+                      c->hStream, params, extra);                              \
+    }
+FK_LAUNCH_EX()
+FK_LAUNCH_EX(_ptsz)
+#endif
+
+/* ---- graphs: a list of kernel nodes run in order ----------------------- */
+struct fk_graph_node {
+    struct fk_kernel *k;
+    unsigned grid[3], block[3];
+    void *values[FK_MAX_PARAMS];
+    char storage[256];
+};
+struct fk_graph {
+    int n;
+    struct fk_graph_node nodes[16];
+};
+
+FK_EXPORT CUresult cuGraphCreate(CUgraph *phGraph, unsigned int flags)
+{
+    FK_ENTER("cuGraphCreate");
+    if (phGraph == NULL || flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_graph *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *phGraph = (CUgraph)g;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGraph,
+                                           const CUgraphNode *deps, size_t ndeps,
+                                           const CUDA_KERNEL_NODE_PARAMS *p)
+{
+    FK_ENTER("cuGraphAddKernelNode_v2");
+    (void)deps;
+    (void)ndeps;
+    struct fk_graph *g = (struct fk_graph *)hGraph;
+    if (g == NULL || p == NULL || g->n >= 16)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_kernel *k = (struct fk_kernel *)p->func;
+    if (k == NULL || p->extra)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_graph_node *node = &g->nodes[g->n];
+    node->k = k;
+    node->grid[0] = p->gridDimX; node->grid[1] = p->gridDimY; node->grid[2] = p->gridDimZ;
+    node->block[0] = p->blockDimX; node->block[1] = p->blockDimY; node->block[2] = p->blockDimZ;
+    for (int i = 0; i < k->nparams; i++) {
+        if (k->offsets[i] + k->sizes[i] > sizeof node->storage)
+            return CUDA_ERROR_INVALID_VALUE;
+        memcpy(node->storage + k->offsets[i], p->kernelParams[i], k->sizes[i]);
+        node->values[i] = node->storage + k->offsets[i];
+    }
+    if (phGraphNode)
+        *phGraphNode = (CUgraphNode)node;
+    g->n++;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
+                                               unsigned long long flags)
+{
+    FK_ENTER("cuGraphInstantiateWithFlags");
+    (void)flags;
+    if (phGraphExec == NULL || hGraph == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_graph *copy = malloc(sizeof *copy);
+    if (copy == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    memcpy(copy, hGraph, sizeof *copy);
+    for (int n = 0; n < copy->n; n++) /* re-point values at the copy */
+        for (int i = 0; i < copy->nodes[n].k->nparams; i++)
+            copy->nodes[n].values[i] = copy->nodes[n].storage + copy->nodes[n].k->offsets[i];
+    *phGraphExec = (CUgraphExec)copy;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGraphDestroy(CUgraph hGraph)
+{
+    FK_ENTER("cuGraphDestroy");
+    free(hGraph);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
+{
+    FK_ENTER("cuGraphExecDestroy");
+    fk_sync_all();
+    free(hGraphExec);
+    return CUDA_SUCCESS;
+}
+
+#define FK_GRAPH_LAUNCH(suffix)                                                \
+    FK_EXPORT CUresult cuGraphLaunch##suffix(CUgraphExec hGraphExec, CUstream s) \
+    {                                                                          \
+        FK_ENTER("cuGraphLaunch" #suffix);                                     \
+        struct fk_graph *g = (struct fk_graph *)hGraphExec;                    \
+        if (g == NULL)                                                         \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        for (int n = 0; n < g->n; n++) {                                       \
+            struct fk_graph_node *node = &g->nodes[n];                         \
+            CUresult rc = launch(node->k, node->grid[0], node->grid[1],        \
+                                 node->grid[2], node->block[0], node->block[1], \
+                                 node->block[2], s, node->values, NULL);       \
+            if (rc != CUDA_SUCCESS)                                            \
+                return rc;                                                     \
+        }                                                                      \
+        return CUDA_SUCCESS;                                                   \
+    }
+FK_GRAPH_LAUNCH()
+FK_GRAPH_LAUNCH(_ptsz)

@@ -1,0 +1,244 @@
+/*
+ * fake_vmm.c: virtual memory management in the test driver.
+ *
+ * Reserved address space is an inaccessible anonymous mapping; a physical
+ * handle is a memfd of its size; cuMemMap maps the memfd over the
+ * reservation (still inaccessible) and cuMemSetAccess opens it. cuMemUnmap
+ * puts inaccessible memory back, so touching an unmapped address faults, as
+ * on a GPU. As measured on the real driver: sizes and offsets must be
+ * multiples of the 2 MiB granularity, an unmap must cover whole mappings,
+ * and unmapping does not wait for running work. Handles on a host location
+ * are not charged to any device.
+ */
+#include "fake_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct fk_handle {
+    int fd;
+    uint64_t size;
+    int device; /* -1: host location */
+    int mappings;
+    bool released;
+};
+
+struct fk_mapping {
+    uint64_t base, size;
+    struct fk_handle *h;
+    struct fk_mapping *next;
+};
+
+static pthread_mutex_t vmm_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fk_mapping *mappings;
+
+static bool granular(uint64_t v) { return (v % FK_GRANULARITY) == 0; }
+
+FK_EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity,
+                                                 const CUmemAllocationProp *prop,
+                                                 CUmemAllocationGranularity_flags option)
+{
+    FK_ENTER("cuMemGetAllocationGranularity");
+    (void)option;
+    if (granularity == NULL || prop == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *granularity = FK_GRANULARITY;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                       CUdeviceptr addr, unsigned long long flags)
+{
+    FK_ENTER("cuMemAddressReserve");
+    (void)addr;
+    (void)flags;
+    if (ptr == NULL || size == 0 || !granular(size))
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t align = alignment > FK_GRANULARITY ? alignment : FK_GRANULARITY;
+    uint64_t span = size + align;
+    char *p = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint64_t start = ((uint64_t)(uintptr_t)p + align - 1) / align * align;
+    uint64_t head = start - (uint64_t)(uintptr_t)p;
+    if (head)
+        munmap(p, head);
+    munmap((char *)(uintptr_t)(start + size), span - head - size);
+    *ptr = start;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
+{
+    FK_ENTER("cuMemAddressFree");
+    if (ptr == 0 || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    munmap((void *)(uintptr_t)ptr, size);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
+                               const CUmemAllocationProp *prop, unsigned long long flags)
+{
+    FK_ENTER("cuMemCreate");
+    if (handle == NULL || prop == NULL || flags != 0 || size == 0 || !granular(size))
+        return CUDA_ERROR_INVALID_VALUE;
+    int device = -1;
+    switch (prop->location.type) {
+    case CU_MEM_LOCATION_TYPE_DEVICE:
+        if (prop->location.id < 0 || prop->location.id >= fk.ndevices)
+            return CUDA_ERROR_INVALID_DEVICE;
+        device = prop->location.id;
+        break;
+    case CU_MEM_LOCATION_TYPE_HOST:
+    case CU_MEM_LOCATION_TYPE_HOST_NUMA:
+        break;
+    default:
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (device >= 0 && !fk_charge(device, size))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    struct fk_handle *h = calloc(1, sizeof *h);
+    int fd = h ? memfd_create("fakecuda-vmm", MFD_CLOEXEC) : -1;
+    if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+        if (fd >= 0)
+            close(fd);
+        free(h);
+        if (device >= 0)
+            fk_uncharge(device, size);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    h->fd = fd;
+    h->size = size;
+    h->device = device;
+    *handle = (CUmemGenericAllocationHandle)(uintptr_t)h;
+    return CUDA_SUCCESS;
+}
+
+static void handle_drop_if_unused(struct fk_handle *h)
+{
+    if (!h->released || h->mappings > 0)
+        return;
+    close(h->fd);
+    if (h->device >= 0)
+        fk_uncharge(h->device, h->size);
+    free(h);
+}
+
+FK_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
+{
+    FK_ENTER("cuMemRelease");
+    struct fk_handle *h = (struct fk_handle *)(uintptr_t)handle;
+    if (h == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&vmm_lock);
+    h->released = true;
+    handle_drop_if_unused(h); /* memory lives on while mapped */
+    pthread_mutex_unlock(&vmm_lock);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                            CUmemGenericAllocationHandle handle, unsigned long long flags)
+{
+    FK_ENTER("cuMemMap");
+    struct fk_handle *h = (struct fk_handle *)(uintptr_t)handle;
+    if (h == NULL || ptr == 0 || flags != 0 || !granular(ptr) || !granular(size) ||
+        !granular(offset) || offset + size > h->size)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_mapping *m = malloc(sizeof *m);
+    if (m == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&vmm_lock);
+    for (struct fk_mapping *o = mappings; o; o = o->next) {
+        if (ptr < o->base + o->size && o->base < ptr + size) {
+            pthread_mutex_unlock(&vmm_lock);
+            free(m);
+            return CUDA_ERROR_INVALID_VALUE; /* already mapped */
+        }
+    }
+    void *p = mmap((void *)(uintptr_t)ptr, size, PROT_NONE, MAP_SHARED | MAP_FIXED,
+                   h->fd, (off_t)offset);
+    if (p == MAP_FAILED) {
+        pthread_mutex_unlock(&vmm_lock);
+        free(m);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    *m = (struct fk_mapping){.base = ptr, .size = size, .h = h, .next = mappings};
+    mappings = m;
+    h->mappings++;
+    pthread_mutex_unlock(&vmm_lock);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
+{
+    FK_ENTER("cuMemUnmap");
+    if (ptr == 0 || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&vmm_lock);
+    /* Every mapping touched must lie wholly inside the range. */
+    for (struct fk_mapping *m = mappings; m; m = m->next) {
+        bool overlaps = ptr < m->base + m->size && m->base < ptr + size;
+        bool inside = m->base >= ptr && m->base + m->size <= ptr + size;
+        if (overlaps && !inside) {
+            pthread_mutex_unlock(&vmm_lock);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+    }
+    mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
+         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    for (struct fk_mapping **pm = &mappings; *pm;) {
+        struct fk_mapping *m = *pm;
+        if (m->base >= ptr && m->base + m->size <= ptr + size) {
+            *pm = m->next;
+            m->h->mappings--;
+            handle_drop_if_unused(m->h);
+            free(m);
+        } else {
+            pm = &m->next;
+        }
+    }
+    pthread_mutex_unlock(&vmm_lock);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size,
+                                  const CUmemAccessDesc *desc, size_t count)
+{
+    FK_ENTER("cuMemSetAccess");
+    if (ptr == 0 || size == 0 || desc == NULL || count == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int prot = PROT_NONE;
+    for (size_t i = 0; i < count; i++) {
+        if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
+            prot = PROT_READ | PROT_WRITE;
+        else if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READ && prot == PROT_NONE)
+            prot = PROT_READ;
+    }
+    if (mprotect((void *)(uintptr_t)ptr, size, prot) != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
+bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
+                   bool *on_host)
+{
+    bool found = false;
+    pthread_mutex_lock(&vmm_lock);
+    for (struct fk_mapping *m = mappings; m; m = m->next) {
+        if (addr >= m->base && addr < m->base + m->size) {
+            *base = m->base;
+            *size = m->size;
+            *dev = m->h->device;
+            *on_host = m->h->device < 0;
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&vmm_lock);
+    return found;
+}

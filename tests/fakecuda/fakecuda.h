@@ -1,0 +1,55 @@
+/*
+ * fakecuda.h: what test programs may ask of the test driver beyond the CUDA
+ * driver API. The test driver (libcuda.so.1 built from this folder) behaves
+ * like the real driver in host memory; these calls only set up a test:
+ * kernels are host functions registered by name, and errors are injected.
+ *
+ * Programs find these with dlsym(RTLD_DEFAULT, ...) or link against the
+ * test driver directly.
+ *
+ * Environment read by the test driver:
+ *   FAKECUDA_DEVICES  number of devices (1..8, default 1)
+ *   FAKECUDA_MEM      device memory per device, in bytes or with K/M/G
+ *                     (default 1G)
+ *   FAKECUDA_SHM      name of a shared-memory object holding the devices'
+ *                     used bytes, so several processes share one "GPU"
+ *   FAKECUDA_FAIL     inject errors: name:skip:count:error[,...], e.g.
+ *                     cuMemAlloc_v2:3:1:2 fails the 4th cuMemAlloc_v2 with 2
+ */
+#ifndef FAKECUDA_H
+#define FAKECUDA_H
+
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    unsigned x, y, z;
+} fakecuda_dim3;
+
+/* A kernel: runs on the stream's thread with the launch's parameters
+ * (already copied at launch, as the driver does). */
+typedef void (*fakecuda_kernel_fn)(void **params, fakecuda_dim3 grid,
+                                   fakecuda_dim3 block);
+
+/* Register a kernel with its parameter sizes. cuModuleGetFunction finds it
+ * by name; cuFuncGetParamInfo and cuKernelGetParamInfo describe it. */
+CUfunction fakecuda_register_kernel(const char *name, fakecuda_kernel_fn fn,
+                                    int nparams, const size_t *param_sizes);
+
+/* Make calls number skip+1 .. skip+count of `name` fail with `error` and do
+ * nothing else. Returns 0, or -1 when every slot is taken. */
+int fakecuda_inject(const char *name, unsigned skip, unsigned count,
+                    CUresult error);
+void fakecuda_inject_clear(void);
+
+/* Bytes of device memory used on `dev`, by every process sharing it. */
+unsigned long long fakecuda_used(int dev);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

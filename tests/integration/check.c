@@ -1,0 +1,127 @@
+/*
+ * check.c: see check.h.
+ */
+#define _GNU_SOURCE 1
+#include "check.h"
+
+#include <dlfcn.h>
+#include <string.h>
+#include <unistd.h>
+
+void *check_libcuda(void)
+{
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    CHECK(lib != NULL, "dlopen libcuda.so.1: %s", dlerror());
+    return lib;
+}
+
+void *check_sym(void *lib, const char *name)
+{
+    void *p = dlsym(lib, name);
+    CHECK(p != NULL, "dlsym %s: %s", name, dlerror());
+    return p;
+}
+
+void check_context(void *lib, int device)
+{
+    CUresult (*init)(unsigned) = check_sym(lib, "cuInit");
+    CUresult (*retain)(CUcontext *, CUdevice) = check_sym(lib, "cuDevicePrimaryCtxRetain");
+    CUresult (*set)(CUcontext) = check_sym(lib, "cuCtxSetCurrent");
+    CUcontext ctx;
+    CHECK_CU(init(0));
+    CHECK_CU(retain(&ctx, device));
+    CHECK_CU(set(ctx));
+}
+
+json_t *stats_get(void)
+{
+    int (*stats)(char *, size_t) = (int (*)(char *, size_t))dlsym(RTLD_DEFAULT,
+                                                                   "vramshim_stats_json");
+    CHECK(stats != NULL, "vramshim_stats_json not found: is libvramshim preloaded?");
+    size_t cap = 1 << 16;
+    char *buf = malloc(cap);
+    int n = stats(buf, cap);
+    if (n >= (int)cap) {
+        cap = (size_t)n + 1;
+        buf = realloc(buf, cap);
+        n = stats(buf, cap);
+    }
+    CHECK(n > 0 && n < (int)cap, "vramshim_stats_json returned %d", n);
+    json_error_t err;
+    json_t *root = json_loads(buf, 0, &err);
+    CHECK(root != NULL, "stats JSON does not parse: %s at %d: %s", err.text,
+          err.position, buf);
+    free(buf);
+    return root;
+}
+
+uint64_t stats_u64(json_t *root, const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *node = root;
+    char *save = NULL;
+    for (char *part = strtok_r(buf, ".", &save); part; part = strtok_r(NULL, ".", &save)) {
+        if (json_is_array(node))
+            node = json_array_get(node, (size_t)atoi(part));
+        else
+            node = json_object_get(node, part);
+        CHECK(node != NULL, "stats have no %s", path);
+    }
+    CHECK(json_is_integer(node), "stats %s is not an integer", path);
+    return (uint64_t)json_integer_value(node);
+}
+
+json_t *stats_owner(json_t *root, const char *name, int device)
+{
+    json_t *owners = json_object_get(root, "owners");
+    size_t i;
+    json_t *o;
+    json_array_foreach(owners, i, o) {
+        if (strcmp(json_string_value(json_object_get(o, "name")), name) == 0 &&
+            json_integer_value(json_object_get(o, "device")) == device)
+            return o;
+    }
+    return NULL;
+}
+
+void check_owner(json_t *root, const char *name, int device, uint64_t bytes,
+                 uint64_t count)
+{
+    json_t *o = stats_owner(root, name, device);
+    CHECK(o != NULL, "no owner %s on device %d", name, device);
+    uint64_t got_bytes = (uint64_t)json_integer_value(json_object_get(o, "allocated"));
+    uint64_t got_count = (uint64_t)json_integer_value(json_object_get(o, "allocations"));
+    uint64_t resident = (uint64_t)json_integer_value(json_object_get(o, "resident"));
+    CHECK(got_bytes == bytes, "owner %s device %d allocated %llu, expected %llu", name,
+          device, (unsigned long long)got_bytes, (unsigned long long)bytes);
+    CHECK(got_count == count, "owner %s device %d allocations %llu, expected %llu",
+          name, device, (unsigned long long)got_count, (unsigned long long)count);
+    CHECK(resident == bytes, "owner %s resident %llu != allocated %llu", name,
+          (unsigned long long)resident, (unsigned long long)bytes);
+}
+
+void check_reexec_with(char **argv, const char *var, const char *value)
+{
+    const char *cur = getenv(var);
+    if (cur && strcmp(cur, value) == 0)
+        return;
+    setenv(var, value, 1);
+    execv("/proc/self/exe", argv);
+    CHECK(0, "re-exec failed");
+}
+
+int check_owner_push(const char *name)
+{
+    int (*push)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT,
+                                                            "vramshim_owner_push");
+    CHECK(push != NULL, "vramshim_owner_push not found");
+    return push(name);
+}
+
+int check_owner_pop(void)
+{
+    int (*pop)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "vramshim_owner_pop");
+    CHECK(pop != NULL, "vramshim_owner_pop not found");
+    return pop();
+}

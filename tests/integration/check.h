@@ -1,0 +1,64 @@
+/*
+ * check.h: helpers for the integration programs, which run under
+ * LD_PRELOAD=libvramshim.so with the test driver as libcuda.so.1 and compare
+ * what vramshim reports (its stats JSON, read with jansson) with what the
+ * program itself did.
+ */
+#ifndef CHECK_H
+#define CHECK_H
+
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, "\n");                                          \
+            exit(1);                                                        \
+        }                                                                   \
+    } while (0)
+
+#define CHECK_CU(call)                                                      \
+    do {                                                                    \
+        CUresult rc_ = (call);                                              \
+        CHECK(rc_ == CUDA_SUCCESS, "%s returned %d", #call, (int)rc_);      \
+    } while (0)
+
+#define CHECK_EQ_U64(got, want)                                             \
+    do {                                                                    \
+        unsigned long long g_ = (got), w_ = (want);                         \
+        CHECK(g_ == w_, "%s = %llu, expected %llu", #got, g_, w_);          \
+    } while (0)
+
+/* dlopen("libcuda.so.1") and dlsym of one name, failing the test if absent. */
+void *check_libcuda(void);
+void *check_sym(void *lib, const char *name);
+
+/* cuInit + primary context of device 0 made current, through `lib`. */
+void check_context(void *lib, int device);
+
+/* The stats document, parsed. Fails the test if vramshim is not loaded. */
+json_t *stats_get(void);
+/* A number by dotted path: "counters.allocs", "devices.0.allocated". */
+uint64_t stats_u64(json_t *root, const char *path);
+/* The owners[] entry for (name, device), or NULL. */
+json_t *stats_owner(json_t *root, const char *name, int device);
+/* Check owner (name, device) holds `bytes` in `count` live allocations. */
+void check_owner(json_t *root, const char *name, int device, uint64_t bytes,
+                 uint64_t count);
+
+/* Re-run this program with var=value set (once), for tests that need a
+ * variable set before the library loads. */
+void check_reexec_with(char **argv, const char *var, const char *value);
+
+int check_owner_push(const char *name);
+int check_owner_pop(void);
+
+#endif

@@ -1,0 +1,67 @@
+#!/bin/sh
+# env_check.sh: a bad value in any VRAMSHIM_* variable gives exactly one
+# line on stderr naming the variable and the value, and the program runs on
+# with that setting at its default.
+set -u
+b=${VRAMSHIM_BUILD:?run through make check}
+prog=$b/tests/integration/prog_stats
+fail=0
+run() { # VAR VALUE
+	env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
+		"$1=$2" "$prog" >"$tmp/out" 2>"$tmp/err"
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check() { # VAR VALUE DEFAULT-PATTERN-IN-STATS
+	if ! run "$1" "$2"; then
+		echo "FAIL $1=$2: the program did not run"; fail=1; return
+	fi
+	lines=$(wc -l <"$tmp/err")
+	if [ "$lines" -ne 1 ] || ! grep -qF "$1=\"$2\"" "$tmp/err" || ! grep -q 'using the default' "$tmp/err"; then
+		echo "FAIL $1=$2: expected one line naming it, got:"; cat "$tmp/err"; fail=1; return
+	fi
+	if [ -n "$3" ] && ! grep -qF "$3" "$tmp/out"; then
+		echo "FAIL $1=$2: the stats do not show the default ($3):"; cat "$tmp/out"; fail=1; return
+	fi
+	echo "ok   $1=$2"
+}
+check VRAMSHIM_VRAM_LIMIT 12Q '"vram_limit":[null]'
+check VRAMSHIM_VRAM_LIMIT 0:1G,0:2G '"vram_limit":[null]'
+check VRAMSHIM_RESERVE_VRAM lots '"reserve_vram":0'
+check VRAMSHIM_PIN_LIMIT 250% ''
+check VRAMSHIM_OFFLOAD sometimes '"offload":"auto"'
+check VRAMSHIM_IDLE_MS -3 '"idle_ms":1000'
+check VRAMSHIM_IDLE_MS 1e3 '"idle_ms":1000'
+check VRAMSHIM_OWNER 'two words' '"name":"prog_stats"'
+check VRAMSHIM_OWNER_LIMIT 'unet:8G' ''
+check VRAMSHIM_SOCKET_DIR '' ''
+check VRAMSHIM_LOG shouty ''
+check VRAMSHIM_LOG_FILE '' ''
+check VRAMSHIM_DISABLE perhaps '"allocs":1'
+
+# good values are silent and take effect
+if run VRAMSHIM_OWNER comfy && [ ! -s "$tmp/err" ] && grep -qF '"name":"comfy"' "$tmp/out"; then
+	echo "ok   VRAMSHIM_OWNER=comfy"
+else
+	echo "FAIL VRAMSHIM_OWNER=comfy"; cat "$tmp/err" "$tmp/out"; fail=1
+fi
+if run VRAMSHIM_VRAM_LIMIT 0:4G && [ ! -s "$tmp/err" ] && grep -qF '"vram_limit":[4294967296]' "$tmp/out"; then
+	echo "ok   VRAMSHIM_VRAM_LIMIT=0:4G"
+else
+	echo "FAIL VRAMSHIM_VRAM_LIMIT=0:4G"; cat "$tmp/err" "$tmp/out"; fail=1
+fi
+# the log file receives the lines instead of stderr
+if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
+	VRAMSHIM_LOG_FILE="$tmp/log" VRAMSHIM_OFFLOAD=bad "$prog" >/dev/null 2>"$tmp/err" &&
+	[ ! -s "$tmp/err" ] && grep -qF 'VRAMSHIM_OFFLOAD="bad"' "$tmp/log"; then
+	echo "ok   VRAMSHIM_LOG_FILE"
+else
+	echo "FAIL VRAMSHIM_LOG_FILE"; fail=1
+fi
+# a process that never uses CUDA is left alone: no driver loaded, no output
+if out=$(env LD_PRELOAD="$b/.libs/libvramshim.so" VRAMSHIM_LOG=info sh -c 'echo hello' 2>&1) && [ "$out" = hello ]; then
+	echo "ok   non-CUDA process untouched"
+else
+	echo "FAIL non-CUDA process printed: $out"; fail=1
+fi
+exit $fail

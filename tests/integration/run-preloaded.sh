@@ -1,0 +1,16 @@
+#!/bin/sh
+# Runs one test program: unit tests as they are; integration programs with
+# libvramshim preloaded and the test driver found as libcuda.so.1.
+set -eu
+b=${VRAMSHIM_BUILD:?run through make check}
+prog=$1
+shift
+case "$prog" in
+*tests/unit/*) exec "$prog" "$@" ;;
+*prog_old_driver*) fake=$b/tests/fakecuda/old/.libs ;;
+*) fake=$b/tests/fakecuda/.libs ;;
+esac
+LD_LIBRARY_PATH=$fake${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+LD_PRELOAD=$b/.libs/libvramshim.so
+export LD_LIBRARY_PATH LD_PRELOAD
+exec "$prog" "$@"

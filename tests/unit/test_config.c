@@ -1,0 +1,240 @@
+/*
+ * test_config: every parser of config.c on good and bad input, and
+ * vs_config_load: one warning naming the variable and value per bad value,
+ * the default kept.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fixture.h"
+
+#define GiB (1ULL << 30)
+#define MiB (1ULL << 20)
+
+static void sizes_good(void **state)
+{
+    (void)state;
+    struct { const char *in; uint64_t want; } cases[] = {
+        {"0", 0}, {"4096", 4096}, {"1B", 1}, {"8G", 8 * GiB}, {"8g", 8 * GiB},
+        {"512M", 512 * MiB}, {"512mb", 512 * MiB}, {"2K", 2048}, {"1T", 1ULL << 40},
+        {"1.5G", 3 * GiB / 2}, {"8GiB", 8 * GiB}, {"8GB", 8 * GiB},
+        {"17179869184T", 0}, /* overflow: checked below as bad */
+    };
+    for (size_t i = 0; i + 1 < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t got = 1;
+        assert_int_equal(vs_parse_size(cases[i].in, &got), 0);
+        assert_int_equal(got, cases[i].want);
+    }
+}
+
+static void sizes_bad(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "G", "-1", "8Q", "8 G", " 8G", "8G ", "1.5", "1.G",
+                         "8GG", "0x10", "17179869184T", "99999999999999999999",
+                         "8Gi", "8iB", "40%"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint64_t got = 12345;
+        assert_int_not_equal(vs_parse_size(bad[i], &got), 0);
+        assert_int_equal(got, 12345); /* untouched */
+    }
+    assert_int_not_equal(vs_parse_size(NULL, NULL), 0);
+}
+
+static void percent_and_size(void **state)
+{
+    (void)state;
+    struct vs_size_spec s;
+    assert_int_equal(vs_parse_size_or_percent("40%", &s), 0);
+    assert_int_equal(s.kind, VS_SIZE_PERCENT);
+    assert_true(s.percent == 40.0);
+    assert_int_equal(vs_size_resolve(&s, 80 * GiB), 32 * GiB);
+    assert_int_equal(vs_parse_size_or_percent("12.5%", &s), 0);
+    assert_int_equal(vs_size_resolve(&s, 8 * GiB), 1 * GiB);
+    assert_int_equal(vs_parse_size_or_percent("2G", &s), 0);
+    assert_int_equal(s.kind, VS_SIZE_BYTES);
+    assert_int_equal(vs_size_resolve(&s, 80 * GiB), 2 * GiB);
+    const char *bad[] = {"%", "0%", "101%", "-5%", "abc%", "5%%", "1e2%", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_not_equal(vs_parse_size_or_percent(bad[i], &s), 0);
+}
+
+static void device_lists(void **state)
+{
+    (void)state;
+    struct vs_size_spec all, per[VS_MAX_DEVICES];
+    memset(per, 0, sizeof per);
+    assert_int_equal(vs_parse_device_sizes("0:8G,1:12G", &all, per), 0);
+    assert_int_equal(all.kind, VS_SIZE_NONE);
+    assert_int_equal(per[0].bytes, 8 * GiB);
+    assert_int_equal(per[1].bytes, 12 * GiB);
+    assert_int_equal(per[2].kind, VS_SIZE_NONE);
+    assert_int_equal(vs_parse_device_sizes("3:50%", &all, per), 0);
+    assert_int_equal(per[3].kind, VS_SIZE_PERCENT);
+    assert_int_equal(per[0].kind, VS_SIZE_NONE);
+    assert_int_equal(vs_parse_device_sizes("8G", &all, per), 0);
+    assert_int_equal(all.bytes, 8 * GiB);
+
+    const char *bad[] = {"0:8G,0:4G", "0:", ":8G", "x:8G", "16:1G", "0:8G,",
+                         ",0:8G", "0:8G,,1:4G", "0:8Q", "0=8G", "-1:1G"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct vs_size_spec keep = {.kind = VS_SIZE_BYTES, .bytes = 7};
+        all = keep;
+        assert_int_not_equal(vs_parse_device_sizes(bad[i], &all, per), 0);
+        assert_int_equal(all.bytes, 7);
+    }
+}
+
+static void owner_lists(void **state)
+{
+    (void)state;
+    struct vs_owner_limit lim[VS_MAX_OWNER_LIMITS];
+    int n = 0;
+    assert_int_equal(vs_parse_owner_limits("unet=8G,vae=2G", lim, VS_MAX_OWNER_LIMITS, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(lim[0].name, "unet");
+    assert_int_equal(lim[0].bytes, 8 * GiB);
+    assert_string_equal(lim[1].name, "vae");
+    assert_int_equal(lim[1].bytes, 2 * GiB);
+    const char *bad[] = {"unet", "unet=", "=8G", "unet=8G,unet=1G", "un et=1G",
+                         "unet=8G,", "a=1G,,b=2G", "unet=8Q", "x\"y=1G"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = 99;
+        assert_int_not_equal(vs_parse_owner_limits(bad[i], lim, VS_MAX_OWNER_LIMITS, &n), 0);
+        assert_int_equal(n, 99);
+    }
+}
+
+static void small_parsers(void **state)
+{
+    (void)state;
+    enum vs_offload_mode m;
+    assert_int_equal(vs_parse_offload("off", &m), 0);
+    assert_int_equal(m, VS_OFFLOAD_OFF);
+    assert_int_equal(vs_parse_offload("pinned", &m), 0);
+    assert_int_equal(vs_parse_offload("auto", &m), 0);
+    assert_int_equal(m, VS_OFFLOAD_AUTO);
+    assert_int_not_equal(vs_parse_offload("AUTO ", &m), 0);
+    assert_int_not_equal(vs_parse_offload("", &m), 0);
+    enum vs_log_level l;
+    assert_int_equal(vs_parse_log_level("DEBUG", &l), 0);
+    assert_int_equal(l, VS_LOG_DEBUG);
+    assert_int_not_equal(vs_parse_log_level("verbose", &l), 0);
+    uint32_t u;
+    assert_int_equal(vs_parse_uint32("250", 0, 1000, &u), 0);
+    assert_int_equal(u, 250);
+    assert_int_not_equal(vs_parse_uint32("1001", 0, 1000, &u), 0);
+    assert_int_not_equal(vs_parse_uint32("-1", 0, 1000, &u), 0);
+    assert_int_not_equal(vs_parse_uint32("99999999999999999999999", 0, 1000, &u), 0);
+    bool b;
+    assert_int_equal(vs_parse_bool("1", &b), 0);
+    assert_true(b);
+    assert_int_equal(vs_parse_bool("off", &b), 0);
+    assert_false(b);
+    assert_int_not_equal(vs_parse_bool("2", &b), 0);
+}
+
+static void pin_limit_formula(void **state)
+{
+    (void)state;
+    /* max(40% RAM, min(90% RAM, RAM - 4G)) */
+    assert_int_equal(vs_default_pin_limit(8 * GiB), 4 * GiB);          /* RAM - 4G */
+    assert_int_equal(vs_default_pin_limit(64 * GiB), 64 * GiB / 10 * 9);
+    assert_int_equal(vs_default_pin_limit(100 * GiB), 100 * GiB / 10 * 9);
+    assert_int_equal(vs_default_pin_limit(2 * GiB), 2 * GiB / 10 * 4);
+}
+
+/* A fake environment for vs_config_load. */
+static const char *env_names[16], *env_values[16];
+static int env_n;
+static const char *table_env(const char *name)
+{
+    for (int i = 0; i < env_n; i++)
+        if (strcmp(env_names[i], name) == 0)
+            return env_values[i];
+    return NULL;
+}
+static void env_set(const char *name, const char *value)
+{
+    env_names[env_n] = name;
+    env_values[env_n++] = value;
+}
+
+static void load_good(void **state)
+{
+    (void)state;
+    env_n = 0;
+    env_set("VRAMSHIM_VRAM_LIMIT", "0:8G,1:40%");
+    env_set("VRAMSHIM_RESERVE_VRAM", "1G");
+    env_set("VRAMSHIM_PIN_LIMIT", "50%");
+    env_set("VRAMSHIM_OFFLOAD", "pinned");
+    env_set("VRAMSHIM_IDLE_MS", "250");
+    env_set("VRAMSHIM_OWNER", "comfy");
+    env_set("VRAMSHIM_OWNER_LIMIT", "unet=8G");
+    env_set("VRAMSHIM_SOCKET_DIR", "/tmp/x");
+    env_set("VRAMSHIM_DISABLE", "0");
+    fixture_log_capture();
+    struct vs_config cfg;
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(fixture_log_lines(), 0);
+    assert_int_equal(cfg.vram_limit_dev[0].bytes, 8 * GiB);
+    assert_int_equal(cfg.vram_limit_dev[1].kind, VS_SIZE_PERCENT);
+    assert_int_equal(cfg.reserve_vram.bytes, GiB);
+    assert_int_equal(cfg.pin_limit.kind, VS_SIZE_PERCENT);
+    assert_int_equal(cfg.offload, VS_OFFLOAD_PINNED);
+    assert_int_equal(cfg.idle_ms, 250);
+    assert_string_equal(cfg.owner, "comfy");
+    assert_int_equal(cfg.n_owner_limits, 1);
+    assert_string_equal(cfg.socket_dir, "/tmp/x");
+    assert_false(cfg.disable);
+}
+
+/* Each bad value: exactly one line, naming the variable and the value, and
+ * the setting at its default. */
+static void load_bad_each(void **state)
+{
+    (void)state;
+    struct { const char *var, *value; } bad[] = {
+        {"VRAMSHIM_VRAM_LIMIT", "8Q"},     {"VRAMSHIM_RESERVE_VRAM", "lots"},
+        {"VRAMSHIM_PIN_LIMIT", "150%"},    {"VRAMSHIM_OFFLOAD", "sometimes"},
+        {"VRAMSHIM_IDLE_MS", "-5"},        {"VRAMSHIM_OWNER", "two words"},
+        {"VRAMSHIM_OWNER_LIMIT", "unet:8G"}, {"VRAMSHIM_SOCKET_DIR", ""},
+        {"VRAMSHIM_LOG", "loud"},          {"VRAMSHIM_LOG_FILE", ""},
+        {"VRAMSHIM_DISABLE", "maybe"},
+    };
+    struct vs_config dflt;
+    vs_config_defaults(&dflt);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        env_n = 0;
+        env_set(bad[i].var, bad[i].value);
+        fixture_log_capture();
+        struct vs_config cfg;
+        assert_int_equal(vs_config_load(&cfg, table_env), 1);
+        const char *log = fixture_log();
+        assert_int_equal(fixture_log_lines(), 1);
+        assert_non_null(strstr(log, bad[i].var));
+        char quoted[128];
+        snprintf(quoted, sizeof quoted, "\"%s\"", bad[i].value);
+        assert_non_null(strstr(log, quoted));
+        assert_non_null(strstr(log, "using the default"));
+        assert_memory_equal(&cfg, &dflt, sizeof cfg);
+        vs_log_set_level(VS_LOG_WARN);
+    }
+}
+
+int main(void)
+{
+    fixture_reset();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sizes_good),       cmocka_unit_test(sizes_bad),
+        cmocka_unit_test(percent_and_size), cmocka_unit_test(device_lists),
+        cmocka_unit_test(owner_lists),      cmocka_unit_test(small_parsers),
+        cmocka_unit_test(pin_limit_formula), cmocka_unit_test(load_good),
+        cmocka_unit_test(load_bad_each),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

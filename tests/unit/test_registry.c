@@ -1,0 +1,230 @@
+/*
+ * test_registry: the registry against a plain model. Records in, out,
+ * found by any address inside them; counters per owner and device equal to
+ * the model's sums after every step of a long random sequence.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fixture.h"
+
+static int setup(void **state)
+{
+    (void)state;
+    fixture_reset();
+    return 0;
+}
+
+static void add_find_remove(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_registry_add(0x10000, 0x1000, 0, VS_KIND_DEVICE, 0), 0);
+    assert_int_equal(vs_registry_add(0x20000, 0x100, 1, VS_KIND_ASYNC, 0), 0);
+    struct vs_alloc_info info;
+    assert_true(vs_registry_find(0x10000, &info));
+    assert_int_equal(info.base, 0x10000);
+    assert_true(vs_registry_find(0x10fff, &info));
+    assert_int_equal(info.size, 0x1000);
+    assert_false(vs_registry_find(0x11000, &info));
+    assert_false(vs_registry_find(0xffff, &info));
+    assert_true(vs_registry_find(0x200ff, &info));
+    assert_int_equal(info.device, 1);
+    assert_int_equal(info.kind, VS_KIND_ASYNC);
+    assert_int_equal(vs_registry_remove(0x10001, NULL), -ENOENT); /* not a base */
+    assert_int_equal(vs_registry_remove(0x10000, &info), 0);
+    assert_int_equal(info.size, 0x1000);
+    assert_false(vs_registry_find(0x10000, NULL));
+    assert_int_equal(vs_registry_remove(0x10000, NULL), -ENOENT);
+    assert_int_equal(vs_registry_remove(UINT64_MAX, NULL), -ENOENT);
+}
+
+static void counters_and_peaks(void **state)
+{
+    (void)state;
+    int unet = vs_owner_intern("unet");
+    assert_int_equal(vs_registry_add(0x1000000, 100, 0, VS_KIND_DEVICE, unet), 0);
+    assert_int_equal(vs_registry_add(0x2000000, 50, 0, VS_KIND_DEVICE, 0), 0);
+    assert_int_equal(vs_registry_add(0x3000000, 4096, -1, VS_KIND_HOST_ALLOC, 0), 0);
+    assert_int_equal(vs_registry_add(0x4000000, 10, 2, VS_KIND_MANAGED, unet), 0);
+    struct vs_snapshot *s = malloc(sizeof *s);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->dev[0].allocated, 150);
+    assert_int_equal(s->dev[2].allocated, 10);
+    assert_int_equal(s->devices_seen, 0x5);
+    assert_int_equal(s->owner[unet][0].allocated, 100);
+    assert_int_equal(s->owner[unet][2].allocations, 1);
+    assert_int_equal(s->pinned.app, 4096);
+    assert_int_equal(s->events.allocs, 3); /* host memory is not a device alloc */
+    struct vs_alloc_info gone;
+    assert_int_equal(vs_registry_remove(0x1000000, &gone), 0);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->dev[0].allocated, 50);
+    assert_int_equal(s->dev[0].peak_resident, 150);
+    assert_int_equal(s->owner[unet][0].peak, 100);
+    assert_int_equal(s->events.frees, 1);
+    /* a refused free puts everything back as it was */
+    vs_registry_restore(&gone);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->dev[0].allocated, 150);
+    assert_int_equal(s->events.allocs, 3);
+    assert_int_equal(s->events.frees, 0);
+    assert_int_equal(vs_registry_remove(0x3000000, NULL), 0);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->pinned.app, 0);
+    free(s);
+}
+
+static void overlap_replaces_stale(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_registry_add(0x100000, 0x10000, 0, VS_KIND_DEVICE, 0), 0);
+    /* the driver handed out an address inside a live record: that record
+     * was released behind our back */
+    assert_int_equal(vs_registry_add(0x108000, 0x100, 0, VS_KIND_DEVICE, 0), -EEXIST);
+    assert_false(vs_registry_find(0x100000, NULL));
+    assert_true(vs_registry_find(0x108000, NULL));
+    /* and one that starts below a live record and runs into it */
+    assert_int_equal(vs_registry_add(0x107000, 0x2000, 0, VS_KIND_DEVICE, 0), -EEXIST);
+    struct vs_snapshot *s = malloc(sizeof *s);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->dev[0].allocated, 0x2000);
+    assert_int_equal(s->live_records, 1);
+    free(s);
+}
+
+static void remove_range(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(vs_registry_add(0x1000000 + (uint64_t)i * 0x1000, 0x1000, 0,
+                                         VS_KIND_VMM, 0), 0);
+    assert_int_equal(vs_registry_remove_range(0x1002000, 0x3000), 3);
+    assert_true(vs_registry_find(0x1001fff, NULL));
+    assert_false(vs_registry_find(0x1002000, NULL));
+    assert_false(vs_registry_find(0x1004fff, NULL));
+    assert_true(vs_registry_find(0x1005000, NULL));
+    /* a range cutting a record in half leaves it */
+    assert_int_equal(vs_registry_remove_range(0x1005800, 0x1000), 0);
+}
+
+/* Thousands of random operations against a model: every counter and every
+ * containment answer must agree with it. */
+#define MODEL_SLOTS 2048
+static void random_against_model(void **state)
+{
+    (void)state;
+    struct { uint64_t base, size; int dev, owner; bool live; } m[MODEL_SLOTS];
+    memset(m, 0, sizeof m);
+    int owners[4] = {0, vs_owner_intern("a"), vs_owner_intern("b"), vs_owner_intern("c")};
+    unsigned seed = 42;
+    struct vs_snapshot *s = malloc(sizeof *s);
+    for (int step = 0; step < 60000; step++) {
+        int k = rand_r(&seed) % MODEL_SLOTS;
+        /* each slot owns a disjoint 1 MiB window of address space */
+        uint64_t window = 0x100000000ULL + (uint64_t)k * 0x100000;
+        if (m[k].live) {
+            assert_int_equal(vs_registry_remove(m[k].base, NULL), 0);
+            m[k].live = false;
+        } else {
+            m[k].size = 1 + (uint64_t)(rand_r(&seed) % 0x80000);
+            m[k].base = window + (uint64_t)(rand_r(&seed) % 0x1000) * 16;
+            m[k].dev = rand_r(&seed) % 3;
+            m[k].owner = owners[rand_r(&seed) % 4];
+            m[k].live = true;
+            assert_int_equal(vs_registry_add(m[k].base, m[k].size, m[k].dev,
+                                             VS_KIND_DEVICE, m[k].owner), 0);
+        }
+        /* probe an address in some window */
+        int j = rand_r(&seed) % MODEL_SLOTS;
+        uint64_t probe = 0x100000000ULL + (uint64_t)j * 0x100000 +
+                         (uint64_t)(rand_r(&seed) % 0x100000);
+        bool want = m[j].live && probe >= m[j].base && probe < m[j].base + m[j].size;
+        struct vs_alloc_info info;
+        assert_int_equal(vs_registry_find(probe, &info), want);
+        if (want)
+            assert_int_equal(info.base, m[j].base);
+        if (step % 5000 == 0) {
+            uint64_t dev_sum[3] = {0}, own_sum[4][3];
+            memset(own_sum, 0, sizeof own_sum);
+            for (int i = 0; i < MODEL_SLOTS; i++) {
+                if (!m[i].live)
+                    continue;
+                dev_sum[m[i].dev] += m[i].size;
+                for (int o = 0; o < 4; o++)
+                    if (owners[o] == m[i].owner)
+                        own_sum[o][m[i].dev] += m[i].size;
+            }
+            vs_registry_snapshot(s);
+            for (int d = 0; d < 3; d++) {
+                assert_int_equal(s->dev[d].allocated, dev_sum[d]);
+                for (int o = 0; o < 4; o++)
+                    assert_int_equal(s->owner[owners[o]][d].allocated, own_sum[o][d]);
+            }
+        }
+    }
+    free(s);
+}
+
+static void owners_overflow(void **state)
+{
+    (void)state;
+    char name[32];
+    int last = 0;
+    for (int i = 0; i < VS_MAX_OWNERS + 10; i++) {
+        snprintf(name, sizeof name, "owner%d", i);
+        last = vs_owner_intern(name);
+    }
+    assert_int_equal(last, VS_MAX_OWNERS - 1);
+    assert_string_equal(vs_owner_name(last), "(other)");
+    assert_int_equal(vs_owner_intern("owner0"), 1); /* interned ids are stable */
+}
+
+static void owner_stack(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_owner_current(), 0);
+    assert_int_equal(vs_owner_pop(), -ENOENT);
+    assert_int_equal(vs_owner_push(NULL), -EINVAL);
+    assert_int_equal(vs_owner_push(""), -EINVAL);
+    assert_int_equal(vs_owner_push("unet"), 0);
+    int unet = vs_owner_current();
+    assert_string_equal(vs_owner_name(unet), "unet");
+    assert_int_equal(vs_owner_push("vae"), 0);
+    assert_string_equal(vs_owner_name(vs_owner_current()), "vae");
+    assert_int_equal(vs_owner_pop(), 0);
+    assert_int_equal(vs_owner_current(), unet);
+    assert_int_equal(vs_owner_pop(), 0);
+    assert_int_equal(vs_owner_current(), 0);
+    for (int i = 0; i < VRAMSHIM_OWNER_STACK_MAX; i++)
+        assert_int_equal(vs_owner_push("deep"), 0);
+    assert_int_equal(vs_owner_push("deeper"), -EOVERFLOW);
+    for (int i = 0; i < VRAMSHIM_OWNER_STACK_MAX; i++)
+        assert_int_equal(vs_owner_pop(), 0);
+    /* names are truncated, not refused */
+    char longname[100];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[99] = '\0';
+    assert_int_equal(vs_owner_push(longname), 0);
+    assert_int_equal(strlen(vs_owner_name(vs_owner_current())), VRAMSHIM_OWNER_NAME_MAX);
+    assert_int_equal(vs_owner_pop(), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(add_find_remove, setup),
+        cmocka_unit_test_setup(counters_and_peaks, setup),
+        cmocka_unit_test_setup(overlap_replaces_stale, setup),
+        cmocka_unit_test_setup(remove_range, setup),
+        cmocka_unit_test_setup(random_against_model, setup),
+        cmocka_unit_test_setup(owner_stack, setup),
+        cmocka_unit_test_setup(owners_overflow, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,154 @@
+/*
+ * test_stats: the stats document is valid JSON with every field of the
+ * contract, its figures equal the registry's, names are escaped, and a short
+ * buffer gets a NUL-terminated prefix and the full length back.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+
+static int setup(void **state)
+{
+    (void)state;
+    fixture_reset();
+    return 0;
+}
+
+static json_t *document(void)
+{
+    static char buf[1 << 16];
+    int n = vs_stats_write_json(buf, sizeof buf, &vs_state.cfg);
+    assert_true(n > 0 && n < (int)sizeof buf);
+    assert_int_equal(strlen(buf), (size_t)n);
+    json_error_t err;
+    json_t *root = json_loads(buf, 0, &err);
+    if (root == NULL)
+        fail_msg("invalid JSON (%s): %s", err.text, buf);
+    return root;
+}
+
+static void every_field(void **state)
+{
+    (void)state;
+    json_t *root = document();
+    const char *top[] = {"pid", "cmd", "uptime_s", "config", "devices", "pinned",
+                         "owners", "counters"};
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        assert_non_null(json_object_get(root, top[i]));
+    const char *config[] = {"vram_limit", "reserve_vram", "pin_limit", "offload", "idle_ms"};
+    for (size_t i = 0; i < 5; i++)
+        assert_non_null(json_object_get(json_object_get(root, "config"), config[i]));
+    const char *pinned[] = {"limit", "app", "offload", "staging"};
+    for (size_t i = 0; i < 4; i++)
+        assert_non_null(json_object_get(json_object_get(root, "pinned"), pinned[i]));
+    const char *counters[] = {"allocs", "frees", "oom_returned", "evictions", "restores",
+                              "bytes_evicted", "bytes_restored", "launches"};
+    for (size_t i = 0; i < 8; i++)
+        assert_non_null(json_object_get(json_object_get(root, "counters"), counters[i]));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(root, "config"),
+                                                          "offload")), "auto");
+    /* the default pin limit of 16 GiB of RAM */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(root, "pinned"),
+                                                        "limit")),
+                     vs_default_pin_limit(16ULL << 30));
+    json_decref(root);
+}
+
+static void figures_follow_registry(void **state)
+{
+    (void)state;
+    int vae = vs_owner_intern("vae");
+    vs_registry_add(0x10000000, 1000, 0, VS_KIND_DEVICE, vae);
+    vs_registry_add(0x20000000, 24, 1, VS_KIND_DEVICE, vae);
+    vs_registry_add(0x30000000, 500, 1, VS_KIND_DEVICE, 0);
+    vs_registry_add(0x40000000, 4096, -1, VS_KIND_HOST_REGISTERED, 0);
+    vs_count_launch();
+    vs_count_launch();
+    json_t *root = document();
+    json_t *devices = json_object_get(root, "devices");
+    assert_int_equal(json_array_size(devices), 2);
+    json_t *d1 = json_array_get(devices, 1);
+    assert_int_equal(json_integer_value(json_object_get(d1, "index")), 1);
+    assert_int_equal(json_integer_value(json_object_get(d1, "allocated")), 524);
+    assert_int_equal(json_integer_value(json_object_get(d1, "resident")), 524);
+    assert_true(json_is_null(json_object_get(d1, "vram_total"))); /* no driver here */
+    json_t *owners = json_object_get(root, "owners");
+    assert_int_equal(json_array_size(owners), 3);
+    size_t i;
+    json_t *o;
+    int seen = 0;
+    json_array_foreach(owners, i, o) {
+        const char *name = json_string_value(json_object_get(o, "name"));
+        int dev = (int)json_integer_value(json_object_get(o, "device"));
+        json_int_t bytes = json_integer_value(json_object_get(o, "allocated"));
+        if (strcmp(name, "vae") == 0 && dev == 0 && bytes == 1000) seen |= 1;
+        if (strcmp(name, "vae") == 0 && dev == 1 && bytes == 24) seen |= 2;
+        if (strcmp(name, "unit") == 0 && dev == 1 && bytes == 500) seen |= 4;
+    }
+    assert_int_equal(seen, 7);
+    json_t *c = json_object_get(root, "counters");
+    assert_int_equal(json_integer_value(json_object_get(c, "allocs")), 3);
+    assert_int_equal(json_integer_value(json_object_get(c, "launches")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(root, "pinned"),
+                                                        "app")), 4096);
+    json_decref(root);
+}
+
+static void names_are_escaped(void **state)
+{
+    (void)state;
+    int odd = vs_owner_intern("a\"b\\c\n");
+    vs_registry_add(0x50000000, 8, 0, VS_KIND_DEVICE, odd);
+    json_t *root = document();
+    json_t *o = json_array_get(json_object_get(root, "owners"), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "a\"b\\c\n");
+    json_decref(root);
+}
+
+static void short_buffer(void **state)
+{
+    (void)state;
+    char full[1 << 14], part[40];
+    int n = vs_stats_write_json(full, sizeof full, &vs_state.cfg);
+    int m = vs_stats_write_json(part, sizeof part, &vs_state.cfg);
+    assert_true(n > (int)sizeof part);
+    assert_true(m >= n - 2 && m <= n + 2); /* uptime may gain a digit */
+    assert_int_equal(strlen(part), sizeof part - 1);
+    assert_memory_equal(part, full, 20);
+    assert_true(vs_stats_write_json(NULL, 0, &vs_state.cfg) > 0);
+}
+
+static void config_in_document(void **state)
+{
+    (void)state;
+    vs_state.cfg.vram_limit_all = (struct vs_size_spec){.kind = VS_SIZE_BYTES, .bytes = 4096};
+    vs_state.cfg.vram_limit_dev[1] = (struct vs_size_spec){.kind = VS_SIZE_BYTES, .bytes = 8192};
+    vs_state.cfg.offload = VS_OFFLOAD_OFF;
+    vs_registry_add(0x60000000, 8, 1, VS_KIND_DEVICE, 0);
+    json_t *root = document();
+    json_t *cfg = json_object_get(root, "config");
+    json_t *lim = json_object_get(cfg, "vram_limit");
+    assert_int_equal(json_array_size(lim), 2);
+    assert_int_equal(json_integer_value(json_array_get(lim, 0)), 4096);
+    assert_int_equal(json_integer_value(json_array_get(lim, 1)), 8192);
+    assert_string_equal(json_string_value(json_object_get(cfg, "offload")), "off");
+    json_decref(root);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(every_field, setup),
+        cmocka_unit_test_setup(figures_follow_registry, setup),
+        cmocka_unit_test_setup(names_are_escaped, setup),
+        cmocka_unit_test_setup(short_buffer, setup),
+        cmocka_unit_test_setup(config_in_document, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

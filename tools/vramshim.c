@@ -1,0 +1,190 @@
+/*
+ * vramshim: the command-line tool.
+ *
+ * `vramshim run` starts a program under the library: it checks every option
+ * with the library's own parsers (so a value the tool accepts is a value
+ * the library accepts), sets LD_PRELOAD and the VRAMSHIM_* variables, and
+ * execs. The commands that talk to running processes (ls, stats, top,
+ * evict, free, set, metrics) need the per-process control socket, which is
+ * not built yet: they say so and exit 1.
+ *
+ * Exit codes (interface.md): 0 success, 1 the target refused or failed,
+ * 2 usage error, 3 no such process.
+ */
+#include "config.h"
+#include "vramshim_internal.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef VRAMSHIM_LIBDIR
+#define VRAMSHIM_LIBDIR "/usr/local/lib"
+#endif
+
+#define EXIT_REFUSED 1
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "usage: vramshim COMMAND [OPTIONS]\n"
+    "\n"
+    "Commands:\n"
+    "  run [--vram-limit S] [--reserve S] [--pin-limit S] [--offload M] [--owner N] -- CMD ARGS...\n"
+    "                     run CMD under libvramshim\n"
+    "  ls [--json]        list processes running under vramshim (needs the control socket)\n"
+    "  stats [--json] PID show one process (needs the control socket)\n"
+    "  top | evict | free | set | metrics\n"
+    "                     steer running processes (need the control socket)\n"
+    "\n"
+    "Sizes: 8G, 512M, 4096 (B/K/M/G/T, binary), or a percentage: 40%.\n"
+    "Run 'vramshim COMMAND --help' for one command. See vramshim(7) for the variables.\n";
+
+static const char run_usage[] =
+    "usage: vramshim run [--vram-limit S] [--reserve S] [--pin-limit S] [--offload M] [--owner N] -- CMD ARGS...\n"
+    "\n"
+    "Runs CMD with libvramshim preloaded.\n"
+    "  --vram-limit S  device memory the process may hold resident: 8G, 40%, or 0:8G,1:12G\n"
+    "                  (VRAMSHIM_VRAM_LIMIT)\n"
+    "  --reserve S     device memory kept free for everyone else (VRAMSHIM_RESERVE_VRAM)\n"
+    "  --pin-limit S   cap on page-locked host memory: 16G or 50% of RAM (VRAMSHIM_PIN_LIMIT)\n"
+    "  --offload M     off, pinned or auto (VRAMSHIM_OFFLOAD)\n"
+    "  --owner N       owner name of allocations made outside any explicit owner (VRAMSHIM_OWNER)\n"
+    "The library is $VRAMSHIM_LIBRARY if set, else the one next to this tool's build, else\n"
+    VRAMSHIM_LIBDIR "/libvramshim.so.\n";
+
+static int usage_error(const char *usage, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "vramshim: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n%s", usage);
+    return EXIT_USAGE;
+}
+
+static bool file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* The library to preload: explicit, the build tree's, or the installed one. */
+static const char *library_path(char *buf, size_t cap)
+{
+    const char *env = getenv("VRAMSHIM_LIBRARY");
+    if (env && *env)
+        return env;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        snprintf(buf, cap, "%s/../.libs/libvramshim.so", dirname(self));
+        if (file_exists(buf))
+            return buf;
+    }
+    snprintf(buf, cap, "%s/libvramshim.so", VRAMSHIM_LIBDIR);
+    return buf;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"vram-limit", required_argument, NULL, 'v'},
+        {"reserve", required_argument, NULL, 'r'},
+        {"pin-limit", required_argument, NULL, 'p'},
+        {"offload", required_argument, NULL, 'o'},
+        {"owner", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct { const char *var, *value; } set[8];
+    int nset = 0;
+    optind = 1;
+    opterr = 0;
+    int c;
+    /* '+': stop at the first non-option, so CMD's own options stay CMD's */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        struct vs_size_spec spec, per[VS_MAX_DEVICES];
+        enum vs_offload_mode mode;
+        switch (c) {
+        case 'h':
+            fputs(run_usage, stdout);
+            return 0;
+        case 'v':
+            if (vs_parse_device_sizes(optarg, &spec, per))
+                return usage_error(run_usage, "--vram-limit: '%s' is not a size, a percentage or a device list", optarg);
+            set[nset++] = (typeof(set[0])){"VRAMSHIM_VRAM_LIMIT", optarg};
+            break;
+        case 'r':
+            if (vs_parse_size_or_percent(optarg, &spec))
+                return usage_error(run_usage, "--reserve: '%s' is not a size or a percentage", optarg);
+            set[nset++] = (typeof(set[0])){"VRAMSHIM_RESERVE_VRAM", optarg};
+            break;
+        case 'p':
+            if (vs_parse_size_or_percent(optarg, &spec))
+                return usage_error(run_usage, "--pin-limit: '%s' is not a size or a percentage", optarg);
+            set[nset++] = (typeof(set[0])){"VRAMSHIM_PIN_LIMIT", optarg};
+            break;
+        case 'o':
+            if (vs_parse_offload(optarg, &mode))
+                return usage_error(run_usage, "--offload: '%s' is not off, pinned or auto", optarg);
+            set[nset++] = (typeof(set[0])){"VRAMSHIM_OFFLOAD", optarg};
+            break;
+        case 'n':
+            if (*optarg == '\0' || strlen(optarg) > VRAMSHIM_OWNER_NAME_MAX ||
+                strpbrk(optarg, " \t\n\"\\"))
+                return usage_error(run_usage, "--owner: '%s' must be 1 to 47 characters without spaces, quotes or backslashes", optarg);
+            set[nset++] = (typeof(set[0])){"VRAMSHIM_OWNER", optarg};
+            break;
+        default:
+            return usage_error(run_usage, "run: unknown or incomplete option '%s'",
+                               argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error(run_usage, "run: no command given%s", "");
+    char libbuf[PATH_MAX + 32];
+    const char *lib = library_path(libbuf, sizeof libbuf);
+    if (!file_exists(lib)) {
+        fprintf(stderr, "vramshim: the library %s is missing (set VRAMSHIM_LIBRARY)\n", lib);
+        return EXIT_REFUSED;
+    }
+    const char *old = getenv("LD_PRELOAD");
+    char preload[8192];
+    snprintf(preload, sizeof preload, "%s%s%s", lib, old && *old ? ":" : "", old ? old : "");
+    setenv("LD_PRELOAD", preload, 1);
+    for (int i = 0; i < nset; i++)
+        setenv(set[i].var, set[i].value, 1);
+    execvp(argv[optind], &argv[optind]);
+    fprintf(stderr, "vramshim: cannot run %s: %s\n", argv[optind], strerror(errno));
+    return errno == ENOENT ? 127 : 126;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error(usage_text, "no command given%s", "");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("vramshim %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    static const char *const socket_cmds[] = {"ls", "stats", "top", "evict", "free", "set", "metrics"};
+    for (size_t i = 0; i < sizeof socket_cmds / sizeof socket_cmds[0]; i++) {
+        if (strcmp(cmd, socket_cmds[i]) == 0) {
+            if (argc > 2 && strcmp(argv[2], "--help") == 0) {
+                fputs(usage_text, stdout);
+                return 0;
+            }
+            fprintf(stderr, "vramshim: '%s' needs the per-process control socket, which this "
+                            "version does not have yet\n", cmd);
+            return EXIT_REFUSED;
+        }
+    }
+    return usage_error(usage_text, "unknown command '%s'", cmd);
+}

@@ -87,6 +87,7 @@ int main(void)
         static char buf[1 << 16];
         stats(buf, sizeof buf);
         printf("demo: what vramshim saw:\n%s\n", buf);
+        fflush(stdout); /* before vramshim's exit summary on stderr */
     } else {
         printf("demo: vramshim is not loaded\n");
     }

@@ -72,6 +72,16 @@ static int query_total(int dev, uint64_t *total)
     return 0;
 }
 
+static int query_free(int dev, uint64_t *free_bytes)
+{
+    size_t f, t;
+    if (vs_current_device() != dev || vs_real.cuMemGetInfo_v2 == NULL ||
+        vs_real.cuMemGetInfo_v2(&f, &t) != CUDA_SUCCESS)
+        return -1;
+    *free_bytes = f;
+    return 0;
+}
+
 bool vs_real_load(bool must_load)
 {
     if (vs_real_ready())
@@ -113,7 +123,8 @@ bool vs_real_load(bool must_load)
 #include "hooks.def"
 #undef VS_HOOK
 #undef VS_REAL_ONLY
-        static const struct vs_device_query q = {query_count, query_name, query_total};
+        static const struct vs_device_query q = {query_count, query_name, query_total,
+                                                 query_free};
         vs_stats_set_query(&q);
         atomic_store_explicit(&vs_real_loaded, 1, memory_order_release);
         vs_debug("driver loaded, %d of %d entry points hooked", n_pairs, N_HOOKS);

@@ -142,6 +142,9 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
         put_json_string(o, name);
         put(o, ",\"vram_total\":");
         put_opt_u64(o, has_total, total);
+        uint64_t free_bytes = 0;
+        if (query.free_now && query.free_now(i, &free_bytes) == 0)
+            vs_stats_note_free(i, free_bytes);
         put(o, ",\"vram_free\":");
         put_opt_u64(o, (last_free_known >> i) & 1u, last_free[i]);
         put(o,

@@ -221,6 +221,8 @@ struct vs_device_query {
     int (*count)(void);
     int (*name)(int dev, char *buf, size_t len);
     int (*total)(int dev, uint64_t *total);
+    /* Free memory now, when the calling thread has a context on dev. */
+    int (*free_now)(int dev, uint64_t *free_bytes);
 };
 void vs_stats_set_query(const struct vs_device_query *q);
 /* The most recent free figure the driver gave for a device. */

@@ -5,6 +5,15 @@
  * and PyTorch looks up some eighty versioned names the same way. Whatever
  * the handle, a result that is a real driver pointer we hook is swapped for
  * the hook. Names not starting with "cu" are never inspected.
+ *
+ * RTLD_NEXT means "after the caller", and glibc finds the caller from the
+ * return address. On x86-64 the exported entry points are a few
+ * instructions of assembly that jump straight into libc's dlsym/dlvsym for
+ * RTLD_NEXT, return address untouched, so glibc answers exactly as without
+ * vramshim (and sanitizer runtimes, which ask during their own start-up,
+ * never run our C code for it). Elsewhere vs_dl_next walks the link maps.
+ * RTLD_NEXT answers are not swapped: "the next definition" of a driver name
+ * is the driver's.
  */
 #define _GNU_SOURCE 1
 #include "vramshim_internal.h"
@@ -21,18 +30,71 @@ static void *swap_result(const char *name, void *sym)
     return hook ? hook : sym;
 }
 
+void *vs_dlsym_body(void *handle, const char *name)
+{
+    return swap_result(name, vs_real_dlsym(handle, name));
+}
+
+void *vs_dlvsym_body(void *handle, const char *name, const char *version)
+{
+    return swap_result(name, vs_real_dlvsym(handle, name, version));
+}
+
+#if defined(__x86_64__)
+/* dlsym(handle=rdi, name=rsi), dlvsym(handle=rdi, name=rsi, version=rdx).
+ * For RTLD_NEXT (-1): fetch libc's function with the argument registers
+ * saved and the stack 16-byte aligned, then jump to it. */
+__asm__(".text\n"
+        ".globl dlsym\n"
+        ".type dlsym, @function\n"
+        "dlsym:\n"
+        "  endbr64\n"
+        "  cmpq $-1, %rdi\n"
+        "  jne vs_dlsym_body\n"
+        "  pushq %rdi\n"
+        "  pushq %rsi\n"
+        "  subq $8, %rsp\n"
+        "  call vs_libc_dlsym\n"
+        "  addq $8, %rsp\n"
+        "  popq %rsi\n"
+        "  popq %rdi\n"
+        "  testq %rax, %rax\n"
+        "  jz 1f\n"
+        "  jmp *%rax\n"
+        "1:\n"
+        "  ret\n"
+        ".size dlsym, .-dlsym\n"
+        ".globl dlvsym\n"
+        ".type dlvsym, @function\n"
+        "dlvsym:\n"
+        "  endbr64\n"
+        "  cmpq $-1, %rdi\n"
+        "  jne vs_dlvsym_body\n"
+        "  pushq %rdi\n"
+        "  pushq %rsi\n"
+        "  pushq %rdx\n"
+        "  call vs_libc_dlvsym\n"
+        "  popq %rdx\n"
+        "  popq %rsi\n"
+        "  popq %rdi\n"
+        "  testq %rax, %rax\n"
+        "  jz 2f\n"
+        "  jmp *%rax\n"
+        "2:\n"
+        "  ret\n"
+        ".size dlvsym, .-dlvsym\n");
+#else
 VS_EXPORT void *dlsym(void *handle, const char *name)
 {
-    void *sym = handle == RTLD_NEXT
-                    ? vs_dl_next(__builtin_return_address(0), name, NULL)
-                    : vs_real_dlsym(handle, name);
-    return swap_result(name, sym);
+    if (handle == RTLD_NEXT)
+        return vs_dl_next(__builtin_return_address(0), name, NULL);
+    return vs_dlsym_body(handle, name);
 }
 
 VS_EXPORT void *dlvsym(void *handle, const char *name, const char *version)
 {
-    void *sym = handle == RTLD_NEXT
-                    ? vs_dl_next(__builtin_return_address(0), name, version)
-                    : vs_real_dlvsym(handle, name, version);
-    return swap_result(name, sym);
+    if (handle == RTLD_NEXT)
+        return vs_dl_next(__builtin_return_address(0), name, version);
+    return vs_dlvsym_body(handle, name, version);
 }
+#endif

@@ -276,5 +276,11 @@ void *vs_real_dlsym(void *handle, const char *name);
 void *vs_real_dlvsym(void *handle, const char *name, const char *version);
 /* dlsym(RTLD_NEXT, name) as seen from the object that holds `caller`. */
 void *vs_dl_next(const void *caller, const char *name, const char *version);
+/* libc's dlsym and dlvsym themselves, for the RTLD_NEXT jump. */
+void *vs_libc_dlsym(void);
+void *vs_libc_dlvsym(void);
+/* The non-RTLD_NEXT paths of the exported dlsym and dlvsym. */
+void *vs_dlsym_body(void *handle, const char *name);
+void *vs_dlvsym_body(void *handle, const char *name, const char *version);
 
 #endif

@@ -12,5 +12,12 @@ case "$prog" in
 esac
 LD_LIBRARY_PATH=$fake${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 LD_PRELOAD=$b/.libs/libvramshim.so
+case "$prog" in
+*prog_asan*) # a sanitizer's runtime must come first
+	LD_PRELOAD="${ASAN_RUNTIME:?} $LD_PRELOAD"
+	ASAN_OPTIONS=detect_leaks=0
+	export ASAN_OPTIONS
+	;;
+esac
 export LD_LIBRARY_PATH LD_PRELOAD
 exec "$prog" "$@"

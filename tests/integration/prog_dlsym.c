@@ -42,6 +42,17 @@ int main(void)
     /* so does anything that is not a driver entry point */
     CHECK(dlsym(RTLD_DEFAULT, "strlen") == (void *)strlen, "strlen");
     CHECK(dlsym(lib, "cuNoSuchThing") == NULL, "a missing name stays missing");
+    /* before cuInit, the driver's own error passes through and nothing is
+     * recorded */
+    CUdeviceptr early;
+    CHECK(api.MemAlloc(&early, 4096) == CUDA_ERROR_NOT_INITIALIZED, "alloc before cuInit");
+    size_t f, t;
+    CHECK(api.MemGetInfo(&f, &t) == CUDA_ERROR_NOT_INITIALIZED, "cuMemGetInfo before cuInit");
+    json_t *st = stats_get();
+    CHECK_EQ_U64(stats_u64(st, "counters.allocs"), 0);
+    CHECK(json_array_size(json_object_get(st, "devices")) == 0, "no device seen yet");
+    json_decref(st);
+
     scenario_run(&api, "prog_dlsym");
     printf("prog_dlsym: ok\n");
     return 0;

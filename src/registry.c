@@ -188,6 +188,15 @@ static void account(const struct vs_alloc *r, int sign)
     }
 }
 
+static void drop_locked(struct vs_alloc *r)
+{
+    account(r, -1);
+    HASH_DEL(by_base, r);
+    RB_REMOVE(vs_tree, &by_range, r);
+    give_record(r);
+    live_records--;
+}
+
 static int add_record(uint64_t base, uint64_t size, int device,
                       enum vs_kind kind, int owner, bool undoing_free)
 {
@@ -196,25 +205,23 @@ static int add_record(uint64_t base, uint64_t size, int device,
     if (owner < 0 || owner >= VS_MAX_OWNERS)
         owner = 0;
     pthread_rwlock_wrlock(&reg_lock);
-    /* A live range overlapping the new one means a record was missed (a
-     * free that bypassed us): trust the driver and drop the stale one. */
-    struct vs_alloc *stale = find_containing(base);
-    if (stale == NULL) {
-        struct vs_alloc key = {.base = base};
-        stale = RB_NFIND(vs_tree, &by_range, &key);
-        if (stale && stale->base >= base + size)
-            stale = NULL;
-    }
     if (by_base == NULL)
         HASH_ADD(hh, by_base, base, sizeof sentinel.base, &sentinel);
+    /* A live range overlapping the new one means releases were missed (a
+     * free that bypassed us): trust the driver and drop the stale ones. */
     int rc = 0;
-    if (stale) {
+    for (;;) {
+        struct vs_alloc *stale = find_containing(base);
+        if (stale == NULL) {
+            struct vs_alloc key = {.base = base};
+            stale = RB_NFIND(vs_tree, &by_range, &key);
+            if (stale && stale->base >= base + size)
+                stale = NULL;
+        }
+        if (stale == NULL)
+            break;
         rc = -EEXIST;
-        account(stale, -1);
-        HASH_DEL(by_base, stale);
-        RB_REMOVE(vs_tree, &by_range, stale);
-        give_record(stale);
-        live_records--;
+        drop_locked(stale);
     }
     struct vs_alloc *r = take_record();
     if (r == NULL) {
@@ -260,15 +267,6 @@ static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
     out->tier = (enum vs_tier)r->tier;
     out->owner = r->owner;
     out->last_touch_ns = r->last_touch_ns;
-}
-
-static void drop_locked(struct vs_alloc *r)
-{
-    account(r, -1);
-    HASH_DEL(by_base, r);
-    RB_REMOVE(vs_tree, &by_range, r);
-    give_record(r);
-    live_records--;
 }
 
 int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed)

@@ -33,6 +33,17 @@ void check_context(void *lib, int device)
     CHECK_CU(set(ctx));
 }
 
+void check_driver_open(struct check_driver *d)
+{
+    d->lib = check_libcuda();
+    d->alloc = check_sym(d->lib, "cuMemAlloc_v2");
+    d->release = check_sym(d->lib, "cuMemFree_v2");
+    d->set_ctx = check_sym(d->lib, "cuCtxSetCurrent");
+    check_context(d->lib, 0);
+    CUresult (*get_ctx)(CUcontext *) = check_sym(d->lib, "cuCtxGetCurrent");
+    CHECK_CU(get_ctx(&d->ctx));
+}
+
 json_t *stats_get(void)
 {
     int (*stats)(char *, size_t) = (int (*)(char *, size_t))dlsym(RTLD_DEFAULT,

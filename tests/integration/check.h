@@ -44,6 +44,17 @@ void *check_sym(void *lib, const char *name);
 /* cuInit + primary context of device 0 made current, through `lib`. */
 void check_context(void *lib, int device);
 
+/* What the multi-threaded programs share: the driver, its allocation entry
+ * points, and a context each thread can make current. */
+struct check_driver {
+    void *lib;
+    CUresult (*alloc)(CUdeviceptr *, size_t);
+    CUresult (*release)(CUdeviceptr);
+    CUresult (*set_ctx)(CUcontext);
+    CUcontext ctx;
+};
+void check_driver_open(struct check_driver *d);
+
 /* The stats document, parsed. Fails the test if vramshim is not loaded. */
 json_t *stats_get(void);
 /* A number by dotted path: "counters.allocs", "devices.0.allocated". */

@@ -11,37 +11,28 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static CUresult (*alloc_fn)(CUdeviceptr *, size_t);
-static CUresult (*free_fn)(CUdeviceptr);
-static CUresult (*set_ctx)(CUcontext);
-static CUcontext ctx;
+static struct check_driver drv;
 static _Atomic int stop;
 
 static void *churn(void *arg)
 {
     (void)arg;
-    CHECK_CU(set_ctx(ctx));
+    CHECK_CU(drv.set_ctx(drv.ctx));
     while (!stop) {
         CUdeviceptr p;
-        CHECK_CU(alloc_fn(&p, 4096));
-        CHECK_CU(free_fn(p));
+        CHECK_CU(drv.alloc(&p, 4096));
+        CHECK_CU(drv.release(p));
     }
     return NULL;
 }
 
 int main(void)
 {
-    void *lib = check_libcuda();
-    alloc_fn = check_sym(lib, "cuMemAlloc_v2");
-    free_fn = check_sym(lib, "cuMemFree_v2");
-    set_ctx = check_sym(lib, "cuCtxSetCurrent");
-    check_context(lib, 0);
-    CUresult (*get_ctx)(CUcontext *) = check_sym(lib, "cuCtxGetCurrent");
-    CHECK_CU(get_ctx(&ctx));
+    check_driver_open(&drv);
 
     CUdeviceptr keep[3];
     for (int i = 0; i < 3; i++)
-        CHECK_CU(alloc_fn(&keep[i], (size_t)(i + 1) << 20));
+        CHECK_CU(drv.alloc(&keep[i], (size_t)(i + 1) << 20));
 
     pthread_t t[4];
     for (int i = 0; i < 4; i++)

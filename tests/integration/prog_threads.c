@@ -15,10 +15,7 @@
 #define OPS 3000
 #define SLOTS 64
 
-static CUresult (*alloc_fn)(CUdeviceptr *, size_t);
-static CUresult (*free_fn)(CUdeviceptr);
-static CUresult (*set_ctx)(CUcontext);
-static CUcontext ctx;
+static struct check_driver drv;
 static _Atomic int running;
 
 struct worker {
@@ -31,7 +28,7 @@ static void *work(void *arg)
     struct worker *w = arg;
     char name[32];
     snprintf(name, sizeof name, "t%02d", w->id);
-    CHECK_CU(set_ctx(ctx));
+    CHECK_CU(drv.set_ctx(drv.ctx));
     CHECK(check_owner_push(name) == 0, "push");
     CUdeviceptr ptr[SLOTS] = {0};
     size_t size[SLOTS] = {0};
@@ -39,11 +36,11 @@ static void *work(void *arg)
     for (int i = 0; i < OPS; i++) {
         int k = rand_r(&seed) % SLOTS;
         if (ptr[k]) {
-            CHECK_CU(free_fn(ptr[k]));
+            CHECK_CU(drv.release(ptr[k]));
             ptr[k] = 0;
         } else {
             size[k] = 1 + (size_t)(rand_r(&seed) % (256 * 1024));
-            CHECK_CU(alloc_fn(&ptr[k], size[k]));
+            CHECK_CU(drv.alloc(&ptr[k], size[k]));
         }
     }
     for (int k = 0; k < SLOTS; k++) {
@@ -58,13 +55,7 @@ static void *work(void *arg)
 
 int main(void)
 {
-    void *lib = check_libcuda();
-    alloc_fn = check_sym(lib, "cuMemAlloc_v2");
-    free_fn = check_sym(lib, "cuMemFree_v2");
-    set_ctx = check_sym(lib, "cuCtxSetCurrent");
-    check_context(lib, 0);
-    CUresult (*get_ctx)(CUcontext *) = check_sym(lib, "cuCtxGetCurrent");
-    CHECK_CU(get_ctx(&ctx));
+    check_driver_open(&drv);
 
     pthread_t t[THREADS];
     struct worker w[THREADS];

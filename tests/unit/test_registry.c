@@ -95,6 +95,16 @@ static void overlap_replaces_stale(void **state)
     vs_registry_snapshot(s);
     assert_int_equal(s->dev[0].allocated, 0x2000);
     assert_int_equal(s->live_records, 1);
+    /* one new range over several stale ones drops them all */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(vs_registry_add(0x200000 + (uint64_t)i * 0x1000, 0x800, 1,
+                                         VS_KIND_DEVICE, 0), 0);
+    assert_int_equal(vs_registry_add(0x200400, 0x2800, 1, VS_KIND_DEVICE, 0), -EEXIST);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->dev[1].allocated, 0x2800 + 0x800);
+    assert_int_equal(s->live_records, 3);
+    assert_false(vs_registry_find(0x200000, NULL));
+    assert_true(vs_registry_find(0x203000, NULL)); /* past the new range: kept */
     free(s);
 }
 

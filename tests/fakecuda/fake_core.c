@@ -13,6 +13,7 @@
 #include "fake_internal.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -145,6 +146,22 @@ static void setup_body(void)
 }
 
 void fk_setup(void) { pthread_once(&setup_once, setup_body); }
+
+/* FAKECUDA_CTOR_DLSYM=1: look up a few of our own names with dlsym while
+ * being loaded, as a driver whose start-up code resolves symbols would.
+ * Under vramshim this re-enters its dlsym hook from inside its own dlopen. */
+__attribute__((constructor)) static void load_time_lookups(void)
+{
+    const char *v = getenv("FAKECUDA_CTOR_DLSYM");
+    if (v == NULL || strcmp(v, "1") != 0)
+        return;
+    void *self = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (self == NULL)
+        return;
+    if (dlsym(self, "cuMemAlloc_v2") == NULL || dlsym(self, "cuGetProcAddress_v2") == NULL)
+        fprintf(stderr, "fakecuda: load-time dlsym failed\n");
+    dlclose(self);
+}
 
 bool fk_charge(int dev, uint64_t bytes)
 {

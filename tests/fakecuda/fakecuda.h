@@ -15,6 +15,9 @@
  *                     used bytes, so several processes share one "GPU"
  *   FAKECUDA_FAIL     inject errors: name:skip:count:error[,...], e.g.
  *                     cuMemAlloc_v2:3:1:2 fails the 4th cuMemAlloc_v2 with 2
+ *   FAKECUDA_CTOR_DLSYM  1: look up a few of its own names with dlsym while
+ *                     being loaded (a driver's start-up code may), which
+ *                     re-enters vramshim's dlsym hook during its own dlopen
  */
 #ifndef FAKECUDA_H
 #define FAKECUDA_H

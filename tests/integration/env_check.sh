@@ -58,6 +58,14 @@ if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshi
 else
 	echo "FAIL VRAMSHIM_LOG_FILE"; fail=1
 fi
+# VRAMSHIM_LOG=info: a summary at exit, naming the owner and the bytes
+if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
+	VRAMSHIM_LOG=info VRAMSHIM_OWNER=summ "$prog" 3145728 >/dev/null 2>"$tmp/err" &&
+	grep -q 'summary: 1 allocs, 0 frees' "$tmp/err" && grep -q 'owner summ .*device 0: allocated 3.0M in 1' "$tmp/err"; then
+	echo "ok   VRAMSHIM_LOG=info summary"
+else
+	echo "FAIL VRAMSHIM_LOG=info summary:"; cat "$tmp/err"; fail=1
+fi
 # a process that never uses CUDA is left alone: no driver loaded, no output
 if out=$(env LD_PRELOAD="$b/.libs/libvramshim.so" VRAMSHIM_LOG=info sh -c 'echo hello' 2>&1) && [ "$out" = hello ]; then
 	echo "ok   non-CUDA process untouched"

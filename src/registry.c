@@ -78,7 +78,7 @@ static struct vs_handle_rec *handles;   /* uthash head */
 #define SENTINEL_BASE UINT64_MAX
 static struct vs_alloc sentinel = {.base = SENTINEL_BASE};
 
-/* Counters, all under reg_lock except the launch count. */
+/* Counters, all under reg_lock except the launch and OOM counts. */
 static struct vs_device_counts dev_counts[VS_MAX_DEVICES];
 static uint32_t devices_seen;
 static struct vs_owner_counts owner_counts[VS_MAX_OWNERS][VS_MAX_DEVICES];
@@ -86,6 +86,7 @@ static struct vs_event_counts events;
 static struct vs_pinned_counts pinned;
 static uint64_t live_records;
 _Atomic uint64_t vs_launch_count;
+static _Atomic uint64_t oom_count; /* counted without the lock, like launches */
 
 /* The free list is refilled with a whole chunk from mmap: rare, and the
  * chunks are never returned (the records are reused). */
@@ -204,6 +205,7 @@ static int add_record(uint64_t base, uint64_t size, int device,
         size = 1; /* a zero-byte range still has an identity */
     if (owner < 0 || owner >= VS_MAX_OWNERS)
         owner = 0;
+    uint64_t now = vs_now_ns();
     pthread_rwlock_wrlock(&reg_lock);
     if (by_base == NULL)
         HASH_ADD(hh, by_base, base, sizeof sentinel.base, &sentinel);
@@ -234,7 +236,7 @@ static int add_record(uint64_t base, uint64_t size, int device,
     r->kind = (uint8_t)kind;
     r->tier = VS_TIER_RESIDENT;
     r->owner = (uint16_t)owner;
-    r->last_touch_ns = vs_now_ns();
+    r->last_touch_ns = now;
     HASH_ADD(hh, by_base, base, sizeof r->base, r);
     RB_INSERT(vs_tree, &by_range, r);
     live_records++;
@@ -317,9 +319,7 @@ bool vs_registry_find(uint64_t addr, struct vs_alloc_info *out)
 
 void vs_registry_count_oom(void)
 {
-    pthread_rwlock_wrlock(&reg_lock);
-    events.oom_returned++;
-    pthread_rwlock_unlock(&reg_lock);
+    atomic_fetch_add_explicit(&oom_count, 1, memory_order_relaxed);
 }
 
 void vs_registry_snapshot(struct vs_snapshot *snap)
@@ -335,6 +335,7 @@ void vs_registry_snapshot(struct vs_snapshot *snap)
     pthread_rwlock_unlock(&reg_lock);
     snap->events.launches =
         atomic_load_explicit(&vs_launch_count, memory_order_relaxed);
+    snap->events.oom_returned = atomic_load_explicit(&oom_count, memory_order_relaxed);
 }
 
 static void reset_locked(void)
@@ -359,6 +360,7 @@ static void reset_locked(void)
     devices_seen = 0;
     live_records = 0;
     atomic_store(&vs_launch_count, 0);
+    atomic_store(&oom_count, 0);
 }
 
 void vs_registry_reset(void)

@@ -10,10 +10,7 @@ static const char empty_ptx[] =
     ".version 7.0\n.target sm_50\n.address_size 64\n"
     ".visible .entry vramshim_empty()\n{\n\tret;\n}\n";
 
-typedef struct {
-    unsigned x, y, z;
-} dim3_t; /* the test driver's fakecuda_dim3 */
-static void noop(void **params, dim3_t grid, dim3_t block)
+static void noop(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
 {
     (void)params;
     (void)grid;
@@ -28,18 +25,7 @@ int main(int argc, char **argv)
                        unsigned, unsigned, CUstream, void **, void **) =
         bench_sym(lib, "cuLaunchKernel");
     CUresult (*sync)(void) = bench_sym(lib, "cuCtxSynchronize");
-    CUfunction f = NULL;
-    CUfunction (*reg)(const char *, void *, int, const size_t *) =
-        (CUfunction(*)(const char *, void *, int, const size_t *))dlsym(lib, "fakecuda_register_kernel");
-    if (reg) {
-        f = reg("vramshim_empty", (void *)noop, 0, NULL);
-    } else {
-        CUresult (*load)(CUmodule *, const void *) = bench_sym(lib, "cuModuleLoadData");
-        CUresult (*get)(CUfunction *, CUmodule, const char *) = bench_sym(lib, "cuModuleGetFunction");
-        CUmodule mod;
-        BENCH_CHECK(load(&mod, empty_ptx));
-        BENCH_CHECK(get(&f, mod, "vramshim_empty"));
-    }
+    CUfunction f = bench_kernel(lib, "vramshim_empty", empty_ptx, noop, 0, NULL);
     for (int i = 0; i < 1000; i++)
         BENCH_CHECK(launch(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL));
     BENCH_CHECK(sync());

@@ -7,22 +7,10 @@
  * bytes the program holds. Output: "checksum <hex>" and, under vramshim,
  * "bytes program=<n> vramshim=<n>". Exit 1 on any mismatch.
  */
-#define __CUDA_API_VERSION_INTERNAL 1
-#include <cuda.h>
-#include <dlfcn.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "bench_common.h"
 
-#define CHECK(call)                                                         \
-    do {                                                                    \
-        CUresult rc_ = (call);                                              \
-        if (rc_ != CUDA_SUCCESS) {                                          \
-            fprintf(stderr, "driver_check: %s failed: %d\n", #call, (int)rc_); \
-            exit(1);                                                        \
-        }                                                                   \
-    } while (0)
+#include <stdint.h>
+#include <string.h>
 
 static const char scale_ptx[] =
     ".version 7.0\n.target sm_50\n.address_size 64\n"
@@ -36,12 +24,8 @@ static const char scale_ptx[] =
     "  ld.global.u32 %r6, [%rd6];\n  mad.lo.s32 %r7, %r6, 2, 1;\n  st.global.u32 [%rd7], %r7;\n"
     "DONE:\n  ret;\n}\n";
 
-typedef struct {
-    unsigned x, y, z;
-} dim3_t; /* the test driver's fakecuda_dim3 */
-
 /* The same kernel as a host function, for the test driver. */
-static void scale_host(void **params, dim3_t grid, dim3_t block)
+static void scale_host(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
 {
     const uint32_t *x = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[0];
     uint32_t *y = (uint32_t *)(uintptr_t)*(CUdeviceptr *)params[1];
@@ -49,17 +33,6 @@ static void scale_host(void **params, dim3_t grid, dim3_t block)
     uint64_t threads = (uint64_t)grid.x * block.x;
     for (uint64_t i = 0; i < threads && i < n; i++)
         y[i] = x[i] * 2 + 1;
-}
-
-static void *lib;
-static void *sym(const char *name)
-{
-    void *p = dlsym(lib, name);
-    if (!p) {
-        fprintf(stderr, "driver_check: no %s\n", name);
-        exit(1);
-    }
-    return p;
 }
 
 static uint64_t fnv(uint64_t h, const void *data, size_t n)
@@ -72,54 +45,31 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
 
 int main(void)
 {
-    lib = dlopen("libcuda.so.1", RTLD_NOW);
-    if (!lib) {
-        fprintf(stderr, "driver_check: %s\n", dlerror());
-        return 1;
-    }
-    CUresult (*init)(unsigned) = sym("cuInit");
-    CUresult (*retain)(CUcontext *, CUdevice) = sym("cuDevicePrimaryCtxRetain");
-    CUresult (*set)(CUcontext) = sym("cuCtxSetCurrent");
-    CUresult (*alloc)(CUdeviceptr *, size_t) = sym("cuMemAlloc_v2");
-    CUresult (*alloc_async)(CUdeviceptr *, size_t, CUstream) = sym("cuMemAllocAsync");
-    CUresult (*free_async)(CUdeviceptr, CUstream) = sym("cuMemFreeAsync");
-    CUresult (*release)(CUdeviceptr) = sym("cuMemFree_v2");
-    CUresult (*htod)(CUdeviceptr, const void *, size_t) = sym("cuMemcpyHtoD_v2");
-    CUresult (*dtoh)(void *, CUdeviceptr, size_t) = sym("cuMemcpyDtoH_v2");
+    void *lib = bench_open();
+    CUresult (*alloc)(CUdeviceptr *, size_t) = bench_sym(lib, "cuMemAlloc_v2");
+    CUresult (*alloc_async)(CUdeviceptr *, size_t, CUstream) = bench_sym(lib, "cuMemAllocAsync");
+    CUresult (*free_async)(CUdeviceptr, CUstream) = bench_sym(lib, "cuMemFreeAsync");
+    CUresult (*release)(CUdeviceptr) = bench_sym(lib, "cuMemFree_v2");
+    CUresult (*htod)(CUdeviceptr, const void *, size_t) = bench_sym(lib, "cuMemcpyHtoD_v2");
+    CUresult (*dtoh)(void *, CUdeviceptr, size_t) = bench_sym(lib, "cuMemcpyDtoH_v2");
     CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                       unsigned, CUstream, void **, void **) = sym("cuLaunchKernel");
-    CUresult (*sync)(void) = sym("cuCtxSynchronize");
+                       unsigned, CUstream, void **, void **) = bench_sym(lib, "cuLaunchKernel");
+    CUresult (*sync)(void) = bench_sym(lib, "cuCtxSynchronize");
     CUresult (*reserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long) =
-        sym("cuMemAddressReserve");
+        bench_sym(lib, "cuMemAddressReserve");
     CUresult (*granularity)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags) =
-        sym("cuMemGetAllocationGranularity");
+        bench_sym(lib, "cuMemGetAllocationGranularity");
     CUresult (*create)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
-                       unsigned long long) = sym("cuMemCreate");
+                       unsigned long long) = bench_sym(lib, "cuMemCreate");
     CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long) =
-        sym("cuMemMap");
-    CUresult (*access)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t) = sym("cuMemSetAccess");
-    CUresult (*unmap)(CUdeviceptr, size_t) = sym("cuMemUnmap");
-    CUresult (*mrelease)(CUmemGenericAllocationHandle) = sym("cuMemRelease");
-    CUresult (*addr_free)(CUdeviceptr, size_t) = sym("cuMemAddressFree");
+        bench_sym(lib, "cuMemMap");
+    CUresult (*access)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t) = bench_sym(lib, "cuMemSetAccess");
+    CUresult (*unmap)(CUdeviceptr, size_t) = bench_sym(lib, "cuMemUnmap");
+    CUresult (*mrelease)(CUmemGenericAllocationHandle) = bench_sym(lib, "cuMemRelease");
+    CUresult (*addr_free)(CUdeviceptr, size_t) = bench_sym(lib, "cuMemAddressFree");
 
-    CUcontext ctx;
-    CHECK(init(0));
-    CHECK(retain(&ctx, 0));
-    CHECK(set(ctx));
-
-    CUfunction f;
-    CUfunction (*reg)(const char *, void *, int, const size_t *) =
-        (CUfunction(*)(const char *, void *, int, const size_t *))dlsym(lib, "fakecuda_register_kernel");
-    if (reg) {
-        size_t sizes[3] = {8, 8, 4};
-        f = reg("scale", (void *)scale_host, 3, sizes);
-    } else {
-        CUresult (*load)(CUmodule *, const void *) = sym("cuModuleLoadData");
-        CUresult (*get)(CUfunction *, CUmodule, const char *) = sym("cuModuleGetFunction");
-        CUmodule mod;
-        CHECK(load(&mod, scale_ptx));
-        CHECK(get(&f, mod, "scale"));
-    }
+    const size_t param_sizes[3] = {8, 8, 4};
+    CUfunction f = bench_kernel(lib, "scale", scale_ptx, scale_host, 3, param_sizes);
 
     /* three kinds of device memory */
     const uint32_t n = 3 << 20;
@@ -130,36 +80,36 @@ int main(void)
     prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     prop.location.id = 0;
     size_t gran;
-    CHECK(granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+    BENCH_CHECK(granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
     size_t vmm_bytes = (bytes + gran - 1) / gran * gran;
     CUdeviceptr x, y_plain, y_async, y_vmm;
     CUmemGenericAllocationHandle h;
-    CHECK(alloc(&x, bytes));
-    CHECK(alloc(&y_plain, bytes));
-    CHECK(alloc_async(&y_async, bytes, NULL));
-    CHECK(reserve(&y_vmm, vmm_bytes, 0, 0, 0));
-    CHECK(create(&h, vmm_bytes, &prop, 0));
-    CHECK(map(y_vmm, vmm_bytes, 0, h, 0));
+    BENCH_CHECK(alloc(&x, bytes));
+    BENCH_CHECK(alloc(&y_plain, bytes));
+    BENCH_CHECK(alloc_async(&y_async, bytes, NULL));
+    BENCH_CHECK(reserve(&y_vmm, vmm_bytes, 0, 0, 0));
+    BENCH_CHECK(create(&h, vmm_bytes, &prop, 0));
+    BENCH_CHECK(map(y_vmm, vmm_bytes, 0, h, 0));
     CUmemAccessDesc rw = {.location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
-    CHECK(access(y_vmm, vmm_bytes, &rw, 1));
+    BENCH_CHECK(access(y_vmm, vmm_bytes, &rw, 1));
     uint64_t program_bytes = 3 * (uint64_t)bytes + vmm_bytes;
 
     uint32_t *host = malloc(bytes);
     for (uint32_t i = 0; i < n; i++)
         host[i] = i * 2654435761u;
-    CHECK(htod(x, host, bytes));
+    BENCH_CHECK(htod(x, host, bytes));
     CUdeviceptr outs[3] = {y_plain, y_async, y_vmm};
     unsigned nn = n;
     for (int k = 0; k < 3; k++) {
         void *params[3] = {&x, &outs[k], &nn};
-        CHECK(launch(f, (n + 255) / 256, 1, 1, 256, 1, 1, 0, NULL, params, NULL));
+        BENCH_CHECK(launch(f, (n + 255) / 256, 1, 1, 256, 1, 1, 0, NULL, params, NULL));
     }
-    CHECK(sync());
+    BENCH_CHECK(sync());
     uint64_t h64 = 1469598103934665603ULL;
     int ok = 1;
     for (int k = 0; k < 3; k++) {
         memset(host, 0, bytes);
-        CHECK(dtoh(host, outs[k], bytes));
+        BENCH_CHECK(dtoh(host, outs[k], bytes));
         for (uint32_t i = 0; i < n; i++)
             ok &= host[i] == (i * 2654435761u) * 2 + 1;
         h64 = fnv(h64, host, bytes);
@@ -175,13 +125,13 @@ int main(void)
         printf("bytes program=%llu vramshim=%llu\n", (unsigned long long)program_bytes, counted);
         ok &= counted == program_bytes;
     }
-    CHECK(release(x));
-    CHECK(release(y_plain));
-    CHECK(free_async(y_async, NULL));
-    CHECK(unmap(y_vmm, vmm_bytes));
-    CHECK(mrelease(h));
-    CHECK(addr_free(y_vmm, vmm_bytes));
-    CHECK(sync());
+    BENCH_CHECK(release(x));
+    BENCH_CHECK(release(y_plain));
+    BENCH_CHECK(free_async(y_async, NULL));
+    BENCH_CHECK(unmap(y_vmm, vmm_bytes));
+    BENCH_CHECK(mrelease(h));
+    BENCH_CHECK(addr_free(y_vmm, vmm_bytes));
+    BENCH_CHECK(sync());
     free(host);
     if (!ok)
         fprintf(stderr, "driver_check: MISMATCH\n");

@@ -42,6 +42,15 @@ int vramshim_prefetch(uint64_t dptr);
  * whole document, excluding the NUL: a return >= len means it was cut. */
 int vramshim_stats_json(char *buf, size_t len);
 
+/* Change one setting while the program runs, as `vramshim set` does:
+ * key is vram_limit, reserve_vram, pin_limit, offload, idle_ms or
+ * owner_limit, value is written as in the environment variable ("none"
+ * clears vram_limit and owner_limit, "default" restores pin_limit).
+ * A limit lowered below what is in use refuses new allocations until use
+ * drops. Returns 0, or -EINVAL for an unknown key or a bad value, which
+ * changes nothing and logs one line. */
+int vramshim_set(const char *key, const char *value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -293,6 +293,7 @@ void vs_config_defaults(struct vs_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->offload = VS_OFFLOAD_AUTO;
     cfg->idle_ms = 1000;
+    cfg->free_query_ms = 100;
     cfg->log_level = VS_LOG_WARN;
     cfg->reserve_vram.kind = VS_SIZE_BYTES; /* 0 */
 }
@@ -361,6 +362,10 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
         vs_parse_uint32(v, 0, 86400000, &cfg->idle_ms))
         errors += bad("VRAMSHIM_IDLE_MS", v,
                       "milliseconds from 0 to 86400000", "1000");
+    if ((v = env("VRAMSHIM_FREE_QUERY_MS")) &&
+        vs_parse_uint32(v, 0, 60000, &cfg->free_query_ms))
+        errors += bad("VRAMSHIM_FREE_QUERY_MS", v,
+                      "milliseconds from 0 to 60000", "100");
     if ((v = env("VRAMSHIM_OWNER"))) {
         if (owner_name_ok(v))
             snprintf(cfg->owner, sizeof cfg->owner, "%s", v);

@@ -4,7 +4,8 @@
  * Static cudart finds cuGetProcAddress_v2 with dlsym on its libcuda handle,
  * and PyTorch looks up some eighty versioned names the same way. Whatever
  * the handle, a result that is a real driver pointer we hook is swapped for
- * the hook. Names not starting with "cu" are never inspected.
+ * the hook. NVML's memory figures are swapped by name (hook_nvml.c). Other
+ * names are never inspected.
  *
  * RTLD_NEXT means "after the caller", and glibc finds the caller from the
  * return address. On x86-64 the exported entry points are a few
@@ -19,10 +20,15 @@
 #include "vramshim_internal.h"
 
 #include <dlfcn.h>
+#include <string.h>
 
 static void *swap_result(const char *name, void *sym)
 {
-    if (sym == NULL || name == NULL || name[0] != 'c' || name[1] != 'u')
+    if (sym == NULL || name == NULL)
+        return sym;
+    if (name[0] == 'n' && strncmp(name, "nvml", 4) == 0)
+        return vs_nvml_swap(name, sym);
+    if (name[0] != 'c' || name[1] != 'u')
         return sym;
     if (!vs_real_ready() && !vs_real_load(false))
         return sym; /* libcuda is not loaded, so this is none of its pointers */

@@ -1,20 +1,29 @@
 /*
  * hook_host.c: page-locked host memory the program asks the driver for.
  *
- * Counted under pinned.app in the stats, never under a device; kept in the
- * same registry because a kernel may be handed a mapped pinned pointer.
+ * Charged against VRAMSHIM_PIN_LIMIT before the driver pins anything, so
+ * the total never passes the cap, not even for a moment. Counted under
+ * pinned.app in the stats, never under a device; kept in the same registry
+ * because a kernel may be handed a mapped pinned pointer.
  */
 #include "vramshim_internal.h"
 
 #include <errno.h>
 
-static void track_host(void *p, uint64_t size, enum vs_kind kind)
+static CUresult finish(struct vs_charge *ch, CUresult rc, void *p, uint64_t size,
+                       enum vs_kind kind)
 {
+    vs_budget_settle(ch, rc == CUDA_SUCCESS);
+    if (rc != CUDA_SUCCESS)
+        return rc;
     if (vs_registry_add((uint64_t)(uintptr_t)p, size, -1, kind, vs_owner_current()) ==
-        -ENOMEM)
+        -ENOMEM) {
         vs_error("out of memory for the registry: %llu pinned bytes are not "
-                 "tracked",
+                 "tracked or counted against the pin limit",
                  (unsigned long long)size);
+        vs_budget_refund(ch);
+    }
+    return rc;
 }
 
 static CUresult release_host(void *p, CUresult (*release)(void *))
@@ -22,25 +31,33 @@ static CUresult release_host(void *p, CUresult (*release)(void *))
     struct vs_alloc_info removed;
     bool had = vs_registry_remove((uint64_t)(uintptr_t)p, &removed) == 0;
     CUresult rc = release(p);
-    if (rc != CUDA_SUCCESS && had)
+    if (rc == CUDA_SUCCESS && had)
+        vs_budget_release(&removed);
+    else if (had)
         vs_registry_restore(&removed);
     return rc;
 }
 
 CUresult vs_hook_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
 {
-    CUresult rc = vs_real.cuMemHostAlloc(pp, bytesize, Flags);
-    if (rc == CUDA_SUCCESS)
-        track_host(*pp, bytesize, VS_KIND_HOST_ALLOC);
-    return rc;
+    struct vs_charge ch;
+    CUresult rc = vs_admit_pinned("cuMemHostAlloc", bytesize, &ch);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    rc = vs_real.cuMemHostAlloc(pp, bytesize, Flags);
+    return finish(&ch, rc, rc == CUDA_SUCCESS ? *pp : NULL, bytesize,
+                  VS_KIND_HOST_ALLOC);
 }
 
 CUresult vs_hook_cuMemAllocHost_v2(void **pp, size_t bytesize)
 {
-    CUresult rc = vs_real.cuMemAllocHost_v2(pp, bytesize);
-    if (rc == CUDA_SUCCESS)
-        track_host(*pp, bytesize, VS_KIND_HOST_ALLOC);
-    return rc;
+    struct vs_charge ch;
+    CUresult rc = vs_admit_pinned("cuMemAllocHost", bytesize, &ch);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    rc = vs_real.cuMemAllocHost_v2(pp, bytesize);
+    return finish(&ch, rc, rc == CUDA_SUCCESS ? *pp : NULL, bytesize,
+                  VS_KIND_HOST_ALLOC);
 }
 
 CUresult vs_hook_cuMemFreeHost(void *p)
@@ -50,10 +67,12 @@ CUresult vs_hook_cuMemFreeHost(void *p)
 
 CUresult vs_hook_cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
 {
-    CUresult rc = vs_real.cuMemHostRegister_v2(p, bytesize, Flags);
-    if (rc == CUDA_SUCCESS)
-        track_host(p, bytesize, VS_KIND_HOST_REGISTERED);
-    return rc;
+    struct vs_charge ch;
+    CUresult rc = vs_admit_pinned("cuMemHostRegister", bytesize, &ch);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    rc = vs_real.cuMemHostRegister_v2(p, bytesize, Flags);
+    return finish(&ch, rc, p, bytesize, VS_KIND_HOST_REGISTERED);
 }
 
 CUresult vs_hook_cuMemHostUnregister(void *p)

@@ -1,78 +1,106 @@
 /*
  * hook_mem.c: device memory the driver allocates for the program.
  *
- * Allocation: call the driver, and on success record the range with its
- * owner and device. Release: take the record out first, then call the
- * driver, and put it back if the driver refuses. In that order no other
- * thread can be handed the same address while its old record still stands.
+ * Allocation: charge the budget (which may refuse with the driver's own
+ * CUDA_ERROR_OUT_OF_MEMORY), call the driver, settle the charge with its
+ * answer, and record the range with its owner and device. Release: take
+ * the record out first, then call the driver, and put it back if the driver
+ * refuses; the charge is given back only once the memory really is free.
+ * In that order no other thread can be handed the same address while its
+ * old record still stands, and the budget never counts memory as free
+ * before the driver does.
  */
 #include "vramshim_internal.h"
 
 #include <errno.h>
 
-static void track(CUdeviceptr base, uint64_t size, enum vs_kind kind)
+static void track(struct vs_charge *ch, CUdeviceptr base, uint64_t size,
+                  enum vs_kind kind)
 {
-    int rc = vs_registry_add(base, size, vs_current_device(), kind,
-                             vs_owner_current());
-    if (VS_UNLIKELY(rc == -ENOMEM))
+    int rc = vs_registry_add(base, size, ch->dev, kind, ch->owner);
+    if (VS_UNLIKELY(rc == -ENOMEM)) {
         vs_error("out of memory for the registry: %llu bytes at 0x%llx are not "
-                 "tracked",
+                 "tracked or counted against the limits",
                  (unsigned long long)size, (unsigned long long)base);
-    else if (VS_UNLIKELY(rc == -EEXIST))
+        vs_budget_refund(ch); /* no record, so its release could not give it back */
+    } else if (VS_UNLIKELY(rc == -EEXIST)) {
         vs_debug("0x%llx overlapped a stale record (a release vramshim did not "
                  "see); replaced",
                  (unsigned long long)base);
+    }
 }
 
-static void note_failure(CUresult rc)
+static CUresult finish(struct vs_charge *ch, CUresult rc, CUdeviceptr *dptr,
+                       uint64_t size, enum vs_kind kind)
 {
-    if (rc == CUDA_ERROR_OUT_OF_MEMORY)
+    vs_budget_settle(ch, rc == CUDA_SUCCESS);
+    if (rc == CUDA_SUCCESS)
+        track(ch, *dptr, size, kind);
+    else if (rc == CUDA_ERROR_OUT_OF_MEMORY)
         vs_registry_count_oom();
+    return rc;
 }
 
-/* Release `base` through `release`, keeping the registry in step. */
+/* Charge `bytes` to the current device or return the refusal. */
+#define ADMIT(call, bytes, ch)                                               \
+    do {                                                                     \
+        CUresult admit_rc_ = vs_admit_device(call, vs_current_device(), bytes, \
+                                             ch);                            \
+        if (admit_rc_ != CUDA_SUCCESS)                                       \
+            return admit_rc_;                                                \
+    } while (0)
+
+/* Release `base` through `call`, keeping the registry and budget in step. */
 #define RELEASE(base, call)                                   \
     do {                                                      \
         struct vs_alloc_info removed;                         \
         bool had = vs_registry_remove((base), &removed) == 0; \
         CUresult rc_ = (call);                                \
-        if (rc_ != CUDA_SUCCESS && had)                       \
+        if (rc_ == CUDA_SUCCESS && had)                       \
+            vs_budget_release(&removed);                      \
+        else if (had)                                         \
             vs_registry_restore(&removed);                    \
         return rc_;                                           \
     } while (0)
 
 CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
-    CUresult rc = vs_real.cuMemAlloc_v2(dptr, bytesize);
-    if (rc == CUDA_SUCCESS)
-        track(*dptr, bytesize, VS_KIND_DEVICE);
-    else
-        note_failure(rc);
-    return rc;
+    struct vs_charge ch;
+    ADMIT("cuMemAlloc", bytesize, &ch);
+    return finish(&ch, vs_real.cuMemAlloc_v2(dptr, bytesize), dptr, bytesize,
+                  VS_KIND_DEVICE);
 }
 
+/* The pitch is known only afterwards: charge the width rounded up to 512
+ * bytes (the texture pitch alignment of every GPU so far), then settle on
+ * the pitch the driver chose. */
 CUresult vs_hook_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch,
                                     size_t WidthInBytes, size_t Height,
                                     unsigned int ElementSizeBytes)
 {
+    uint64_t guess;
+    if (__builtin_mul_overflow(((uint64_t)WidthInBytes + 511) & ~511ULL,
+                               (uint64_t)Height, &guess))
+        guess = 0; /* absurd; the driver will refuse it */
+    struct vs_charge ch;
+    ADMIT("cuMemAllocPitch", guess, &ch);
     CUresult rc = vs_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height,
                                              ElementSizeBytes);
+    uint64_t size = rc == CUDA_SUCCESS ? (uint64_t)*pPitch * Height : 0;
     if (rc == CUDA_SUCCESS)
-        track(*dptr, (uint64_t)*pPitch * Height, VS_KIND_DEVICE);
-    else
-        note_failure(rc);
-    return rc;
+        vs_budget_resize(&ch, size);
+    return finish(&ch, rc, dptr, size, VS_KIND_DEVICE);
 }
 
+/* Managed memory counts in full: the driver may make all of it resident,
+ * and oversubscribed managed memory has been seen to hang a GPU. */
 CUresult vs_hook_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
                                    unsigned int flags)
 {
-    CUresult rc = vs_real.cuMemAllocManaged(dptr, bytesize, flags);
-    if (rc == CUDA_SUCCESS)
-        track(*dptr, bytesize, VS_KIND_MANAGED);
-    else
-        note_failure(rc);
-    return rc;
+    struct vs_charge ch;
+    ADMIT("cuMemAllocManaged", bytesize, &ch);
+    return finish(&ch, vs_real.cuMemAllocManaged(dptr, bytesize, flags), dptr,
+                  bytesize, VS_KIND_MANAGED);
 }
 
 CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
@@ -86,23 +114,20 @@ CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
     CUresult vs_hook_cuMemAllocAsync##suffix(CUdeviceptr *dptr, size_t bytesize, \
                                              CUstream hStream)                 \
     {                                                                          \
-        CUresult rc = vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream); \
-        if (rc == CUDA_SUCCESS)                                                \
-            track(*dptr, bytesize, VS_KIND_ASYNC);                             \
-        else                                                                   \
-            note_failure(rc);                                                  \
-        return rc;                                                             \
+        struct vs_charge ch;                                                   \
+        ADMIT("cuMemAllocAsync", bytesize, &ch);                               \
+        return finish(&ch, vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream), \
+                      dptr, bytesize, VS_KIND_ASYNC);                          \
     }                                                                          \
     CUresult vs_hook_cuMemAllocFromPoolAsync##suffix(                          \
         CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) \
     {                                                                          \
-        CUresult rc = vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize,  \
-                                                              pool, hStream);  \
-        if (rc == CUDA_SUCCESS)                                                \
-            track(*dptr, bytesize, VS_KIND_ASYNC);                             \
-        else                                                                   \
-            note_failure(rc);                                                  \
-        return rc;                                                             \
+        struct vs_charge ch;                                                   \
+        ADMIT("cuMemAllocFromPoolAsync", bytesize, &ch);                       \
+        return finish(&ch,                                                     \
+                      vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize,  \
+                                                              pool, hStream),  \
+                      dptr, bytesize, VS_KIND_ASYNC);                          \
     }                                                                          \
     CUresult vs_hook_cuMemFreeAsync##suffix(CUdeviceptr dptr, CUstream hStream) \
     {                                                                          \

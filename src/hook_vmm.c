@@ -2,11 +2,11 @@
  * hook_vmm.c: the program's own virtual memory management.
  *
  * PyTorch's expandable segments and JAX reserve address space and map
- * physical handles into it themselves. Physical memory is what the device
- * gives up, but only a mapping has an address a kernel can reach, so a
- * handle is remembered at cuMemCreate (size, place) and counted when mapped:
- * each mapping becomes one registry record. Handles on host locations are
- * page-locked host memory the program pinned itself.
+ * physical handles into it themselves. Physical memory is taken at
+ * cuMemCreate, so that is where the budget is charged (device locations
+ * against the VRAM limit, host locations against the pin limit) and
+ * cuMemRelease gives it back. Only a mapping has an address a kernel can
+ * reach, so the registry counts mappings: each becomes one record.
  */
 #include "vramshim_internal.h"
 
@@ -14,15 +14,36 @@ CUresult vs_hook_cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                              const CUmemAllocationProp *prop,
                              unsigned long long flags)
 {
-    CUresult rc = vs_real.cuMemCreate(handle, size, prop, flags);
-    if (rc == CUDA_SUCCESS) {
-        bool on_host = prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE;
-        if (vs_handle_add(*handle, size, on_host ? -1 : prop->location.id, on_host))
-            vs_error("out of memory for the registry: a VMM handle of %zu bytes "
-                     "is not tracked",
-                     size);
-    } else if (rc == CUDA_ERROR_OUT_OF_MEMORY) {
+    if (prop == NULL || handle == NULL)
+        return vs_real.cuMemCreate(handle, size, prop, flags);
+    bool on_host = prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE;
+    struct vs_charge ch;
+    CUresult rc = on_host ? vs_admit_pinned("cuMemCreate", size, &ch)
+                          : vs_admit_device("cuMemCreate", prop->location.id, size, &ch);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    rc = vs_real.cuMemCreate(handle, size, prop, flags);
+    vs_budget_settle(&ch, rc == CUDA_SUCCESS);
+    if (rc == CUDA_ERROR_OUT_OF_MEMORY)
         vs_registry_count_oom();
+    if (rc != CUDA_SUCCESS)
+        return rc;
+
+    struct vs_handle_info info = {
+        .size = size,
+        .device = on_host ? -1 : prop->location.id,
+        .owner = ch.owner,
+        .on_host = on_host,
+        .charge = ch,
+    }, stale;
+    bool had_stale;
+    if (vs_handle_add(*handle, &info, &stale, &had_stale) != 0) {
+        vs_error("out of memory for the registry: a VMM handle of %zu bytes is "
+                 "not tracked or counted against the limits",
+                 size);
+        vs_budget_refund(&ch);
+    } else if (had_stale) {
+        vs_budget_refund(&stale.charge);
     }
     return rc;
 }
@@ -30,8 +51,9 @@ CUresult vs_hook_cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
 CUresult vs_hook_cuMemRelease(CUmemGenericAllocationHandle handle)
 {
     CUresult rc = vs_real.cuMemRelease(handle);
-    if (rc == CUDA_SUCCESS)
-        vs_handle_remove(handle);
+    struct vs_handle_info info;
+    if (rc == CUDA_SUCCESS && vs_handle_remove(handle, &info))
+        vs_budget_refund(&info.charge);
     return rc;
 }
 
@@ -42,15 +64,14 @@ CUresult vs_hook_cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
     CUresult rc = vs_real.cuMemMap(ptr, size, offset, handle, flags);
     if (rc != CUDA_SUCCESS)
         return rc;
-    uint64_t hsize;
-    int device;
-    bool on_host;
-    if (!vs_handle_find(handle, &hsize, &device, &on_host)) {
-        device = vs_current_device(); /* a handle made before we were loaded */
-        on_host = false;
+    struct vs_handle_info info;
+    if (!vs_handle_find(handle, &info)) { /* made before we were loaded */
+        info.device = vs_current_device();
+        info.on_host = false;
+        info.owner = vs_owner_current();
     }
-    vs_registry_add(ptr, size, device, on_host ? VS_KIND_HOST_ALLOC : VS_KIND_VMM,
-                    vs_owner_current());
+    vs_registry_add(ptr, size, info.device,
+                    info.on_host ? VS_KIND_HOST_VMM : VS_KIND_VMM, info.owner);
     return rc;
 }
 

@@ -35,6 +35,8 @@ static void on_fork_parent(void)
 static void on_fork_child(void)
 {
     vs_log_refresh_pid();
+    vs_limits_atfork_child();
+    vs_budget_reset();
     vs_registry_atfork_child();
     vs_owner_atfork_child();
 }
@@ -49,6 +51,7 @@ static void init_once_body(void)
     struct vs_config *cfg = &vs_state.cfg;
     vs_config_load(cfg, env_lookup);
     vs_state.disabled = cfg->disable;
+    vs_limits_init(cfg, vs_state.ram_bytes);
     vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
     if (vs_registry_init() != 0) {
         vs_error("cannot allocate the allocation registry; passing every call "
@@ -68,8 +71,11 @@ __attribute__((constructor)) static void vs_constructor(void) { vs_init(); }
  * inherited LD_PRELOAD stays quiet. */
 __attribute__((destructor)) static void vs_destructor(void)
 {
-    if (vs_real_ready() && vs_log_get_level() >= VS_LOG_INFO)
-        vs_stats_print_summary(vs_log_get_fd(), &vs_state.cfg);
+    if (vs_real_ready() && vs_log_get_level() >= VS_LOG_INFO) {
+        struct vs_config cfg;
+        vs_limits_config(&cfg);
+        vs_stats_print_summary(vs_log_get_fd(), &cfg);
+    }
 }
 
 VS_EXPORT int vramshim_owner_push(const char *name)
@@ -85,7 +91,19 @@ VS_EXPORT int vramshim_stats_json(char *buf, size_t len)
     if (buf == NULL && len > 0)
         return -EINVAL;
     vs_init();
-    return vs_stats_write_json(buf, len, &vs_state.cfg);
+    struct vs_config cfg;
+    vs_limits_config(&cfg);
+    return vs_stats_write_json(buf, len, &cfg);
+}
+
+VS_EXPORT int vramshim_set(const char *key, const char *value)
+{
+    vs_init();
+    char why[256];
+    int rc = vs_limits_set(key, value, why, sizeof why);
+    if (rc != 0)
+        vs_warn("vramshim_set: %s; nothing changed", why);
+    return rc;
 }
 
 VS_EXPORT int vramshim_offload(uint64_t dptr)

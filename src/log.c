@@ -58,3 +58,16 @@ void vs_log(enum vs_log_level level, const char *fmt, ...)
     ssize_t w = write(log_fd, line, len);
     (void)w; /* nowhere left to report a failed log write */
 }
+
+const char *vs_human_size(uint64_t bytes, char *buf, size_t cap)
+{
+    static const char units[] = "BKMGT";
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, cap, u ? "%.1f%c" : "%.0f%c", v, units[u]);
+    return buf;
+}

@@ -125,7 +125,7 @@ bool vs_real_load(bool must_load)
 #undef VS_REAL_ONLY
         static const struct vs_device_query q = {query_count, query_name, query_total,
                                                  query_free};
-        vs_stats_set_query(&q);
+        vs_query_set(&q);
         atomic_store_explicit(&vs_real_loaded, 1, memory_order_release);
         vs_debug("driver loaded, %d of %d entry points hooked", n_pairs, N_HOOKS);
     }

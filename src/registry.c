@@ -51,9 +51,7 @@ struct vs_alloc {
 
 struct vs_handle_rec {
     CUmemGenericAllocationHandle handle;
-    uint64_t size;
-    int device;
-    bool on_host;
+    struct vs_handle_info info;
     UT_hash_handle hh;
 };
 
@@ -130,7 +128,7 @@ int vs_registry_init(void)
 const char *vs_kind_name(enum vs_kind k)
 {
     static const char *const names[] = {"device", "managed", "async", "vmm",
-                                        "host", "registered"};
+                                        "host", "registered", "host-vmm"};
     return (unsigned)k < VS_KIND_COUNT ? names[k] : "?";
 }
 
@@ -189,6 +187,17 @@ static void account(const struct vs_alloc *r, int sign)
     }
 }
 
+static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
+{
+    out->base = r->base;
+    out->size = r->size;
+    out->device = r->device;
+    out->kind = (enum vs_kind)r->kind;
+    out->tier = (enum vs_tier)r->tier;
+    out->owner = r->owner;
+    out->last_touch_ns = r->last_touch_ns;
+}
+
 static void drop_locked(struct vs_alloc *r)
 {
     account(r, -1);
@@ -223,6 +232,9 @@ static int add_record(uint64_t base, uint64_t size, int device,
         if (stale == NULL)
             break;
         rc = -EEXIST;
+        struct vs_alloc_info gone;
+        fill_info(stale, &gone);
+        vs_budget_release(&gone); /* its charge would otherwise stay forever */
         drop_locked(stale);
     }
     struct vs_alloc *r = take_record();
@@ -258,17 +270,6 @@ int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
 void vs_registry_restore(const struct vs_alloc_info *info)
 {
     add_record(info->base, info->size, info->device, info->kind, info->owner, true);
-}
-
-static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
-{
-    out->base = r->base;
-    out->size = r->size;
-    out->device = r->device;
-    out->kind = (enum vs_kind)r->kind;
-    out->tier = (enum vs_tier)r->tier;
-    out->owner = r->owner;
-    out->last_touch_ns = r->last_touch_ns;
 }
 
 int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed)
@@ -385,52 +386,53 @@ void vs_registry_atfork_child(void)
 
 /* ---- VMM handles: size and place of the program's own cuMemCreate ----- */
 
-int vs_handle_add(CUmemGenericAllocationHandle h, uint64_t size, int device,
-                  bool on_host)
+int vs_handle_add(CUmemGenericAllocationHandle h, const struct vs_handle_info *info,
+                  struct vs_handle_info *stale, bool *stale_found)
 {
     /* cuMemCreate is not a per-launch path; one malloc here is cheaper
      * than a second pool. */
     struct vs_handle_rec *rec = malloc(sizeof *rec);
+    *stale_found = false;
     if (rec == NULL)
         return -ENOMEM;
     rec->handle = h;
-    rec->size = size;
-    rec->device = device;
-    rec->on_host = on_host;
+    rec->info = *info;
     pthread_rwlock_wrlock(&reg_lock);
     struct vs_handle_rec *old;
     HASH_FIND(hh, handles, &h, sizeof h, old);
-    if (old) {
+    if (old) { /* the driver reused a handle whose release we missed */
         HASH_DEL(handles, old);
-        free(old);
+        *stale = old->info;
+        *stale_found = true;
     }
     HASH_ADD(hh, handles, handle, sizeof rec->handle, rec);
     pthread_rwlock_unlock(&reg_lock);
+    free(old);
     return 0;
 }
 
-bool vs_handle_find(CUmemGenericAllocationHandle h, uint64_t *size, int *device,
-                    bool *on_host)
+bool vs_handle_find(CUmemGenericAllocationHandle h, struct vs_handle_info *out)
 {
     pthread_rwlock_rdlock(&reg_lock);
     struct vs_handle_rec *rec;
     HASH_FIND(hh, handles, &h, sizeof h, rec);
-    if (rec) {
-        *size = rec->size;
-        *device = rec->device;
-        *on_host = rec->on_host;
-    }
+    if (rec)
+        *out = rec->info;
     pthread_rwlock_unlock(&reg_lock);
     return rec != NULL;
 }
 
-void vs_handle_remove(CUmemGenericAllocationHandle h)
+bool vs_handle_remove(CUmemGenericAllocationHandle h, struct vs_handle_info *out)
 {
     pthread_rwlock_wrlock(&reg_lock);
     struct vs_handle_rec *rec;
     HASH_FIND(hh, handles, &h, sizeof h, rec);
-    if (rec)
+    if (rec) {
         HASH_DEL(handles, rec);
+        *out = rec->info;
+    }
     pthread_rwlock_unlock(&reg_lock);
+    bool found = rec != NULL;
     free(rec);
+    return found;
 }

@@ -1,5 +1,8 @@
 /*
- * state.c: the process-wide state and the clock, shared by every module.
+ * state.c: the process-wide state, the clock and the driver questions,
+ * shared by every module. The core asks the driver (device count, sizes,
+ * free memory) only through vs_query(), which the hooks fill in once the
+ * driver is loaded and the unit tests fill with a model.
  */
 #include "vramshim_internal.h"
 
@@ -14,3 +17,8 @@ uint64_t vs_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
+
+static struct vs_device_query query;
+
+void vs_query_set(const struct vs_device_query *q) { query = *q; }
+const struct vs_device_query *vs_query(void) { return &query; }

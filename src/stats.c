@@ -17,11 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct vs_device_query query;
 static _Atomic uint64_t last_free[VS_MAX_DEVICES];
 static _Atomic uint32_t last_free_known;
 
-void vs_stats_set_query(const struct vs_device_query *q) { query = *q; }
 
 void vs_stats_note_free(int dev, uint64_t free_bytes)
 {
@@ -82,7 +80,7 @@ static void read_cmdline(char *buf, size_t cap)
 
 static int device_count(const struct vs_snapshot *s)
 {
-    int n = query.count ? query.count() : 0;
+    int n = vs_query()->count ? vs_query()->count() : 0;
     for (int i = 0; i < VS_MAX_DEVICES; i++)
         if ((s->devices_seen & (1u << i)) && i + 1 > n)
             n = i + 1;
@@ -113,8 +111,8 @@ static void put_config(struct out *o, const struct vs_config *cfg, int ndev)
                                               : &cfg->vram_limit_all;
         uint64_t total = 0;
         bool known = spec->kind == VS_SIZE_BYTES ||
-                     (spec->kind == VS_SIZE_PERCENT && query.total &&
-                      query.total(i, &total) == 0);
+                     (spec->kind == VS_SIZE_PERCENT && vs_query()->total &&
+                      vs_query()->total(i, &total) == 0);
         put(o, "%s", i ? "," : "");
         put_opt_u64(o, known, vs_size_resolve(spec, total));
     }
@@ -134,16 +132,16 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
     for (int i = 0; i < ndev; i++) {
         const struct vs_device_counts *d = &s->dev[i];
         char name[128] = "unknown";
-        if (query.name)
-            query.name(i, name, sizeof name);
+        if (vs_query()->name)
+            vs_query()->name(i, name, sizeof name);
         uint64_t total = 0;
-        bool has_total = query.total && query.total(i, &total) == 0;
+        bool has_total = vs_query()->total && vs_query()->total(i, &total) == 0;
         put(o, "%s{\"index\":%d,\"name\":", i ? "," : "", i);
         put_json_string(o, name);
         put(o, ",\"vram_total\":");
         put_opt_u64(o, has_total, total);
         uint64_t free_bytes = 0;
-        if (query.free_now && query.free_now(i, &free_bytes) == 0)
+        if (vs_query()->free_now && vs_query()->free_now(i, &free_bytes) == 0)
             vs_stats_note_free(i, free_bytes);
         put(o, ",\"vram_free\":");
         put_opt_u64(o, (last_free_known >> i) & 1u, last_free[i]);
@@ -225,19 +223,6 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
     return o.len > (size_t)INT32_MAX ? INT32_MAX : (int)o.len;
 }
 
-static const char *human(uint64_t bytes, char *buf, size_t cap)
-{
-    static const char units[] = "BKMGT";
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        u++;
-    }
-    snprintf(buf, cap, u ? "%.1f%c" : "%.0f%c", v, units[u]);
-    return buf;
-}
-
 void vs_stats_print_summary(int fd, const struct vs_config *cfg)
 {
     struct vs_snapshot *s = malloc(sizeof *s);
@@ -253,21 +238,21 @@ void vs_stats_print_summary(int fd, const struct vs_config *cfg)
             (unsigned long long)s->events.oom_returned);
     for (int i = 0; i < device_count(s); i++)
         dprintf(fd, "  device %d: allocated %s, resident %s, peak %s\n", i,
-                human(s->dev[i].allocated, a, sizeof a),
-                human(s->dev[i].resident, b, sizeof b),
-                human(s->dev[i].peak_resident, c, sizeof c));
+                vs_human_size(s->dev[i].allocated, a, sizeof a),
+                vs_human_size(s->dev[i].resident, b, sizeof b),
+                vs_human_size(s->dev[i].peak_resident, c, sizeof c));
     dprintf(fd, "  pinned host: app %s, limit %s\n",
-            human(s->pinned.app, a, sizeof a),
-            human(pin_limit_bytes(cfg), b, sizeof b));
+            vs_human_size(s->pinned.app, a, sizeof a),
+            vs_human_size(pin_limit_bytes(cfg), b, sizeof b));
     for (int id = 0; id < s->n_owners && id < VS_MAX_OWNERS; id++)
         for (int dev = 0; dev < VS_MAX_DEVICES; dev++) {
             const struct vs_owner_counts *o = &s->owner[id][dev];
             if (o->peak == 0)
                 continue;
             dprintf(fd, "  owner %-20s device %d: allocated %s in %llu, peak %s\n",
-                    vs_owner_name(id), dev, human(o->allocated, a, sizeof a),
+                    vs_owner_name(id), dev, vs_human_size(o->allocated, a, sizeof a),
                     (unsigned long long)o->allocations,
-                    human(o->peak, b, sizeof b));
+                    vs_human_size(o->peak, b, sizeof b));
         }
     free(s);
 }

@@ -43,6 +43,8 @@ int vs_log_get_fd(void);
 /* Append log lines to path from now on: 0 or -errno. */
 int vs_log_open_file(const char *path);
 void vs_log_refresh_pid(void);
+/* "1.5G", "512.0M", "12B": for log lines and the summary. */
+const char *vs_human_size(uint64_t bytes, char *buf, size_t cap);
 void vs_log(enum vs_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 #define vs_error(...) vs_log(VS_LOG_ERROR, __VA_ARGS__)
@@ -72,6 +74,9 @@ struct vs_config {
     struct vs_size_spec pin_limit; /* NONE: the default formula over RAM */
     enum vs_offload_mode offload;
     uint32_t idle_ms;
+    /* how long the count of free device memory is trusted between asks of
+     * the driver, when a reserve is set; 0: ask before every allocation */
+    uint32_t free_query_ms;
     char owner[VRAMSHIM_OWNER_NAME_MAX + 1]; /* empty: the program's name */
     struct vs_owner_limit owner_limits[VS_MAX_OWNER_LIMITS];
     int n_owner_limits;
@@ -131,13 +136,15 @@ enum vs_kind {
     VS_KIND_VMM,        /* the program's own cuMemCreate + cuMemMap */
     VS_KIND_HOST_ALLOC, /* cuMemHostAlloc, cuMemAllocHost */
     VS_KIND_HOST_REGISTERED, /* cuMemHostRegister */
+    VS_KIND_HOST_VMM,   /* a mapping of the program's cuMemCreate on a host location */
     VS_KIND_COUNT
 };
 enum vs_tier { VS_TIER_RESIDENT, VS_TIER_PINNED, VS_TIER_PAGEABLE };
 
 static inline bool vs_kind_is_host(enum vs_kind k)
 {
-    return k == VS_KIND_HOST_ALLOC || k == VS_KIND_HOST_REGISTERED;
+    return k == VS_KIND_HOST_ALLOC || k == VS_KIND_HOST_REGISTERED ||
+           k == VS_KIND_HOST_VMM;
 }
 const char *vs_kind_name(enum vs_kind k);
 
@@ -209,11 +216,100 @@ static inline void vs_count_launch(void)
 }
 
 /* ---- VMM physical handles of the program (registry.c) ----------------- */
-int vs_handle_add(CUmemGenericAllocationHandle h, uint64_t size, int device,
-                  bool on_host);
-bool vs_handle_find(CUmemGenericAllocationHandle h, uint64_t *size, int *device,
-                    bool *on_host);
-void vs_handle_remove(CUmemGenericAllocationHandle h);
+/* Bytes charged to the budget (budget.c) for one allocation. */
+struct vs_charge {
+    int dev;        /* -1: pinned host memory */
+    int owner;
+    uint64_t bytes; /* 0: nothing was charged */
+};
+
+struct vs_handle_info {
+    uint64_t size;
+    int device; /* -1: a host location */
+    int owner;
+    bool on_host;
+    struct vs_charge charge; /* what cuMemCreate charged to the budget */
+};
+/* -ENOMEM, or 0 (a stale entry for the same handle is replaced; *stale
+ * then holds it and stale_found is set). */
+int vs_handle_add(CUmemGenericAllocationHandle h, const struct vs_handle_info *info,
+                  struct vs_handle_info *stale, bool *stale_found);
+bool vs_handle_find(CUmemGenericAllocationHandle h, struct vs_handle_info *out);
+bool vs_handle_remove(CUmemGenericAllocationHandle h, struct vs_handle_info *out);
+
+/* ---- limits.c: the limits as they stand now ------------------------- */
+/* The configuration as first read from the environment and since changed
+ * at run time. Every change bumps vs_limits_gen, which tells the budget
+ * (one relaxed load on its hot path) that its figures in bytes are stale. */
+extern _Atomic uint32_t vs_limits_gen;
+void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes);
+void vs_limits_config(struct vs_config *out);
+void vs_limits_atfork_child(void);
+/* A device's limit and reserve in bytes, for a device of `physical` bytes
+ * (0: not known, so percentages cannot be worked out yet: *exact is false).
+ * VS_NO_LIMIT where there is none. */
+#define VS_NO_LIMIT UINT64_MAX
+void vs_limits_for_device(int dev, uint64_t physical, uint64_t *limit,
+                          uint64_t *reserve, bool *exact);
+uint64_t vs_limits_for_owner(const char *name);
+uint64_t vs_limits_pin(void);
+uint32_t vs_limits_free_query_ms(void);
+/* Change one setting: vram_limit, reserve_vram, pin_limit, offload, idle_ms,
+ * owner_limit. 0, or -EINVAL (unknown key or bad value: nothing changes and
+ * `why` says what was expected). */
+int vs_limits_set(const char *key, const char *value, char *why, size_t why_len);
+
+/* ---- budget.c: may this allocation proceed? --------------------------- */
+/* Device memory and pinned host memory are charged before the driver is
+ * asked for them, with a compare-and-swap against the limit, so threads that
+ * race can never overshoot; the charge is settled once the driver answers. */
+enum vs_verdict {
+    VS_ADMIT,
+    VS_OVER_LIMIT,       /* VRAMSHIM_VRAM_LIMIT */
+    VS_OVER_OWNER_LIMIT, /* VRAMSHIM_OWNER_LIMIT */
+    VS_OVER_RESERVE,     /* VRAMSHIM_RESERVE_VRAM */
+    VS_OVER_PIN_LIMIT,   /* VRAMSHIM_PIN_LIMIT */
+};
+/* struct vs_charge: see the registry section */
+enum vs_verdict vs_budget_charge_device(int dev, int owner, uint64_t bytes,
+                                        struct vs_charge *out);
+enum vs_verdict vs_budget_charge_pinned(uint64_t bytes, struct vs_charge *out);
+/* The driver answered: keep the charge, or give it back. */
+void vs_budget_settle(struct vs_charge *c, bool kept);
+/* The driver allocated a different size than charged (a pitch). */
+void vs_budget_resize(struct vs_charge *c, uint64_t bytes);
+/* Give back a settled charge. */
+void vs_budget_refund(const struct vs_charge *c);
+/* A record left the registry: give back what it was charged. Records of
+ * mappings (VS_KIND_VMM, VS_KIND_HOST_VMM) were charged by their handle. */
+void vs_budget_release(const struct vs_alloc_info *rec);
+/* The driver told the program how much is free on dev: a free ask. */
+void vs_budget_note_free(int dev, uint64_t free_bytes);
+/* The figures a program should see for a device: total = min(limit,
+ * physical), free = what this process (and the owner) may still allocate. */
+void vs_budget_slice(int dev, int owner, uint64_t drv_free, uint64_t drv_total,
+                     uint64_t *free_out, uint64_t *total_out);
+/* The device's total as the program should see it. */
+uint64_t vs_budget_total(int dev, uint64_t physical);
+
+struct vs_budget_view {
+    uint64_t limit, reserve, charged, physical;
+    uint64_t est_free; /* VS_NO_LIMIT: never asked */
+};
+void vs_budget_device_view(int dev, struct vs_budget_view *v);
+uint64_t vs_budget_owner_charged(int owner, int dev);
+uint64_t vs_budget_owner_limit(int owner);
+void vs_budget_pin_view(uint64_t *charged, uint64_t *limit);
+/* How many times the driver was asked for free memory. */
+uint64_t vs_budget_asks(void);
+void vs_budget_reset(void);
+
+/* ---- admit.c: the hooks' side of the budget --------------------------- */
+/* Charge before the driver call; on refusal count the OOM, log one line
+ * naming the rule and the owners, and return CUDA_ERROR_OUT_OF_MEMORY. */
+CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
+                         struct vs_charge *out);
+CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
 
 /* ---- stats.c ---------------------------------------------------------- */
 /* What the stats ask the driver; hooks fill it in, unit tests leave it. */
@@ -224,7 +320,9 @@ struct vs_device_query {
     /* Free memory now, when the calling thread has a context on dev. */
     int (*free_now)(int dev, uint64_t *free_bytes);
 };
-void vs_stats_set_query(const struct vs_device_query *q);
+void vs_query_set(const struct vs_device_query *q);
+/* The query in use: never NULL, its members may be. */
+const struct vs_device_query *vs_query(void);
 /* The most recent free figure the driver gave for a device. */
 void vs_stats_note_free(int dev, uint64_t free_bytes);
 int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg);
@@ -270,6 +368,20 @@ int vs_current_device(void);
 #include "hooks.def"
 #undef VS_HOOK
 #undef VS_REAL_ONLY
+
+/* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
+/* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
+typedef int nvmlReturn_t;
+typedef struct nvmlDevice_st *nvmlDevice_t;
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+typedef struct {
+    unsigned int version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+/* dlsym found `sym` for an nvml* name: the hook to hand out instead. */
+void *vs_nvml_swap(const char *name, void *sym);
 
 /* ---- dl_real.c: the C library's own dlsym and dlvsym ------------------ */
 void *vs_real_dlsym(void *handle, const char *name);

@@ -1,0 +1,204 @@
+/*
+ * limits.c: the limits as they stand now.
+ *
+ * The configuration keeps limits the way the user wrote them (8G, 40%,
+ * 0:8G,1:12G, unet=8G); the budget needs bytes, and a percentage of a device
+ * needs that device's size, which only the driver knows. So the budget asks
+ * here for a device's figures the first time it sees the device, and again
+ * after every change: vramshim_set() and the control socket change settings
+ * while the program runs, under one mutex, and bump a generation number
+ * that the budget's hot path reads with a single relaxed load.
+ */
+#include "vramshim_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+_Atomic uint32_t vs_limits_gen = 1;
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vs_config live;
+static uint64_t ram;
+
+static uint64_t pin_bytes_locked(void)
+{
+    if (live.pin_limit.kind == VS_SIZE_NONE)
+        return vs_default_pin_limit(ram);
+    return vs_size_resolve(&live.pin_limit, ram);
+}
+
+void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes)
+{
+    pthread_mutex_lock(&live_lock);
+    live = *cfg;
+    ram = ram_bytes;
+    pthread_mutex_unlock(&live_lock);
+    atomic_fetch_add(&vs_limits_gen, 1);
+}
+
+/* A lock another thread held at the fork would never be released. */
+void vs_limits_atfork_child(void)
+{
+    pthread_mutex_init(&live_lock, NULL);
+}
+
+void vs_limits_config(struct vs_config *out)
+{
+    pthread_mutex_lock(&live_lock);
+    *out = live;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static uint64_t resolve(const struct vs_size_spec *spec, uint64_t physical,
+                        uint64_t none, bool *exact)
+{
+    switch (spec->kind) {
+    case VS_SIZE_BYTES: return spec->bytes;
+    case VS_SIZE_PERCENT:
+        if (physical == 0) {
+            *exact = false;
+            return none;
+        }
+        return vs_size_resolve(spec, physical);
+    default: return none;
+    }
+}
+
+void vs_limits_for_device(int dev, uint64_t physical, uint64_t *limit,
+                          uint64_t *reserve, bool *exact)
+{
+    *exact = true;
+    pthread_mutex_lock(&live_lock);
+    const struct vs_size_spec *spec = &live.vram_limit_all;
+    if (dev >= 0 && dev < VS_MAX_DEVICES && live.vram_limit_dev[dev].kind != VS_SIZE_NONE)
+        spec = &live.vram_limit_dev[dev];
+    *limit = resolve(spec, physical, VS_NO_LIMIT, exact);
+    *reserve = resolve(&live.reserve_vram, physical, 0, exact);
+    pthread_mutex_unlock(&live_lock);
+}
+
+uint64_t vs_limits_for_owner(const char *name)
+{
+    uint64_t bytes = VS_NO_LIMIT;
+    pthread_mutex_lock(&live_lock);
+    for (int i = 0; i < live.n_owner_limits; i++)
+        if (strcmp(live.owner_limits[i].name, name) == 0)
+            bytes = live.owner_limits[i].bytes;
+    pthread_mutex_unlock(&live_lock);
+    return bytes;
+}
+
+uint64_t vs_limits_pin(void)
+{
+    pthread_mutex_lock(&live_lock);
+    uint64_t bytes = pin_bytes_locked();
+    pthread_mutex_unlock(&live_lock);
+    return bytes;
+}
+
+uint32_t vs_limits_free_query_ms(void)
+{
+    pthread_mutex_lock(&live_lock);
+    uint32_t ms = live.free_query_ms;
+    pthread_mutex_unlock(&live_lock);
+    return ms;
+}
+
+static bool is_none(const char *v)
+{
+    return strcasecmp(v, "none") == 0 || strcasecmp(v, "off") == 0;
+}
+
+static int refuse(char *why, size_t len, const char *key, const char *value,
+                  const char *expected)
+{
+    snprintf(why, len, "%s=\"%.100s\" is not valid (expected %s)", key, value,
+             expected);
+    return -EINVAL;
+}
+
+static int apply(const char *key, const char *value, char *why, size_t why_len);
+
+static int set_locked(const char *key, const char *value, char *why, size_t why_len)
+{
+    pthread_mutex_lock(&live_lock);
+    int rc = apply(key, value, why, why_len);
+    pthread_mutex_unlock(&live_lock);
+    return rc;
+}
+
+static int apply(const char *key, const char *value, char *why, size_t why_len)
+{
+    struct vs_config next = live;
+
+    if (strcmp(key, "vram_limit") == 0) {
+        if (is_none(value)) {
+            next.vram_limit_all.kind = VS_SIZE_NONE;
+            for (int i = 0; i < VS_MAX_DEVICES; i++)
+                next.vram_limit_dev[i].kind = VS_SIZE_NONE;
+        } else if (vs_parse_device_sizes(value, &next.vram_limit_all,
+                                         next.vram_limit_dev)) {
+            return refuse(why, why_len, key, value,
+                          "a size like 8G, a percentage like 40%, per device "
+                          "like 0:8G,1:12G, or none");
+        }
+    } else if (strcmp(key, "reserve_vram") == 0) {
+        if (vs_parse_size_or_percent(value, &next.reserve_vram))
+            return refuse(why, why_len, key, value,
+                          "a size like 1G or a percentage like 10%");
+    } else if (strcmp(key, "pin_limit") == 0) {
+        if (strcasecmp(value, "default") == 0)
+            next.pin_limit.kind = VS_SIZE_NONE;
+        else if (vs_parse_size_or_percent(value, &next.pin_limit))
+            return refuse(why, why_len, key, value,
+                          "a size like 16G, a percentage of RAM like 50%, or "
+                          "default");
+    } else if (strcmp(key, "offload") == 0) {
+        if (vs_parse_offload(value, &next.offload))
+            return refuse(why, why_len, key, value, "off, pinned or auto");
+    } else if (strcmp(key, "idle_ms") == 0) {
+        if (vs_parse_uint32(value, 0, 86400000, &next.idle_ms))
+            return refuse(why, why_len, key, value, "milliseconds from 0 to 86400000");
+    } else if (strcmp(key, "owner_limit") == 0) {
+        if (is_none(value))
+            next.n_owner_limits = 0;
+        else if (vs_parse_owner_limits(value, next.owner_limits, VS_MAX_OWNER_LIMITS,
+                                       &next.n_owner_limits))
+            return refuse(why, why_len, key, value,
+                          "owner=size pairs like unet=8G,vae=2G, or none");
+    } else {
+        snprintf(why, why_len,
+                 "unknown setting \"%.60s\" (known: vram_limit, reserve_vram, "
+                 "pin_limit, offload, idle_ms, owner_limit)",
+                 key);
+        return -EINVAL;
+    }
+
+    live = next;
+    return 0;
+}
+
+/* Parse into a copy of the live settings and swap it in whole, all under
+ * the lock so that two changes at once cannot undo each other: a bad value
+ * changes nothing. */
+int vs_limits_set(const char *key, const char *value, char *why, size_t why_len)
+{
+    char scratch[8];
+    if (why == NULL || why_len == 0) {
+        why = scratch;
+        why_len = sizeof scratch;
+    }
+    why[0] = '\0';
+    if (key == NULL || value == NULL)
+        return refuse(why, why_len, key ? key : "(null)", "(null)", "KEY=VALUE");
+    int rc = set_locked(key, value, why, why_len);
+    if (rc == 0) {
+        atomic_fetch_add(&vs_limits_gen, 1);
+        vs_info("%s set to %s", key, value);
+    }
+    return rc;
+}
+

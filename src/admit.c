@@ -6,7 +6,8 @@
  * the log gets one line saying which rule said no and which owners hold the
  * memory, so the user can tell a limit from a real shortage. Programs that
  * probe by allocating until they fail would flood the log, so at most one
- * such line is written a second; the next one counts those left out.
+ * such line a second is written for each rule; the next one counts those
+ * left out.
  */
 #include "vramshim_internal.h"
 
@@ -15,19 +16,20 @@
 
 #define TOP_OWNERS 4
 
-static _Atomic uint64_t last_line_ns;
-static _Atomic uint64_t left_out;
+#define RULES (VS_OVER_PIN_LIMIT + 1)
+static _Atomic uint64_t last_line_ns[RULES];
+static _Atomic uint64_t left_out[RULES];
 
-static bool may_log_now(uint64_t *skipped)
+static bool may_log_now(enum vs_verdict rule, uint64_t *skipped)
 {
     uint64_t now = vs_now_ns();
-    uint64_t last = atomic_load(&last_line_ns);
+    uint64_t last = atomic_load(&last_line_ns[rule]);
     if ((last && now - last < 1000000000ULL) ||
-        !atomic_compare_exchange_strong(&last_line_ns, &last, now)) {
-        atomic_fetch_add(&left_out, 1);
+        !atomic_compare_exchange_strong(&last_line_ns[rule], &last, now)) {
+        atomic_fetch_add(&left_out[rule], 1);
         return false;
     }
-    *skipped = atomic_exchange(&left_out, 0);
+    *skipped = atomic_exchange(&left_out[rule], 0);
     return true;
 }
 
@@ -65,7 +67,7 @@ static void log_refusal(const char *call, const struct vs_charge *c, uint64_t by
                         enum vs_verdict v)
 {
     uint64_t skipped;
-    if (!may_log_now(&skipped))
+    if (!may_log_now(v, &skipped))
         return;
     char size[16], lim[16], held[16], more[64] = "", owners[256];
     vs_human_size(bytes, size, sizeof size);

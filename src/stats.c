@@ -212,11 +212,12 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
     put(&o,
         ",\"counters\":{\"allocs\":%llu,\"frees\":%llu,\"oom_returned\":%llu,"
         "\"evictions\":%llu,\"restores\":%llu,\"bytes_evicted\":%llu,"
-        "\"bytes_restored\":%llu,\"launches\":%llu}}",
+        "\"bytes_restored\":%llu,\"launches\":%llu,\"free_queries\":%llu}}",
         (unsigned long long)e->allocs, (unsigned long long)e->frees,
         (unsigned long long)e->oom_returned, (unsigned long long)e->evictions,
         (unsigned long long)e->restores, (unsigned long long)e->bytes_evicted,
-        (unsigned long long)e->bytes_restored, (unsigned long long)e->launches);
+        (unsigned long long)e->bytes_restored, (unsigned long long)e->launches,
+        (unsigned long long)vs_budget_asks());
     free(s);
     if (len > 0 && o.len >= len)
         buf[len - 1] = '\0';

@@ -187,6 +187,28 @@ FK_EXPORT unsigned long long fakecuda_used(int dev)
     return atomic_load(&fk.shared->used[dev]);
 }
 
+FK_EXPORT int fakecuda_device_count(void)
+{
+    fk_setup();
+    return fk.ndevices;
+}
+
+FK_EXPORT unsigned long long fakecuda_mem_size(void)
+{
+    fk_setup();
+    return fk.mem_size;
+}
+
+/* Device UUIDs: fixed bytes and the ordinal last, so the test NVML can
+ * give the same ones. */
+FK_EXPORT void fakecuda_uuid_bytes(int dev, unsigned char out[16])
+{
+    static const unsigned char base[16] = {0xfa, 0xce, 0xc0, 0xda, 0x12, 0x34, 0x45, 0x67,
+                                           0x89, 0xab, 0xcd, 0xef, 0x00, 0x11, 0x22, 0x00};
+    memcpy(out, base, 16);
+    out[15] = (unsigned char)dev;
+}
+
 /* ---- initialisation and devices --------------------------------------- */
 FK_EXPORT CUresult cuInit(unsigned int flags)
 {
@@ -237,6 +259,22 @@ FK_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
         return CUDA_ERROR_INVALID_DEVICE;
     snprintf(name, (size_t)len, "fakecuda device %d", dev);
     return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
+{
+    FK_ENTER("cuDeviceGetUuid_v2");
+    if (uuid == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    fakecuda_uuid_bytes(dev, (unsigned char *)uuid->bytes);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
+{
+    return cuDeviceGetUuid_v2(uuid, dev);
 }
 
 FK_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)

@@ -155,7 +155,8 @@ FK_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
 
 static void run_free(struct fk_op *op) { release(op->ptr); }
 
-static CUresult free_async(CUdeviceptr dptr, CUstream hStream)
+/* unused in the "old driver" build, which lacks the stream-ordered calls */
+__attribute__((unused)) static CUresult free_async(CUdeviceptr dptr, CUstream hStream)
 {
     struct fk_stream *st = fk_stream_of(hStream);
     if (st == NULL)

@@ -15,6 +15,9 @@
  *                     used bytes, so several processes share one "GPU"
  *   FAKECUDA_FAIL     inject errors: name:skip:count:error[,...], e.g.
  *                     cuMemAlloc_v2:3:1:2 fails the 4th cuMemAlloc_v2 with 2
+ *   FAKENVML_ORDER    pci (default): the test NVML numbers devices in the
+ *                     reverse of CUDA's order, as NVML's PCI order and
+ *                     CUDA's fastest-first order can differ; cuda: the same
  *   FAKECUDA_CTOR_DLSYM  1: look up a few of its own names with dlsym while
  *                     being loaded (a driver's start-up code may), which
  *                     re-enters vramshim's dlsym hook during its own dlopen
@@ -51,6 +54,12 @@ void fakecuda_inject_clear(void);
 
 /* Bytes of device memory used on `dev`, by every process sharing it. */
 unsigned long long fakecuda_used(int dev);
+/* The devices, their size, and the 16 bytes of a device's UUID (which the
+ * test NVML, libnvidia-ml.so.1 of this folder, reports too). These need no
+ * cuInit. */
+int fakecuda_device_count(void);
+unsigned long long fakecuda_mem_size(void);
+void fakecuda_uuid_bytes(int dev, unsigned char out[16]);
 
 #ifdef __cplusplus
 }

@@ -122,6 +122,30 @@ void check_reexec_with(char **argv, const char *var, const char *value)
     CHECK(0, "re-exec failed");
 }
 
+void check_reexec_env(char **argv, const char *const *assignments)
+{
+    if (getenv("CHECK_REEXECED"))
+        return;
+    for (const char *const *a = assignments; *a; a++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "%s", *a);
+        char *eq = strchr(buf, '=');
+        CHECK(eq != NULL, "not VAR=VALUE: %s", *a);
+        *eq = '\0';
+        setenv(buf, eq + 1, 1);
+    }
+    setenv("CHECK_REEXECED", "1", 1);
+    execv("/proc/self/exe", argv);
+    CHECK(0, "re-exec failed");
+}
+
+void *check_api(const char *name)
+{
+    void *fn = dlsym(RTLD_DEFAULT, name);
+    CHECK(fn != NULL, "%s not found: is libvramshim preloaded?", name);
+    return fn;
+}
+
 int check_owner_push(const char *name)
 {
     int (*push)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT,

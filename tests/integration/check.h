@@ -69,6 +69,13 @@ void check_owner(json_t *root, const char *name, int device, uint64_t bytes,
  * variable set before the library loads. */
 void check_reexec_with(char **argv, const char *var, const char *value);
 
+/* Re-run this program once with every "VAR=VALUE" of the NULL-ended list
+ * set (CHECK_REEXECED marks the second run). */
+void check_reexec_env(char **argv, const char *const *assignments);
+
+/* A function of vramshim's public API, failing the test if absent. */
+void *check_api(const char *name);
+
 int check_owner_push(const char *name);
 int check_owner_pop(void);
 

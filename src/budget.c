@@ -389,6 +389,7 @@ void vs_budget_reset(void)
         STORE(devs[i].charged, 0);
         STORE(devs[i].inflight, 0);
         STORE(devs[i].asked_ns, 0);
+        STORE(devs[i].physical, 0);
         STORE(devs[i].gen, 0);
     }
     for (int o = 0; o < VS_MAX_OWNERS; o++) {

@@ -18,6 +18,10 @@ void fixture_reset(void)
     vs_owner_reset_thread();
     vs_registry_init();
     vs_registry_reset();
+    vs_limits_init(&vs_state.cfg, vs_state.ram_bytes);
+    vs_budget_reset();
+    static const struct vs_device_query no_driver;
+    vs_query_set(&no_driver);
     vs_log_set_level(VS_LOG_WARN);
 }
 

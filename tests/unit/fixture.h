@@ -8,7 +8,8 @@
 
 #include "vramshim_internal.h"
 
-/* Defaults, owner table ("unit" as the default owner), empty registry. */
+/* Defaults, owner table ("unit" as the default owner), empty registry,
+ * limits from vs_state.cfg, an empty budget and no driver to ask. */
 void fixture_reset(void);
 /* Start capturing log lines; fixture_log() returns everything since. */
 void fixture_log_capture(void);

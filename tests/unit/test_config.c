@@ -173,6 +173,7 @@ static void load_good(void **state)
     env_set("VRAMSHIM_PIN_LIMIT", "50%");
     env_set("VRAMSHIM_OFFLOAD", "pinned");
     env_set("VRAMSHIM_IDLE_MS", "250");
+    env_set("VRAMSHIM_FREE_QUERY_MS", "0");
     env_set("VRAMSHIM_OWNER", "comfy");
     env_set("VRAMSHIM_OWNER_LIMIT", "unet=8G");
     env_set("VRAMSHIM_SOCKET_DIR", "/tmp/x");
@@ -187,6 +188,7 @@ static void load_good(void **state)
     assert_int_equal(cfg.pin_limit.kind, VS_SIZE_PERCENT);
     assert_int_equal(cfg.offload, VS_OFFLOAD_PINNED);
     assert_int_equal(cfg.idle_ms, 250);
+    assert_int_equal(cfg.free_query_ms, 0);
     assert_string_equal(cfg.owner, "comfy");
     assert_int_equal(cfg.n_owner_limits, 1);
     assert_string_equal(cfg.socket_dir, "/tmp/x");
@@ -204,7 +206,8 @@ static void load_bad_each(void **state)
         {"VRAMSHIM_IDLE_MS", "-5"},        {"VRAMSHIM_OWNER", "two words"},
         {"VRAMSHIM_OWNER_LIMIT", "unet:8G"}, {"VRAMSHIM_SOCKET_DIR", ""},
         {"VRAMSHIM_LOG", "loud"},          {"VRAMSHIM_LOG_FILE", ""},
-        {"VRAMSHIM_DISABLE", "maybe"},
+        {"VRAMSHIM_DISABLE", "maybe"},     {"VRAMSHIM_FREE_QUERY_MS", "60001"},
+        {"VRAMSHIM_FREE_QUERY_MS", "soon"},
     };
     struct vs_config dflt;
     vs_config_defaults(&dflt);

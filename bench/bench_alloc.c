@@ -1,7 +1,9 @@
 /*
  * bench_alloc: cuMemAlloc + cuMemFree latency for 2 MiB, 64 MiB and 1 GiB.
- * Prints one line per size: "alloc_free <bytes> <ns per pair>". Run it with
- * and without vramshim (bench/run.sh does) and compare.
+ * Prints one line per size: "alloc_free <bytes> <ns per pair>", then
+ * "mem_get_info 0 <ns per call>": what one ask of the driver for free memory
+ * costs, which is what the reserve's counting saves on most allocations.
+ * Run it with and without vramshim (bench/run.sh does) and compare.
  */
 #include "bench_common.h"
 
@@ -31,5 +33,12 @@ int main(int argc, char **argv)
         double ns = (bench_now() - t0) * 1e9 / iters;
         printf("alloc_free %zu %.0f\n", sizes[s].bytes, ns);
     }
+    CUresult (*info)(size_t *, size_t *) = bench_sym(lib, "cuMemGetInfo_v2");
+    int iters = (int)(20000 * scale) + 10;
+    size_t f, t;
+    double t0 = bench_now();
+    for (int i = 0; i < iters; i++)
+        BENCH_CHECK(info(&f, &t));
+    printf("mem_get_info 0 %.0f\n", (bench_now() - t0) * 1e9 / iters);
     return 0;
 }

@@ -1,7 +1,9 @@
 #!/bin/sh
 # bench/run.sh: every benchmark without vramshim, with vramshim preloaded but
 # disabled (VRAMSHIM_DISABLE=1: same address-space layout, pure
-# pass-through), and with vramshim, interleaved, ROUNDS times (default 7).
+# pass-through), with vramshim, and with vramshim enforcing limits (a VRAM
+# limit of 50%, a 1 GiB reserve, an owner limit: every rule of the budget is
+# checked on every allocation), interleaved, ROUNDS times (default 7).
 # Prints medians and ratios as a markdown table.
 #
 # "ratio" is vramshim against no vramshim, the figure users feel. "hooks" is
@@ -32,20 +34,29 @@ for r in $(seq "$rounds"); do
 		"$b/bench/bench_$bench" >>"$tmp/$bench.native"
 		VRAMSHIM_DISABLE=1 LD_PRELOAD=$lib "$b/bench/bench_$bench" >>"$tmp/$bench.off"
 		LD_PRELOAD=$lib "$b/bench/bench_$bench" >>"$tmp/$bench.shim"
+		VRAMSHIM_VRAM_LIMIT=50% VRAMSHIM_RESERVE_VRAM=1G VRAMSHIM_OWNER_LIMIT=bench_$bench=3G \
+			LD_PRELOAD=$lib "$b/bench/bench_$bench" >>"$tmp/$bench.limits"
 	done
 done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
 echo
-echo "| measure | native | preloaded, disabled | vramshim | ratio | hooks |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| measure | native | preloaded, disabled | vramshim | vramshim, limits on | ratio | ratio, limits on | hooks | hooks, limits on |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+line() { # name
+	echo "| $1 | $native | $off | $shim | $limits | $(ratio $shim $native) | $(ratio $limits $native) | $(ratio $shim $off) | $(ratio $limits $off) |"
+}
 for size in 2097152 67108864 1073741824; do
-	for v in native off shim; do
+	for v in native off shim limits; do
 		eval "$v=\$(awk -v s=$size '\$2==s {print \$3}' \"$tmp/alloc.$v\" | median)"
 	done
-	echo "| alloc+free $((size / 1048576)) MiB, ns | $native | $off | $shim | $(ratio $shim $native) | $(ratio $shim $off) |"
+	line "alloc+free $((size / 1048576)) MiB, ns"
 done
-for v in native off shim; do
+for v in native off shim limits; do
+	eval "$v=\$(awk '\$1==\"mem_get_info\" {print \$3}' \"$tmp/alloc.$v\" | median)"
+done
+line "cuMemGetInfo (one ask of the driver), ns"
+for v in native off shim limits; do
 	eval "$v=\$(awk '{print \$2}' \"$tmp/launch.$v\" | median)"
 done
-echo "| empty-kernel launches per second | $native | $off | $shim | $(ratio $shim $native) | $(ratio $shim $off) |"
+line "empty-kernel launches per second"

@@ -64,7 +64,18 @@ else
 	row "driver-API program" FAIL "native exit $n, vramshim exit $v (see driver-*.log)"
 fi
 
-# 4. benchmarks, on request (they take about a minute)
+# 4. limits: PyTorch in a 4 GiB slice with a 1 GiB pin cap, offload off
+VRAMSHIM_VRAM_LIMIT=4G VRAMSHIM_OFFLOAD=off VRAMSHIM_PIN_LIMIT=1G LD_PRELOAD=$lib \
+	python3 tests/gpu/torch_limits.py >"$out/torch-limits.log" 2>&1
+v=$?
+detail="$(grep -c '^ok' "$out/torch-limits.log") ok, $(grep -c '^FAIL' "$out/torch-limits.log") failed"
+if [ $v -eq 0 ]; then
+	row "PyTorch in a 4 GiB slice, 1 GiB pin cap" PASS "$detail; $(grep -h 'held\|self-sizing' "$out/torch-limits.log" | tr '\n' ' ')"
+else
+	row "PyTorch in a 4 GiB slice, 1 GiB pin cap" FAIL "$detail (see torch-limits.log)"
+fi
+
+# 5. benchmarks, on request (they take about a minute)
 if [ "${1:-}" = "--bench" ]; then
 	VRAMSHIM_BUILD=$b ROUNDS=${ROUNDS:-7} sh bench/run.sh >"$out/bench.md" 2>&1
 	row "benchmarks" PASS "table in bench.md"

@@ -2,7 +2,8 @@
  * demo: a small driver-API program, unaware of vramshim, that loads "model
  * weights" and "activations" under two owners (using the optional API when
  * vramshim is there), checks its data, and prints what vramshim saw.
- * `make demo` runs it under `vramshim run`.
+ * `make demo` runs it under `vramshim run --vram-limit 160M`: the program
+ * sees a 160 MiB device, a fifth layer does not fit until one is freed.
  */
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
@@ -46,6 +47,7 @@ int main(void)
     CUresult (*dtoh)(void *, CUdeviceptr, size_t) = sym(lib, "cuMemcpyDtoH_v2");
     CUresult (*host_alloc)(void **, size_t, unsigned) = sym(lib, "cuMemHostAlloc");
     CUresult (*host_free)(void *) = sym(lib, "cuMemFreeHost");
+    CUresult (*mem_info)(size_t *, size_t *) = sym(lib, "cuMemGetInfo_v2");
     int (*push)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "vramshim_owner_push");
     int (*pop)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "vramshim_owner_pop");
     int (*stats)(char *, size_t) = (int (*)(char *, size_t))dlsym(RTLD_DEFAULT, "vramshim_stats_json");
@@ -83,6 +85,25 @@ int main(void)
     }
     printf("demo: %d layers of %zu MiB loaded and read back %s\n", LAYERS, layer >> 20,
            ok ? "intact" : "CORRUPTED");
+
+    /* the device as this process sees it, and one layer more */
+    size_t free_bytes, total;
+    CHECK(mem_info(&free_bytes, &total));
+    printf("demo: cuMemGetInfo says %zu MiB total, %zu MiB free\n", total >> 20,
+           free_bytes >> 20);
+    CUdeviceptr fifth;
+    CUresult rc = alloc(&fifth, layer);
+    if (rc == CUDA_ERROR_OUT_OF_MEMORY) {
+        printf("demo: a fifth layer gets CUDA_ERROR_OUT_OF_MEMORY; freeing layer 0 "
+               "makes room\n");
+        CHECK(release(weights[0]));
+        CHECK(alloc(&weights[0], layer));
+        printf("demo: the fifth layer fits now\n");
+    } else {
+        CHECK(rc);
+        printf("demo: a fifth layer fits (no limit in force)\n");
+        CHECK(release(fifth));
+    }
     if (stats) {
         static char buf[1 << 16];
         stats(buf, sizeof buf);

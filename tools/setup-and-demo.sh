@@ -32,4 +32,4 @@ else
 	LD_LIBRARY_PATH=$(pwd)/tests/fakecuda/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 	export LD_LIBRARY_PATH
 fi
-VRAMSHIM_LOG=info ./tools/vramshim run --owner demo -- ./demo/demo
+VRAMSHIM_LOG=info ./tools/vramshim run --owner demo --vram-limit 160M -- ./demo/demo

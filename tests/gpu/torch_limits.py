@@ -4,7 +4,8 @@ Run by tests/gpu/run.sh with the library preloaded and
 VRAMSHIM_VRAM_LIMIT=4G VRAMSHIM_OFFLOAD=off VRAMSHIM_PIN_LIMIT=1G. Checks,
 each printed as one "ok"/"FAIL" line:
   - torch.cuda.mem_get_info reports a 4 GiB total and free within it;
-  - torch.cuda.get_device_properties is left alone (it is the card's);
+  - torch.cuda.get_device_properties(0).total_memory (cudart asks
+    cuDeviceTotalMem) is printed, to see which figure it shows;
   - NVML (when nvidia-ml-py is installed) reports the same slice;
   - filling memory raises torch.OutOfMemoryError at the limit, not before
     (at least 3.5 GiB was held) and not after (never more than 4 GiB);
@@ -43,6 +44,8 @@ def main():
     free, total = torch.cuda.mem_get_info()
     check(total == 4 * GiB, f"mem_get_info total {total} == 4 GiB")
     check(0 < free <= 4 * GiB, f"mem_get_info free {free} within the slice")
+    props = torch.cuda.get_device_properties(0)
+    print(f"get_device_properties total_memory {props.total_memory}")
     try:
         import pynvml  # nvidia-ml-py
         pynvml.nvmlInit()

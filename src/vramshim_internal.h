@@ -311,6 +311,22 @@ CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out);
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
 
+/* ---- protocol.c: control socket requests ----------------------------- */
+#define VS_REQUEST_MAX 4096
+enum vs_request_cmd { VS_REQ_NONE, VS_REQ_HELLO, VS_REQ_STATS, VS_REQ_SET,
+                      VS_REQ_EVICT, VS_REQ_FREE };
+struct vs_request {
+    enum vs_request_cmd cmd;
+    char key[32];
+    char value[256];
+    char owner[VRAMSHIM_OWNER_NAME_MAX + 1];
+    uint64_t bytes;
+    bool has_owner, has_bytes;
+};
+/* Parse one request (without its newline): 0, or -EINVAL with `why`. */
+int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
+                     size_t why_len);
+
 /* ---- stats.c ---------------------------------------------------------- */
 /* What the stats ask the driver; hooks fill it in, unit tests leave it. */
 struct vs_device_query {

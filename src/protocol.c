@@ -1,0 +1,163 @@
+/*
+ * protocol.c: the control socket's requests, parsed.
+ *
+ * A request is one line holding one flat JSON object whose values are
+ * strings or non-negative integers: {"cmd":"set","key":"vram_limit",
+ * "value":"4G"}. That is all the tool sends, so the parser accepts exactly
+ * that and nothing more: no nesting, no \u escapes, no duplicate or unknown
+ * members, at most VS_REQUEST_MAX bytes. Anything else is refused with a
+ * reason and changes nothing. It reads only the bytes it is given and never
+ * allocates, which keeps it safe to fuzz (tests/fuzz/) and to run inside
+ * someone else's process.
+ */
+#include "vramshim_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+struct cursor {
+    const char *p, *end;
+};
+
+static void skip_space(struct cursor *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n'))
+        c->p++;
+}
+
+static bool eat(struct cursor *c, char ch)
+{
+    skip_space(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A string into out (NUL-terminated, at most cap-1 bytes). */
+static bool read_string(struct cursor *c, char *out, size_t cap)
+{
+    if (!eat(c, '"'))
+        return false;
+    size_t n = 0;
+    while (c->p < c->end) {
+        unsigned char ch = (unsigned char)*c->p++;
+        if (ch == '"') {
+            out[n] = '\0';
+            return true;
+        }
+        if (ch < 0x20)
+            return false;
+        if (ch == '\\') {
+            if (c->p >= c->end)
+                return false;
+            ch = (unsigned char)*c->p++;
+            if (ch != '"' && ch != '\\' && ch != '/')
+                return false;
+        }
+        if (n + 1 >= cap)
+            return false;
+        out[n++] = (char)ch;
+    }
+    return false;
+}
+
+static bool read_uint(struct cursor *c, uint64_t *out)
+{
+    skip_space(c);
+    if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+        return false;
+    uint64_t v = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        unsigned d = (unsigned)(*c->p++ - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static int fail(char *why, size_t len, const char *reason)
+{
+    snprintf(why, len, "%s", reason);
+    return -EINVAL;
+}
+
+static const struct {
+    const char *name;
+    enum vs_request_cmd cmd;
+} commands[] = {
+    {"hello", VS_REQ_HELLO}, {"stats", VS_REQ_STATS}, {"set", VS_REQ_SET},
+    {"evict", VS_REQ_EVICT}, {"free", VS_REQ_FREE},
+};
+
+int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
+                     size_t why_len)
+{
+    memset(req, 0, sizeof *req);
+    if (len > VS_REQUEST_MAX)
+        return fail(why, why_len, "request too long");
+    struct cursor c = {buf, buf + len};
+    char cmd[16] = "";
+    bool have_cmd = false, have_key = false, have_value = false, have_owner = false,
+         have_bytes = false;
+    if (!eat(&c, '{'))
+        return fail(why, why_len, "expected a JSON object");
+    if (!eat(&c, '}')) {
+        do {
+            char name[16];
+            if (!read_string(&c, name, sizeof name) || !eat(&c, ':'))
+                return fail(why, why_len, "expected \"member\": value");
+            bool *seen;
+            if (strcmp(name, "cmd") == 0) {
+                seen = &have_cmd;
+                if (*seen || !read_string(&c, cmd, sizeof cmd))
+                    return fail(why, why_len, "bad cmd");
+            } else if (strcmp(name, "key") == 0) {
+                seen = &have_key;
+                if (*seen || !read_string(&c, req->key, sizeof req->key))
+                    return fail(why, why_len, "bad key");
+            } else if (strcmp(name, "value") == 0) {
+                seen = &have_value;
+                if (*seen || !read_string(&c, req->value, sizeof req->value))
+                    return fail(why, why_len, "bad value");
+            } else if (strcmp(name, "owner") == 0) {
+                seen = &have_owner;
+                if (*seen || !read_string(&c, req->owner, sizeof req->owner) ||
+                    req->owner[0] == '\0')
+                    return fail(why, why_len, "bad owner");
+            } else if (strcmp(name, "bytes") == 0) {
+                seen = &have_bytes;
+                if (*seen || !read_uint(&c, &req->bytes))
+                    return fail(why, why_len, "bad bytes");
+            } else {
+                return fail(why, why_len, "unknown member");
+            }
+            *seen = true;
+        } while (eat(&c, ','));
+        if (!eat(&c, '}'))
+            return fail(why, why_len, "expected , or }");
+    }
+    skip_space(&c);
+    if (c.p != c.end)
+        return fail(why, why_len, "trailing bytes after the object");
+    if (!have_cmd)
+        return fail(why, why_len, "no cmd");
+    req->cmd = VS_REQ_NONE;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            req->cmd = commands[i].cmd;
+    if (req->cmd == VS_REQ_NONE)
+        return fail(why, why_len, "unknown cmd");
+    if ((req->cmd == VS_REQ_SET) != (have_key && have_value) ||
+        (req->cmd != VS_REQ_SET && (have_key || have_value)))
+        return fail(why, why_len, "set takes key and value, and only set does");
+    if (req->cmd != VS_REQ_EVICT && (have_owner || have_bytes))
+        return fail(why, why_len, "only evict takes owner and bytes");
+    req->has_owner = have_owner;
+    req->has_bytes = have_bytes;
+    return 0;
+}

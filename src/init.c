@@ -37,6 +37,7 @@ static void on_fork_child(void)
     vs_log_refresh_pid();
     vs_limits_atfork_child();
     vs_budget_reset();
+    vs_control_atfork_child();
     vs_registry_atfork_child();
     vs_owner_atfork_child();
 }

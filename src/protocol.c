@@ -1,5 +1,6 @@
 /*
- * protocol.c: the control socket's requests, parsed.
+ * protocol.c: the control socket's protocol, shared by the library's server
+ * (control.c) and the tool: where the sockets live, and the requests.
  *
  * A request is one line holding one flat JSON object whose values are
  * strings or non-negative integers: {"cmd":"set","key":"vram_limit",
@@ -14,7 +15,24 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* VRAMSHIM_SOCKET_DIR, else $XDG_RUNTIME_DIR/vramshim, else /tmp/vramshim-$UID. */
+int vs_control_dir(const char *configured, char *out, size_t cap)
+{
+    int n;
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (configured && configured[0])
+        n = snprintf(out, cap, "%s", configured);
+    else if (xdg && xdg[0] == '/')
+        n = snprintf(out, cap, "%s/vramshim", xdg);
+    else
+        n = snprintf(out, cap, "/tmp/vramshim-%u", (unsigned)getuid());
+    return n > 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
+}
+
 
 struct cursor {
     const char *p, *end;

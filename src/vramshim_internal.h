@@ -323,6 +323,9 @@ struct vs_request {
     uint64_t bytes;
     bool has_owner, has_bytes;
 };
+/* The directory the sockets live in (protocol.c, for the library and the
+ * tool): configured, else $XDG_RUNTIME_DIR/vramshim, else /tmp/vramshim-$UID. */
+int vs_control_dir(const char *configured, char *out, size_t cap);
 /* Parse one request (without its newline): 0, or -EINVAL with `why`. */
 int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
                      size_t why_len);
@@ -384,6 +387,11 @@ int vs_current_device(void);
 #include "hooks.def"
 #undef VS_HOOK
 #undef VS_REAL_ONLY
+
+/* ---- control.c: the control socket ----------------------------------- */
+/* Start the server thread, once (the driver was just loaded). */
+void vs_control_start(void);
+void vs_control_atfork_child(void);
 
 /* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
 /* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */

@@ -12,7 +12,8 @@
  * 2 usage error, 3 no such process.
  */
 #include "config.h"
-#include "vramshim_internal.h"
+#include "client.h"
+#include "cmd.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -27,8 +28,6 @@
 #define VRAMSHIM_LIBDIR "/usr/local/lib"
 #endif
 
-#define EXIT_REFUSED 1
-#define EXIT_USAGE 2
 
 static const char usage_text[] =
     "usage: vramshim COMMAND [OPTIONS]\n"
@@ -36,10 +35,15 @@ static const char usage_text[] =
     "Commands:\n"
     "  run [--vram-limit S] [--reserve S] [--pin-limit S] [--offload M] [--owner N] -- CMD ARGS...\n"
     "                     run CMD under libvramshim\n"
-    "  ls [--json]        list processes running under vramshim (needs the control socket)\n"
-    "  stats [--json] PID show one process (needs the control socket)\n"
-    "  top | evict | free | set | metrics\n"
-    "                     steer running processes (need the control socket)\n"
+    "  ls [--json]        list every process running under vramshim for this user\n"
+    "  stats [--json] PID show one process: per device, per owner, counters\n"
+    "  set PID KEY=VALUE...\n"
+    "                     change vram_limit, reserve_vram, pin_limit, offload, idle_ms,\n"
+    "                     owner_limit of a running process\n"
+    "  evict PID [--owner N] [--bytes S] | free PID\n"
+    "                     offload idle buffers / everything (refused until offload exists)\n"
+    "  top | metrics      not built yet\n"
+    "Exit codes: 0 done, 1 the target refused or failed, 2 usage error, 3 no such process.\n"
     "\n"
     "Sizes: 8G, 512M, 4096 (B/K/M/G/T, binary), or a percentage: 40%.\n"
     "Run 'vramshim COMMAND --help' for one command. See vramshim(7) for the variables.\n";
@@ -57,7 +61,7 @@ static const char run_usage[] =
     "The library is $VRAMSHIM_LIBRARY if set, else the one next to this tool's build, else\n"
     VRAMSHIM_LIBDIR "/libvramshim.so.\n";
 
-static int usage_error(const char *usage, const char *fmt, const char *arg)
+int cmd_usage_error(const char *usage, const char *fmt, const char *arg)
 {
     fprintf(stderr, "vramshim: ");
     fprintf(stderr, fmt, arg);
@@ -111,37 +115,37 @@ static int cmd_run(int argc, char **argv)
             return 0;
         case 'v':
             if (vs_parse_device_sizes(optarg, &spec, per))
-                return usage_error(run_usage, "--vram-limit: '%s' is not a size, a percentage or a device list", optarg);
+                return cmd_usage_error(run_usage, "--vram-limit: '%s' is not a size, a percentage or a device list", optarg);
             set[nset++] = (typeof(set[0])){"VRAMSHIM_VRAM_LIMIT", optarg};
             break;
         case 'r':
             if (vs_parse_size_or_percent(optarg, &spec))
-                return usage_error(run_usage, "--reserve: '%s' is not a size or a percentage", optarg);
+                return cmd_usage_error(run_usage, "--reserve: '%s' is not a size or a percentage", optarg);
             set[nset++] = (typeof(set[0])){"VRAMSHIM_RESERVE_VRAM", optarg};
             break;
         case 'p':
             if (vs_parse_size_or_percent(optarg, &spec))
-                return usage_error(run_usage, "--pin-limit: '%s' is not a size or a percentage", optarg);
+                return cmd_usage_error(run_usage, "--pin-limit: '%s' is not a size or a percentage", optarg);
             set[nset++] = (typeof(set[0])){"VRAMSHIM_PIN_LIMIT", optarg};
             break;
         case 'o':
             if (vs_parse_offload(optarg, &mode))
-                return usage_error(run_usage, "--offload: '%s' is not off, pinned or auto", optarg);
+                return cmd_usage_error(run_usage, "--offload: '%s' is not off, pinned or auto", optarg);
             set[nset++] = (typeof(set[0])){"VRAMSHIM_OFFLOAD", optarg};
             break;
         case 'n':
             if (*optarg == '\0' || strlen(optarg) > VRAMSHIM_OWNER_NAME_MAX ||
                 strpbrk(optarg, " \t\n\"\\"))
-                return usage_error(run_usage, "--owner: '%s' must be 1 to 47 characters without spaces, quotes or backslashes", optarg);
+                return cmd_usage_error(run_usage, "--owner: '%s' must be 1 to 47 characters without spaces, quotes or backslashes", optarg);
             set[nset++] = (typeof(set[0])){"VRAMSHIM_OWNER", optarg};
             break;
         default:
-            return usage_error(run_usage, "run: unknown or incomplete option '%s'",
+            return cmd_usage_error(run_usage, "run: unknown or incomplete option '%s'",
                                argv[optind - 1]);
         }
     }
     if (optind >= argc)
-        return usage_error(run_usage, "run: no command given%s", "");
+        return cmd_usage_error(run_usage, "run: no command given%s", "");
     char libbuf[PATH_MAX + 32];
     const char *lib = library_path(libbuf, sizeof libbuf);
     if (!file_exists(lib)) {
@@ -162,7 +166,7 @@ static int cmd_run(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error(usage_text, "no command given%s", "");
+        return cmd_usage_error(usage_text, "no command given%s", "");
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage_text, stdout);
@@ -174,17 +178,24 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
-    static const char *const socket_cmds[] = {"ls", "stats", "top", "evict", "free", "set", "metrics"};
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"ls", cmd_ls}, {"stats", cmd_stats}, {"set", cmd_set},
+                {"evict", cmd_evict}, {"free", cmd_free}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].fn(argc - 1, argv + 1);
+    static const char *const socket_cmds[] = {"top", "metrics"};
     for (size_t i = 0; i < sizeof socket_cmds / sizeof socket_cmds[0]; i++) {
         if (strcmp(cmd, socket_cmds[i]) == 0) {
             if (argc > 2 && strcmp(argv[2], "--help") == 0) {
                 fputs(usage_text, stdout);
                 return 0;
             }
-            fprintf(stderr, "vramshim: '%s' needs the per-process control socket, which this "
-                            "version does not have yet\n", cmd);
+            fprintf(stderr, "vramshim: '%s' is not built yet\n", cmd);
             return EXIT_REFUSED;
         }
     }
-    return usage_error(usage_text, "unknown command '%s'", cmd);
+    return cmd_usage_error(usage_text, "unknown command '%s'", cmd);
 }

@@ -1,0 +1,30 @@
+/*
+ * client.h: the tool's side of the control socket (see src/control.c):
+ * where the sockets are, and one request, one answer.
+ */
+#ifndef VRAMSHIM_CLIENT_H
+#define VRAMSHIM_CLIENT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define EXIT_REFUSED 1
+#define EXIT_USAGE 2
+#define EXIT_NO_PROCESS 3
+
+/* The socket directory, as the library works it out. */
+const char *client_dir(void);
+/* Parse a PID argument: > 0, digits only. */
+bool client_parse_pid(const char *s, pid_t *out);
+/* Send one request line to pid's socket and parse the answer. Returns the
+ * answer (caller decrefs), or NULL with *exit_code set (EXIT_NO_PROCESS when
+ * pid has no live socket, EXIT_REFUSED otherwise) and a message printed. */
+json_t *client_request(pid_t pid, const char *request, int *exit_code);
+/* Every pid with a socket in the directory, ascending; returns the count
+ * (at most cap). */
+int client_list(pid_t *pids, int cap);
+/* The answer's "ok"; prints its "error" when false. */
+bool client_ok(json_t *answer, pid_t pid);
+
+#endif

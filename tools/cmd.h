@@ -1,0 +1,17 @@
+/*
+ * cmd.h: the tool's commands, each main-like (argv[0] is the command's
+ * name), returning the process exit code.
+ */
+#ifndef VRAMSHIM_CMD_H
+#define VRAMSHIM_CMD_H
+
+#include "vramshim_internal.h"
+
+int cmd_usage_error(const char *usage, const char *fmt, const char *arg);
+int cmd_ls(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_set(int argc, char **argv);
+int cmd_evict(int argc, char **argv);
+int cmd_free(int argc, char **argv);
+
+#endif

@@ -42,7 +42,8 @@ static const char usage_text[] =
     "                     owner_limit of a running process\n"
     "  evict PID [--owner N] [--bytes S] | free PID\n"
     "                     offload idle buffers / everything (refused until offload exists)\n"
-    "  top | metrics      not built yet\n"
+    "  metrics            every process in the Prometheus text format\n"
+    "  top                not built yet\n"
     "Exit codes: 0 done, 1 the target refused or failed, 2 usage error, 3 no such process.\n"
     "\n"
     "Sizes: 8G, 512M, 4096 (B/K/M/G/T, binary), or a percentage: 40%.\n"
@@ -182,11 +183,11 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"ls", cmd_ls}, {"stats", cmd_stats}, {"set", cmd_set},
-                {"evict", cmd_evict}, {"free", cmd_free}};
+                {"evict", cmd_evict}, {"free", cmd_free}, {"metrics", cmd_metrics}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);
-    static const char *const socket_cmds[] = {"top", "metrics"};
+    static const char *const socket_cmds[] = {"top"};
     for (size_t i = 0; i < sizeof socket_cmds / sizeof socket_cmds[0]; i++) {
         if (strcmp(cmd, socket_cmds[i]) == 0) {
             if (argc > 2 && strcmp(argv[2], "--help") == 0) {

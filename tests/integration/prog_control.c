@@ -148,6 +148,20 @@ static void tool_commands(void)
     CHECK(run_tool(out, sizeof out, "stats %d", target_pid) == 0, "stats");
     CHECK(strstr(out, "owner unet") != NULL, "stats does not show unet: %s", out);
 
+    /* metrics: parsed by the Prometheus client library's own parser */
+    CHECK(run_tool(out, sizeof out, "metrics") == 0, "metrics: %s", out);
+    CHECK(strstr(out, "# TYPE vramshim_allocs_total counter") != NULL, "metrics: %s", out);
+    if (system("/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null") == 0) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd,
+                 "%s metrics | /usr/bin/python3 %s/tests/integration/parse_metrics.py %d %llu unet %llu",
+                 tool, getenv("VRAMSHIM_SRC"), target_pid, 96 * M, 64 * M);
+        int rc = system(cmd);
+        CHECK(rc == 0, "the Prometheus parser rejected the metrics (%d)", rc);
+    } else {
+        printf("skip the Prometheus parser: python3-prometheus-client is not installed\n");
+    }
+
     /* set: the target obeys */
     CHECK(target_alloc(64) == CUDA_SUCCESS, "64M fits under 256M");
     CHECK(run_tool(out, sizeof out, "set %d vram_limit=128M idle_ms=500", target_pid) == 0,
@@ -175,7 +189,7 @@ static void tool_commands(void)
     const char *usage2[] = {"stats", "stats abc", "stats --json", "stats 1 2", "ls --bogus",
                             "set", "set 1", "set abc x=1", "set 1 novalue", "set 1 =1",
                             "evict", "evict 1 --bytes lots", "evict 1 --owner", "free",
-                            "free 1 2", "stats -5"};
+                            "free 1 2", "stats -5", "metrics extra"};
     for (size_t i = 0; i < sizeof usage2 / sizeof usage2[0]; i++) {
         int code = run_tool(out, sizeof out, "%s", usage2[i]);
         CHECK(code == 2 && strstr(out, "usage: vramshim"), "'%s' exit %d: %s", usage2[i], code, out);
@@ -185,7 +199,8 @@ static void tool_commands(void)
         int code = run_tool(out, sizeof out, "%s", absent[i]);
         CHECK(code == 3, "'%s' exit %d: %s", absent[i], code, out);
     }
-    const char *helps[] = {"ls --help", "stats --help", "set --help", "evict --help", "free --help"};
+    const char *helps[] = {"ls --help", "stats --help", "set --help", "evict --help",
+                           "free --help", "metrics --help"};
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
         CHECK(run_tool(out, sizeof out, "%s", helps[i]) == 0 && strstr(out, "usage: vramshim"),
               "'%s'", helps[i]);

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE 1
 #include "fakecuda.h"
+#include "fakenvml.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,7 +20,6 @@
 
 #define NV_EXPORT __attribute__((visibility("default")))
 
-typedef int nvmlReturn_t;
 enum {
     NVML_SUCCESS = 0,
     NVML_ERROR_UNINITIALIZED = 1,
@@ -27,20 +27,10 @@ enum {
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
 };
-typedef struct {
-    unsigned long long total, free, used;
-} nvmlMemory_t;
-typedef struct {
-    unsigned int version;
-    unsigned long long total, reserved, free, used;
-} nvmlMemory_v2_t;
-#define NVML_MEMORY_V2 ((unsigned)(sizeof(nvmlMemory_v2_t) | (2u << 24)))
-
 /* A handle points at one of these. */
 struct nvmlDevice_st {
     int cuda_ordinal;
 };
-typedef struct nvmlDevice_st *nvmlDevice_t;
 
 static struct nvmlDevice_st devices[8];
 static _Atomic int init_count;

@@ -9,26 +9,14 @@
  * which.
  */
 #include "check.h"
+#include "fakenvml.h"
 
 #include <dlfcn.h>
 #include <string.h>
 
 #define M (1ULL << 20)
 
-typedef struct nvmlDevice_st *nvmlDevice_t;
-typedef struct {
-    unsigned long long total, free, used;
-} nvmlMemory_t;
-typedef struct {
-    unsigned int version;
-    unsigned long long total, reserved, free, used;
-} nvmlMemory_v2_t;
-#define NVML_MEMORY_V2 ((unsigned)(sizeof(nvmlMemory_v2_t) | (2u << 24)))
-
-/* linked: these bind to libvramshim's exports first */
-int nvmlInit_v2(void);
-int nvmlDeviceGetHandleByIndex_v2(unsigned, nvmlDevice_t *);
-int nvmlDeviceGetMemoryInfo(nvmlDevice_t, nvmlMemory_t *);
+/* linked (fakenvml.h): nvmlDeviceGetMemoryInfo binds to libvramshim's export */
 
 static int (*dl_info)(nvmlDevice_t, nvmlMemory_t *);
 static int (*dl_info_v2)(nvmlDevice_t, nvmlMemory_v2_t *);

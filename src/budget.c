@@ -208,7 +208,10 @@ enum vs_verdict vs_budget_charge_device(int dev, int owner, uint64_t bytes,
     ensure_device(dev);
     if (!take(&d->charged, bytes, LOAD(d->limit)))
         return VS_OVER_LIMIT;
-    if (!take(&owner_charged[owner][dev], bytes, limit_of_owner(owner))) {
+    uint64_t olimit = limit_of_owner(owner);
+    if (olimit == VS_NO_LIMIT) {
+        ADD(owner_charged[owner][dev], bytes); /* most owners have no limit */
+    } else if (!take(&owner_charged[owner][dev], bytes, olimit)) {
         take_away(&d->charged, bytes);
         return VS_OVER_OWNER_LIMIT;
     }
@@ -252,8 +255,8 @@ void vs_budget_settle(struct vs_charge *c, bool kept)
 {
     if (c->bytes == 0)
         return;
-    if (device_ok(c->dev))
-        take_away(&devs[c->dev].inflight, c->bytes);
+    if (device_ok(c->dev)) /* added exactly once by the charge: cannot wrap */
+        atomic_fetch_sub_explicit(&devs[c->dev].inflight, c->bytes, memory_order_relaxed);
     if (!kept) {
         vs_budget_refund(c);
         c->bytes = 0;

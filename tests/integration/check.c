@@ -139,6 +139,30 @@ void check_reexec_env(char **argv, const char *const *assignments)
     CHECK(0, "re-exec failed");
 }
 
+pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **to,
+                  FILE **from)
+{
+    int down[2], up[2];
+    CHECK(pipe(down) == 0 && pipe(up) == 0, "pipe");
+    pid_t child = fork();
+    CHECK(child >= 0, "fork");
+    if (child == 0) {
+        dup2(down[0], 0);
+        dup2(up[1], 1);
+        close(down[1]);
+        close(up[0]);
+        if (no_preload)
+            unsetenv("LD_PRELOAD");
+        execv(path, argv);
+        _exit(127);
+    }
+    close(down[0]);
+    close(up[1]);
+    *to = fdopen(down[1], "w");
+    *from = fdopen(up[0], "r");
+    return child;
+}
+
 void *check_api(const char *name)
 {
     void *fn = dlsym(RTLD_DEFAULT, name);

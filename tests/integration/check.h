@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 #define CHECK(cond, ...)                                                    \
     do {                                                                    \
@@ -72,6 +73,11 @@ void check_reexec_with(char **argv, const char *var, const char *value);
 /* Re-run this program once with every "VAR=VALUE" of the NULL-ended list
  * set (CHECK_REEXECED marks the second run). */
 void check_reexec_env(char **argv, const char *const *assignments);
+
+/* Start path with argv, its stdin and stdout piped to *to and *from;
+ * without LD_PRELOAD when no_preload. Returns its pid. */
+pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **to,
+                  FILE **from);
 
 /* A function of vramshim's public API, failing the test if absent. */
 void *check_api(const char *name);

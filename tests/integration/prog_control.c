@@ -59,27 +59,12 @@ static pid_t target_pid;
 
 static void start_target(void)
 {
-    int down[2], up[2];
-    CHECK(pipe(down) == 0 && pipe(up) == 0, "pipe");
     char self[512];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     CHECK(n > 0, "readlink");
     self[n] = '\0'; /* /proc/self/exe would be the tool once it runs */
-    pid_t child = fork();
-    CHECK(child >= 0, "fork");
-    if (child == 0) {
-        dup2(down[0], 0);
-        dup2(up[1], 1);
-        close(down[1]);
-        close(up[0]);
-        execl(tool, tool, "run", "--vram-limit", "256M", "--", self, "target",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(down[0]);
-    close(up[1]);
-    to_target = fdopen(down[1], "w");
-    from_target = fdopen(up[0], "r");
+    char *args[] = {tool, "run", "--vram-limit", "256M", "--", self, "target", NULL};
+    check_spawn(tool, args, false, &to_target, &from_target);
     CHECK(fscanf(from_target, "ready %d", &target_pid) == 1, "the target did not start");
 }
 

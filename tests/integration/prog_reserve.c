@@ -59,24 +59,8 @@ static pid_t eater_pid;
 
 static void start_eater(char **argv)
 {
-    int down[2], up[2];
-    CHECK(pipe(down) == 0 && pipe(up) == 0, "pipe");
-    eater_pid = fork();
-    CHECK(eater_pid >= 0, "fork");
-    if (eater_pid == 0) {
-        dup2(down[0], 0);
-        dup2(up[1], 1);
-        close(down[1]);
-        close(up[0]);
-        unsetenv("LD_PRELOAD");
-        char *args[] = {argv[0], "eat", NULL};
-        execv("/proc/self/exe", args);
-        _exit(127);
-    }
-    close(down[0]);
-    close(up[1]);
-    to_eater = fdopen(down[1], "w");
-    from_eater = fdopen(up[0], "r");
+    char *args[] = {argv[0], "eat", NULL};
+    eater_pid = check_spawn("/proc/self/exe", args, true, &to_eater, &from_eater);
 }
 
 static void eater_do(const char *cmd)

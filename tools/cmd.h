@@ -14,5 +14,6 @@ int cmd_set(int argc, char **argv);
 int cmd_evict(int argc, char **argv);
 int cmd_free(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 
 #endif

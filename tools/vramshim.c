@@ -5,8 +5,8 @@
  * with the library's own parsers (so a value the tool accepts is a value
  * the library accepts), sets LD_PRELOAD and the VRAMSHIM_* variables, and
  * execs. The commands that talk to running processes (ls, stats, top,
- * evict, free, set, metrics) need the per-process control socket, which is
- * not built yet: they say so and exit 1.
+ * evict, free, set, metrics) live in cmd_*.c and reach each process through
+ * its control socket (client.c).
  *
  * Exit codes (interface.md): 0 success, 1 the target refused or failed,
  * 2 usage error, 3 no such process.
@@ -43,7 +43,8 @@ static const char usage_text[] =
     "  evict PID [--owner N] [--bytes S] | free PID\n"
     "                     offload idle buffers / everything (refused until offload exists)\n"
     "  metrics            every process in the Prometheus text format\n"
-    "  top                not built yet\n"
+    "  top [--once] [--interval S]\n"
+    "                     live view of every process (q quits)\n"
     "Exit codes: 0 done, 1 the target refused or failed, 2 usage error, 3 no such process.\n"
     "\n"
     "Sizes: 8G, 512M, 4096 (B/K/M/G/T, binary), or a percentage: 40%.\n"
@@ -183,20 +184,10 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"ls", cmd_ls}, {"stats", cmd_stats}, {"set", cmd_set},
-                {"evict", cmd_evict}, {"free", cmd_free}, {"metrics", cmd_metrics}};
+                {"evict", cmd_evict}, {"free", cmd_free}, {"metrics", cmd_metrics},
+                {"top", cmd_top}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);
-    static const char *const socket_cmds[] = {"top"};
-    for (size_t i = 0; i < sizeof socket_cmds / sizeof socket_cmds[0]; i++) {
-        if (strcmp(cmd, socket_cmds[i]) == 0) {
-            if (argc > 2 && strcmp(argv[2], "--help") == 0) {
-                fputs(usage_text, stdout);
-                return 0;
-            }
-            fprintf(stderr, "vramshim: '%s' is not built yet\n", cmd);
-            return EXIT_REFUSED;
-        }
-    }
     return cmd_usage_error(usage_text, "unknown command '%s'", cmd);
 }

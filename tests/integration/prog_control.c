@@ -6,7 +6,8 @@
  * and 32M as itself, then takes commands on stdin), and drives the real tool
  * against it: ls, stats --json with fields equal to what the target did,
  * set (which the target then obeys), evict and free (refused until offload
- * exists), and bad usage of each. Then it speaks to the socket directly:
+ * exists), top (once, and live in a tmux terminal until q), and bad usage
+ * of each. Then it speaks to the socket directly:
  * the directory and socket modes, malformed, oversized and silent requests
  * (an error or a closed connection, never a change), and, when run as root,
  * a client of another uid, which is refused.
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define M (1ULL << 20)
@@ -174,7 +176,8 @@ static void tool_commands(void)
     const char *usage2[] = {"stats", "stats abc", "stats --json", "stats 1 2", "ls --bogus",
                             "set", "set 1", "set abc x=1", "set 1 novalue", "set 1 =1",
                             "evict", "evict 1 --bytes lots", "evict 1 --owner", "free",
-                            "free 1 2", "stats -5", "metrics extra"};
+                            "free 1 2", "stats -5", "metrics extra", "top extra",
+                            "top --interval 0", "top --interval"};
     for (size_t i = 0; i < sizeof usage2 / sizeof usage2[0]; i++) {
         int code = run_tool(out, sizeof out, "%s", usage2[i]);
         CHECK(code == 2 && strstr(out, "usage: vramshim"), "'%s' exit %d: %s", usage2[i], code, out);
@@ -185,10 +188,75 @@ static void tool_commands(void)
         CHECK(code == 3, "'%s' exit %d: %s", absent[i], code, out);
     }
     const char *helps[] = {"ls --help", "stats --help", "set --help", "evict --help",
-                           "free --help", "metrics --help"};
+                           "free --help", "metrics --help", "top --help"};
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
         CHECK(run_tool(out, sizeof out, "%s", helps[i]) == 0 && strstr(out, "usage: vramshim"),
               "'%s'", helps[i]);
+}
+
+/* ---- top, drawn in a real terminal ------------------------------------------ */
+/* Run a shell command (with the tool's socket directory, without the
+ * preload) and return its output. */
+static int shell(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int shell(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[2048], line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "env -u LD_PRELOAD sh -c '%s' 2>&1", line);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL, "popen");
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Capture the tmux pane until it shows `want`; false after ten seconds. */
+static bool pane_shows(const char *want, char *pane, size_t cap)
+{
+    for (int i = 0; i < 200; i++) {
+        shell(pane, cap, "tmux -L vramshim-check capture-pane -p -t top");
+        if (strstr(pane, want) != NULL)
+            return true;
+        struct timespec ts = {0, 50 * 1000 * 1000}; /* a frame is redrawn each second */
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+static void top_checks(void)
+{
+    char out[1 << 14], row[128];
+    /* the one-frame form, as scripts read it */
+    CHECK(run_tool(out, sizeof out, "top --once") == 0, "top --once: %s", out);
+    snprintf(row, sizeof row, "\n%d ", target_pid);
+    CHECK(strstr(out, row) && strstr(out, "96.0M") && strstr(out, "256.0M") &&
+              strstr(out, "unet 64.0M, prog_control 32.0M"),
+          "top --once: %s", out);
+    if (shell(out, sizeof out, "tmux -V") != 0) {
+        printf("skip top in tmux: tmux is not installed\n");
+        return;
+    }
+    /* the live form: a shell in a 140x30 terminal runs top, then says how it
+     * ended and whether the terminal is back in canonical mode */
+    shell(out, sizeof out, "tmux -L vramshim-check kill-server");
+    CHECK(shell(out, sizeof out,
+                "tmux -L vramshim-check -f /dev/null new-session -d -s top -x 140 -y 30 "
+                "\"VRAMSHIM_SOCKET_DIR=%s %s top; echo top-exit=\\$?; stty -a; sleep 600\"",
+                sock_dir, tool) == 0,
+          "tmux: %s", out);
+    char pane[1 << 14];
+    CHECK(pane_shows("(q quits)", pane, sizeof pane), "top did not draw: %s", pane);
+    CHECK(pane_shows("unet 64.0M, prog_control 32.0M", pane, sizeof pane), "top: %s", pane);
+    CHECK(strstr(pane, row + 1) != NULL, "top does not show pid %d: %s", target_pid, pane);
+    CHECK(strstr(pane, "EVICT/S") && strstr(pane, "OFFLOADED"), "top's columns: %s", pane);
+    shell(out, sizeof out, "tmux -L vramshim-check send-keys -t top q");
+    CHECK(pane_shows("top-exit=0", pane, sizeof pane), "q did not quit top: %s", pane);
+    CHECK(strstr(pane, " icanon") && strstr(pane, " echo"), "top left the terminal raw: %s", pane);
+    shell(out, sizeof out, "tmux -L vramshim-check kill-server");
 }
 
 /* ---- the socket itself ----------------------------------------------------- */
@@ -298,6 +366,7 @@ int main(int argc, char **argv)
     snprintf(sock_dir, sizeof sock_dir, "%s", getenv("VRAMSHIM_SOCKET_DIR"));
     snprintf(tool, sizeof tool, "%s/tools/vramshim", getenv("VRAMSHIM_BUILD"));
     start_target();
+    top_checks();
     tool_commands();
     socket_checks();
     fclose(to_target);

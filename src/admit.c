@@ -129,8 +129,19 @@ static CUresult refuse(const char *call, const struct vs_charge *c, uint64_t byt
 CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out)
 {
-    enum vs_verdict v = vs_budget_charge_device(dev, vs_owner_current(), bytes, out);
-    return VS_LIKELY(v == VS_ADMIT) ? CUDA_SUCCESS : refuse(call, out, bytes, v);
+    int owner = vs_owner_current();
+    enum vs_verdict v = vs_budget_charge_device(dev, owner, bytes, out);
+    if (VS_LIKELY(v == VS_ADMIT))
+        return CUDA_SUCCESS;
+    /* Under pressure, move least recently used buffers to host memory
+     * rather than fail; another thread may take the room first, so try a
+     * few times while something still moves. */
+    for (int tries = 0; tries < 16 && v != VS_ADMIT; tries++) {
+        if (vs_tier_make_room(dev, v == VS_OVER_OWNER_LIMIT ? owner : -1, bytes) == 0)
+            break;
+        v = vs_budget_charge_device(dev, owner, bytes, out);
+    }
+    return v == VS_ADMIT ? CUDA_SUCCESS : refuse(call, out, bytes, v);
 }
 
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out)

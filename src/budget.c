@@ -284,8 +284,14 @@ void vs_budget_release(const struct vs_alloc_info *rec)
     case VS_KIND_DEVICE:
     case VS_KIND_MANAGED:
     case VS_KIND_ASYNC:
+        /* an offloaded part holds pinned memory, or nothing, instead */
+        c.bytes = rec->size - rec->off_pinned - rec->off_pageable;
         if (device_ok(rec->device))
             vs_budget_refund(&c);
+        if (rec->off_pinned) {
+            struct vs_charge pin = {.dev = -1, .owner = rec->owner, .bytes = rec->off_pinned};
+            vs_budget_refund(&pin);
+        }
         break;
     case VS_KIND_HOST_ALLOC:
     case VS_KIND_HOST_REGISTERED:

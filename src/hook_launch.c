@@ -1,9 +1,12 @@
 /*
  * hook_launch.c: kernel and graph launches.
  *
- * Every launch entry point, in both stream variants, passes through here so
- * that touch tracking has one place to live. Today a launch costs one
- * relaxed atomic increment on top of the driver's own work.
+ * Every launch entry point, in both stream variants, passes through here:
+ * count it, let touch tracking see the buffers its parameters name (which
+ * may bring offloaded ones back first), then call the driver inside the
+ * move gate, so that no buffer it reaches is between copy and remap while
+ * it is being queued. With no buffer backed for offload, a launch costs one
+ * relaxed increment and two relaxed loads on top of the driver's own work.
  */
 #include "vramshim_internal.h"
 
@@ -14,15 +17,25 @@
         CUstream s, void **params, void **extra)                              \
     {                                                                         \
         vs_count_launch();                                                    \
-        return vs_real.cuLaunchKernel##suffix(f, gx, gy, gz, bx, by, bz, shm, \
-                                              s, params, extra);              \
+        vs_touch_launch(f, params, extra);                                    \
+        bool gate = vs_gate_enter();                                          \
+        CUresult rc = vs_real.cuLaunchKernel##suffix(f, gx, gy, gz, bx, by,   \
+                                                     bz, shm, s, params,      \
+                                                     extra);                  \
+        vs_gate_leave(gate);                                                  \
+        return rc;                                                            \
     }                                                                         \
     CUresult vs_hook_cuLaunchKernelEx##suffix(const CUlaunchConfig *config,   \
                                               CUfunction f, void **params,    \
                                               void **extra)                   \
     {                                                                         \
         vs_count_launch();                                                    \
-        return vs_real.cuLaunchKernelEx##suffix(config, f, params, extra);    \
+        vs_touch_launch(f, params, extra);                                    \
+        bool gate = vs_gate_enter();                                          \
+        CUresult rc = vs_real.cuLaunchKernelEx##suffix(config, f, params,     \
+                                                       extra);                \
+        vs_gate_leave(gate);                                                  \
+        return rc;                                                            \
     }                                                                         \
     CUresult vs_hook_cuLaunchCooperativeKernel##suffix(                       \
         CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,      \
@@ -30,14 +43,22 @@
         CUstream s, void **params)                                            \
     {                                                                         \
         vs_count_launch();                                                    \
-        return vs_real.cuLaunchCooperativeKernel##suffix(f, gx, gy, gz, bx,   \
-                                                         by, bz, shm, s,      \
-                                                         params);             \
+        vs_touch_launch(f, params, NULL);                                     \
+        bool gate = vs_gate_enter();                                          \
+        CUresult rc = vs_real.cuLaunchCooperativeKernel##suffix(              \
+            f, gx, gy, gz, bx, by, bz, shm, s, params);                       \
+        vs_gate_leave(gate);                                                  \
+        return rc;                                                            \
     }                                                                         \
+    /* A graph may reach any buffer: all of them count as touched. */         \
     CUresult vs_hook_cuGraphLaunch##suffix(CUgraphExec g, CUstream s)         \
     {                                                                         \
         vs_count_launch();                                                    \
-        return vs_real.cuGraphLaunch##suffix(g, s);                           \
+        vs_tier_touch_all(vs_now_ns());                                       \
+        bool gate = vs_gate_enter();                                          \
+        CUresult rc = vs_real.cuGraphLaunch##suffix(g, s);                    \
+        vs_gate_leave(gate);                                                  \
+        return rc;                                                            \
     }
 
 LAUNCH_HOOKS()

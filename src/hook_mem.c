@@ -63,10 +63,20 @@ static CUresult finish(struct vs_charge *ch, CUresult rc, CUdeviceptr *dptr,
         return rc_;                                           \
     } while (0)
 
+/* With offload on, a buffer of a granule or more is backed by tier.c so
+ * that it can move; if the device is full even so (another process took
+ * it), room is made once and the backing tried again. */
 CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
     struct vs_charge ch;
     ADMIT("cuMemAlloc", bytesize, &ch);
+    if (vs_tier_wants(ch.dev, bytesize)) {
+        CUresult rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner);
+        if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_tier_make_room(ch.dev, -1, bytesize) > 0)
+            rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner);
+        if (rc != CUDA_ERROR_NOT_SUPPORTED)
+            return finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
+    }
     return finish(&ch, vs_real.cuMemAlloc_v2(dptr, bytesize), dptr, bytesize,
                   VS_KIND_DEVICE);
 }
@@ -105,7 +115,7 @@ CUresult vs_hook_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
 
 CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
 {
-    RELEASE(dptr, vs_real.cuMemFree_v2(dptr));
+    RELEASE(dptr, vs_tier_owns(dptr) ? vs_tier_free(dptr) : vs_real.cuMemFree_v2(dptr));
 }
 
 /* The stream-ordered family comes in legacy and per-thread-stream variants

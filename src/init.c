@@ -40,6 +40,9 @@ static void on_fork_child(void)
     vs_control_atfork_child();
     vs_registry_atfork_child();
     vs_owner_atfork_child();
+    vs_tier_atfork_child();
+    vs_touch_atfork_child();
+    vs_hostpool_atfork_child();
 }
 
 static void init_once_body(void)
@@ -53,6 +56,7 @@ static void init_once_body(void)
     vs_config_load(cfg, env_lookup);
     vs_state.disabled = cfg->disable;
     vs_limits_init(cfg, vs_state.ram_bytes);
+    vs_tier_init();
     vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
     if (vs_registry_init() != 0) {
         vs_error("cannot allocate the allocation registry; passing every call "
@@ -109,12 +113,14 @@ VS_EXPORT int vramshim_set(const char *key, const char *value)
 
 VS_EXPORT int vramshim_offload(uint64_t dptr)
 {
-    (void)dptr;
-    return -ENOTSUP; /* offload arrives with the tiering work */
+    if (!vs_real_ready())
+        return -ENOENT;
+    return vs_tier_offload(dptr);
 }
 
 VS_EXPORT int vramshim_prefetch(uint64_t dptr)
 {
-    (void)dptr;
-    return -ENOTSUP;
+    if (!vs_real_ready())
+        return -ENOENT;
+    return vs_tier_prefetch(dptr);
 }

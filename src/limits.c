@@ -22,6 +22,25 @@ _Atomic uint32_t vs_limits_gen = 1;
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vs_config live;
 static uint64_t ram;
+/* read on hot paths without the mutex */
+static _Atomic int offload_now = VS_OFFLOAD_AUTO;
+static _Atomic uint32_t idle_ms_now = 1000;
+
+static void publish_locked(void)
+{
+    atomic_store_explicit(&offload_now, (int)live.offload, memory_order_relaxed);
+    atomic_store_explicit(&idle_ms_now, live.idle_ms, memory_order_relaxed);
+}
+
+enum vs_offload_mode vs_limits_offload(void)
+{
+    return (enum vs_offload_mode)atomic_load_explicit(&offload_now, memory_order_relaxed);
+}
+
+uint32_t vs_limits_idle_ms(void)
+{
+    return atomic_load_explicit(&idle_ms_now, memory_order_relaxed);
+}
 
 static uint64_t pin_bytes_locked(void)
 {
@@ -35,6 +54,7 @@ void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes)
     pthread_mutex_lock(&live_lock);
     live = *cfg;
     ram = ram_bytes;
+    publish_locked();
     pthread_mutex_unlock(&live_lock);
     atomic_fetch_add(&vs_limits_gen, 1);
 }
@@ -178,6 +198,7 @@ static int apply(const char *key, const char *value, char *why, size_t why_len)
     }
 
     live = next;
+    publish_locked();
     return 0;
 }
 

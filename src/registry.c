@@ -45,6 +45,7 @@ struct vs_alloc {
     uint8_t tier;
     uint16_t owner;
     uint64_t last_touch_ns;
+    uint64_t off_pinned, off_pageable; /* bytes of it on the host now */
     UT_hash_handle hh;
     RB_ENTRY(vs_alloc) rb;
 };
@@ -178,10 +179,15 @@ static void account(const struct vs_alloc *r, int sign)
         devices_seen |= 1u << r->device;
         events.allocs++;
     } else {
+        uint64_t off = r->off_pinned + r->off_pageable;
         d->allocated -= r->size;
-        d->resident -= r->size;
+        d->resident -= r->size - off;
+        d->offloaded_pinned -= r->off_pinned;
+        d->offloaded_pageable -= r->off_pageable;
+        pinned.offload -= r->off_pinned;
         o->allocated -= r->size;
-        o->resident -= r->size;
+        o->resident -= r->size - off;
+        o->offloaded -= off;
         o->allocations--;
         events.frees++;
     }
@@ -196,6 +202,8 @@ static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
     out->tier = (enum vs_tier)r->tier;
     out->owner = r->owner;
     out->last_touch_ns = r->last_touch_ns;
+    out->off_pinned = r->off_pinned;
+    out->off_pageable = r->off_pageable;
 }
 
 static void drop_locked(struct vs_alloc *r)
@@ -249,6 +257,7 @@ static int add_record(uint64_t base, uint64_t size, int device,
     r->tier = VS_TIER_RESIDENT;
     r->owner = (uint16_t)owner;
     r->last_touch_ns = now;
+    r->off_pinned = r->off_pageable = 0;
     HASH_ADD(hh, by_base, base, sizeof r->base, r);
     RB_INSERT(vs_tree, &by_range, r);
     live_records++;
@@ -270,6 +279,59 @@ int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
 void vs_registry_restore(const struct vs_alloc_info *info)
 {
     add_record(info->base, info->size, info->device, info->kind, info->owner, true);
+}
+
+static uint64_t *tier_bytes(struct vs_alloc *r, enum vs_tier t)
+{
+    static uint64_t resident_scratch;
+    return t == VS_TIER_PINNED ? &r->off_pinned
+         : t == VS_TIER_PAGEABLE ? &r->off_pageable : &resident_scratch;
+}
+
+static uint64_t *device_tier(struct vs_device_counts *d, enum vs_tier t)
+{
+    return t == VS_TIER_PINNED ? &d->offloaded_pinned
+         : t == VS_TIER_PAGEABLE ? &d->offloaded_pageable : &d->resident;
+}
+
+int vs_registry_move(uint64_t base, enum vs_tier from, enum vs_tier to, uint64_t bytes)
+{
+    if (from == to || bytes == 0)
+        return 0;
+    pthread_rwlock_wrlock(&reg_lock);
+    struct vs_alloc *r;
+    HASH_FIND(hh, by_base, &base, sizeof base, r);
+    if (r == NULL || !device_ok(r->device) || vs_kind_is_host((enum vs_kind)r->kind)) {
+        pthread_rwlock_unlock(&reg_lock);
+        return -ENOENT;
+    }
+    *tier_bytes(r, from) -= bytes;
+    *tier_bytes(r, to) += bytes;
+    struct vs_device_counts *d = &dev_counts[r->device];
+    *device_tier(d, from) -= bytes;
+    *device_tier(d, to) += bytes;
+    struct vs_owner_counts *o = &owner_counts[r->owner][r->device];
+    if (from == VS_TIER_RESIDENT) {
+        o->resident -= bytes;
+        o->offloaded += bytes;
+        events.evictions++;
+        events.bytes_evicted += bytes;
+    } else if (to == VS_TIER_RESIDENT) {
+        o->resident += bytes;
+        o->offloaded -= bytes;
+        events.restores++;
+        events.bytes_restored += bytes;
+        if (d->resident > d->peak_resident)
+            d->peak_resident = d->resident;
+    }
+    if (from == VS_TIER_PINNED)
+        pinned.offload -= bytes;
+    if (to == VS_TIER_PINNED)
+        pinned.offload += bytes;
+    r->tier = (uint8_t)(r->off_pageable ? VS_TIER_PAGEABLE
+                        : r->off_pinned ? VS_TIER_PINNED : VS_TIER_RESIDENT);
+    pthread_rwlock_unlock(&reg_lock);
+    return 0;
 }
 
 int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed)

@@ -158,6 +158,7 @@ struct vs_alloc_info {
     enum vs_tier tier;
     int owner;
     uint64_t last_touch_ns;
+    uint64_t off_pinned, off_pageable; /* bytes of it offloaded, by tier */
 };
 
 struct vs_device_counts {
@@ -198,6 +199,10 @@ int vs_registry_remove_range(uint64_t base, uint64_t size);
 /* Put back a record removed by vs_registry_remove when the driver refused
  * the release: the counters end as if neither had happened. */
 void vs_registry_restore(const struct vs_alloc_info *info);
+/* Part of a record moved between tiers (offload): `bytes` go from one to
+ * the other in its device's and owner's counters, and an eviction or a
+ * restore is counted. -ENOENT if no device record starts at base. */
+int vs_registry_move(uint64_t base, enum vs_tier from, enum vs_tier to, uint64_t bytes);
 /* The record whose range contains addr: O(log n). */
 bool vs_registry_find(uint64_t addr, struct vs_alloc_info *out);
 void vs_registry_count_oom(void);
@@ -254,6 +259,9 @@ void vs_limits_for_device(int dev, uint64_t physical, uint64_t *limit,
 uint64_t vs_limits_for_owner(const char *name);
 uint64_t vs_limits_pin(void);
 uint32_t vs_limits_free_query_ms(void);
+/* Read with one relaxed load each, for hot paths. */
+enum vs_offload_mode vs_limits_offload(void);
+uint32_t vs_limits_idle_ms(void);
 /* Change one setting: vram_limit, reserve_vram, pin_limit, offload, idle_ms,
  * owner_limit. 0, or -EINVAL (unknown key or bad value: nothing changes and
  * `why` says what was expected). */
@@ -310,6 +318,72 @@ void vs_budget_reset(void);
 CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out);
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
+
+/* ---- hostpool.c: page-locked host handles for offloaded chunks -------- */
+#define VS_HOST_CLASSES 6 /* handles of 1, 2, 4 ... 32 granules */
+#define VS_CHUNK_GRANULES 32 /* the most granules in one chunk */
+struct vs_host_block { /* one handle per set bit of the size in granules */
+    CUmemGenericAllocationHandle h[VS_HOST_CLASSES];
+    uint64_t gran;
+    uint8_t mask;
+};
+CUresult vs_hostpool_take(uint64_t size, uint64_t gran, struct vs_host_block *out);
+void vs_hostpool_give(struct vs_host_block *b);
+/* Map the block's handles one after another at va, largest first. */
+CUresult vs_hostpool_map(const struct vs_host_block *b, uint64_t va);
+uint64_t vs_hostpool_idle_bytes(void);
+void vs_hostpool_atfork_child(void);
+
+/* ---- tier.c: buffers backed by VMM, and their moves ------------------- */
+/* Launches, copies and memsets hold the read side while they call the
+ * driver; a move holds the write side from its fence to its remap. */
+#include <pthread.h>
+extern pthread_rwlock_t vs_gate;
+extern _Atomic uint32_t vs_tier_buffers;
+static inline bool vs_gate_enter(void)
+{
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
+        return false;
+    pthread_rwlock_rdlock(&vs_gate);
+    return true;
+}
+static inline void vs_gate_leave(bool entered)
+{
+    if (entered)
+        pthread_rwlock_unlock(&vs_gate);
+}
+struct vs_tier_view {
+    uint64_t base, size;
+    int dev;
+    CUcontext ctx;
+    bool offloaded;
+};
+void vs_tier_init(void);
+/* Should an allocation of size on dev be backed (offload on, VMM there,
+ * at least one granule)? */
+bool vs_tier_wants(int dev, uint64_t size);
+/* Back an allocation with VMM. CUDA_ERROR_NOT_SUPPORTED: pass it through. */
+CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner);
+bool vs_tier_owns(uint64_t base);
+CUresult vs_tier_free(uint64_t base);
+bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
+/* Move least recently touched buffers (of owner, when >= 0) off dev until
+ * bytes (plus a margin) have moved. Returns the bytes moved. */
+uint64_t vs_tier_make_room(int dev, int owner, uint64_t bytes);
+/* The program is about to use these addresses (kernel parameters: len 1;
+ * a copy's range: its length): stamp them, bring offloaded ones back. */
+void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now);
+void vs_tier_touch_all(uint64_t now);
+int vs_tier_offload(uint64_t p);
+int vs_tier_prefetch(uint64_t p);
+/* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
+ * bytes have moved. Returns the bytes moved. */
+uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
+void vs_tier_atfork_child(void);
+
+/* ---- touch.c: which buffers a launch can reach ------------------------ */
+void vs_touch_launch(CUfunction f, void **params, void **extra);
+void vs_touch_atfork_child(void);
 
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096

@@ -2,6 +2,8 @@
  * prog_limits: the limits of one process, against the test driver (1 GiB).
  * VRAM limit 256M, owner "vae" limited to 64M, pin limit 100M, set before
  * the library loads; later vramshim_set changes them while the program runs.
+ * Offload is off: these are the refusals of limits alone (prog_offload
+ * shows the same pressure moving buffers instead).
  * At every step the program checks what the driver calls return, what
  * cuMemGetInfo and cuDeviceTotalMem report, and the stats; and that the
  * refusals were logged with the rule and the owners.
@@ -316,7 +318,8 @@ int main(int argc, char **argv)
         char log_var[64];
         snprintf(log_var, sizeof log_var, "VRAMSHIM_LOG_FILE=%s", log_path);
         const char *env[] = {"VRAMSHIM_VRAM_LIMIT=256M", "VRAMSHIM_OWNER_LIMIT=vae=64M",
-                             "VRAMSHIM_PIN_LIMIT=100M", "FAKECUDA_MEM=1G", log_var, NULL};
+                             "VRAMSHIM_PIN_LIMIT=100M", "FAKECUDA_MEM=1G", log_var,
+                             "VRAMSHIM_OFFLOAD=off", NULL};
         check_reexec_env(argv, env);
     }
     snprintf(log_path, sizeof log_path, "%s", getenv("VRAMSHIM_LOG_FILE"));

@@ -8,7 +8,7 @@
  * VRAMSHIM_FREE_QUERY_MS=60000 makes the timing rule never fire, so each
  * ask of the driver here is one the near-the-reserve rule asked for:
  * far from the reserve, counting stands in for asking; near it, or about
- * to refuse, vramshim asks.
+ * to refuse, vramshim asks. Offload is off, so a refusal is a refusal.
  */
 #include "check.h"
 
@@ -98,7 +98,8 @@ int main(int argc, char **argv)
         char shm[64];
         snprintf(shm, sizeof shm, "FAKECUDA_SHM=/vramshim-reserve-%d", (int)getpid());
         const char *env[] = {"FAKECUDA_MEM=1G", shm, "VRAMSHIM_RESERVE_VRAM=256M",
-                             "VRAMSHIM_FREE_QUERY_MS=60000", "VRAMSHIM_LOG=error", NULL};
+                             "VRAMSHIM_FREE_QUERY_MS=60000", "VRAMSHIM_LOG=error",
+                             "VRAMSHIM_OFFLOAD=off", NULL};
         check_reexec_env(argv, env);
     }
     start_eater(argv);

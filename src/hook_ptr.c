@@ -1,0 +1,61 @@
+/*
+ * hook_ptr.c: what the program is told about its own pointers.
+ *
+ * A buffer vramshim backs with VMM must look like the cuMemAlloc it asked
+ * for, wherever its bytes are: the driver would report one chunk's mapping
+ * as its range, and a chunk moved to host memory as host memory. For those
+ * buffers the allocation's own figures are answered here; every other
+ * pointer, and every other attribute, goes to the driver.
+ */
+#include "vramshim_internal.h"
+
+CUresult vs_hook_cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
+                                       CUdeviceptr ptr)
+{
+    struct vs_tier_view v;
+    if (data == NULL || !vs_tier_lookup(ptr, &v))
+        return vs_real.cuPointerGetAttribute(data, attribute, ptr);
+    switch (attribute) {
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+        *(unsigned int *)data = CU_MEMORYTYPE_DEVICE;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+        *(CUdeviceptr *)data = ptr;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+        *(CUdeviceptr *)data = v.base;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+        *(size_t *)data = v.size;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+        *(int *)data = v.dev;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_CONTEXT:
+        if (v.ctx == NULL)
+            break;
+        *(CUcontext *)data = v.ctx;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+        *(unsigned int *)data = 0;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_MAPPED:
+        *(unsigned int *)data = 1;
+        return CUDA_SUCCESS;
+    default:
+        break;
+    }
+    return vs_real.cuPointerGetAttribute(data, attribute, ptr);
+}
+
+CUresult vs_hook_cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
+{
+    struct vs_tier_view v;
+    if (!vs_tier_lookup(dptr, &v))
+        return vs_real.cuMemGetAddressRange_v2(pbase, psize, dptr);
+    if (pbase)
+        *pbase = v.base;
+    if (psize)
+        *psize = v.size;
+    return CUDA_SUCCESS;
+}

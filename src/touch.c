@@ -1,0 +1,121 @@
+/*
+ * touch.c: which buffers a kernel launch can reach.
+ *
+ * A launch names its buffers in its parameters. The driver describes each
+ * kernel's parameters (cuFuncGetParamInfo; for the CUkernel handles that
+ * PyTorch casts to CUfunction, cuKernelGetParamInfo), so the first launch
+ * of a function asks for its layout once and keeps it; every launch after
+ * reads each parameter's 8-byte words and hands them to tier.c, which stamps
+ * the buffers they point into and brings offloaded ones back. Parameters
+ * passed as one packed buffer (the `extra` form) are scanned whole.
+ *
+ * A kernel whose layout the driver will not give is launched unscanned:
+ * its buffers may stay in pinned host memory, which it can still reach.
+ * An address a kernel reads out of device memory is never seen here, which
+ * is why only pinned memory (mapped at the same address) is ever used for a
+ * buffer work may still reach.
+ */
+#include "vramshim_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#define MAX_PARAMS 64
+#define MAX_WORDS 64
+
+struct layout {
+    CUfunction f;
+    int n; /* -1: the driver did not say */
+    uint32_t size[MAX_PARAMS];
+    UT_hash_handle hh;
+};
+
+static pthread_rwlock_t layout_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct layout *layouts;
+
+static int ask_layout(CUfunction f, uint32_t *sizes)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        int n = 0;
+        for (; n < MAX_PARAMS; n++) {
+            size_t off = 0, size = 0;
+            CUresult rc = CUDA_ERROR_NOT_SUPPORTED;
+            if (kind == 0 && vs_real.cuFuncGetParamInfo)
+                rc = vs_real.cuFuncGetParamInfo(f, (size_t)n, &off, &size);
+            else if (kind == 1 && vs_real.cuKernelGetParamInfo)
+                rc = vs_real.cuKernelGetParamInfo((CUkernel)f, (size_t)n, &off, &size);
+            if (rc != CUDA_SUCCESS)
+                break;
+            sizes[n] = (uint32_t)size;
+        }
+        if (n > 0)
+            return n;
+    }
+    return -1; /* no parameters, or no answer: nothing to scan either way */
+}
+
+/* Once per function: the only allocation on the launch path. */
+static const struct layout *layout_of(CUfunction f)
+{
+    struct layout *l;
+    pthread_rwlock_rdlock(&layout_lock);
+    HASH_FIND_PTR(layouts, &f, l);
+    pthread_rwlock_unlock(&layout_lock);
+    if (VS_LIKELY(l != NULL))
+        return l;
+    struct layout *fresh = calloc(1, sizeof *fresh);
+    if (fresh == NULL)
+        return NULL;
+    fresh->f = f;
+    fresh->n = ask_layout(f, fresh->size);
+    pthread_rwlock_wrlock(&layout_lock);
+    HASH_FIND_PTR(layouts, &f, l);
+    if (l == NULL) {
+        HASH_ADD_PTR(layouts, f, fresh);
+        l = fresh;
+        fresh = NULL;
+    }
+    pthread_rwlock_unlock(&layout_lock);
+    free(fresh);
+    return l;
+}
+
+static int words_of(const void *p, size_t size, uint64_t *words, int n)
+{
+    for (size_t k = 0; k + 8 <= size && n < MAX_WORDS; k += 8)
+        memcpy(&words[n++], (const char *)p + k, 8);
+    return n;
+}
+
+void vs_touch_launch(CUfunction f, void **params, void **extra)
+{
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
+        return;
+    uint64_t words[MAX_WORDS];
+    int n = 0;
+    if (params) {
+        const struct layout *l = layout_of(f);
+        for (int i = 0; l && i < l->n && n < MAX_WORDS; i++)
+            if (params[i])
+                n = words_of(params[i], l->size[i], words, n);
+    } else if (extra) {
+        const void *buf = NULL;
+        size_t size = 0;
+        for (int i = 0; extra[i] != CU_LAUNCH_PARAM_END && i < 16; i += 2) {
+            if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
+                buf = extra[i + 1];
+            else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE && extra[i + 1])
+                size = *(const size_t *)extra[i + 1];
+        }
+        if (buf)
+            n = words_of(buf, size, words, n);
+    }
+    vs_tier_touch_words(words, n, 1, vs_now_ns());
+}
+
+void vs_touch_atfork_child(void)
+{
+    pthread_rwlock_init(&layout_lock, NULL);
+}

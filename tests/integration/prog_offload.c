@@ -1,0 +1,351 @@
+/*
+ * prog_offload: buffers move to pinned host memory under pressure and come
+ * back, with their addresses and bytes intact, on the test driver (1 GiB,
+ * VRAM limit 128M, offload auto, idle after 0 ms so every buffer is idle).
+ *
+ *   1. pressure: a third buffer over the limit succeeds by moving the least
+ *      recently touched one out; the counters say so;
+ *   2. the moved buffer answers cuPointerGetAttribute and
+ *      cuMemGetAddressRange exactly as before, and the CPU-side bytes and a
+ *      kernel reading it see the same data; a copy touching it brings it back;
+ *   3. vramshim_offload while a kernel that writes the buffer is still in
+ *      flight on a stream: none of its writes are lost;
+ *   4. a randomized run: 4 threads, 100,000 operations in all (allocate,
+ *      free, write, read, kernel, device-to-device copy, offload, prefetch,
+ *      limit changes), every read checked against a shadow copy.
+ */
+#include "check.h"
+#include "fakecuda.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#define M (1ULL << 20)
+
+static struct {
+    void *lib;
+    CUresult (*alloc)(CUdeviceptr *, size_t);
+    CUresult (*release)(CUdeviceptr);
+    CUresult (*htod)(CUdeviceptr, const void *, size_t);
+    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+    CUresult (*dtod)(CUdeviceptr, CUdeviceptr, size_t);
+    CUresult (*attr)(void *, CUpointer_attribute, CUdeviceptr);
+    CUresult (*range)(CUdeviceptr *, size_t *, CUdeviceptr);
+    CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                       unsigned, unsigned, CUstream, void **, void **);
+    CUresult (*stream_create)(CUstream *, unsigned);
+    CUresult (*stream_sync)(CUstream);
+    CUresult (*set_ctx)(CUcontext);
+    CUresult (*get_ctx)(CUcontext *);
+    int (*offload)(uint64_t);
+    int (*prefetch)(uint64_t);
+    int (*set)(const char *, const char *);
+    CUfunction xor_kernel;
+    CUcontext ctx;
+} cu;
+
+/* xor_kernel(ptr, bytes, key): every byte of [ptr, ptr+bytes) ^= key, one
+ * 64 KiB slice at a time, yielding between slices so that a move that did
+ * not wait for it would catch it half done. */
+static void xor_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
+{
+    (void)grid;
+    (void)block;
+    unsigned char *p = (unsigned char *)(uintptr_t)*(CUdeviceptr *)params[0];
+    uint64_t n = *(uint64_t *)params[1];
+    unsigned char key = (unsigned char)*(uint32_t *)params[2];
+    for (uint64_t off = 0; off < n; off += 65536) {
+        uint64_t end = off + 65536 < n ? off + 65536 : n;
+        for (uint64_t i = off; i < end; i++)
+            p[i] ^= key;
+        sched_yield();
+    }
+}
+
+static void open_driver(void)
+{
+    cu.lib = check_libcuda();
+    check_context(cu.lib, 0);
+    cu.alloc = check_sym(cu.lib, "cuMemAlloc_v2");
+    cu.release = check_sym(cu.lib, "cuMemFree_v2");
+    cu.htod = check_sym(cu.lib, "cuMemcpyHtoD_v2");
+    cu.dtoh = check_sym(cu.lib, "cuMemcpyDtoH_v2");
+    cu.dtod = check_sym(cu.lib, "cuMemcpyDtoD_v2");
+    cu.attr = check_sym(cu.lib, "cuPointerGetAttribute");
+    cu.range = check_sym(cu.lib, "cuMemGetAddressRange_v2");
+    cu.launch = check_sym(cu.lib, "cuLaunchKernel");
+    cu.stream_create = check_sym(cu.lib, "cuStreamCreate");
+    cu.stream_sync = check_sym(cu.lib, "cuStreamSynchronize");
+    cu.set_ctx = check_sym(cu.lib, "cuCtxSetCurrent");
+    cu.get_ctx = check_sym(cu.lib, "cuCtxGetCurrent");
+    CHECK_CU(cu.get_ctx(&cu.ctx));
+    cu.offload = check_api("vramshim_offload");
+    cu.prefetch = check_api("vramshim_prefetch");
+    cu.set = check_api("vramshim_set");
+    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
+        check_sym(cu.lib, "fakecuda_register_kernel");
+    const size_t sizes[] = {8, 8, 4};
+    cu.xor_kernel = reg("xor_kernel", xor_body, 3, sizes);
+}
+
+static void launch_xor(CUdeviceptr p, uint64_t n, uint32_t key, CUstream s)
+{
+    void *params[] = {&p, &n, &key};
+    CHECK_CU(cu.launch(cu.xor_kernel, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+}
+
+static void fill(unsigned char *buf, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 12));
+}
+
+static void expect_bytes(CUdeviceptr p, const unsigned char *want, size_t n, const char *what)
+{
+    unsigned char *got = malloc(n);
+    CHECK(got != NULL, "malloc");
+    CHECK_CU(cu.dtoh(got, p, n));
+    for (size_t i = 0; i < n; i++)
+        CHECK(got[i] == want[i], "%s: byte %zu is %u, expected %u", what, i, got[i], want[i]);
+    free(got);
+}
+
+/* ---- 1 and 2: pressure, attributes, coming back ----------------------------- */
+static void pressure(void)
+{
+    size_t n = 64 * M;
+    unsigned char *pa = malloc(n), *pb = malloc(n);
+    fill(pa, n, 1);
+    fill(pb, 48 * M, 2);
+    CUdeviceptr a, b, c;
+    CHECK_CU(cu.alloc(&a, n));
+    CHECK_CU(cu.htod(a, pa, n));
+    CHECK_CU(cu.alloc(&b, 48 * M));
+    CHECK_CU(cu.htod(b, pb, 48 * M)); /* b is now the more recently touched */
+    json_t *st = stats_get();
+    CHECK_EQ_U64(stats_u64(st, "counters.evictions"), 0);
+    json_decref(st);
+
+    CHECK_CU(cu.alloc(&c, n)); /* 176M under a 128M limit: a must move */
+    st = stats_get();
+    CHECK(stats_u64(st, "devices.0.resident") <= 128 * M, "resident %llu over the limit",
+          (unsigned long long)stats_u64(st, "devices.0.resident"));
+    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 176 * M);
+    CHECK(stats_u64(st, "devices.0.offloaded_pinned") >= 48 * M, "nothing offloaded");
+    CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned") + stats_u64(st, "devices.0.resident"),
+                 176 * M);
+    CHECK_EQ_U64(stats_u64(st, "pinned.offload"), stats_u64(st, "devices.0.offloaded_pinned"));
+    CHECK(stats_u64(st, "counters.evictions") >= 1, "no eviction counted");
+    CHECK_EQ_U64(stats_u64(st, "counters.bytes_evicted"), stats_u64(st, "devices.0.offloaded_pinned"));
+    json_decref(st);
+
+    /* a (least recently touched) moved first, and reads as before */
+    unsigned mem_type = 0;
+    CUdeviceptr start = 0;
+    size_t size = 0;
+    int ordinal = -1;
+    CHECK_CU(cu.attr(&mem_type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, a + 5 * M));
+    CHECK(mem_type == CU_MEMORYTYPE_DEVICE, "memory type %u", mem_type);
+    CHECK_CU(cu.attr(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, a + 5 * M));
+    CHECK_CU(cu.attr(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, a + 5 * M));
+    CHECK_CU(cu.attr(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, a + 5 * M));
+    CHECK(start == a && size == n && ordinal == 0, "attributes %llx %zu %d", start, size, ordinal);
+    CHECK_CU(cu.range(&start, &size, a + 63 * M));
+    CHECK(start == a && size == n, "address range %llx %zu", start, size);
+    /* the bytes sit at the same address in pinned host memory: the CPU of the
+     * test driver sees them where the device does */
+    CHECK(memcmp((void *)(uintptr_t)a, pa, n) == 0, "offloaded bytes differ");
+
+    /* a kernel reaching it brings it back (everything is idle: room is made) */
+    launch_xor(a, n, 0x5a, NULL);
+    for (size_t i = 0; i < n; i++)
+        pa[i] ^= 0x5a;
+    expect_bytes(a, pa, n, "after a kernel on the offloaded buffer");
+    expect_bytes(b, pb, 48 * M, "b");
+    st = stats_get();
+    CHECK(stats_u64(st, "counters.restores") >= 1, "nothing came back");
+    CHECK(stats_u64(st, "devices.0.resident") <= 128 * M, "over the limit after coming back");
+    json_decref(st);
+
+    /* the public API: offload and prefetch one buffer */
+    CHECK(cu.offload(c) == 0, "vramshim_offload");
+    CHECK(cu.offload(12345) == -ENOENT, "vramshim_offload of a stranger");
+    CHECK(cu.prefetch(c) == 0, "vramshim_prefetch");
+    CHECK_CU(cu.release(a));
+    CHECK_CU(cu.release(b));
+    CHECK_CU(cu.release(c));
+    st = stats_get();
+    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 0);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.resident"), 0);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), 0);
+    CHECK_EQ_U64(stats_u64(st, "pinned.offload"), 0);
+    json_decref(st);
+    free(pa);
+    free(pb);
+}
+
+/* ---- 3: a move while a kernel writes the buffer ------------------------------- */
+static void move_under_kernel(void)
+{
+    size_t n = 32 * M;
+    unsigned char *want = malloc(n);
+    fill(want, n, 3);
+    CUdeviceptr p;
+    CUstream s;
+    CHECK_CU(cu.stream_create(&s, 0));
+    CHECK_CU(cu.alloc(&p, n));
+    CHECK_CU(cu.htod(p, want, n));
+    for (int round = 0; round < 4; round++) {
+        uint32_t key = 0x11u * (unsigned)(round + 1);
+        launch_xor(p, n, key, s); /* still running when the move starts */
+        for (size_t i = 0; i < n; i++)
+            want[i] ^= (unsigned char)key;
+        CHECK(round % 2 ? cu.prefetch(p) == 0 : cu.offload(p) == 0, "move %d", round);
+    }
+    CHECK_CU(cu.stream_sync(s));
+    expect_bytes(p, want, n, "a kernel's writes across moves");
+    CHECK_CU(cu.release(p));
+    free(want);
+}
+
+/* ---- 4: the randomized run (the smallest limit, 48M, stays above what
+ * the unmovable allocations, under a granule, can hold: one slot per
+ * thread, 4 x 2M; above it, only moves can make room) ------------------------------------------------------- */
+#define THREADS 4
+#define OPS_PER_THREAD 25000
+#define SLOTS 6
+
+struct slot {
+    CUdeviceptr p;
+    size_t n;
+    unsigned char *shadow;
+};
+
+static _Atomic unsigned long ops_done, moves_asked;
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void *random_ops(void *arg)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15ULL * ((uintptr_t)arg + 1);
+    CHECK_CU(cu.set_ctx(cu.ctx));
+    CUstream s;
+    CHECK_CU(cu.stream_create(&s, 0));
+    struct slot slots[SLOTS] = {0};
+    unsigned char tmp[8192];
+    for (int op = 0; op < OPS_PER_THREAD; op++) {
+        struct slot *sl = &slots[rnd(&seed) % SLOTS];
+        unsigned kind = (unsigned)(rnd(&seed) % 100);
+        if (sl->p == 0) { /* allocate 2 to 4 MiB; slot 0 sometimes under a granule */
+            sl->n = (2 + rnd(&seed) % 3) * M - (sl == slots ? (rnd(&seed) % 2) * 4096 : 0);
+            CHECK_CU(cu.alloc(&sl->p, sl->n));
+            sl->shadow = malloc(sl->n);
+            fill(sl->shadow, sl->n, (unsigned)op);
+            CHECK_CU(cu.htod(sl->p, sl->shadow, sl->n));
+        } else if (kind < 4) { /* free, after checking everything */
+            CHECK_CU(cu.stream_sync(s));
+            expect_bytes(sl->p, sl->shadow, sl->n, "whole buffer before free");
+            CHECK_CU(cu.release(sl->p));
+            free(sl->shadow);
+            sl->p = 0;
+        } else if (kind < 30) { /* write a small range */
+            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (sl->n - len);
+            for (size_t i = 0; i < len; i++)
+                tmp[i] = (unsigned char)rnd(&seed);
+            CHECK_CU(cu.stream_sync(s));
+            CHECK_CU(cu.htod(sl->p + off, tmp, len));
+            memcpy(sl->shadow + off, tmp, len);
+        } else if (kind < 55) { /* read a small range */
+            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (sl->n - len);
+            CHECK_CU(cu.stream_sync(s));
+            CHECK_CU(cu.dtoh(tmp, sl->p + off, len));
+            CHECK(memcmp(tmp, sl->shadow + off, len) == 0, "read of %zu at %zu", len, off);
+        } else if (kind < 70) { /* kernel on a range, asynchronous */
+            size_t len = 1 + rnd(&seed) % (256 * 1024), off = rnd(&seed) % (sl->n - len);
+            uint32_t key = (uint32_t)(rnd(&seed) % 255 + 1);
+            launch_xor(sl->p + off, len, key, s);
+            for (size_t i = 0; i < len; i++)
+                sl->shadow[off + i] ^= (unsigned char)key;
+        } else if (kind < 78) { /* device-to-device copy between two slots */
+            struct slot *o = &slots[rnd(&seed) % SLOTS];
+            if (o->p == 0 || o == sl)
+                continue;
+            size_t len = 1 + rnd(&seed) % (64 * 1024);
+            if (len > o->n || len > sl->n)
+                continue;
+            size_t so = rnd(&seed) % (o->n - len + 1), d = rnd(&seed) % (sl->n - len + 1);
+            CHECK_CU(cu.stream_sync(s));
+            CHECK_CU(cu.dtod(sl->p + d, o->p + so, len));
+            memmove(sl->shadow + d, o->shadow + so, len);
+        } else if (kind < 82) { /* offload now (a kernel may still be running) */
+            int rc = cu.offload(sl->p);
+            CHECK(rc == 0 || rc == -ENOMEM || (rc == -ENOTSUP && sl->n < 2 * M), "offload: %d", rc);
+            moves_asked++;
+        } else if (kind < 85) {
+            int rc = cu.prefetch(sl->p);
+            CHECK(rc == 0 || rc == -ENOMEM || (rc == -ENOTSUP && sl->n < 2 * M), "prefetch: %d", rc);
+            moves_asked++;
+        } else if (kind < 98) { /* read a small range */
+            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (sl->n - len);
+            CHECK_CU(cu.stream_sync(s));
+            CHECK_CU(cu.dtoh(tmp, sl->p + off, len));
+            CHECK(memcmp(tmp, sl->shadow + off, len) == 0, "read of %zu at %zu", len, off);
+        } else { /* change the limit under everyone's feet */
+            static const char *const limits[] = {"48M", "64M", "56M", "96M"};
+            CHECK(cu.set("vram_limit", limits[rnd(&seed) % 4]) == 0, "set");
+        }
+        ops_done++;
+    }
+    CHECK_CU(cu.stream_sync(s));
+    for (int i = 0; i < SLOTS; i++) {
+        if (slots[i].p == 0)
+            continue;
+        expect_bytes(slots[i].p, slots[i].shadow, slots[i].n, "at the end");
+        CHECK_CU(cu.release(slots[i].p));
+        free(slots[i].shadow);
+    }
+    return NULL;
+}
+
+static void randomized(void)
+{
+    CHECK(cu.set("vram_limit", "56M") == 0, "set");
+    /* a touched buffer comes back by moving only buffers idle this long */
+    CHECK(cu.set("idle_ms", "500") == 0, "set");
+    pthread_t t[THREADS];
+    for (uintptr_t i = 0; i < THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, random_ops, (void *)i) == 0, "thread");
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    json_t *st = stats_get();
+    printf("randomized: %lu operations, %llu evictions, %llu restores, 0 mismatches\n",
+           (unsigned long)ops_done, (unsigned long long)stats_u64(st, "counters.evictions"),
+           (unsigned long long)stats_u64(st, "counters.restores"));
+    CHECK(ops_done >= 90000, "only %lu operations ran", (unsigned long)ops_done);
+    CHECK(stats_u64(st, "counters.evictions") > 1000, "too few evictions to mean anything");
+    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 0);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), 0);
+    CHECK_EQ_U64(stats_u64(st, "pinned.offload"), 0);
+    json_decref(st);
+}
+
+int main(int argc, char **argv)
+{
+    const char *env[] = {"FAKECUDA_MEM=1G", "VRAMSHIM_VRAM_LIMIT=128M", "VRAMSHIM_IDLE_MS=0",
+                         "VRAMSHIM_OFFLOAD=auto", "VRAMSHIM_LOG=error", NULL};
+    check_reexec_env(argv, env);
+    open_driver();
+    pressure();
+    move_under_kernel();
+    randomized();
+    printf("offload: ok\n");
+    return 0;
+}

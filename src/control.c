@@ -178,6 +178,27 @@ static void answer_stats(int fd, bool hello)
     free(doc);
 }
 
+/* evict: idle buffers (of one owner, up to some bytes); free: everything
+ * that can move. The answer says how many bytes moved. */
+static void answer_move(int fd, const struct vs_request *req)
+{
+    if (vs_limits_offload() == VS_OFFLOAD_OFF)
+        return reply_error(fd, "offload is off in this process (set offload=pinned or auto)");
+    int owner = -1;
+    if (req->cmd == VS_REQ_EVICT && req->has_owner) {
+        for (int i = 0; i < vs_owner_count(); i++)
+            if (strcmp(vs_owner_name(i), req->owner) == 0)
+                owner = i;
+        if (owner < 0)
+            return reply_error(fd, "no such owner in this process");
+    }
+    uint64_t want = req->cmd == VS_REQ_EVICT && req->has_bytes ? req->bytes : UINT64_MAX;
+    uint64_t moved = vs_tier_evict(owner, want, req->cmd == VS_REQ_EVICT);
+    char line[64];
+    int n = snprintf(line, sizeof line, "{\"ok\":true,\"moved\":%llu}\n", (unsigned long long)moved);
+    send_all(fd, line, (size_t)n);
+}
+
 static void serve_one(int fd)
 {
     if (!peer_allowed(fd)) {
@@ -204,7 +225,7 @@ static void serve_one(int fd)
         return;
     case VS_REQ_EVICT:
     case VS_REQ_FREE:
-        return reply_error(fd, "offload is not built yet: nothing can be moved");
+        return answer_move(fd, &req);
     default:
         return reply_error(fd, "unknown request");
     }

@@ -25,11 +25,12 @@ static const char set_usage[] =
     "vram_limit and owner_limit, default restores pin_limit).\n";
 static const char evict_usage[] =
     "usage: vramshim evict PID [--owner N] [--bytes S]\n"
-    "Offloads idle buffers of a process now: all idle ones, or those of owner N, or\n"
-    "until S bytes have moved.\n";
+    "Offloads idle buffers of a process now (untouched for its idle_ms): all of them,\n"
+    "or those of owner N, or until S bytes have moved. Prints the bytes moved.\n";
 static const char free_usage[] =
     "usage: vramshim free PID\n"
-    "Offloads everything of a process that can be offloaded.\n";
+    "Offloads everything of a process that can be offloaded, idle or not (like an\n"
+    "application's \"free memory\" button). Prints the bytes moved.\n";
 
 static bool wants_help(int argc, char **argv)
 {
@@ -172,6 +173,26 @@ int cmd_stats(int argc, char **argv)
 
 /* ---- set, evict, free ------------------------------------------------------ */
 
+/* evict and free: print what moved. */
+static int move_request(pid_t pid, json_t *request)
+{
+    char *line = json_dumps(request, JSON_COMPACT);
+    int code;
+    json_t *answer = client_request(pid, line, &code);
+    free(line);
+    if (answer == NULL)
+        return code;
+    code = client_ok(answer, pid) ? 0 : EXIT_REFUSED;
+    if (code == 0) {
+        char b[32];
+        uint64_t moved = (uint64_t)json_integer_value(json_object_get(answer, "moved"));
+        printf("%d: moved %s (%llu bytes) to host memory\n", (int)pid, mib(moved, b, sizeof b),
+               (unsigned long long)moved);
+    }
+    json_decref(answer);
+    return code;
+}
+
 static int simple_request(pid_t pid, json_t *request)
 {
     char *line = json_dumps(request, JSON_COMPACT);
@@ -240,7 +261,7 @@ int cmd_evict(int argc, char **argv)
             return cmd_usage_error(evict_usage, "evict: unexpected argument '%s'", argv[i]);
         }
     }
-    int code = simple_request(pid, req);
+    int code = move_request(pid, req);
     json_decref(req);
     return code;
 }
@@ -255,7 +276,7 @@ int cmd_free(int argc, char **argv)
     if (argc != 2 || !client_parse_pid(argv[1], &pid))
         return cmd_usage_error(free_usage, "free: expected exactly one PID%s", "");
     json_t *req = json_pack("{s:s}", "cmd", "free");
-    int code = simple_request(pid, req);
+    int code = move_request(pid, req);
     json_decref(req);
     return code;
 }

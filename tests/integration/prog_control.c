@@ -5,8 +5,8 @@
  * --vram-limit 256M` (a driver-API program that allocates 64M as owner unet
  * and 32M as itself, then takes commands on stdin), and drives the real tool
  * against it: ls, stats --json with fields equal to what the target did,
- * set (which the target then obeys), evict and free (refused until offload
- * exists), top (once, and live in a tmux terminal until q), and bad usage
+ * set (which the target then obeys, moving buffers to host memory), evict
+ * and free (which move them and say how much), top (once, and live in a tmux terminal until q), and bad usage
  * of each. Then it speaks to the socket directly:
  * the directory and socket modes, malformed, oversized and silent requests
  * (an error or a closed connection, never a change), and, when run as root,
@@ -153,10 +153,13 @@ static void tool_commands(void)
     CHECK(target_alloc(64) == CUDA_SUCCESS, "64M fits under 256M");
     CHECK(run_tool(out, sizeof out, "set %d vram_limit=128M idle_ms=500", target_pid) == 0,
           "set: %s", out);
-    CHECK(target_alloc(1) == CUDA_ERROR_OUT_OF_MEMORY, "the lowered limit is obeyed");
+    /* 160M held under a 128M limit: the next allocation moves buffers out */
+    CHECK(target_alloc(1) == CUDA_SUCCESS, "the lowered limit is met by offload");
     st = tool_stats();
     CHECK_EQ_U64(stats_u64(st, "config.vram_limit.0"), 128 * M);
     CHECK_EQ_U64(stats_u64(st, "config.idle_ms"), 500);
+    CHECK(stats_u64(st, "devices.0.resident") <= 128 * M, "resident over the new limit");
+    CHECK(stats_u64(st, "devices.0.offloaded_pinned") >= 32 * M, "nothing moved");
     json_decref(st);
     CHECK(run_tool(out, sizeof out, "set %d vram_limit=12Q", target_pid) == 1,
           "a bad value is the target's refusal: %s", out);
@@ -167,10 +170,29 @@ static void tool_commands(void)
     CHECK(run_tool(out, sizeof out, "set %d vram_limit=none", target_pid) == 0, "set none");
     CHECK(target_alloc(1) == CUDA_SUCCESS, "no limit any more");
 
-    /* offload does not exist yet: the target refuses */
-    CHECK(run_tool(out, sizeof out, "evict %d", target_pid) == 1, "evict: %s", out);
-    CHECK(run_tool(out, sizeof out, "evict %d --owner unet --bytes 1G", target_pid) == 1, "evict");
-    CHECK(run_tool(out, sizeof out, "free %d", target_pid) == 1, "free: %s", out);
+    /* evict and free move the target's buffers and say how much */
+    CHECK(run_tool(out, sizeof out, "free %d", target_pid) == 0, "free: %s", out);
+    CHECK(strstr(out, "moved") != NULL, "free: %s", out);
+    st = tool_stats();
+    /* everything of a granule or more is on the host; the two 1M ones stay */
+    CHECK_EQ_U64(stats_u64(st, "devices.0.resident"), 2 * M);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), 160 * M);
+    json_decref(st);
+    CHECK(target_alloc(64) == CUDA_SUCCESS, "64M more");
+    CHECK(run_tool(out, sizeof out, "set %d idle_ms=0", target_pid) == 0, "set idle_ms");
+    CHECK(run_tool(out, sizeof out, "evict %d --owner unet --bytes 1G", target_pid) == 0,
+          "evict --owner: %s", out);
+    CHECK(strstr(out, "moved 0.0 MiB") != NULL, "unet was already on the host: %s", out);
+    /* a chunk (64M here) is the least that moves */
+    CHECK(run_tool(out, sizeof out, "evict %d --bytes 2M", target_pid) == 0, "evict: %s", out);
+    CHECK(strstr(out, "(67108864 bytes)") != NULL, "evict --bytes 2M: %s", out);
+    CHECK(run_tool(out, sizeof out, "evict %d", target_pid) == 0, "evict: %s", out);
+    CHECK(strstr(out, "(0 bytes)") != NULL, "nothing was left to move: %s", out);
+    CHECK(run_tool(out, sizeof out, "evict %d --owner nobody", target_pid) == 1,
+          "an unknown owner is refused: %s", out);
+    CHECK(run_tool(out, sizeof out, "set %d offload=off", target_pid) == 0, "set offload");
+    CHECK(run_tool(out, sizeof out, "free %d", target_pid) == 1, "free with offload off: %s", out);
+    CHECK(strstr(out, "offload is off") != NULL, "free with offload off: %s", out);
 
     /* bad usage: 2 with a usage line; no such process: 3 */
     const char *usage2[] = {"stats", "stats abc", "stats --json", "stats 1 2", "ls --bogus",

@@ -3,7 +3,10 @@
  * weights" and "activations" under two owners (using the optional API when
  * vramshim is there), checks its data, and prints what vramshim saw.
  * `make demo` runs it under `vramshim run --vram-limit 160M`: the program
- * sees a 160 MiB device, a fifth layer does not fit until one is freed.
+ * sees a 160 MiB device; a fifth layer fits because vramshim moves the
+ * least recently used layers to host memory, and every layer still reads
+ * back intact at its old address. Under --offload off the fifth layer is
+ * refused until the program frees one.
  */
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
@@ -101,7 +104,18 @@ int main(void)
         printf("demo: the fifth layer fits now\n");
     } else {
         CHECK(rc);
-        printf("demo: a fifth layer fits (no limit in force)\n");
+        memset(staging, 0x7f, layer);
+        CHECK(htod(fifth, staging, layer));
+        int again = 1;
+        for (int i = 0; i < LAYERS; i++) {
+            CHECK(dtoh(staging, weights[i], layer));
+            for (size_t j = 0; j < layer; j += 4093)
+                again &= staging[j] == 0x40 + i;
+        }
+        ok &= again;
+        printf("demo: a fifth layer fits%s; layers 0-3 read back %s at their old addresses\n",
+               stats ? " (vramshim moved idle layers to host memory to make room)" : "",
+               again ? "intact" : "CORRUPTED");
         CHECK(release(fifth));
     }
     if (stats) {

@@ -31,9 +31,12 @@ int vramshim_owner_push(const char *name);
 /* Back to the previous owner. -ENOENT when nothing was pushed. */
 int vramshim_owner_pop(void);
 
-/* Move the buffer that contains `dptr` to host memory now / back to the
- * device now. The address stays valid. (CUdeviceptr is an unsigned 64-bit
- * integer in cuda.h.) Until offload is built these return -ENOTSUP. */
+/* Move the buffer that contains `dptr` to pinned host memory now / back to
+ * the device now (making room by moving colder buffers). The address stays
+ * valid. 0; -ENOENT: no allocation there; -ENOTSUP: an allocation vramshim
+ * does not back (under a granule, stream-ordered, managed, pitched, or made
+ * with offload off); -ENOMEM: the pin budget or the limit left part of it
+ * where it was. (CUdeviceptr is an unsigned 64-bit integer in cuda.h.) */
 int vramshim_offload(uint64_t dptr);
 int vramshim_prefetch(uint64_t dptr);
 

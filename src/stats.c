@@ -237,6 +237,12 @@ void vs_stats_print_summary(int fd, const struct vs_config *cfg)
             (unsigned long long)s->events.frees,
             (unsigned long long)s->events.launches,
             (unsigned long long)s->events.oom_returned);
+    if (s->events.evictions || s->events.restores)
+        dprintf(fd, "  offload: %llu evictions (%s), %llu restores (%s)\n",
+                (unsigned long long)s->events.evictions,
+                vs_human_size(s->events.bytes_evicted, a, sizeof a),
+                (unsigned long long)s->events.restores,
+                vs_human_size(s->events.bytes_restored, b, sizeof b));
     for (int i = 0; i < device_count(s); i++)
         dprintf(fd, "  device %d: allocated %s, resident %s, peak %s\n", i,
                 vs_human_size(s->dev[i].allocated, a, sizeof a),

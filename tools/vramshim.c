@@ -41,7 +41,7 @@ static const char usage_text[] =
     "                     change vram_limit, reserve_vram, pin_limit, offload, idle_ms,\n"
     "                     owner_limit of a running process\n"
     "  evict PID [--owner N] [--bytes S] | free PID\n"
-    "                     offload idle buffers / everything (refused until offload exists)\n"
+    "                     move idle buffers / everything to host memory now\n"
     "  metrics            every process in the Prometheus text format\n"
     "  top [--once] [--interval S]\n"
     "                     live view of every process (q quits)\n"

@@ -173,8 +173,9 @@ int cmd_stats(int argc, char **argv)
 
 /* ---- set, evict, free ------------------------------------------------------ */
 
-/* evict and free: print what moved. */
-static int move_request(pid_t pid, json_t *request)
+/* Send one request; on success, print the bytes moved when `report_moved`
+ * (evict and free). Returns the exit code. */
+static int send_request(pid_t pid, json_t *request, bool report_moved)
 {
     char *line = json_dumps(request, JSON_COMPACT);
     int code;
@@ -183,25 +184,12 @@ static int move_request(pid_t pid, json_t *request)
     if (answer == NULL)
         return code;
     code = client_ok(answer, pid) ? 0 : EXIT_REFUSED;
-    if (code == 0) {
+    if (code == 0 && report_moved) {
         char b[32];
         uint64_t moved = (uint64_t)json_integer_value(json_object_get(answer, "moved"));
         printf("%d: moved %s (%llu bytes) to host memory\n", (int)pid, mib(moved, b, sizeof b),
                (unsigned long long)moved);
     }
-    json_decref(answer);
-    return code;
-}
-
-static int simple_request(pid_t pid, json_t *request)
-{
-    char *line = json_dumps(request, JSON_COMPACT);
-    int code;
-    json_t *answer = client_request(pid, line, &code);
-    free(line);
-    if (answer == NULL)
-        return code;
-    code = client_ok(answer, pid) ? 0 : EXIT_REFUSED;
     json_decref(answer);
     return code;
 }
@@ -226,7 +214,7 @@ int cmd_set(int argc, char **argv)
         const char *eq = strchr(argv[i], '=');
         json_t *req = json_pack("{s:s, s:s%, s:s}", "cmd", "set", "key", argv[i],
                                 (size_t)(eq - argv[i]), "value", eq + 1);
-        int code = simple_request(pid, req);
+        int code = send_request(pid, req, false);
         json_decref(req);
         if (code != 0)
             return code;
@@ -261,7 +249,7 @@ int cmd_evict(int argc, char **argv)
             return cmd_usage_error(evict_usage, "evict: unexpected argument '%s'", argv[i]);
         }
     }
-    int code = move_request(pid, req);
+    int code = send_request(pid, req, true);
     json_decref(req);
     return code;
 }
@@ -276,7 +264,7 @@ int cmd_free(int argc, char **argv)
     if (argc != 2 || !client_parse_pid(argv[1], &pid))
         return cmd_usage_error(free_usage, "free: expected exactly one PID%s", "");
     json_t *req = json_pack("{s:s}", "cmd", "free");
-    int code = move_request(pid, req);
+    int code = send_request(pid, req, true);
     json_decref(req);
     return code;
 }

@@ -113,9 +113,15 @@ CUresult vs_hook_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
                   bytesize, VS_KIND_MANAGED);
 }
 
+static CUresult free_device(CUdeviceptr dptr)
+{
+    CUresult rc = vs_tier_free(dptr);
+    return rc == CUDA_ERROR_NOT_FOUND ? vs_real.cuMemFree_v2(dptr) : rc;
+}
+
 CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
 {
-    RELEASE(dptr, vs_tier_owns(dptr) ? vs_tier_free(dptr) : vs_real.cuMemFree_v2(dptr));
+    RELEASE(dptr, free_device(dptr));
 }
 
 /* The stream-ordered family comes in legacy and per-thread-stream variants

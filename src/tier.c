@@ -305,19 +305,10 @@ static void fence_end(struct buffer *b)
     pthread_rwlock_unlock(&vs_gate);
 }
 
-bool vs_tier_owns(uint64_t base)
-{
-    if (atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
-        return false;
-    pthread_rwlock_rdlock(&tier_lock);
-    struct buffer key = {.base = base};
-    bool found = RB_FIND(buffer_tree, &buffers, &key) != NULL;
-    pthread_rwlock_unlock(&tier_lock);
-    return found;
-}
-
 CUresult vs_tier_free(uint64_t base)
 {
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
+        return CUDA_ERROR_NOT_FOUND;
     pthread_mutex_lock(&move_lock);
     pthread_rwlock_wrlock(&tier_lock);
     struct buffer key = {.base = base};
@@ -327,7 +318,7 @@ CUresult vs_tier_free(uint64_t base)
     pthread_rwlock_unlock(&tier_lock);
     if (b == NULL) {
         pthread_mutex_unlock(&move_lock);
-        return CUDA_ERROR_INVALID_VALUE;
+        return CUDA_ERROR_NOT_FOUND;
     }
     atomic_fetch_sub(&vs_tier_buffers, 1);
     atomic_fetch_sub(&offloaded_chunks, atomic_load(&b->n_off));
@@ -361,6 +352,17 @@ static void charge_back(int dev, int owner, uint64_t bytes)
     vs_budget_refund(&c);
 }
 
+/* The new backing of a chunk is mapped at the scratch window: give the
+ * device access, copy the chunk's bytes from va into it, unmap it again. */
+static CUresult copy_into_scratch(const struct buffer *b, uint64_t va, uint64_t size)
+{
+    CUresult rc = set_access(scratch, size, b->dev, false);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_real.cuMemcpyDtoD_v2(scratch, va, size);
+    vs_real.cuMemUnmap(scratch, size);
+    return rc;
+}
+
 /* Device -> pinned host. Caller holds move_lock and the fence. */
 static CUresult chunk_out(struct buffer *b, struct chunk *c)
 {
@@ -378,12 +380,8 @@ static CUresult chunk_out(struct buffer *b, struct chunk *c)
         return rc;
     }
     rc = vs_hostpool_map(&hb, scratch);
-    if (rc == CUDA_SUCCESS) {
-        rc = set_access(scratch, c->size, b->dev, false);
-        if (rc == CUDA_SUCCESS)
-            rc = vs_real.cuMemcpyDtoD_v2(scratch, va, c->size);
-        vs_real.cuMemUnmap(scratch, c->size);
-    }
+    if (rc == CUDA_SUCCESS)
+        rc = copy_into_scratch(b, va, c->size);
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemUnmap(va, c->size);
     if (rc == CUDA_SUCCESS) {
@@ -429,12 +427,8 @@ static CUresult chunk_in(struct buffer *b, struct chunk *c)
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vs_real.cuMemMap(scratch, c->size, 0, h, 0);
-    if (rc == CUDA_SUCCESS) {
-        rc = set_access(scratch, c->size, b->dev, false);
-        if (rc == CUDA_SUCCESS)
-            rc = vs_real.cuMemcpyDtoD_v2(scratch, va, c->size);
-        vs_real.cuMemUnmap(scratch, c->size);
-    }
+    if (rc == CUDA_SUCCESS)
+        rc = copy_into_scratch(b, va, c->size);
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemUnmap(va, c->size);
     if (rc == CUDA_SUCCESS) {

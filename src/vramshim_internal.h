@@ -364,7 +364,7 @@ void vs_tier_init(void);
 bool vs_tier_wants(int dev, uint64_t size);
 /* Back an allocation with VMM. CUDA_ERROR_NOT_SUPPORTED: pass it through. */
 CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner);
-bool vs_tier_owns(uint64_t base);
+/* Free a backed buffer; CUDA_ERROR_NOT_FOUND when base is not one. */
 CUresult vs_tier_free(uint64_t base);
 bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
 /* Move least recently touched buffers (of owner, when >= 0) off dev until

@@ -31,9 +31,13 @@ int vramshim_owner_push(const char *name);
 /* Back to the previous owner. -ENOENT when nothing was pushed. */
 int vramshim_owner_pop(void);
 
-/* Move the buffer that contains `dptr` to pinned host memory now / back to
- * the device now (making room by moving colder buffers). The address stays
- * valid. 0; -ENOENT: no allocation there; -ENOTSUP: an allocation vramshim
+/* Move the buffer that contains `dptr` to host memory now / back to the
+ * device now (making room by moving colder buffers). The address stays
+ * valid. Offload hands the buffer over: the program promises not to reach
+ * it (not even through an address stored in device memory) until it
+ * prefetches it or names it in a launch, copy or memset, so with
+ * VRAMSHIM_OFFLOAD=auto it may go to pageable memory once the pin budget is
+ * spent. 0; -ENOENT: no allocation there; -ENOTSUP: an allocation vramshim
  * does not back (under a granule, stream-ordered, managed, pitched, or made
  * with offload off); -ENOMEM: the pin budget or the limit left part of it
  * where it was. (CUdeviceptr is an unsigned 64-bit integer in cuda.h.) */

@@ -126,6 +126,26 @@ static CUresult refuse(const char *call, const struct vs_charge *c, uint64_t byt
     return CUDA_ERROR_OUT_OF_MEMORY;
 }
 
+/* How many bytes must leave the device for `bytes` more to pass the rule
+ * that said no: moving only that much (plus a margin) leaves the rest of
+ * the program's buffers where they are. */
+static uint64_t shortfall(int dev, int owner, uint64_t bytes, enum vs_verdict v)
+{
+    struct vs_budget_view view;
+    vs_budget_device_view(dev, &view);
+    uint64_t held = view.charged, cap = view.limit;
+    if (v == VS_OVER_OWNER_LIMIT) {
+        held = vs_budget_owner_charged(owner, dev);
+        cap = vs_budget_owner_limit(owner);
+    } else if (v == VS_OVER_RESERVE) {
+        if (view.est_free == VS_NO_LIMIT)
+            return bytes;
+        held = view.reserve;
+        cap = view.est_free;
+    }
+    return cap != VS_NO_LIMIT && held + bytes > cap ? held + bytes - cap : bytes;
+}
+
 CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out)
 {
@@ -137,7 +157,8 @@ CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
      * rather than fail; another thread may take the room first, so try a
      * few times while something still moves. */
     for (int tries = 0; tries < 16 && v != VS_ADMIT; tries++) {
-        if (vs_tier_make_room(dev, v == VS_OVER_OWNER_LIMIT ? owner : -1, bytes) == 0)
+        if (vs_tier_make_room(dev, v == VS_OVER_OWNER_LIMIT ? owner : -1,
+                              shortfall(dev, owner, bytes, v), bytes) == 0)
             break;
         v = vs_budget_charge_device(dev, owner, bytes, out);
     }
@@ -147,5 +168,11 @@ CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out)
 {
     enum vs_verdict v = vs_budget_charge_pinned(bytes, out);
-    return VS_LIKELY(v == VS_ADMIT) ? CUDA_SUCCESS : refuse(call, out, bytes, v);
+    /* vramshim's own pins yield before the program's */
+    if (VS_UNLIKELY(v != VS_ADMIT) && vs_tier_yield_pins(bytes) > 0)
+        v = vs_budget_charge_pinned(bytes, out);
+    if (VS_UNLIKELY(v != VS_ADMIT))
+        return refuse(call, out, bytes, v);
+    vs_hostpool_fit_budget();
+    return CUDA_SUCCESS;
 }

@@ -239,6 +239,14 @@ enum vs_verdict vs_budget_charge_pinned(uint64_t bytes, struct vs_charge *out)
     return VS_ADMIT;
 }
 
+void vs_budget_charge_pinned_over(uint64_t bytes, struct vs_charge *out)
+{
+    out->dev = -1;
+    out->owner = 0;
+    out->bytes = bytes;
+    ADD(pin_charged, bytes);
+}
+
 void vs_budget_refund(const struct vs_charge *c)
 {
     if (c->bytes == 0)

@@ -16,12 +16,14 @@ static inline void touch(uint64_t a, uint64_t b, size_t n)
     vs_tier_touch_words(words, b ? 2 : 1, n ? n : 1, vs_now_ns());
 }
 
-#define GATED(call)                     \
-    do {                                \
-        bool gate_ = vs_gate_enter();   \
-        CUresult rc_ = (call);          \
-        vs_gate_leave(gate_);           \
-        return rc_;                     \
+#define GATED(call)                            \
+    do {                                       \
+        int gate_ = vs_gate_enter();           \
+        if (gate_ < 0)                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;   \
+        CUresult rc_ = (call);                 \
+        vs_gate_leave(gate_);                  \
+        return rc_;                            \
     } while (0)
 
 #define H(p) ((uint64_t)(uintptr_t)(p))

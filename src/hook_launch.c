@@ -18,7 +18,9 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_touch_launch(f, params, extra);                                    \
-        bool gate = vs_gate_enter();                                          \
+        int gate = vs_gate_enter();                                           \
+        if (gate < 0)                                                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
         CUresult rc = vs_real.cuLaunchKernel##suffix(f, gx, gy, gz, bx, by,   \
                                                      bz, shm, s, params,      \
                                                      extra);                  \
@@ -31,7 +33,9 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_touch_launch(f, params, extra);                                    \
-        bool gate = vs_gate_enter();                                          \
+        int gate = vs_gate_enter();                                           \
+        if (gate < 0)                                                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
         CUresult rc = vs_real.cuLaunchKernelEx##suffix(config, f, params,     \
                                                        extra);                \
         vs_gate_leave(gate);                                                  \
@@ -44,7 +48,9 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_touch_launch(f, params, NULL);                                     \
-        bool gate = vs_gate_enter();                                          \
+        int gate = vs_gate_enter();                                           \
+        if (gate < 0)                                                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
         CUresult rc = vs_real.cuLaunchCooperativeKernel##suffix(              \
             f, gx, gy, gz, bx, by, bz, shm, s, params);                       \
         vs_gate_leave(gate);                                                  \
@@ -55,7 +61,9 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_tier_touch_all(vs_now_ns());                                       \
-        bool gate = vs_gate_enter();                                          \
+        int gate = vs_gate_enter();                                           \
+        if (gate < 0)                                                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
         CUresult rc = vs_real.cuGraphLaunch##suffix(g, s);                    \
         vs_gate_leave(gate);                                                  \
         return rc;                                                            \

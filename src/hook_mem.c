@@ -72,7 +72,7 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
     ADMIT("cuMemAlloc", bytesize, &ch);
     if (vs_tier_wants(ch.dev, bytesize)) {
         CUresult rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner);
-        if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_tier_make_room(ch.dev, -1, bytesize) > 0)
+        if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_tier_make_room(ch.dev, -1, bytesize, bytesize) > 0)
             rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner);
         if (rc != CUDA_ERROR_NOT_SUPPORTED)
             return finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);

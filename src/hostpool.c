@@ -9,24 +9,61 @@
  * nothing and lets six free lists serve every chunk size.
  *
  * Creating host handles is slow (1 GiB costs about 300 ms on an H100: the
- * kernel faults and pins every page), so handles given back are kept, up to
- * POOL_KEEP_BYTES in all, for the next eviction. Handles kept idle here are
- * not charged to the pin budget; a handle in use is, through its chunk.
+ * kernel faults and pins every page), so it is kept off the eviction path:
+ * handles given back are kept, up to POOL_KEEP_BYTES in all, and once the
+ * first eviction shows the process is under pressure a thread creates
+ * full-chunk handles ahead of need, up to POOL_AHEAD_BYTES. A handle in use
+ * is charged to the pin budget through its chunk. Idle handles are not
+ * charged (the next eviction's charge would otherwise find them in its
+ * way), but they are vramshim's own pins and yield to the program's: the
+ * pool only grows inside what the budget leaves free, and gives back
+ * whatever the program's own pinning now needs (vs_hostpool_trim). They are
+ * reported as pinned.staging.
  */
 #include "vramshim_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #define POOL_SLOTS 64
 #define POOL_KEEP_BYTES (512ULL << 20)
+#define POOL_AHEAD_BYTES (256ULL << 20)
+#define FULL_CLASS (VS_HOST_CLASSES - 1) /* a whole chunk: one handle */
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
 static CUmemGenericAllocationHandle idle[VS_HOST_CLASSES][POOL_SLOTS];
 static int n_idle[VS_HOST_CLASSES];
 static uint64_t idle_bytes;
 static _Atomic uint64_t created_bytes;
+/* Every idle handle is pool_gran << its class (the first granularity seen;
+ * all devices seen so far have the same). */
+static uint64_t pool_gran;
+static bool filler_started, filler_asked;
+
+static void idle_add(int k, CUmemGenericAllocationHandle h, uint64_t size)
+{
+    idle[k][n_idle[k]++] = h;
+    idle_bytes += size;
+    vs_registry_staging(+(int64_t)size);
+}
+
+static CUmemGenericAllocationHandle idle_take(int k, uint64_t size)
+{
+    idle_bytes -= size;
+    vs_registry_staging(-(int64_t)size);
+    return idle[k][--n_idle[k]];
+}
+
+/* What the pin budget leaves free. */
+static uint64_t pin_room(void)
+{
+    uint64_t charged, limit;
+    vs_budget_pin_view(&charged, &limit);
+    return limit > charged ? limit - charged : 0;
+}
 
 static CUresult create_host(uint64_t size, CUmemGenericAllocationHandle *out)
 {
@@ -52,15 +89,18 @@ CUresult vs_hostpool_take(uint64_t size, uint64_t gran, struct vs_host_block *ou
     if (size % gran || granules == 0 || granules >= (1u << VS_HOST_CLASSES))
         return CUDA_ERROR_INVALID_VALUE;
     out->gran = gran;
+    pthread_mutex_lock(&pool_lock);
+    if (pool_gran == 0)
+        pool_gran = gran;
+    bool pooled = pool_gran == gran;
+    pthread_mutex_unlock(&pool_lock);
     for (int k = VS_HOST_CLASSES - 1; k >= 0; k--) {
         if (!(granules & (1u << k)))
             continue;
         CUmemGenericAllocationHandle h = 0;
         pthread_mutex_lock(&pool_lock);
-        if (n_idle[k] > 0) {
-            h = idle[k][--n_idle[k]];
-            idle_bytes -= gran << k;
-        }
+        if (pooled && n_idle[k] > 0)
+            h = idle_take(k, gran << k);
         pthread_mutex_unlock(&pool_lock);
         if (h == 0) {
             CUresult rc = create_host(gran << k, &h);
@@ -83,9 +123,10 @@ void vs_hostpool_give(struct vs_host_block *b)
         uint64_t size = b->gran << k;
         bool kept = false;
         pthread_mutex_lock(&pool_lock);
-        if (n_idle[k] < POOL_SLOTS && idle_bytes + size <= POOL_KEEP_BYTES) {
-            idle[k][n_idle[k]++] = b->h[k];
-            idle_bytes += size;
+        if (b->gran == pool_gran && n_idle[k] < POOL_SLOTS &&
+            idle_bytes + size <= POOL_KEEP_BYTES &&
+            idle_bytes + size <= pin_room()) {
+            idle_add(k, b->h[k], size);
             kept = true;
         }
         pthread_mutex_unlock(&pool_lock);
@@ -122,10 +163,107 @@ uint64_t vs_hostpool_idle_bytes(void)
     return b;
 }
 
+/* Release idle handles, smallest first, until at least `bytes` are freed
+ * or none is left. Returns the bytes released. */
+uint64_t vs_hostpool_trim(uint64_t bytes)
+{
+    uint64_t freed = 0;
+    for (int k = 0; k < VS_HOST_CLASSES && freed < bytes; k++) {
+        for (;;) {
+            CUmemGenericAllocationHandle h = 0;
+            pthread_mutex_lock(&pool_lock);
+            uint64_t size = pool_gran << k;
+            if (n_idle[k] > 0 && freed < bytes)
+                h = idle_take(k, size);
+            pthread_mutex_unlock(&pool_lock);
+            if (h == 0)
+                break;
+            vs_real.cuMemRelease(h);
+            created_bytes -= size;
+            freed += size;
+        }
+    }
+    return freed;
+}
+
+/* Pinned memory the program itself now holds must fit with the pool's:
+ * give back idle handles until both do. */
+void vs_hostpool_fit_budget(void)
+{
+    if (VS_LIKELY(__atomic_load_n(&idle_bytes, __ATOMIC_RELAXED) == 0))
+        return;
+    pthread_mutex_lock(&pool_lock);
+    uint64_t room = pin_room(), have = idle_bytes;
+    pthread_mutex_unlock(&pool_lock);
+    if (have > room)
+        vs_hostpool_trim(have - room);
+}
+
+static void *fill(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        while (!filler_asked)
+            pthread_cond_wait(&pool_wake, &pool_lock);
+        filler_asked = false;
+        for (;;) {
+            uint64_t size = pool_gran << FULL_CLASS;
+            if (idle_bytes + size > POOL_AHEAD_BYTES || n_idle[FULL_CLASS] >= POOL_SLOTS ||
+                idle_bytes + size > pin_room())
+                break;
+            pthread_mutex_unlock(&pool_lock);
+            CUmemGenericAllocationHandle h = 0;
+            CUresult rc = create_host(size, &h);
+            pthread_mutex_lock(&pool_lock);
+            if (rc != CUDA_SUCCESS)
+                break; /* the system is short of pinnable memory: evictions will say so */
+            if (n_idle[FULL_CLASS] < POOL_SLOTS && idle_bytes + size <= pin_room()) {
+                idle_add(FULL_CLASS, h, size);
+            } else {
+                pthread_mutex_unlock(&pool_lock);
+                vs_real.cuMemRelease(h);
+                created_bytes -= size;
+                pthread_mutex_lock(&pool_lock);
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+void vs_hostpool_ahead(uint64_t gran)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (pool_gran == 0)
+        pool_gran = gran;
+    bool start = !filler_started && pool_gran == gran;
+    filler_started |= start;
+    filler_asked = pool_gran == gran;
+    pthread_cond_signal(&pool_wake);
+    pthread_mutex_unlock(&pool_lock);
+    if (!start)
+        return;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    if (pthread_create(&t, &attr, fill, NULL) != 0)
+        vs_warn("offload: cannot start the host memory thread; evictions create "
+                "their own host memory");
+    pthread_attr_destroy(&attr);
+}
+
 /* A forked child inherits handles its driver cannot use. */
 void vs_hostpool_atfork_child(void)
 {
     pthread_mutex_init(&pool_lock, NULL);
+    pthread_cond_init(&pool_wake, NULL);
+    pool_gran = 0;
+    filler_started = filler_asked = false;
     memset(n_idle, 0, sizeof n_idle);
     idle_bytes = 0;
     created_bytes = 0;

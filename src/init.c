@@ -43,6 +43,7 @@ static void on_fork_child(void)
     vs_tier_atfork_child();
     vs_touch_atfork_child();
     vs_hostpool_atfork_child();
+    vs_staging_atfork_child();
 }
 
 static void init_once_body(void)

@@ -385,6 +385,13 @@ void vs_registry_count_oom(void)
     atomic_fetch_add_explicit(&oom_count, 1, memory_order_relaxed);
 }
 
+void vs_registry_staging(int64_t delta)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    pinned.staging += (uint64_t)delta;
+    pthread_rwlock_unlock(&reg_lock);
+}
+
 void vs_registry_snapshot(struct vs_snapshot *snap)
 {
     pthread_rwlock_rdlock(&reg_lock);

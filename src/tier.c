@@ -26,38 +26,12 @@
  * Budget and registry are kept in step with every chunk that moves: its
  * bytes leave the device charge and join the pinned charge, and back.
  */
-#include "vramshim_internal.h"
+#include "tier_private.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef __unused
-#define __unused __attribute__((unused))
-#endif
-#include <bsd/sys/tree.h>
-
-enum chunk_where { CHUNK_DEVICE, CHUNK_PINNED };
-
-struct chunk {
-    CUmemGenericAllocationHandle dev_handle; /* while on the device */
-    struct vs_host_block host;               /* while pinned */
-    uint64_t offset, size; /* mapped bytes, whole granules */
-    uint64_t counted;      /* the program's bytes among them */
-    uint8_t where;
-};
-
-struct buffer {
-    RB_ENTRY(buffer) rb;
-    uint64_t base, size, span, gran;
-    int dev, owner;
-    CUcontext ctx;
-    _Atomic uint64_t last_touch_ns;
-    _Atomic uint32_t n_off; /* chunks not on the device */
-    uint32_t n_chunks;
-    struct chunk chunk[];
-};
 
 static int cmp_buffer(const struct buffer *a, const struct buffer *b)
 {
@@ -71,11 +45,9 @@ static pthread_rwlock_t tier_lock = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_rwlock_t vs_gate;
 _Atomic uint32_t vs_tier_buffers;
-static _Atomic uint32_t offloaded_chunks;
 static _Atomic uint64_t lowest = UINT64_MAX, highest;
 static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
-static CUdeviceptr scratch;
-static uint64_t scratch_size;
+_Atomic uint64_t vs_last_submit_ns;
 
 void vs_tier_init(void)
 {
@@ -121,31 +93,6 @@ bool vs_tier_wants(int dev, uint64_t size)
         return false;
     uint64_t g = granularity(dev);
     return g != UINT64_MAX && size >= g;
-}
-
-static CUresult set_access(uint64_t va, uint64_t size, int dev, bool host_too)
-{
-    CUmemAccessDesc d[2];
-    memset(d, 0, sizeof d);
-    d[0].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    d[0].location.id = dev;
-    d[0].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    d[1].location.type = CU_MEM_LOCATION_TYPE_HOST;
-    d[1].location.id = 0;
-    d[1].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    if (host_too && vs_real.cuMemSetAccess(va, size, d, 2) == CUDA_SUCCESS)
-        return CUDA_SUCCESS;
-    return vs_real.cuMemSetAccess(va, size, d, 1);
-}
-
-static CUresult create_device(int dev, uint64_t size, CUmemGenericAllocationHandle *h)
-{
-    CUmemAllocationProp prop;
-    memset(&prop, 0, sizeof prop);
-    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    prop.location.id = dev;
-    return vs_real.cuMemCreate(h, size, &prop, 0);
 }
 
 /* ---- the tree -------------------------------------------------------------- */
@@ -195,16 +142,8 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
 
 static void unback(struct buffer *b)
 {
-    for (uint32_t i = 0; i < b->n_chunks; i++) {
-        struct chunk *c = &b->chunk[i];
-        if (c->where == CHUNK_DEVICE && c->dev_handle) {
-            vs_real.cuMemUnmap(b->base + c->offset, c->size);
-            vs_real.cuMemRelease(c->dev_handle);
-        } else if (c->where == CHUNK_PINNED) {
-            vs_real.cuMemUnmap(b->base + c->offset, c->size);
-            vs_hostpool_give(&c->host);
-        }
-    }
+    for (uint32_t i = 0; i < b->n_chunks; i++)
+        vs_chunk_release(b, &b->chunk[i]);
     vs_real.cuMemAddressFree(b->base, b->span);
     free(b);
 }
@@ -243,7 +182,7 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
         c->size = span - c->offset < chunk_bytes ? span - c->offset : chunk_bytes;
         c->counted = size > c->offset ? (size - c->offset < c->size ? size - c->offset : c->size) : 0;
         c->where = CHUNK_DEVICE;
-        rc = create_device(dev, c->size, &c->dev_handle);
+        rc = vs_chunk_create_device(dev, c->size, &c->dev_handle);
         if (rc == CUDA_SUCCESS) {
             rc = vs_real.cuMemMap(b->base + c->offset, c->size, 0, c->dev_handle, 0);
             if (rc != CUDA_SUCCESS) {
@@ -256,7 +195,7 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
             return rc;
         }
     }
-    rc = set_access(b->base, span, dev, false);
+    rc = vs_chunk_set_access(b->base, span, dev, false);
     if (rc != CUDA_SUCCESS) {
         unback(b);
         return rc;
@@ -276,35 +215,6 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
     return CUDA_SUCCESS;
 }
 
-/* Fence the buffer's context: every piece of work submitted so far is done.
- * Holds the gate's write side until fence_end, so none can be added. */
-static bool fence_begin(struct buffer *b)
-{
-    pthread_rwlock_wrlock(&vs_gate);
-    if (b->ctx && vs_real.cuCtxPushCurrent_v2(b->ctx) != CUDA_SUCCESS) {
-        pthread_rwlock_unlock(&vs_gate);
-        return false;
-    }
-    CUresult rc = vs_real.cuCtxSynchronize();
-    if (rc != CUDA_SUCCESS) {
-        vs_warn("offload: synchronising device %d failed (%d); nothing moved", b->dev, (int)rc);
-        CUcontext popped;
-        if (b->ctx)
-            vs_real.cuCtxPopCurrent_v2(&popped);
-        pthread_rwlock_unlock(&vs_gate);
-        return false;
-    }
-    return true;
-}
-
-static void fence_end(struct buffer *b)
-{
-    CUcontext popped;
-    if (b->ctx)
-        vs_real.cuCtxPopCurrent_v2(&popped);
-    pthread_rwlock_unlock(&vs_gate);
-}
-
 CUresult vs_tier_free(uint64_t base)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
@@ -321,175 +231,135 @@ CUresult vs_tier_free(uint64_t base)
         return CUDA_ERROR_NOT_FOUND;
     }
     atomic_fetch_sub(&vs_tier_buffers, 1);
-    atomic_fetch_sub(&offloaded_chunks, atomic_load(&b->n_off));
     /* cuMemFree waits for the device; cuMemUnmap does not */
-    if (fence_begin(b))
-        fence_end(b);
+    if (vs_chunk_fence_begin(b))
+        vs_chunk_fence_end(b);
     unback(b);
     pthread_mutex_unlock(&move_lock);
     return CUDA_SUCCESS;
 }
 
-/* ---- moving one chunk -------------------------------------------------------- */
-
-static CUresult ensure_scratch(uint64_t size)
+/* Pageable is safe only where nothing can reach the buffer: the program
+ * handed it over, or the whole process is idle (nothing submitted for
+ * idle_ms, and the fence the caller holds says nothing is in flight); its
+ * next submission brings every such chunk back first (vs_gate_enter).
+ * Caller holds the fence. */
+static bool may_go_pageable(const struct buffer *b)
 {
-    if (scratch_size >= size)
-        return CUDA_SUCCESS;
-    if (scratch)
-        vs_real.cuMemAddressFree(scratch, scratch_size);
-    scratch = 0;
-    scratch_size = 0;
-    CUresult rc = vs_real.cuMemAddressReserve(&scratch, size, 0, 0, 0);
-    if (rc == CUDA_SUCCESS)
-        scratch_size = size;
-    return rc;
+    if (vs_limits_offload() != VS_OFFLOAD_AUTO)
+        return false;
+    if (atomic_load(&b->handed_over))
+        return true;
+    uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
+    uint64_t now = vs_now_ns(), last = atomic_load(&vs_last_submit_ns);
+    return now < last || now - last >= idle_ns;
 }
 
-static void charge_back(int dev, int owner, uint64_t bytes)
-{
-    struct vs_charge c = {.dev = dev, .owner = owner, .bytes = bytes};
-    vs_budget_refund(&c);
-}
-
-/* The new backing of a chunk is mapped at the scratch window: give the
- * device access, copy the chunk's bytes from va into it, unmap it again. */
-static CUresult copy_into_scratch(const struct buffer *b, uint64_t va, uint64_t size)
-{
-    CUresult rc = set_access(scratch, size, b->dev, false);
-    if (rc == CUDA_SUCCESS)
-        rc = vs_real.cuMemcpyDtoD_v2(scratch, va, size);
-    vs_real.cuMemUnmap(scratch, size);
-    return rc;
-}
-
-/* Device -> pinned host. Caller holds move_lock and the fence. */
-static CUresult chunk_out(struct buffer *b, struct chunk *c)
-{
-    struct vs_charge pin;
-    if (vs_budget_charge_pinned(c->counted, &pin) != VS_ADMIT)
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    vs_budget_settle(&pin, true);
-    struct vs_host_block hb;
-    uint64_t va = b->base + c->offset;
-    CUresult rc = ensure_scratch(c->size);
-    if (rc == CUDA_SUCCESS)
-        rc = vs_hostpool_take(c->size, b->gran, &hb);
-    if (rc != CUDA_SUCCESS) {
-        vs_budget_refund(&pin);
-        return rc;
-    }
-    rc = vs_hostpool_map(&hb, scratch);
-    if (rc == CUDA_SUCCESS)
-        rc = copy_into_scratch(b, va, c->size);
-    if (rc == CUDA_SUCCESS)
-        rc = vs_real.cuMemUnmap(va, c->size);
-    if (rc == CUDA_SUCCESS) {
-        rc = vs_hostpool_map(&hb, va);
-        if (rc == CUDA_SUCCESS)
-            rc = set_access(va, c->size, b->dev, true);
-        if (rc != CUDA_SUCCESS) { /* put the device handle back: nothing lost */
-            vs_real.cuMemUnmap(va, c->size);
-            vs_real.cuMemMap(va, c->size, 0, c->dev_handle, 0);
-            set_access(va, c->size, b->dev, false);
-        }
-    }
-    if (rc != CUDA_SUCCESS) {
-        vs_warn("offload: moving %llu bytes at 0x%llx to host memory failed (%d); it stays",
-                (unsigned long long)c->size, (unsigned long long)va, (int)rc);
-        vs_hostpool_give(&hb);
-        vs_budget_refund(&pin);
-        return rc;
-    }
-    vs_real.cuMemRelease(c->dev_handle);
-    c->dev_handle = 0;
-    c->host = hb;
-    c->where = CHUNK_PINNED;
-    charge_back(b->dev, b->owner, c->counted);
-    vs_registry_move(b->base, VS_TIER_RESIDENT, VS_TIER_PINNED, c->counted);
-    atomic_fetch_add(&b->n_off, 1);
-    atomic_fetch_add(&offloaded_chunks, 1);
-    return CUDA_SUCCESS;
-}
-
-/* Pinned host -> device. Caller holds move_lock and the fence. */
-static CUresult chunk_in(struct buffer *b, struct chunk *c)
-{
-    struct vs_charge ch;
-    if (vs_budget_charge_device(b->dev, b->owner, c->counted, &ch) != VS_ADMIT)
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUmemGenericAllocationHandle h = 0;
-    uint64_t va = b->base + c->offset;
-    CUresult rc = ensure_scratch(c->size);
-    if (rc == CUDA_SUCCESS)
-        rc = create_device(b->dev, c->size, &h);
-    vs_budget_settle(&ch, rc == CUDA_SUCCESS);
-    if (rc != CUDA_SUCCESS)
-        return rc;
-    rc = vs_real.cuMemMap(scratch, c->size, 0, h, 0);
-    if (rc == CUDA_SUCCESS)
-        rc = copy_into_scratch(b, va, c->size);
-    if (rc == CUDA_SUCCESS)
-        rc = vs_real.cuMemUnmap(va, c->size);
-    if (rc == CUDA_SUCCESS) {
-        rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
-        if (rc == CUDA_SUCCESS)
-            rc = set_access(va, c->size, b->dev, false);
-        if (rc != CUDA_SUCCESS) { /* the host copy is still whole: map it again */
-            vs_real.cuMemUnmap(va, c->size);
-            vs_hostpool_map(&c->host, va);
-            set_access(va, c->size, b->dev, true);
-        }
-    }
-    if (rc != CUDA_SUCCESS) {
-        vs_real.cuMemRelease(h);
-        charge_back(b->dev, b->owner, c->counted);
-        return rc;
-    }
-    vs_hostpool_give(&c->host);
-    c->dev_handle = h;
-    c->where = CHUNK_DEVICE;
-    charge_back(-1, b->owner, c->counted);
-    vs_registry_move(b->base, VS_TIER_PINNED, VS_TIER_RESIDENT, c->counted);
-    atomic_fetch_sub(&b->n_off, 1);
-    atomic_fetch_sub(&offloaded_chunks, 1);
-    return CUDA_SUCCESS;
-}
-
-/* Move chunks of b out, last first, until `want` bytes moved. Caller holds
- * move_lock. Returns the bytes moved. */
+/* Move chunks of b out, last first, until `want` bytes moved: to pinned
+ * memory while the pin budget lasts, then to pageable memory where that is
+ * safe. Caller holds move_lock. Returns the bytes moved. */
 static uint64_t buffer_out(struct buffer *b, uint64_t want)
 {
     uint64_t moved = 0;
-    if (!fence_begin(b))
+    bool pinned_any = false;
+    if (!vs_chunk_fence_begin(b))
         return 0;
     for (uint32_t i = b->n_chunks; i-- > 0 && moved < want;) {
         struct chunk *c = &b->chunk[i];
         if (c->where != CHUNK_DEVICE || c->counted == 0)
             continue;
-        if (chunk_out(b, c) != CUDA_SUCCESS)
+        CUresult rc = vs_chunk_device_to_pinned(b, c);
+        pinned_any |= rc == CUDA_SUCCESS;
+        if (rc == CUDA_ERROR_OUT_OF_MEMORY && may_go_pageable(b))
+            rc = vs_chunk_to_pageable(b, c);
+        if (rc != CUDA_SUCCESS)
             break;
         moved += c->counted;
     }
-    fence_end(b);
+    vs_chunk_fence_end(b);
+    if (pinned_any) /* under pressure: have host memory ready for the next */
+        vs_hostpool_ahead(b->gran);
     return moved;
 }
 
-/* Bring every chunk of b back that fits. Caller holds move_lock.
- * Returns true when all of it is on the device. */
+/* Give up the promise vramshim_offload made: from now on work may reach the
+ * buffer again, so its pageable chunks count as reachable. Caller holds the
+ * fence (raising the count needs the gate's write side). */
+static void take_back(struct buffer *b)
+{
+    if (atomic_exchange(&b->handed_over, false) && b->n_pageable)
+        atomic_fetch_add(&vs_pageable_reachable, b->n_pageable);
+}
+
+/* Bring every chunk of b back that fits on the device; pageable chunks that
+ * do not fit come back to pinned memory, since work is about to reach them.
+ * Caller holds move_lock. Returns true when all of b is on the device. */
 static bool buffer_in(struct buffer *b)
 {
-    if (atomic_load(&b->n_off) == 0)
+    if (atomic_load(&b->n_off) == 0) {
+        atomic_store(&b->handed_over, false);
         return true;
-    if (!fence_begin(b))
+    }
+    if (!vs_chunk_fence_begin(b))
         return false;
+    take_back(b);
+    bool device_full = false;
     for (uint32_t i = 0; i < b->n_chunks; i++) {
         struct chunk *c = &b->chunk[i];
-        if (c->where == CHUNK_PINNED && chunk_in(b, c) != CUDA_SUCCESS)
-            break;
+        if (c->where == CHUNK_PAGEABLE)
+            vs_chunk_from_pageable(b, c, true);
+        else if (c->where == CHUNK_PINNED && !device_full)
+            device_full = vs_chunk_pinned_to_device(b, c) != CUDA_SUCCESS;
     }
-    fence_end(b);
+    vs_chunk_fence_end(b);
     return atomic_load(&b->n_off) == 0;
+}
+
+/* The first buffer (after `after`) holding pageable chunks that work may
+ * reach (or, when `handed_too`, any pageable chunks). Caller holds move_lock. */
+static struct buffer *next_pageable(const struct buffer *after, bool handed_too)
+{
+    pthread_rwlock_rdlock(&tier_lock);
+    struct buffer *b;
+    if (after) {
+        struct buffer key = {.base = after->base};
+        b = RB_NFIND(buffer_tree, &buffers, &key);
+        if (b == after)
+            b = RB_NEXT(buffer_tree, &buffers, b);
+    } else {
+        b = RB_MIN(buffer_tree, &buffers);
+    }
+    for (; b; b = RB_NEXT(buffer_tree, &buffers, b))
+        if (b->n_pageable && (handed_too || !atomic_load(&b->handed_over)))
+            break;
+    pthread_rwlock_unlock(&tier_lock);
+    return b;
+}
+
+/* Bring every pageable chunk that work may reach (with `handed_too`, every
+ * pageable chunk) back to the device, or to pinned memory. */
+static bool restore_pageable(bool handed_too)
+{
+    pthread_mutex_lock(&move_lock);
+    for (struct buffer *b = next_pageable(NULL, handed_too); b;
+         b = next_pageable(b, handed_too)) {
+        if (!vs_chunk_fence_begin(b))
+            continue;
+        if (handed_too)
+            take_back(b);
+        for (uint32_t i = 0; i < b->n_chunks; i++)
+            if (b->chunk[i].where == CHUNK_PAGEABLE)
+                vs_chunk_from_pageable(b, &b->chunk[i], true);
+        vs_chunk_fence_end(b);
+    }
+    bool ok = atomic_load(&vs_pageable_reachable) == 0;
+    pthread_mutex_unlock(&move_lock);
+    return ok;
+}
+
+bool vs_tier_restore_pageable(void)
+{
+    return restore_pageable(false);
 }
 
 /* ---- choosing what moves ------------------------------------------------------- */
@@ -545,7 +415,7 @@ static uint64_t make_room_locked(int dev, int owner, uint64_t want, bool idle_on
     return moved;
 }
 
-uint64_t vs_tier_make_room(int dev, int owner, uint64_t bytes)
+uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t bytes)
 {
     if (vs_limits_offload() == VS_OFFLOAD_OFF ||
         atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
@@ -553,7 +423,7 @@ uint64_t vs_tier_make_room(int dev, int owner, uint64_t bytes)
     /* a margin, so that the next few allocations do not each stop to move */
     uint64_t margin = bytes / 8 < (64ULL << 20) ? bytes / 8 : (64ULL << 20);
     pthread_mutex_lock(&move_lock);
-    uint64_t moved = make_room_locked(dev, owner, bytes + margin, false, NULL);
+    uint64_t moved = make_room_locked(dev, owner, shortfall + margin, false, NULL);
     pthread_mutex_unlock(&move_lock);
     if (moved)
         vs_info("offload: moved %llu bytes of device %d to host memory to fit %llu",
@@ -610,7 +480,9 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
              b = RB_NEXT(buffer_tree, &buffers, b)) {
             if (atomic_load_explicit(&b->last_touch_ns, memory_order_relaxed) != now)
                 atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
-            if (atomic_load_explicit(&b->n_off, memory_order_relaxed) && n_back < 8)
+            if ((atomic_load_explicit(&b->n_off, memory_order_relaxed) ||
+                 atomic_load_explicit(&b->handed_over, memory_order_relaxed)) &&
+                n_back < 8)
                 back[n_back++] = b->base;
             if (len == 1)
                 break;
@@ -631,6 +503,10 @@ void vs_tier_touch_all(uint64_t now)
     RB_FOREACH(b, buffer_tree, &buffers)
         atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
     pthread_rwlock_unlock(&tier_lock);
+    /* a graph may reach even what the program handed over */
+    if (atomic_load_explicit(&vs_pageable_total, memory_order_relaxed) !=
+        atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed))
+        restore_pageable(true);
 }
 
 /* ---- asked for: the public API and the control socket ------------------------------ */
@@ -652,6 +528,10 @@ int vs_tier_offload(uint64_t p)
     pthread_rwlock_unlock(&tier_lock);
     int rc = -ENOENT;
     if (b) {
+        /* the program promises not to touch it until a prefetch or a
+         * touch vramshim sees: its chunks may go pageable */
+        if (!atomic_exchange(&b->handed_over, true) && b->n_pageable)
+            atomic_fetch_sub(&vs_pageable_reachable, b->n_pageable);
         buffer_out(b, UINT64_MAX);
         rc = has_resident(b) ? -ENOMEM : 0;
     }
@@ -672,6 +552,42 @@ int vs_tier_prefetch(uint64_t p)
     return rc == -ENOENT ? unmovable_or_unknown(p) : rc;
 }
 
+/* vramshim's own pins yield to the program's: free the staging buffers,
+ * then move pinned chunks back to the device where they fit, or to
+ * pageable memory where that is safe, until `bytes` of the pin budget are
+ * free again. Returns the bytes freed. */
+uint64_t vs_tier_yield_pins(uint64_t bytes)
+{
+    uint64_t freed = vs_staging_release();
+    if (freed >= bytes || vs_limits_offload() == VS_OFFLOAD_OFF)
+        return freed;
+    pthread_mutex_lock(&move_lock);
+    struct buffer *held[64];
+    int n = 0;
+    pthread_rwlock_rdlock(&tier_lock);
+    struct buffer *b;
+    RB_FOREACH(b, buffer_tree, &buffers)
+        if (atomic_load(&b->n_off) > b->n_pageable && n < 64)
+            held[n++] = b;
+    pthread_rwlock_unlock(&tier_lock);
+    for (int i = 0; i < n && freed < bytes; i++) {
+        b = held[i];
+        if (!vs_chunk_fence_begin(b))
+            continue;
+        for (uint32_t k = 0; k < b->n_chunks && freed < bytes; k++) {
+            struct chunk *c = &b->chunk[k];
+            if (c->where != CHUNK_PINNED)
+                continue;
+            if (vs_chunk_pinned_to_device(b, c) == CUDA_SUCCESS ||
+                (may_go_pageable(b) && vs_chunk_to_pageable(b, c) == CUDA_SUCCESS))
+                freed += c->counted;
+        }
+        vs_chunk_fence_end(b);
+    }
+    pthread_mutex_unlock(&move_lock);
+    return freed;
+}
+
 uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only)
 {
     pthread_mutex_lock(&move_lock);
@@ -688,10 +604,9 @@ void vs_tier_atfork_child(void)
     vs_tier_init();
     RB_INIT(&buffers); /* the records leak: they describe the parent's memory */
     atomic_store(&vs_tier_buffers, 0);
-    atomic_store(&offloaded_chunks, 0);
     atomic_store(&lowest, UINT64_MAX);
     atomic_store(&highest, 0);
-    scratch = 0;
-    scratch_size = 0;
+    vs_chunk_atfork_child();
+    atomic_store(&vs_last_submit_ns, 0);
     memset(gran_of, 0, sizeof gran_of);
 }

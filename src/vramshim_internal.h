@@ -206,6 +206,9 @@ int vs_registry_move(uint64_t base, enum vs_tier from, enum vs_tier to, uint64_t
 /* The record whose range contains addr: O(log n). */
 bool vs_registry_find(uint64_t addr, struct vs_alloc_info *out);
 void vs_registry_count_oom(void);
+/* vramshim's own page-locked memory (staging buffers, host handles held
+ * ready) grew or shrank by delta bytes: pinned.staging. */
+void vs_registry_staging(int64_t delta);
 void vs_registry_snapshot(struct vs_snapshot *snap);
 /* Forget every record and counter (a forked child owns no device memory). */
 void vs_registry_reset(void);
@@ -282,6 +285,9 @@ enum vs_verdict {
 enum vs_verdict vs_budget_charge_device(int dev, int owner, uint64_t bytes,
                                         struct vs_charge *out);
 enum vs_verdict vs_budget_charge_pinned(uint64_t bytes, struct vs_charge *out);
+/* Charge pinned bytes past the cap: only for data that must stay reachable
+ * by the device and has nowhere else to go. */
+void vs_budget_charge_pinned_over(uint64_t bytes, struct vs_charge *out);
 /* The driver answered: keep the charge, or give it back. */
 void vs_budget_settle(struct vs_charge *c, bool kept);
 /* The driver allocated a different size than charged (a pitch). */
@@ -332,24 +338,58 @@ void vs_hostpool_give(struct vs_host_block *b);
 /* Map the block's handles one after another at va, largest first. */
 CUresult vs_hostpool_map(const struct vs_host_block *b, uint64_t va);
 uint64_t vs_hostpool_idle_bytes(void);
+/* Release idle handles until bytes are freed; returns the bytes freed. */
+uint64_t vs_hostpool_trim(uint64_t bytes);
+/* Give back idle handles the pin budget no longer has room for. */
+void vs_hostpool_fit_budget(void);
+/* The process is under pressure: create full-chunk handles of this
+ * granularity ahead of need, on the pool's own thread. */
+void vs_hostpool_ahead(uint64_t gran);
 void vs_hostpool_atfork_child(void);
+
+/* ---- staging.c: pageable <-> device copies through staging buffers ---- */
+/* Copy size bytes between dev_va (in ctx) and pageable host memory on the
+ * copy threads. */
+CUresult vs_staging_copy(CUcontext ctx, uint64_t dev_va, void *host, uint64_t size,
+                         bool to_device);
+/* Free the staging buffers unless a copy is running; returns bytes freed. */
+uint64_t vs_staging_release(void);
+void vs_staging_atfork_child(void);
 
 /* ---- tier.c: buffers backed by VMM, and their moves ------------------- */
 /* Launches, copies and memsets hold the read side while they call the
- * driver; a move holds the write side from its fence to its remap. */
+ * driver; a move holds the write side from its fence to its remap. Before
+ * any of them, every pageable chunk that work may reach comes back (its
+ * address is unmapped: a kernel reaching it would fault). */
 #include <pthread.h>
 extern pthread_rwlock_t vs_gate;
 extern _Atomic uint32_t vs_tier_buffers;
-static inline bool vs_gate_enter(void)
+extern _Atomic uint32_t vs_pageable_reachable;
+extern _Atomic uint64_t vs_last_submit_ns;
+uint64_t vs_now_ns(void);
+/* false when a pageable chunk could not come back (logged). */
+bool vs_tier_restore_pageable(void);
+/* 0: no gate needed; 1: held; -1: refuse the submission with
+ * CUDA_ERROR_OUT_OF_MEMORY, nothing was submitted. */
+static inline int vs_gate_enter(void)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
-        return false;
-    pthread_rwlock_rdlock(&vs_gate);
-    return true;
+        return 0;
+    for (;;) {
+        pthread_rwlock_rdlock(&vs_gate);
+        /* raised only under the write side: stable while we hold the read side */
+        if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
+            break;
+        pthread_rwlock_unlock(&vs_gate);
+        if (!vs_tier_restore_pageable())
+            return -1;
+    }
+    atomic_store_explicit(&vs_last_submit_ns, vs_now_ns(), memory_order_relaxed);
+    return 1;
 }
-static inline void vs_gate_leave(bool entered)
+static inline void vs_gate_leave(int entered)
 {
-    if (entered)
+    if (entered > 0)
         pthread_rwlock_unlock(&vs_gate);
 }
 struct vs_tier_view {
@@ -367,9 +407,11 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner);
 /* Free a backed buffer; CUDA_ERROR_NOT_FOUND when base is not one. */
 CUresult vs_tier_free(uint64_t base);
 bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
-/* Move least recently touched buffers (of owner, when >= 0) off dev until
- * bytes (plus a margin) have moved. Returns the bytes moved. */
-uint64_t vs_tier_make_room(int dev, int owner, uint64_t bytes);
+/* An allocation of `bytes` is `shortfall` bytes short: move least recently
+ * touched buffers (of owner, when >= 0) off dev until the shortfall plus a
+ * margin (an eighth of bytes, at most 64 MiB) has moved. Returns the bytes
+ * moved. */
+uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t bytes);
 /* The program is about to use these addresses (kernel parameters: len 1;
  * a copy's range: its length): stamp them, bring offloaded ones back. */
 void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now);
@@ -379,6 +421,8 @@ int vs_tier_prefetch(uint64_t p);
 /* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
  * bytes have moved. Returns the bytes moved. */
 uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
+/* Free `bytes` of the pin budget for the program's own pinning. */
+uint64_t vs_tier_yield_pins(uint64_t bytes);
 void vs_tier_atfork_child(void);
 
 /* ---- touch.c: which buffers a launch can reach ------------------------ */

@@ -1,0 +1,380 @@
+/*
+ * chunk.c: moving one chunk of a backed buffer between the three places
+ * its bytes can live (tier_private.h), and the fence every move needs.
+ *
+ * Device <-> pinned: the new backing is mapped at a scratch address range,
+ * the bytes are copied into it by the device, the old backing is unmapped
+ * and the new one mapped at the chunk's own address. Pageable: the address
+ * is left unmapped (reserved, so nobody else gets it) and the bytes sit in
+ * ordinary memory; they cross the bus through staging.c. Every step that
+ * can fail comes before the old backing is given up, and a failure after
+ * that puts the old backing back: a move either happens whole or leaves
+ * the chunk as it was.
+ *
+ * Budget and registry follow each chunk: device bytes are charged to the
+ * device budget, pinned bytes to the pin budget, pageable bytes to neither.
+ */
+#include "tier_private.h"
+
+#include <sys/mman.h>
+#include <string.h>
+
+static CUdeviceptr scratch;
+static uint64_t scratch_size;
+_Atomic uint32_t vs_pageable_reachable, vs_pageable_total;
+
+/* ---- fence --------------------------------------------------------------- */
+
+/* Fence the buffer's context: every piece of work submitted so far is done.
+ * Holds the gate's write side until fence_end, so none can be added. */
+bool vs_chunk_fence_begin(struct buffer *b)
+{
+    pthread_rwlock_wrlock(&vs_gate);
+    if (b->ctx && vs_real.cuCtxPushCurrent_v2(b->ctx) != CUDA_SUCCESS) {
+        pthread_rwlock_unlock(&vs_gate);
+        return false;
+    }
+    CUresult rc = vs_real.cuCtxSynchronize();
+    if (rc != CUDA_SUCCESS) {
+        vs_warn("offload: synchronising device %d failed (%d); nothing moved", b->dev, (int)rc);
+        CUcontext popped;
+        if (b->ctx)
+            vs_real.cuCtxPopCurrent_v2(&popped);
+        pthread_rwlock_unlock(&vs_gate);
+        return false;
+    }
+    return true;
+}
+
+void vs_chunk_fence_end(struct buffer *b)
+{
+    CUcontext popped;
+    if (b->ctx)
+        vs_real.cuCtxPopCurrent_v2(&popped);
+    pthread_rwlock_unlock(&vs_gate);
+}
+
+/* ---- pieces ------------------------------------------------------------------ */
+
+CUresult vs_chunk_set_access(uint64_t va, uint64_t size, int dev, bool host_too)
+{
+    CUmemAccessDesc d[2];
+    memset(d, 0, sizeof d);
+    d[0].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    d[0].location.id = dev;
+    d[0].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    d[1].location.type = CU_MEM_LOCATION_TYPE_HOST;
+    d[1].location.id = 0;
+    d[1].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    if (host_too && vs_real.cuMemSetAccess(va, size, d, 2) == CUDA_SUCCESS)
+        return CUDA_SUCCESS;
+    return vs_real.cuMemSetAccess(va, size, d, 1);
+}
+
+CUresult vs_chunk_create_device(int dev, uint64_t size, CUmemGenericAllocationHandle *h)
+{
+    CUmemAllocationProp prop;
+    memset(&prop, 0, sizeof prop);
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = dev;
+    return vs_real.cuMemCreate(h, size, &prop, 0);
+}
+
+static CUresult ensure_scratch(uint64_t size)
+{
+    if (scratch_size >= size)
+        return CUDA_SUCCESS;
+    if (scratch)
+        vs_real.cuMemAddressFree(scratch, scratch_size);
+    scratch = 0;
+    scratch_size = 0;
+    CUresult rc = vs_real.cuMemAddressReserve(&scratch, size, 0, 0, 0);
+    if (rc == CUDA_SUCCESS)
+        scratch_size = size;
+    return rc;
+}
+
+static void refund(int dev, int owner, uint64_t bytes)
+{
+    struct vs_charge c = {.dev = dev, .owner = owner, .bytes = bytes};
+    vs_budget_refund(&c);
+}
+
+/* The new backing of a chunk is mapped at the scratch window: give the
+ * device access, copy the chunk's bytes from va into it, unmap it again. */
+static CUresult copy_into_scratch(const struct buffer *b, uint64_t va, uint64_t size)
+{
+    CUresult rc = vs_chunk_set_access(scratch, size, b->dev, false);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_real.cuMemcpyDtoD_v2(scratch, va, size);
+    vs_real.cuMemUnmap(scratch, size);
+    return rc;
+}
+
+static void moved_off(struct buffer *b)
+{
+    atomic_fetch_add(&b->n_off, 1);
+}
+
+static void moved_on(struct buffer *b)
+{
+    atomic_fetch_sub(&b->n_off, 1);
+}
+
+static void became_pageable(struct buffer *b)
+{
+    b->n_pageable++;
+    atomic_fetch_add(&vs_pageable_total, 1);
+    if (!b->handed_over)
+        atomic_fetch_add(&vs_pageable_reachable, 1);
+}
+
+static void left_pageable(struct buffer *b, struct chunk *c)
+{
+    munmap(c->pageable, c->size);
+    c->pageable = NULL;
+    b->n_pageable--;
+    atomic_fetch_sub(&vs_pageable_total, 1);
+    if (!b->handed_over)
+        atomic_fetch_sub(&vs_pageable_reachable, 1);
+}
+
+/* ---- device <-> pinned ---------------------------------------------------------- */
+
+CUresult vs_chunk_device_to_pinned(struct buffer *b, struct chunk *c)
+{
+    struct vs_charge pin;
+    if (vs_budget_charge_pinned(c->counted, &pin) != VS_ADMIT)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    vs_budget_settle(&pin, true);
+    struct vs_host_block hb;
+    uint64_t va = b->base + c->offset;
+    CUresult rc = ensure_scratch(c->size);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_hostpool_take(c->size, b->gran, &hb);
+    if (rc != CUDA_SUCCESS) {
+        vs_budget_refund(&pin);
+        return rc;
+    }
+    rc = vs_hostpool_map(&hb, scratch);
+    if (rc == CUDA_SUCCESS)
+        rc = copy_into_scratch(b, va, c->size);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_real.cuMemUnmap(va, c->size);
+    if (rc == CUDA_SUCCESS) {
+        rc = vs_hostpool_map(&hb, va);
+        if (rc == CUDA_SUCCESS)
+            rc = vs_chunk_set_access(va, c->size, b->dev, true);
+        if (rc != CUDA_SUCCESS) { /* put the device handle back: nothing lost */
+            vs_real.cuMemUnmap(va, c->size);
+            vs_real.cuMemMap(va, c->size, 0, c->dev_handle, 0);
+            vs_chunk_set_access(va, c->size, b->dev, false);
+        }
+    }
+    if (rc != CUDA_SUCCESS) {
+        vs_warn("offload: moving %llu bytes at 0x%llx to host memory failed (%d); it stays",
+                (unsigned long long)c->size, (unsigned long long)va, (int)rc);
+        vs_hostpool_give(&hb);
+        vs_budget_refund(&pin);
+        return rc;
+    }
+    vs_real.cuMemRelease(c->dev_handle);
+    c->dev_handle = 0;
+    c->host = hb;
+    c->where = CHUNK_PINNED;
+    refund(b->dev, b->owner, c->counted);
+    vs_registry_move(b->base, VS_TIER_RESIDENT, VS_TIER_PINNED, c->counted);
+    moved_off(b);
+    return CUDA_SUCCESS;
+}
+
+CUresult vs_chunk_pinned_to_device(struct buffer *b, struct chunk *c)
+{
+    struct vs_charge ch;
+    if (vs_budget_charge_device(b->dev, b->owner, c->counted, &ch) != VS_ADMIT)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUmemGenericAllocationHandle h = 0;
+    uint64_t va = b->base + c->offset;
+    CUresult rc = ensure_scratch(c->size);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_chunk_create_device(b->dev, c->size, &h);
+    vs_budget_settle(&ch, rc == CUDA_SUCCESS);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    rc = vs_real.cuMemMap(scratch, c->size, 0, h, 0);
+    if (rc == CUDA_SUCCESS)
+        rc = copy_into_scratch(b, va, c->size);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_real.cuMemUnmap(va, c->size);
+    if (rc == CUDA_SUCCESS) {
+        rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
+        if (rc == CUDA_SUCCESS)
+            rc = vs_chunk_set_access(va, c->size, b->dev, false);
+        if (rc != CUDA_SUCCESS) { /* the host copy is still whole: map it again */
+            vs_real.cuMemUnmap(va, c->size);
+            vs_hostpool_map(&c->host, va);
+            vs_chunk_set_access(va, c->size, b->dev, true);
+        }
+    }
+    if (rc != CUDA_SUCCESS) {
+        vs_real.cuMemRelease(h);
+        refund(b->dev, b->owner, c->counted);
+        return rc;
+    }
+    refund(-1, b->owner, c->counted); /* before the pool keeps the handles */
+    vs_hostpool_give(&c->host);
+    c->dev_handle = h;
+    c->where = CHUNK_DEVICE;
+    vs_registry_move(b->base, VS_TIER_PINNED, VS_TIER_RESIDENT, c->counted);
+    moved_on(b);
+    return CUDA_SUCCESS;
+}
+
+/* ---- pageable ------------------------------------------------------------------- */
+
+CUresult vs_chunk_to_pageable(struct buffer *b, struct chunk *c)
+{
+    if (c->where == CHUNK_PAGEABLE)
+        return CUDA_SUCCESS;
+    uint64_t va = b->base + c->offset;
+    void *host = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (host == MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = vs_staging_copy(b->ctx, va, host, c->size, false);
+    if (rc == CUDA_SUCCESS)
+        rc = vs_real.cuMemUnmap(va, c->size);
+    if (rc != CUDA_SUCCESS) {
+        vs_warn("offload: moving %llu bytes at 0x%llx to pageable memory failed (%d); it stays",
+                (unsigned long long)c->size, (unsigned long long)va, (int)rc);
+        munmap(host, c->size);
+        return rc;
+    }
+    enum vs_tier from = c->where == CHUNK_DEVICE ? VS_TIER_RESIDENT : VS_TIER_PINNED;
+    if (c->where == CHUNK_DEVICE) {
+        vs_real.cuMemRelease(c->dev_handle);
+        c->dev_handle = 0;
+        refund(b->dev, b->owner, c->counted);
+        moved_off(b);
+    } else {
+        refund(-1, b->owner, c->counted);
+        vs_hostpool_give(&c->host);
+    }
+    c->pageable = host;
+    c->where = CHUNK_PAGEABLE;
+    vs_registry_move(b->base, from, VS_TIER_PAGEABLE, c->counted);
+    became_pageable(b);
+    return CUDA_SUCCESS;
+}
+
+static CUresult pageable_to_device(struct buffer *b, struct chunk *c)
+{
+    struct vs_charge ch;
+    if (vs_budget_charge_device(b->dev, b->owner, c->counted, &ch) != VS_ADMIT)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint64_t va = b->base + c->offset;
+    CUmemGenericAllocationHandle h = 0;
+    CUresult rc = vs_chunk_create_device(b->dev, c->size, &h);
+    vs_budget_settle(&ch, rc == CUDA_SUCCESS);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    /* nothing can reach va while it is pageable: map it in place */
+    rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
+    if (rc == CUDA_SUCCESS) {
+        rc = vs_chunk_set_access(va, c->size, b->dev, false);
+        if (rc == CUDA_SUCCESS)
+            rc = vs_staging_copy(b->ctx, va, c->pageable, c->size, true);
+        if (rc != CUDA_SUCCESS)
+            vs_real.cuMemUnmap(va, c->size);
+    }
+    if (rc != CUDA_SUCCESS) {
+        vs_real.cuMemRelease(h);
+        refund(b->dev, b->owner, c->counted);
+        return rc;
+    }
+    c->dev_handle = h;
+    c->where = CHUNK_DEVICE;
+    left_pageable(b, c);
+    moved_on(b);
+    vs_registry_move(b->base, VS_TIER_PAGEABLE, VS_TIER_RESIDENT, c->counted);
+    return CUDA_SUCCESS;
+}
+
+static CUresult pageable_to_pinned(struct buffer *b, struct chunk *c)
+{
+    struct vs_charge pin;
+    if (vs_budget_charge_pinned(c->counted, &pin) != VS_ADMIT) {
+        vs_warn("offload: %llu bytes at 0x%llx come back from pageable memory past the "
+                "pin limit: work is about to reach them and the device has no room",
+                (unsigned long long)c->counted, (unsigned long long)(b->base + c->offset));
+        vs_budget_charge_pinned_over(c->counted, &pin);
+    }
+    vs_budget_settle(&pin, true);
+    uint64_t va = b->base + c->offset;
+    struct vs_host_block hb;
+    CUresult rc = vs_hostpool_take(c->size, b->gran, &hb);
+    if (rc == CUDA_SUCCESS) {
+        rc = vs_hostpool_map(&hb, va);
+        if (rc == CUDA_SUCCESS) {
+            rc = vs_chunk_set_access(va, c->size, b->dev, true);
+            if (rc == CUDA_SUCCESS)
+                rc = vs_staging_copy(b->ctx, va, c->pageable, c->size, true);
+            if (rc != CUDA_SUCCESS)
+                vs_real.cuMemUnmap(va, c->size);
+        }
+        if (rc != CUDA_SUCCESS)
+            vs_hostpool_give(&hb);
+    }
+    if (rc != CUDA_SUCCESS) {
+        vs_budget_refund(&pin);
+        return rc;
+    }
+    c->host = hb;
+    c->where = CHUNK_PINNED;
+    left_pageable(b, c);
+    vs_registry_move(b->base, VS_TIER_PAGEABLE, VS_TIER_PINNED, c->counted);
+    return CUDA_SUCCESS;
+}
+
+CUresult vs_chunk_from_pageable(struct buffer *b, struct chunk *c, bool pinned_too)
+{
+    CUresult rc = pageable_to_device(b, c);
+    if (rc != CUDA_SUCCESS && pinned_too)
+        rc = pageable_to_pinned(b, c);
+    if (rc != CUDA_SUCCESS)
+        vs_error("offload: %llu bytes at 0x%llx cannot come back from pageable memory "
+                 "(%d); work that reaches them is refused",
+                 (unsigned long long)c->size, (unsigned long long)(b->base + c->offset),
+                 (int)rc);
+    return rc;
+}
+
+/* ---- release --------------------------------------------------------------------- */
+
+void vs_chunk_release(struct buffer *b, struct chunk *c)
+{
+    uint64_t va = b->base + c->offset;
+    switch (c->where) {
+    case CHUNK_DEVICE:
+        if (c->dev_handle) {
+            vs_real.cuMemUnmap(va, c->size);
+            vs_real.cuMemRelease(c->dev_handle);
+        }
+        break;
+    case CHUNK_PINNED:
+        vs_real.cuMemUnmap(va, c->size);
+        vs_hostpool_give(&c->host);
+        break;
+    case CHUNK_PAGEABLE:
+        left_pageable(b, c);
+        break;
+    }
+}
+
+void vs_chunk_atfork_child(void)
+{
+    scratch = 0;
+    scratch_size = 0;
+    atomic_store(&vs_pageable_reachable, 0);
+    atomic_store(&vs_pageable_total, 0);
+}

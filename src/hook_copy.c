@@ -8,94 +8,76 @@
  */
 #include "vramshim_internal.h"
 
-static inline void touch(uint64_t a, uint64_t b, size_t n)
-{
-    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
-        return;
-    uint64_t words[2] = {a, b};
-    vs_tier_touch_words(words, b ? 2 : 1, n ? n : 1, vs_now_ns());
-}
-
-#define GATED(call)                            \
-    do {                                       \
-        int gate_ = vs_gate_enter();           \
-        if (gate_ < 0)                         \
-            return CUDA_ERROR_OUT_OF_MEMORY;   \
-        CUresult rc_ = (call);                 \
-        vs_gate_leave(gate_);                  \
-        return rc_;                            \
-    } while (0)
-
 #define H(p) ((uint64_t)(uintptr_t)(p))
 
 #define SYNC_COPIES(sfx)                                                              \
     CUresult vs_hook_cuMemcpyHtoD_v2##sfx(CUdeviceptr dst, const void *src, size_t n) \
     {                                                                                 \
-        touch(dst, 0, n);                                                             \
-        GATED(vs_real.cuMemcpyHtoD_v2##sfx(dst, src, n));                             \
+        vs_touch_range(dst, 0, n);                                                             \
+        VS_GATED(vs_real.cuMemcpyHtoD_v2##sfx(dst, src, n));                             \
     }                                                                                 \
     CUresult vs_hook_cuMemcpyDtoH_v2##sfx(void *dst, CUdeviceptr src, size_t n)       \
     {                                                                                 \
-        touch(src, 0, n);                                                             \
-        GATED(vs_real.cuMemcpyDtoH_v2##sfx(dst, src, n));                             \
+        vs_touch_range(src, 0, n);                                                             \
+        VS_GATED(vs_real.cuMemcpyDtoH_v2##sfx(dst, src, n));                             \
     }                                                                                 \
     CUresult vs_hook_cuMemcpyDtoD_v2##sfx(CUdeviceptr dst, CUdeviceptr src, size_t n) \
     {                                                                                 \
-        touch(dst, src, n);                                                           \
-        GATED(vs_real.cuMemcpyDtoD_v2##sfx(dst, src, n));                             \
+        vs_touch_range(dst, src, n);                                                           \
+        VS_GATED(vs_real.cuMemcpyDtoD_v2##sfx(dst, src, n));                             \
     }                                                                                 \
     CUresult vs_hook_cuMemcpy##sfx(CUdeviceptr dst, CUdeviceptr src, size_t n)        \
     {                                                                                 \
-        touch(dst, src, n); /* unified addressing: either may be host memory */       \
-        GATED(vs_real.cuMemcpy##sfx(dst, src, n));                                    \
+        vs_touch_range(dst, src, n); /* unified addressing: either may be host memory */       \
+        VS_GATED(vs_real.cuMemcpy##sfx(dst, src, n));                                    \
     }                                                                                 \
     CUresult vs_hook_cuMemsetD8_v2##sfx(CUdeviceptr dst, unsigned char v, size_t n)   \
     {                                                                                 \
-        touch(dst, 0, n);                                                             \
-        GATED(vs_real.cuMemsetD8_v2##sfx(dst, v, n));                                 \
+        vs_touch_range(dst, 0, n);                                                             \
+        VS_GATED(vs_real.cuMemsetD8_v2##sfx(dst, v, n));                                 \
     }                                                                                 \
     CUresult vs_hook_cuMemsetD32_v2##sfx(CUdeviceptr dst, unsigned int v, size_t n)   \
     {                                                                                 \
-        touch(dst, 0, n * 4);                                                         \
-        GATED(vs_real.cuMemsetD32_v2##sfx(dst, v, n));                                \
+        vs_touch_range(dst, 0, n * 4);                                                         \
+        VS_GATED(vs_real.cuMemsetD32_v2##sfx(dst, v, n));                                \
     }
 
 #define ASYNC_COPIES(sfx)                                                             \
     CUresult vs_hook_cuMemcpyHtoDAsync_v2##sfx(CUdeviceptr dst, const void *src,      \
                                                size_t n, CUstream s)                  \
     {                                                                                 \
-        touch(dst, 0, n);                                                             \
-        GATED(vs_real.cuMemcpyHtoDAsync_v2##sfx(dst, src, n, s));                     \
+        vs_touch_range(dst, 0, n);                                                             \
+        VS_GATED(vs_real.cuMemcpyHtoDAsync_v2##sfx(dst, src, n, s));                     \
     }                                                                                 \
     CUresult vs_hook_cuMemcpyDtoHAsync_v2##sfx(void *dst, CUdeviceptr src, size_t n,  \
                                                CUstream s)                            \
     {                                                                                 \
-        touch(src, 0, n);                                                             \
-        GATED(vs_real.cuMemcpyDtoHAsync_v2##sfx(dst, src, n, s));                     \
+        vs_touch_range(src, 0, n);                                                             \
+        VS_GATED(vs_real.cuMemcpyDtoHAsync_v2##sfx(dst, src, n, s));                     \
     }                                                                                 \
     CUresult vs_hook_cuMemcpyDtoDAsync_v2##sfx(CUdeviceptr dst, CUdeviceptr src,      \
                                                size_t n, CUstream s)                  \
     {                                                                                 \
-        touch(dst, src, n);                                                           \
-        GATED(vs_real.cuMemcpyDtoDAsync_v2##sfx(dst, src, n, s));                     \
+        vs_touch_range(dst, src, n);                                                           \
+        VS_GATED(vs_real.cuMemcpyDtoDAsync_v2##sfx(dst, src, n, s));                     \
     }                                                                                 \
     CUresult vs_hook_cuMemcpyAsync##sfx(CUdeviceptr dst, CUdeviceptr src, size_t n,   \
                                         CUstream s)                                   \
     {                                                                                 \
-        touch(dst, src, n);                                                           \
-        GATED(vs_real.cuMemcpyAsync##sfx(dst, src, n, s));                            \
+        vs_touch_range(dst, src, n);                                                           \
+        VS_GATED(vs_real.cuMemcpyAsync##sfx(dst, src, n, s));                            \
     }                                                                                 \
     CUresult vs_hook_cuMemsetD8Async##sfx(CUdeviceptr dst, unsigned char v, size_t n, \
                                           CUstream s)                                 \
     {                                                                                 \
-        touch(dst, 0, n);                                                             \
-        GATED(vs_real.cuMemsetD8Async##sfx(dst, v, n, s));                            \
+        vs_touch_range(dst, 0, n);                                                             \
+        VS_GATED(vs_real.cuMemsetD8Async##sfx(dst, v, n, s));                            \
     }                                                                                 \
     CUresult vs_hook_cuMemsetD32Async##sfx(CUdeviceptr dst, unsigned int v, size_t n, \
                                            CUstream s)                                \
     {                                                                                 \
-        touch(dst, 0, n * 4);                                                         \
-        GATED(vs_real.cuMemsetD32Async##sfx(dst, v, n, s));                           \
+        vs_touch_range(dst, 0, n * 4);                                                         \
+        VS_GATED(vs_real.cuMemsetD32Async##sfx(dst, v, n, s));                           \
     }
 
 SYNC_COPIES()

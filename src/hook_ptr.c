@@ -9,43 +9,65 @@
  */
 #include "vramshim_internal.h"
 
+/* The allocation's own answer for one attribute of a backed buffer, or
+ * false: the driver's answer stands. */
+static bool answer(const struct vs_tier_view *v, void *data, CUpointer_attribute attribute,
+                   CUdeviceptr ptr)
+{
+    switch (attribute) {
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+        *(unsigned int *)data = CU_MEMORYTYPE_DEVICE;
+        return true;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+        *(CUdeviceptr *)data = ptr;
+        return true;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+        *(CUdeviceptr *)data = v->base;
+        return true;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+        *(size_t *)data = v->size;
+        return true;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+        *(int *)data = v->dev;
+        return true;
+    case CU_POINTER_ATTRIBUTE_CONTEXT:
+        if (v->ctx == NULL)
+            return false;
+        *(CUcontext *)data = v->ctx;
+        return true;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+        *(unsigned int *)data = 0;
+        return true;
+    case CU_POINTER_ATTRIBUTE_MAPPED:
+        *(unsigned int *)data = 1;
+        return true;
+    default:
+        return false;
+    }
+}
+
 CUresult vs_hook_cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
                                        CUdeviceptr ptr)
 {
     struct vs_tier_view v;
-    if (data == NULL || !vs_tier_lookup(ptr, &v))
-        return vs_real.cuPointerGetAttribute(data, attribute, ptr);
-    switch (attribute) {
-    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
-        *(unsigned int *)data = CU_MEMORYTYPE_DEVICE;
+    if (data != NULL && vs_tier_lookup(ptr, &v) && answer(&v, data, attribute, ptr))
         return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
-        *(CUdeviceptr *)data = ptr;
-        return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
-        *(CUdeviceptr *)data = v.base;
-        return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
-        *(size_t *)data = v.size;
-        return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
-        *(int *)data = v.dev;
-        return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_CONTEXT:
-        if (v.ctx == NULL)
-            break;
-        *(CUcontext *)data = v.ctx;
-        return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_IS_MANAGED:
-        *(unsigned int *)data = 0;
-        return CUDA_SUCCESS;
-    case CU_POINTER_ATTRIBUTE_MAPPED:
-        *(unsigned int *)data = 1;
-        return CUDA_SUCCESS;
-    default:
-        break;
-    }
     return vs_real.cuPointerGetAttribute(data, attribute, ptr);
+}
+
+/* The driver fills in every attribute first (defaults where it has none,
+ * e.g. for a chunk now unmapped in pageable memory); the allocation's own
+ * answers then replace its figures. */
+CUresult vs_hook_cuPointerGetAttributes(unsigned int n, CUpointer_attribute *attributes,
+                                        void **data, CUdeviceptr ptr)
+{
+    CUresult rc = vs_real.cuPointerGetAttributes(n, attributes, data, ptr);
+    struct vs_tier_view v;
+    if (rc != CUDA_SUCCESS || !vs_tier_lookup(ptr, &v))
+        return rc;
+    for (unsigned int i = 0; i < n; i++)
+        answer(&v, data[i], attributes[i], ptr);
+    return rc;
 }
 
 CUresult vs_hook_cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)

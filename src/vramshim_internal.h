@@ -392,6 +392,27 @@ static inline void vs_gate_leave(int entered)
     if (entered > 0)
         pthread_rwlock_unlock(&vs_gate);
 }
+/* The program is about to use these addresses (kernel parameters: len 1;
+ * a copy's range: its length): stamp them, bring offloaded ones back. */
+void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now);
+/* A copy or memset names [a, a+n) (and [b, b+n) when b). */
+static inline void vs_touch_range(uint64_t a, uint64_t b, size_t n)
+{
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
+        return;
+    uint64_t words[2] = {a, b};
+    vs_tier_touch_words(words, b ? 2 : 1, n ? n : 1, vs_now_ns());
+}
+/* Hand `call` to the driver inside the move gate and return its result. */
+#define VS_GATED(call)                         \
+    do {                                       \
+        int gate_ = vs_gate_enter();           \
+        if (gate_ < 0)                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;   \
+        CUresult rc_ = (call);                 \
+        vs_gate_leave(gate_);                  \
+        return rc_;                            \
+    } while (0)
 struct vs_tier_view {
     uint64_t base, size;
     int dev;
@@ -412,9 +433,6 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
  * margin (an eighth of bytes, at most 64 MiB) has moved. Returns the bytes
  * moved. */
 uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t bytes);
-/* The program is about to use these addresses (kernel parameters: len 1;
- * a copy's range: its length): stamp them, bring offloaded ones back. */
-void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now);
 void vs_tier_touch_all(uint64_t now);
 int vs_tier_offload(uint64_t p);
 int vs_tier_prefetch(uint64_t p);

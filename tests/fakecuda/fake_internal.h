@@ -86,6 +86,9 @@ struct fk_stream;
 struct fk_stream *fk_stream_of(CUstream s);
 /* Queue op on the stream; its thread runs it later. */
 void fk_enqueue(struct fk_stream *st, struct fk_op *op);
+struct fk_op *fk_op_new(fk_op_fn run);
+/* Queue op on stream s (NULL: the default stream); wait for it when asked. */
+CUresult fk_queue_op(CUstream s, struct fk_op *op, bool wait);
 void fk_stream_wait(struct fk_stream *st);
 void fk_sync_all(void);
 

@@ -301,10 +301,8 @@ FK_EXPORT CUresult cuMemHostUnregister(void *p)
 }
 
 /* ---- what a pointer is ------------------------------------------------- */
-FK_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
-                                         CUdeviceptr ptr)
+static CUresult get_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
 {
-    FK_ENTER("cuPointerGetAttribute");
     if (data == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t base, size;
@@ -335,6 +333,45 @@ FK_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribu
     default:
         return CUDA_ERROR_INVALID_VALUE;
     }
+}
+
+FK_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
+                                         CUdeviceptr ptr)
+{
+    FK_ENTER("cuPointerGetAttribute");
+    return get_attribute(data, attribute, ptr);
+}
+
+static size_t attribute_size(CUpointer_attribute a)
+{
+    switch (a) {
+    case CU_POINTER_ATTRIBUTE_CONTEXT:
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+    case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+    case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+        return 8;
+    default:
+        return 4;
+    }
+}
+
+/* Unlike the singular form, the driver answers for any pointer: attributes
+ * it cannot give are left at their zero defaults and the call succeeds. */
+FK_EXPORT CUresult cuPointerGetAttributes(unsigned int n, CUpointer_attribute *attributes,
+                                          void **data, CUdeviceptr ptr)
+{
+    FK_ENTER("cuPointerGetAttributes");
+    if (n && (attributes == NULL || data == NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned int i = 0; i < n; i++) {
+        if (data[i] == NULL)
+            return CUDA_ERROR_INVALID_VALUE;
+        memset(data[i], 0, attribute_size(attributes[i]));
+        get_attribute(data[i], attributes[i], ptr);
+    }
+    return CUDA_SUCCESS;
 }
 
 FK_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize,

@@ -82,6 +82,37 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemcpyAsync", 7000, cuMemcpyAsync_ptsz, 1)                          \
     E("cuMemsetD8Async", 3020, cuMemsetD8Async, 0)                           \
     E("cuMemsetD8Async", 7000, cuMemsetD8Async_ptsz, 1)                      \
+    E("cuMemcpy2D", 3020, cuMemcpy2D_v2, 0)                                  \
+    E("cuMemcpy2D", 7000, cuMemcpy2D_v2_ptds, 1)                             \
+    E("cuMemcpy2DUnaligned", 3020, cuMemcpy2DUnaligned_v2, 0)                \
+    E("cuMemcpy2DUnaligned", 7000, cuMemcpy2DUnaligned_v2_ptds, 1)           \
+    E("cuMemcpy3D", 3020, cuMemcpy3D_v2, 0)                                  \
+    E("cuMemcpy3D", 7000, cuMemcpy3D_v2_ptds, 1)                             \
+    E("cuMemsetD16", 3020, cuMemsetD16_v2, 0)                                \
+    E("cuMemsetD16", 7000, cuMemsetD16_v2_ptds, 1)                           \
+    E("cuMemsetD2D8", 3020, cuMemsetD2D8_v2, 0)                              \
+    E("cuMemsetD2D8", 7000, cuMemsetD2D8_v2_ptds, 1)                         \
+    E("cuMemsetD2D16", 3020, cuMemsetD2D16_v2, 0)                            \
+    E("cuMemsetD2D16", 7000, cuMemsetD2D16_v2_ptds, 1)                       \
+    E("cuMemsetD2D32", 3020, cuMemsetD2D32_v2, 0)                            \
+    E("cuMemsetD2D32", 7000, cuMemsetD2D32_v2_ptds, 1)                       \
+    E("cuMemcpyPeer", 4000, cuMemcpyPeer, 0)                                 \
+    E("cuMemcpyPeer", 7000, cuMemcpyPeer_ptds, 1)                            \
+    E("cuMemcpy2DAsync", 3020, cuMemcpy2DAsync_v2, 0)                        \
+    E("cuMemcpy2DAsync", 7000, cuMemcpy2DAsync_v2_ptsz, 1)                   \
+    E("cuMemcpy3DAsync", 3020, cuMemcpy3DAsync_v2, 0)                        \
+    E("cuMemcpy3DAsync", 7000, cuMemcpy3DAsync_v2_ptsz, 1)                   \
+    E("cuMemcpyPeerAsync", 4000, cuMemcpyPeerAsync, 0)                       \
+    E("cuMemcpyPeerAsync", 7000, cuMemcpyPeerAsync_ptsz, 1)                  \
+    E("cuMemsetD16Async", 3020, cuMemsetD16Async, 0)                         \
+    E("cuMemsetD16Async", 7000, cuMemsetD16Async_ptsz, 1)                    \
+    E("cuMemsetD2D8Async", 3020, cuMemsetD2D8Async, 0)                       \
+    E("cuMemsetD2D8Async", 7000, cuMemsetD2D8Async_ptsz, 1)                  \
+    E("cuMemsetD2D16Async", 3020, cuMemsetD2D16Async, 0)                     \
+    E("cuMemsetD2D16Async", 7000, cuMemsetD2D16Async_ptsz, 1)                \
+    E("cuMemsetD2D32Async", 3020, cuMemsetD2D32Async, 0)                     \
+    E("cuMemsetD2D32Async", 7000, cuMemsetD2D32Async_ptsz, 1)                \
+    E("cuPointerGetAttributes", 7000, cuPointerGetAttributes, 0)             \
     E("cuMemsetD32Async", 3020, cuMemsetD32Async, 0)                         \
     E("cuMemsetD32Async", 7000, cuMemsetD32Async_ptsz, 1)                    \
     E("cuStreamCreate", 2000, cuStreamCreate, 0)                             \

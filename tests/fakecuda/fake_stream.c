@@ -127,7 +127,7 @@ void fk_sync_all(void)
         fk_stream_wait(st);
 }
 
-static struct fk_op *op_new(fk_op_fn run)
+struct fk_op *fk_op_new(fk_op_fn run)
 {
     struct fk_op *op = calloc(1, sizeof *op);
     if (op)
@@ -240,7 +240,7 @@ static void run_event(struct fk_op *op)
         struct fk_stream *st = fk_stream_of(hStream);                          \
         if (e == NULL || st == NULL)                                           \
             return CUDA_ERROR_INVALID_HANDLE;                                  \
-        struct fk_op *op = op_new(run_event);                                  \
+        struct fk_op *op = fk_op_new(run_event);                                  \
         if (op == NULL)                                                        \
             return CUDA_ERROR_OUT_OF_MEMORY;                                   \
         pthread_mutex_lock(&e->mu);                                            \
@@ -297,7 +297,7 @@ static void run_memset(struct fk_op *op)
         memcpy(dst + i * elem, &op->b, elem);
 }
 
-static CUresult queue_op(CUstream s, struct fk_op *op, bool wait)
+CUresult fk_queue_op(CUstream s, struct fk_op *op, bool wait)
 {
     struct fk_stream *st = fk_stream_of(s);
     if (st == NULL) {
@@ -316,13 +316,13 @@ static CUresult copy(uint64_t dst, uint64_t src, size_t n, CUstream s, bool wait
         return CUDA_SUCCESS;
     if (dst == 0 || src == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    struct fk_op *op = op_new(run_copy);
+    struct fk_op *op = fk_op_new(run_copy);
     if (op == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     op->a = dst;
     op->b = src;
     op->c = n;
-    return queue_op(s, op, wait);
+    return fk_queue_op(s, op, wait);
 }
 
 static CUresult fill(uint64_t dst, uint32_t value, size_t elem, size_t n,
@@ -330,14 +330,14 @@ static CUresult fill(uint64_t dst, uint32_t value, size_t elem, size_t n,
 {
     if (dst == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    struct fk_op *op = op_new(run_memset);
+    struct fk_op *op = fk_op_new(run_memset);
     if (op == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     op->a = dst;
     op->b = value;
     op->c = n;
     op->d = elem;
-    return queue_op(s, op, wait);
+    return fk_queue_op(s, op, wait);
 }
 
 #define H(p) ((uint64_t)(uintptr_t)(p))
@@ -497,7 +497,7 @@ static CUresult launch(struct fk_kernel *k, unsigned gx, unsigned gy, unsigned g
     size_t total = 0;
     for (int i = 0; i < k->nparams; i++)
         total = k->offsets[i] + k->sizes[i];
-    struct fk_op *op = op_new(run_kernel);
+    struct fk_op *op = fk_op_new(run_kernel);
     void **blob = op ? malloc(sizeof(void *) * FK_MAX_PARAMS + total + 1) : NULL;
     if (blob == NULL) {
         free(op);
@@ -514,7 +514,7 @@ static CUresult launch(struct fk_kernel *k, unsigned gx, unsigned gy, unsigned g
     op->b = gz;
     op->c = (uint64_t)bx << 32 | by;
     op->d = bz;
-    return queue_op(s, op, false);
+    return fk_queue_op(s, op, false);
 }
 
 #define FK_LAUNCH_FAMILY(suffix)                                               \
@@ -540,12 +540,12 @@ static CUresult launch(struct fk_kernel *k, unsigned gx, unsigned gy, unsigned g
         FK_ENTER("cuLaunchHostFunc" #suffix);                                  \
         if (fn == NULL)                                                        \
             return CUDA_ERROR_INVALID_VALUE;                                   \
-        struct fk_op *op = op_new(run_host_fn);                                \
+        struct fk_op *op = fk_op_new(run_host_fn);                                \
         if (op == NULL)                                                        \
             return CUDA_ERROR_OUT_OF_MEMORY;                                   \
         op->ptr = (void *)fn;                                                  \
         op->a = (uint64_t)(uintptr_t)data;                                     \
-        return queue_op(s, op, false);                                         \
+        return fk_queue_op(s, op, false);                                         \
     }
 
 static void run_host_fn(struct fk_op *op)

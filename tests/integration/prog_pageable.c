@@ -11,12 +11,13 @@
  *   1. an idle process, pin budget spent: the least recently touched buffer
  *      goes pageable; the next launch (which names another buffer) brings
  *      it back first, to the device when it fits, else to pinned memory
- *      past the pin cap; a copy of another buffer does the same;
+ *      past the pin cap; a 2D copy of another buffer does the same;
  *   2. a busy process with the pin budget spent is refused
  *      (CUDA_ERROR_OUT_OF_MEMORY), never paged out;
  *   3. a buffer handed over with vramshim_offload goes pageable and stays
- *      there through launches that do not name it; naming it, prefetching
- *      it or launching a graph brings it back;
+ *      there through launches that do not name it; naming it (a kernel, a
+ *      16-bit memset), prefetching it or launching a graph brings it back,
+ *      and cuPointerGetAttributes answers for it while it is out;
  *   4. vramshim's own pins yield to the program's cuMemHostAlloc;
  *   5. a randomized run of handed-over buffers under a small pin budget,
  *      every read checked against a shadow copy.
@@ -39,6 +40,9 @@ static struct {
     CUresult (*htod)(CUdeviceptr, const void *, size_t);
     CUresult (*dtoh)(void *, CUdeviceptr, size_t);
     CUresult (*attr)(void *, CUpointer_attribute, CUdeviceptr);
+    CUresult (*attrs)(unsigned, CUpointer_attribute *, void **, CUdeviceptr);
+    CUresult (*copy2d)(const CUDA_MEMCPY2D *);
+    CUresult (*set16)(CUdeviceptr, unsigned short, size_t);
     CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
                        unsigned, unsigned, CUstream, void **, void **);
     CUresult (*sync)(void);
@@ -87,6 +91,9 @@ static void open_driver(void)
     cu.htod = check_sym(cu.lib, "cuMemcpyHtoD_v2");
     cu.dtoh = check_sym(cu.lib, "cuMemcpyDtoH_v2");
     cu.attr = check_sym(cu.lib, "cuPointerGetAttribute");
+    cu.attrs = check_sym(cu.lib, "cuPointerGetAttributes");
+    cu.copy2d = check_sym(cu.lib, "cuMemcpy2D_v2");
+    cu.set16 = check_sym(cu.lib, "cuMemsetD16_v2");
     cu.launch = check_sym(cu.lib, "cuLaunchKernel");
     cu.sync = check_sym(cu.lib, "cuCtxSynchronize");
     cu.host_alloc = check_sym(cu.lib, "cuMemHostAlloc");
@@ -203,9 +210,21 @@ static void idle_process(void)
             launch_chase(table, key);
             flip(sa, n, (unsigned char)key);
         } else {
-            /* a copy that names only b brings a back as well */
-            CHECK_CU(cu.dtoh(probe, b, sizeof probe));
-            CHECK(memcmp(probe, sb, sizeof probe) == 0, "b");
+            /* a 2D copy that names only b brings a back as well: 4 rows of
+             * 16 bytes, 4096 apart */
+            CUDA_MEMCPY2D c2;
+            memset(&c2, 0, sizeof c2);
+            c2.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+            c2.srcDevice = b;
+            c2.srcPitch = 4096;
+            c2.dstMemoryType = CU_MEMORYTYPE_HOST;
+            c2.dstHost = probe;
+            c2.dstPitch = 16;
+            c2.WidthInBytes = 16;
+            c2.Height = 4;
+            CHECK_CU(cu.copy2d(&c2));
+            for (int row = 0; row < 4; row++)
+                CHECK(memcmp(probe + row * 16, sb + row * 4096, 16) == 0, "b, row %d", row);
         }
         CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
         CHECK_CU(cu.sync());
@@ -263,6 +282,29 @@ static void handed_over(void)
 
     CHECK(cu.offload(h) == 0, "vramshim_offload again");
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
+    /* its address is unmapped; the program still sees its allocation */
+    unsigned mem_type = 0;
+    CUdeviceptr start = 0;
+    size_t size = 0;
+    int ordinal = -1;
+    CUpointer_attribute which[] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+                                   CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+                                   CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+                                   CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL};
+    void *answers[] = {&mem_type, &start, &size, &ordinal};
+    CHECK_CU(cu.attrs(4, which, answers, h + 3 * M));
+    CHECK(mem_type == CU_MEMORYTYPE_DEVICE && start == h && size == n && ordinal == 0,
+          "cuPointerGetAttributes on a pageable buffer: %u %llx %zu %d", mem_type,
+          (unsigned long long)start, size, ordinal);
+    /* a 16-bit memset of part of it is a touch: it comes back first */
+    CHECK_CU(cu.set16(h + 2 * M, 0xbeef, 1024));
+    for (size_t i = 0; i < 1024; i++) {
+        sh[2 * M + 2 * i] = 0xef;
+        sh[2 * M + 2 * i + 1] = 0xbe;
+    }
+    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+    expect_bytes(h, sh, n, "h after a 16-bit memset");
+    CHECK(cu.offload(h) == 0, "vramshim_offload once more");
     CHECK(cu.prefetch(h) == 0, "vramshim_prefetch");
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
     expect_bytes(h, sh, n, "h after a prefetch");

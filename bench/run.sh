@@ -4,7 +4,10 @@
 # pass-through), with vramshim, and with vramshim enforcing limits (a VRAM
 # limit of 50%, a 1 GiB reserve, an owner limit: every rule of the budget is
 # checked on every allocation), interleaved, ROUNDS times (default 7).
-# Prints medians and ratios as a markdown table.
+# Prints medians and ratios as a markdown table; then the move bandwidths
+# (bench_move: the bus with pinned and pageable copies, and vramshim moving
+# a 1 GiB buffer to pinned and to pageable memory and back) as GB/s and as
+# a fraction of the pinned copy in the same direction.
 #
 # "ratio" is vramshim against no vramshim, the figure users feel. "hooks" is
 # vramshim against the disabled preload: the cost of the hooks alone. With
@@ -60,3 +63,24 @@ for v in native off shim limits; do
 	eval "$v=\$(awk '{print \$2}' \"$tmp/launch.$v\" | median)"
 done
 line "empty-kernel launches per second"
+
+# ---- moves: one run each (bench_move takes the best of 5 inside) ----------
+"$b/bench/bench_move" >"$tmp/move.native"
+VRAMSHIM_OFFLOAD=pinned LD_PRELOAD=$lib "$b/bench/bench_move" >"$tmp/move.pinned"
+VRAMSHIM_OFFLOAD=auto VRAMSHIM_PIN_LIMIT=256M BENCH_MOVE_TIER=pageable VRAMSHIM_LOG=error \
+	LD_PRELOAD=$lib "$b/bench/bench_move" >"$tmp/move.pageable"
+get() { awk -v k="$1" '$1==k {print $2}' "$tmp/move.$2"; }
+frac() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+out=$(get copy_pinned_dtoh native)
+in=$(get copy_pinned_htod native)
+echo
+echo "| move (1 GiB) | GB/s | fraction of the pinned copy |"
+echo "| --- | --- | --- |"
+echo "| pinned copy, device to host (the bus) | $out | 1.00 |"
+echo "| pinned copy, host to device (the bus) | $in | 1.00 |"
+echo "| pageable copy, device to host | $(get copy_pageable_dtoh native) | $(frac "$(get copy_pageable_dtoh native)" "$out") |"
+echo "| pageable copy, host to device | $(get copy_pageable_htod native) | $(frac "$(get copy_pageable_htod native)" "$in") |"
+for tier in pinned pageable; do
+	echo "| vramshim offload to $tier | $(get move_${tier}_out $tier) | $(frac "$(get move_${tier}_out $tier)" "$out") |"
+	echo "| vramshim bring-back from $tier | $(get move_${tier}_in $tier) | $(frac "$(get move_${tier}_in $tier)" "$in") |"
+done

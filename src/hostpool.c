@@ -10,7 +10,7 @@
  *
  * Creating host handles is slow (1 GiB costs about 300 ms on an H100: the
  * kernel faults and pins every page), so it is kept off the eviction path:
- * handles given back are kept, up to POOL_KEEP_BYTES in all, and once the
+ * handles given back are kept, up to POOL_KEEP_BYTES (2 GiB) in all, and once the
  * first eviction shows the process is under pressure a thread creates
  * full-chunk handles ahead of need, up to POOL_AHEAD_BYTES. A handle in use
  * is charged to the pin budget through its chunk. Idle handles are not
@@ -28,7 +28,7 @@
 #include <string.h>
 
 #define POOL_SLOTS 64
-#define POOL_KEEP_BYTES (512ULL << 20)
+#define POOL_KEEP_BYTES (2ULL << 30)
 #define POOL_AHEAD_BYTES (256ULL << 20)
 #define FULL_CLASS (VS_HOST_CLASSES - 1) /* a whole chunk: one handle */
 

@@ -140,12 +140,53 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
 
 /* ---- allocation and free --------------------------------------------------- */
 
+/* Records of freed buffers are kept for the next allocation of as many
+ * chunks, so that a program that allocates and frees in a loop (a caching
+ * allocator growing and trimming) costs no malloc per allocation. */
+#define SPARE_CLASSES 64
+#define SPARE_PER_CLASS 8
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct buffer *spare[SPARE_CLASSES][SPARE_PER_CLASS];
+static int n_spare[SPARE_CLASSES];
+
+static struct buffer *record_new(uint32_t n_chunks)
+{
+    struct buffer *b = NULL;
+    if (n_chunks <= SPARE_CLASSES) {
+        pthread_mutex_lock(&spare_lock);
+        if (n_spare[n_chunks - 1] > 0)
+            b = spare[n_chunks - 1][--n_spare[n_chunks - 1]];
+        pthread_mutex_unlock(&spare_lock);
+    }
+    size_t bytes = sizeof *b + n_chunks * sizeof b->chunk[0];
+    if (b)
+        memset(b, 0, bytes);
+    else
+        b = calloc(1, bytes);
+    return b;
+}
+
+static void record_free(struct buffer *b)
+{
+    uint32_t n = b->n_chunks;
+    if (n >= 1 && n <= SPARE_CLASSES) {
+        pthread_mutex_lock(&spare_lock);
+        bool kept = n_spare[n - 1] < SPARE_PER_CLASS;
+        if (kept)
+            spare[n - 1][n_spare[n - 1]++] = b;
+        pthread_mutex_unlock(&spare_lock);
+        if (kept)
+            return;
+    }
+    free(b);
+}
+
 static void unback(struct buffer *b)
 {
     for (uint32_t i = 0; i < b->n_chunks; i++)
         vs_chunk_release(b, &b->chunk[i]);
     vs_real.cuMemAddressFree(b->base, b->span);
-    free(b);
+    record_free(b);
 }
 
 CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
@@ -158,7 +199,7 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
     uint64_t span = (size + gran - 1) / gran * gran;
     uint64_t chunk_bytes = gran * VS_CHUNK_GRANULES;
     uint32_t n = (uint32_t)((span + chunk_bytes - 1) / chunk_bytes);
-    struct buffer *b = calloc(1, sizeof *b + n * sizeof b->chunk[0]);
+    struct buffer *b = record_new(n);
     if (b == NULL)
         return CUDA_ERROR_NOT_SUPPORTED; /* let the driver do it, unbacked */
     b->size = size;
@@ -173,7 +214,7 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
     CUresult rc = vs_real.cuMemAddressReserve(&va, span, gran, 0, 0);
     b->base = va;
     if (rc != CUDA_SUCCESS) {
-        free(b);
+        record_free(b);
         return rc == CUDA_ERROR_OUT_OF_MEMORY ? rc : CUDA_ERROR_NOT_SUPPORTED;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -599,6 +640,7 @@ uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only)
 /* A forked child owns none of the parent's device memory. */
 void vs_tier_atfork_child(void)
 {
+    pthread_mutex_init(&spare_lock, NULL);
     pthread_mutex_init(&move_lock, NULL);
     pthread_rwlock_init(&tier_lock, NULL);
     vs_tier_init();

@@ -75,7 +75,33 @@ else
 	row "PyTorch in a 4 GiB slice, 1 GiB pin cap" FAIL "$detail (see torch-limits.log)"
 fi
 
-# 5. benchmarks, on request (they take about a minute)
+# 5. offload (issue 4): three 6 GiB models in turn under an 8 GiB limit,
+# against the run without a limit and against moving them by hand
+python3 tests/gpu/torch_offload.py --out "$out/offload-native.bin" >"$out/offload-native.log" 2>&1; n=$?
+VRAMSHIM_VRAM_LIMIT=8G LD_PRELOAD=$lib python3 tests/gpu/torch_offload.py \
+	--out "$out/offload-shim.bin" >"$out/offload-shim.log" 2>&1; v=$?
+python3 tests/gpu/torch_offload.py --mode hand --out "$out/offload-hand.bin" >"$out/offload-hand.log" 2>&1
+t_shim=$(awk '/^time/ {print $2}' "$out/offload-shim.log")
+t_hand=$(awk '/^time/ {print $2}' "$out/offload-hand.log")
+detail="time under vramshim ${t_shim:-?} s, by hand ${t_hand:-?} s"
+if [ $n -eq 0 ] && [ $v -eq 0 ] && cmp -s "$out/offload-native.bin" "$out/offload-shim.bin"; then
+	row "PyTorch, three 6 GiB models under an 8 GiB limit" PASS "outputs identical; $detail"
+else
+	row "PyTorch, three 6 GiB models under an 8 GiB limit" FAIL "native exit $n, vramshim exit $v; $detail (see offload-*.log)"
+fi
+if nvcc -O2 -o .build-gpu/nvcc_moves tests/gpu/nvcc_moves.cu -ldl -lpthread >"$out/moves-build.log" 2>&1; then
+	.build-gpu/nvcc_moves >"$out/moves-native.log" 2>&1; n=$?
+	VRAMSHIM_VRAM_LIMIT=1G LD_PRELOAD=$lib .build-gpu/nvcc_moves >"$out/moves-shim.log" 2>&1; v=$?
+	if [ $n -eq 0 ] && [ $v -eq 0 ] && [ "$(grep checksum "$out/moves-native.log")" = "$(grep checksum "$out/moves-shim.log")" ]; then
+		row "nvcc program, buffers moving under running kernels" PASS "$(grep -h checksum "$out/moves-shim.log")"
+	else
+		row "nvcc program, buffers moving under running kernels" FAIL "native exit $n, vramshim exit $v (see moves-*.log)"
+	fi
+else
+	row "nvcc program, buffers moving under running kernels" FAIL "nvcc failed (see moves-build.log)"
+fi
+
+# 6. benchmarks, on request (they take about a minute)
 if [ "${1:-}" = "--bench" ]; then
 	VRAMSHIM_BUILD=$b ROUNDS=${ROUNDS:-7} sh bench/run.sh >"$out/bench.md" 2>&1
 	row "benchmarks" PASS "table in bench.md"

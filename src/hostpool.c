@@ -42,6 +42,7 @@ static _Atomic uint64_t created_bytes;
  * all devices seen so far have the same). */
 static uint64_t pool_gran;
 static bool filler_started, filler_asked;
+static CUcontext filler_ctx; /* current on the filler while it creates */
 
 static void idle_add(int k, CUmemGenericAllocationHandle h, uint64_t size)
 {
@@ -215,9 +216,17 @@ static void *fill(void *arg)
             if (idle_bytes + size > POOL_AHEAD_BYTES || n_idle[FULL_CLASS] >= POOL_SLOTS ||
                 idle_bytes + size > pin_room())
                 break;
+            CUcontext ctx = filler_ctx, popped;
             pthread_mutex_unlock(&pool_lock);
             CUmemGenericAllocationHandle h = 0;
-            CUresult rc = create_host(size, &h);
+            CUresult rc = CUDA_SUCCESS;
+            if (ctx)
+                rc = vs_real.cuCtxPushCurrent_v2(ctx);
+            if (rc == CUDA_SUCCESS) {
+                rc = create_host(size, &h);
+                if (ctx)
+                    vs_real.cuCtxPopCurrent_v2(&popped);
+            }
             pthread_mutex_lock(&pool_lock);
             if (rc != CUDA_SUCCESS)
                 break; /* the system is short of pinnable memory: evictions will say so */
@@ -235,9 +244,10 @@ static void *fill(void *arg)
     return NULL;
 }
 
-void vs_hostpool_ahead(uint64_t gran)
+void vs_hostpool_ahead(uint64_t gran, CUcontext ctx)
 {
     pthread_mutex_lock(&pool_lock);
+    filler_ctx = ctx;
     if (pool_gran == 0)
         pool_gran = gran;
     bool start = !filler_started && pool_gran == gran;
@@ -264,6 +274,7 @@ void vs_hostpool_atfork_child(void)
     pthread_cond_init(&pool_wake, NULL);
     pool_gran = 0;
     filler_started = filler_asked = false;
+    filler_ctx = NULL;
     memset(n_idle, 0, sizeof n_idle);
     idle_bytes = 0;
     created_bytes = 0;

@@ -319,7 +319,7 @@ static uint64_t buffer_out(struct buffer *b, uint64_t want)
     }
     vs_chunk_fence_end(b);
     if (pinned_any) /* under pressure: have host memory ready for the next */
-        vs_hostpool_ahead(b->gran);
+        vs_hostpool_ahead(b->gran, b->ctx);
     return moved;
 }
 

@@ -343,8 +343,8 @@ uint64_t vs_hostpool_trim(uint64_t bytes);
 /* Give back idle handles the pin budget no longer has room for. */
 void vs_hostpool_fit_budget(void);
 /* The process is under pressure: create full-chunk handles of this
- * granularity ahead of need, on the pool's own thread. */
-void vs_hostpool_ahead(uint64_t gran);
+ * granularity ahead of need, on the pool's own thread, with ctx current. */
+void vs_hostpool_ahead(uint64_t gran, CUcontext ctx);
 void vs_hostpool_atfork_child(void);
 
 /* ---- staging.c: pageable <-> device copies through staging buffers ---- */

@@ -78,7 +78,16 @@ CUresult vs_chunk_create_device(int dev, uint64_t size, CUmemGenericAllocationHa
     prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
     prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     prop.location.id = dev;
-    return vs_real.cuMemCreate(h, size, &prop, 0);
+    /* exportable, so that a buffer the program shares (cuIpcGetMemHandle)
+     * can be mapped by the other process; a driver that cannot do that
+     * still gets a plain handle */
+    prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    CUresult rc = vs_real.cuMemCreate(h, size, &prop, 0);
+    if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_OUT_OF_MEMORY) {
+        prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE;
+        rc = vs_real.cuMemCreate(h, size, &prop, 0);
+    }
+    return rc;
 }
 
 static CUresult ensure_scratch(uint64_t size)

@@ -8,6 +8,9 @@
  * (SO_PEERCRED) is refused. Sockets left by dead processes are removed when
  * a new server starts, and ours goes when the process exits.
  *
+ * A "share" request (from ipc.c in another process of the same user) is
+ * answered with file descriptors for a shared buffer's memory.
+ *
  * One connection at a time, one request a connection (protocol.c), with a
  * deadline: a slow or silent client is cut off, never waited for. Answers
  * are built from the same snapshot as vramshim_stats_json and from
@@ -199,6 +202,72 @@ static void answer_move(int fd, const struct vs_request *req)
     send_all(fd, line, (size_t)n);
 }
 
+/* Send bytes with file descriptors attached, within the deadline. */
+static bool send_fds(int fd, const char *buf, size_t len, const int *fds, int n)
+{
+    union {
+        char space[CMSG_SPACE(sizeof(int) * VS_SHARE_FDS_PER_MSG)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (n > 0) {
+        memset(&ctl, 0, sizeof ctl);
+        msg.msg_control = ctl.space;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
+    }
+    uint64_t deadline = now_ms() + REQUEST_DEADLINE_MS;
+    for (;;) {
+        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w == (ssize_t)len)
+            return true;
+        if (w >= 0) { /* the descriptors went with the first bytes */
+            send_all(fd, buf + w, len - (size_t)w);
+            return true;
+        }
+        uint64_t now = now_ms();
+        if ((errno != EAGAIN && errno != EINTR) || now >= deadline)
+            return false;
+        struct pollfd p = {fd, POLLOUT, 0};
+        poll(&p, 1, (int)(deadline - now));
+    }
+}
+
+/* share: another process of ours maps a buffer this one shared
+ * (cuIpcGetMemHandle). The answer line carries the layout; the chunks'
+ * memory follows as file descriptors, VS_SHARE_FDS_PER_MSG at a time. */
+static void answer_share(int fd, const struct vs_request *req)
+{
+    int fds[VS_SHARE_MAX_CHUNKS];
+    struct vs_share sh;
+    int n = vs_tier_export(req->base, req->token, fds, VS_SHARE_MAX_CHUNKS, &sh);
+    if (n == -ENOENT)
+        return reply_error(fd, "no buffer shared under that base and token");
+    if (n < 0)
+        return reply_error(fd, n == -E2BIG ? "buffer too large to share"
+                                           : "the driver cannot export the buffer");
+    char line[256];
+    int len = snprintf(line, sizeof line,
+                       "{\"ok\":true,\"size\":%llu,\"span\":%llu,\"gran\":%llu,"
+                       "\"chunk\":%llu,\"n\":%d}\n",
+                       (unsigned long long)sh.size, (unsigned long long)sh.span,
+                       (unsigned long long)sh.gran, (unsigned long long)sh.chunk, n);
+    int first = n < VS_SHARE_FDS_PER_MSG ? n : VS_SHARE_FDS_PER_MSG;
+    bool ok = send_fds(fd, line, (size_t)len, fds, first);
+    for (int sent = first; ok && sent < n;) {
+        int batch = n - sent < VS_SHARE_FDS_PER_MSG ? n - sent : VS_SHARE_FDS_PER_MSG;
+        ok = send_fds(fd, "+", 1, fds + sent, batch);
+        sent += batch;
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
 static void serve_one(int fd)
 {
     if (!peer_allowed(fd)) {
@@ -226,6 +295,8 @@ static void serve_one(int fd)
     case VS_REQ_EVICT:
     case VS_REQ_FREE:
         return answer_move(fd, &req);
+    case VS_REQ_SHARE:
+        return answer_share(fd, &req);
     default:
         return reply_error(fd, "unknown request");
     }

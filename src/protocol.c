@@ -109,7 +109,7 @@ static const struct {
     enum vs_request_cmd cmd;
 } commands[] = {
     {"hello", VS_REQ_HELLO}, {"stats", VS_REQ_STATS}, {"set", VS_REQ_SET},
-    {"evict", VS_REQ_EVICT}, {"free", VS_REQ_FREE},
+    {"evict", VS_REQ_EVICT}, {"free", VS_REQ_FREE}, {"share", VS_REQ_SHARE},
 };
 
 int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
@@ -121,7 +121,7 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
     struct cursor c = {buf, buf + len};
     char cmd[16] = "";
     bool have_cmd = false, have_key = false, have_value = false, have_owner = false,
-         have_bytes = false;
+         have_bytes = false, have_base = false, have_token = false;
     if (!eat(&c, '{'))
         return fail(why, why_len, "expected a JSON object");
     if (!eat(&c, '}')) {
@@ -151,6 +151,14 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
                 seen = &have_bytes;
                 if (*seen || !read_uint(&c, &req->bytes))
                     return fail(why, why_len, "bad bytes");
+            } else if (strcmp(name, "base") == 0) {
+                seen = &have_base;
+                if (*seen || !read_uint(&c, &req->base))
+                    return fail(why, why_len, "bad base");
+            } else if (strcmp(name, "token") == 0) {
+                seen = &have_token;
+                if (*seen || !read_uint(&c, &req->token))
+                    return fail(why, why_len, "bad token");
             } else {
                 return fail(why, why_len, "unknown member");
             }
@@ -175,6 +183,9 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
         return fail(why, why_len, "set takes key and value, and only set does");
     if (req->cmd != VS_REQ_EVICT && (have_owner || have_bytes))
         return fail(why, why_len, "only evict takes owner and bytes");
+    if ((req->cmd == VS_REQ_SHARE) != (have_base && have_token) ||
+        (req->cmd != VS_REQ_SHARE && (have_base || have_token)))
+        return fail(why, why_len, "share takes base and token, and only share does");
     req->has_owner = have_owner;
     req->has_bytes = have_bytes;
     return 0;

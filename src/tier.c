@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int cmp_buffer(const struct buffer *a, const struct buffer *b)
 {
@@ -422,7 +423,7 @@ static struct buffer *pick_victim(int dev, int owner, bool idle_only, const stru
     struct buffer *b;
     RB_FOREACH(b, buffer_tree, &buffers) {
         if (b == spare || (dev >= 0 && b->dev != dev) || (owner >= 0 && b->owner != owner) ||
-            !has_resident(b))
+            !has_resident(b) || atomic_load(&b->shared))
             continue;
         uint64_t touch = atomic_load(&b->last_touch_ns);
         bool idle = now > touch && now - touch >= idle_ns;
@@ -568,7 +569,9 @@ int vs_tier_offload(uint64_t p)
     struct buffer *b = find_containing(p);
     pthread_rwlock_unlock(&tier_lock);
     int rc = -ENOENT;
-    if (b) {
+    if (b && atomic_load(&b->shared)) {
+        rc = -EBUSY; /* another process may be using it */
+    } else if (b) {
         /* the program promises not to touch it until a prefetch or a
          * touch vramshim sees: its chunks may go pageable */
         if (!atomic_exchange(&b->handed_over, true) && b->n_pageable)
@@ -591,6 +594,80 @@ int vs_tier_prefetch(uint64_t p)
         rc = bring_back_locked(b, false) ? 0 : -ENOMEM;
     pthread_mutex_unlock(&move_lock);
     return rc == -ENOENT ? unmovable_or_unknown(p) : rc;
+}
+
+/* ---- sharing with another process ------------------------------------------------- */
+
+/* A backed buffer is VMM memory, which the driver's legacy IPC refuses; the
+ * program asked to share it, so it is brought back whole, marked never to
+ * move again, and described for ipc.c, which hands out a handle that names
+ * this process and a token. The importer asks this process's control
+ * socket (vs_tier_export) for the chunks' memory as file descriptors. */
+CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
+{
+    pthread_mutex_lock(&move_lock);
+    pthread_rwlock_rdlock(&tier_lock);
+    struct buffer *b = find_containing(dptr);
+    pthread_rwlock_unlock(&tier_lock);
+    CUresult rc = CUDA_ERROR_NOT_FOUND;
+    if (b && !atomic_load(&b->shared) && !bring_back_locked(b, false)) {
+        vs_warn("cuIpcGetMemHandle: the buffer at 0x%llx cannot come back to the device "
+                "to be shared (CUDA_ERROR_OUT_OF_MEMORY)", (unsigned long long)b->base);
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    } else if (b) {
+        if (!atomic_load(&b->shared)) {
+            static _Atomic uint64_t tokens;
+            b->share_token = (vs_now_ns() * 0x9e3779b97f4a7c15ULL) ^ b->base ^
+                             (atomic_fetch_add(&tokens, 1) << 32);
+            atomic_store(&b->shared, true);
+        }
+        *out = (struct vs_share){.base = b->base, .size = b->size, .span = b->span,
+                                 .gran = b->gran, .chunk = b->gran * VS_CHUNK_GRANULES,
+                                 .n_chunks = b->n_chunks, .dev = b->dev,
+                                 .token = b->share_token};
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&move_lock);
+    return rc;
+}
+
+int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out)
+{
+    pthread_mutex_lock(&move_lock);
+    pthread_rwlock_rdlock(&tier_lock);
+    struct buffer key = {.base = base};
+    struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
+    pthread_rwlock_unlock(&tier_lock);
+    int rc = 0;
+    if (b == NULL || !atomic_load(&b->shared) || b->share_token != token)
+        rc = -ENOENT;
+    else if (b->n_chunks > cap)
+        rc = -E2BIG;
+    for (uint32_t i = 0; rc == 0 && i < b->n_chunks; i++) {
+        int fd = -1;
+        CUresult cr = vs_real.cuMemExportToShareableHandle
+                          ? vs_real.cuMemExportToShareableHandle(
+                                &fd, b->chunk[i].dev_handle,
+                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0)
+                          : CUDA_ERROR_NOT_SUPPORTED;
+        if (cr != CUDA_SUCCESS) {
+            vs_warn("sharing 0x%llx: the driver cannot export its memory (%d)",
+                    (unsigned long long)base, (int)cr);
+            while (i-- > 0)
+                close(fds[i]);
+            rc = -EIO;
+            break;
+        }
+        fds[i] = fd;
+    }
+    if (rc == 0) {
+        *out = (struct vs_share){.base = b->base, .size = b->size, .span = b->span,
+                                 .gran = b->gran, .chunk = b->gran * VS_CHUNK_GRANULES,
+                                 .n_chunks = b->n_chunks, .dev = b->dev, .token = token};
+        rc = (int)b->n_chunks;
+    }
+    pthread_mutex_unlock(&move_lock);
+    return rc;
 }
 
 /* vramshim's own pins yield to the program's: free the staging buffers,

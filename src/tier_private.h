@@ -37,6 +37,8 @@ struct buffer {
     _Atomic uint32_t n_off;   /* chunks not on the device */
     uint32_t n_pageable;      /* of them, pageable (under move_lock) */
     _Atomic bool handed_over; /* vramshim_offload: the program will not touch it */
+    _Atomic bool shared;      /* another process may map it: never moves again */
+    uint64_t share_token;     /* what an importer must name (under move_lock) */
     uint32_t n_chunks;
     struct chunk chunk[];
 };

@@ -439,6 +439,23 @@ int vs_tier_prefetch(uint64_t p);
 /* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
  * bytes have moved. Returns the bytes moved. */
 uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
+/* A shared buffer's chunks travel as file descriptors over the control
+ * socket, this many to a message (SCM_RIGHTS allows 253); 1024 chunks of
+ * 64 MiB is 64 GiB, the largest buffer that can be shared. */
+#define VS_SHARE_FDS_PER_MSG 128
+#define VS_SHARE_MAX_CHUNKS 1024
+/* A buffer shared with another process: what an importer needs. */
+struct vs_share {
+    uint64_t base, size, span, gran, chunk, token;
+    uint32_t n_chunks;
+    int dev;
+};
+/* Mark the backed buffer holding dptr shared (brought back, never moved
+ * again). CUDA_ERROR_NOT_FOUND: not a backed buffer. */
+CUresult vs_tier_share(uint64_t dptr, struct vs_share *out);
+/* Export the chunks of the shared buffer at base (token must match) as
+ * file descriptors, in order: their number, or -ENOENT, -E2BIG, -EIO. */
+int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out);
 /* Free `bytes` of the pin budget for the program's own pinning. */
 uint64_t vs_tier_yield_pins(uint64_t bytes);
 void vs_tier_atfork_child(void);
@@ -450,13 +467,14 @@ void vs_touch_atfork_child(void);
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096
 enum vs_request_cmd { VS_REQ_NONE, VS_REQ_HELLO, VS_REQ_STATS, VS_REQ_SET,
-                      VS_REQ_EVICT, VS_REQ_FREE };
+                      VS_REQ_EVICT, VS_REQ_FREE, VS_REQ_SHARE };
 struct vs_request {
     enum vs_request_cmd cmd;
     char key[32];
     char value[256];
     char owner[VRAMSHIM_OWNER_NAME_MAX + 1];
     uint64_t bytes;
+    uint64_t base, token; /* share: the buffer another process maps */
     bool has_owner, has_bytes;
 };
 /* The directory the sockets live in (protocol.c, for the library and the

@@ -154,6 +154,11 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemRelease", 10020, cuMemRelease, 0)                                \
     E("cuMemMap", 10020, cuMemMap, 0)                                        \
     E("cuMemUnmap", 10020, cuMemUnmap, 0)                                    \
+    E("cuMemExportToShareableHandle", 10020, cuMemExportToShareableHandle, 0)\
+    E("cuMemImportFromShareableHandle", 10020, cuMemImportFromShareableHandle, 0)\
+    E("cuIpcGetMemHandle", 4010, cuIpcGetMemHandle, 0)                       \
+    E("cuIpcOpenMemHandle", 11000, cuIpcOpenMemHandle_v2, 0)                 \
+    E("cuIpcCloseMemHandle", 4010, cuIpcCloseMemHandle, 0)                   \
     E("cuMemSetAccess", 10020, cuMemSetAccess, 0)
 
 /* Entry points an "old driver" build leaves out. A weak reference alone is

@@ -9,18 +9,29 @@
  * multiples of the 2 MiB granularity, an unmap must cover whole mappings,
  * and unmapping does not wait for running work. Handles on a host location
  * are not charged to any device.
+ *
+ * Sharing: a handle created with POSIX file descriptors among its
+ * requestedHandleTypes exports as a duplicate of its memfd, and importing
+ * such a descriptor (in another process) makes a handle on the same pages,
+ * charged to nobody (the exporter's device holds them). cuIpcGetMemHandle
+ * refuses VMM memory, as the real driver does; IPC of cuMemAlloc memory is
+ * not modelled (the test driver's cuMemAlloc memory is private to its
+ * process) and is refused with CUDA_ERROR_NOT_SUPPORTED.
  */
 #include "fake_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct fk_handle {
     int fd;
     uint64_t size;
     int device; /* -1: host location */
+    bool exportable, imported;
     int mappings;
     bool released;
 };
@@ -114,6 +125,48 @@ FK_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size
     h->fd = fd;
     h->size = size;
     h->device = device;
+    h->exportable = (prop->requestedHandleTypes & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != 0;
+    *handle = (CUmemGenericAllocationHandle)(uintptr_t)h;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemExportToShareableHandle(void *shareable,
+                                                CUmemGenericAllocationHandle handle,
+                                                CUmemAllocationHandleType type,
+                                                unsigned long long flags)
+{
+    FK_ENTER("cuMemExportToShareableHandle");
+    struct fk_handle *h = (struct fk_handle *)(uintptr_t)handle;
+    if (shareable == NULL || h == NULL || flags != 0 ||
+        type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!h->exportable)
+        return CUDA_ERROR_NOT_PERMITTED;
+    int fd = dup(h->fd);
+    if (fd < 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *(int *)shareable = fd;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle,
+                                                  void *os_handle,
+                                                  CUmemAllocationHandleType type)
+{
+    FK_ENTER("cuMemImportFromShareableHandle");
+    int fd = (int)(intptr_t)os_handle;
+    struct stat st;
+    if (handle == NULL || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR ||
+        fstat(fd, &st) != 0 || st.st_size <= 0 || !granular((uint64_t)st.st_size))
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_handle *h = calloc(1, sizeof *h);
+    if (h == NULL || (h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        free(h);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    h->size = (uint64_t)st.st_size;
+    h->device = 0;
+    h->imported = true;
     *handle = (CUmemGenericAllocationHandle)(uintptr_t)h;
     return CUDA_SUCCESS;
 }
@@ -123,7 +176,7 @@ static void handle_drop_if_unused(struct fk_handle *h)
     if (!h->released || h->mappings > 0)
         return;
     close(h->fd);
-    if (h->device >= 0)
+    if (h->device >= 0 && !h->imported)
         fk_uncharge(h->device, h->size);
     free(h);
 }
@@ -241,4 +294,37 @@ bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
     }
     pthread_mutex_unlock(&vmm_lock);
     return found;
+}
+
+/* ---- legacy IPC ----------------------------------------------------------- */
+
+FK_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
+{
+    FK_ENTER("cuIpcGetMemHandle");
+    uint64_t base, size;
+    int dev;
+    bool on_host;
+    if (handle == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (fk_vmm_lookup(dptr, &base, &size, &dev, &on_host))
+        return CUDA_ERROR_INVALID_VALUE; /* as measured: VMM memory cannot */
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+FK_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle,
+                                         unsigned int flags)
+{
+    FK_ENTER("cuIpcOpenMemHandle_v2");
+    (void)handle;
+    (void)flags;
+    if (pdptr == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_ERROR_INVALID_VALUE; /* it never hands one out */
+}
+
+FK_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
+{
+    FK_ENTER("cuIpcCloseMemHandle");
+    (void)dptr;
+    return CUDA_ERROR_INVALID_VALUE;
 }

@@ -46,6 +46,10 @@ static void good(void **state)
     assert_false(r.has_owner || r.has_bytes);
     assert_int_equal(parse("{\"cmd\":\"free\"}", &r), 0);
     assert_int_equal(r.cmd, VS_REQ_FREE);
+    assert_int_equal(parse("{\"cmd\":\"share\",\"base\":140737488355328,"
+                           "\"token\":18446744073709551615}", &r), 0);
+    assert_int_equal(r.cmd, VS_REQ_SHARE);
+    assert_true(r.base == 140737488355328ULL && r.token == UINT64_MAX);
 }
 
 static void bad(void **state)
@@ -62,6 +66,9 @@ static void bad(void **state)
         "{\"cmd\":\"evict\",\"bytes\":\"1\"}", "{\"cmd\":\"evict\",\"owner\":\"\"}",
         "{\"cmd\":\"set\",\"key\":\"k\",\"value\":\"\\u0041\"}",
         "{\"cmd\":\"set\",\"key\":\"k\",\"value\":\"a\nb\"}", "{\"cmd\":\"stats\"\0}",
+        "{\"cmd\":\"share\",\"base\":1}", "{\"cmd\":\"share\",\"token\":1}",
+        "{\"cmd\":\"share\",\"base\":-1,\"token\":1}", "{\"cmd\":\"evict\",\"base\":1}",
+        "{\"cmd\":\"stats\",\"token\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct vs_request r;

@@ -184,3 +184,30 @@ int check_owner_pop(void)
     CHECK(pop != NULL, "vramshim_owner_pop not found");
     return pop();
 }
+
+void check_fill(unsigned char *buf, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 12));
+}
+
+uint64_t check_rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+void check_device_bytes(CUresult (*dtoh)(void *, CUdeviceptr, size_t), CUdeviceptr p,
+                        const unsigned char *want, size_t n, const char *what)
+{
+    unsigned char *got = malloc(n);
+    CHECK(got != NULL, "malloc");
+    CHECK_CU(dtoh(got, p, n));
+    size_t bad = 0;
+    while (bad < n && got[bad] == want[bad])
+        bad++;
+    CHECK(bad == n, "%s: byte %zu is %u, expected %u", what, bad, got[bad], want[bad]);
+    free(got);
+}

@@ -79,6 +79,15 @@ void check_reexec_env(char **argv, const char *const *assignments);
 pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **to,
                   FILE **from);
 
+/* The test pattern of `seed`: every byte depends on its offset, so a
+ * misplaced or stale chunk shows. */
+void check_fill(unsigned char *buf, size_t n, unsigned seed);
+/* xorshift64: the randomized tests' reproducible draws. */
+uint64_t check_rnd(uint64_t *state);
+/* Read n bytes at p with dtoh and fail at the first that differs from want. */
+void check_device_bytes(CUresult (*dtoh)(void *, CUdeviceptr, size_t), CUdeviceptr p,
+                        const unsigned char *want, size_t n, const char *what);
+
 /* A function of vramshim's public API, failing the test if absent. */
 void *check_api(const char *name);
 

@@ -96,29 +96,13 @@ static void launch_xor(CUdeviceptr p, uint64_t n, uint32_t key, CUstream s)
     CHECK_CU(cu.launch(cu.xor_kernel, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
 }
 
-static void fill(unsigned char *buf, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 12));
-}
-
-static void expect_bytes(CUdeviceptr p, const unsigned char *want, size_t n, const char *what)
-{
-    unsigned char *got = malloc(n);
-    CHECK(got != NULL, "malloc");
-    CHECK_CU(cu.dtoh(got, p, n));
-    for (size_t i = 0; i < n; i++)
-        CHECK(got[i] == want[i], "%s: byte %zu is %u, expected %u", what, i, got[i], want[i]);
-    free(got);
-}
-
 /* ---- 1 and 2: pressure, attributes, coming back ----------------------------- */
 static void pressure(void)
 {
     size_t n = 64 * M;
     unsigned char *pa = malloc(n), *pb = malloc(n);
-    fill(pa, n, 1);
-    fill(pb, 48 * M, 2);
+    check_fill(pa, n, 1);
+    check_fill(pb, 48 * M, 2);
     CUdeviceptr a, b, c;
     CHECK_CU(cu.alloc(&a, n));
     CHECK_CU(cu.htod(a, pa, n));
@@ -162,8 +146,8 @@ static void pressure(void)
     launch_xor(a, n, 0x5a, NULL);
     for (size_t i = 0; i < n; i++)
         pa[i] ^= 0x5a;
-    expect_bytes(a, pa, n, "after a kernel on the offloaded buffer");
-    expect_bytes(b, pb, 48 * M, "b");
+    check_device_bytes(cu.dtoh, a, pa, n, "after a kernel on the offloaded buffer");
+    check_device_bytes(cu.dtoh, b, pb, 48 * M, "b");
     st = stats_get();
     CHECK(stats_u64(st, "counters.restores") >= 1, "nothing came back");
     CHECK(stats_u64(st, "devices.0.resident") <= 128 * M, "over the limit after coming back");
@@ -191,7 +175,7 @@ static void move_under_kernel(void)
 {
     size_t n = 32 * M;
     unsigned char *want = malloc(n);
-    fill(want, n, 3);
+    check_fill(want, n, 3);
     CUdeviceptr p;
     CUstream s;
     CHECK_CU(cu.stream_create(&s, 0));
@@ -205,7 +189,7 @@ static void move_under_kernel(void)
         CHECK(round % 2 ? cu.prefetch(p) == 0 : cu.offload(p) == 0, "move %d", round);
     }
     CHECK_CU(cu.stream_sync(s));
-    expect_bytes(p, want, n, "a kernel's writes across moves");
+    check_device_bytes(cu.dtoh, p, want, n, "a kernel's writes across moves");
     CHECK_CU(cu.release(p));
     free(want);
 }
@@ -225,14 +209,6 @@ struct slot {
 
 static _Atomic unsigned long ops_done, moves_asked;
 
-static uint64_t rnd(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void *random_ops(void *arg)
 {
     uint64_t seed = 0x9e3779b97f4a7c15ULL * ((uintptr_t)arg + 1);
@@ -243,46 +219,46 @@ static void *random_ops(void *arg)
     unsigned char tmp[8192];
     /* counts only operations carried out: a skipped draw draws again */
     for (int op = 0; op < OPS_PER_THREAD;) {
-        struct slot *sl = &slots[rnd(&seed) % SLOTS];
-        unsigned kind = (unsigned)(rnd(&seed) % 100);
+        struct slot *sl = &slots[check_rnd(&seed) % SLOTS];
+        unsigned kind = (unsigned)(check_rnd(&seed) % 100);
         if (sl->p == 0) { /* allocate 2 to 4 MiB; slot 0 sometimes under a granule */
-            sl->n = (2 + rnd(&seed) % 3) * M - (sl == slots ? (rnd(&seed) % 2) * 4096 : 0);
+            sl->n = (2 + check_rnd(&seed) % 3) * M - (sl == slots ? (check_rnd(&seed) % 2) * 4096 : 0);
             CHECK_CU(cu.alloc(&sl->p, sl->n));
             sl->shadow = malloc(sl->n);
-            fill(sl->shadow, sl->n, (unsigned)op);
+            check_fill(sl->shadow, sl->n, (unsigned)op);
             CHECK_CU(cu.htod(sl->p, sl->shadow, sl->n));
         } else if (kind < 4) { /* free, after checking everything */
             CHECK_CU(cu.stream_sync(s));
-            expect_bytes(sl->p, sl->shadow, sl->n, "whole buffer before free");
+            check_device_bytes(cu.dtoh, sl->p, sl->shadow, sl->n, "whole buffer before free");
             CHECK_CU(cu.release(sl->p));
             free(sl->shadow);
             sl->p = 0;
         } else if (kind < 30) { /* write a small range */
-            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (sl->n - len);
+            size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (sl->n - len);
             for (size_t i = 0; i < len; i++)
-                tmp[i] = (unsigned char)rnd(&seed);
+                tmp[i] = (unsigned char)check_rnd(&seed);
             CHECK_CU(cu.stream_sync(s));
             CHECK_CU(cu.htod(sl->p + off, tmp, len));
             memcpy(sl->shadow + off, tmp, len);
         } else if (kind < 55) { /* read a small range */
-            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (sl->n - len);
+            size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (sl->n - len);
             CHECK_CU(cu.stream_sync(s));
             CHECK_CU(cu.dtoh(tmp, sl->p + off, len));
             CHECK(memcmp(tmp, sl->shadow + off, len) == 0, "read of %zu at %zu", len, off);
         } else if (kind < 70) { /* kernel on a range, asynchronous */
-            size_t len = 1 + rnd(&seed) % (256 * 1024), off = rnd(&seed) % (sl->n - len);
-            uint32_t key = (uint32_t)(rnd(&seed) % 255 + 1);
+            size_t len = 1 + check_rnd(&seed) % (256 * 1024), off = check_rnd(&seed) % (sl->n - len);
+            uint32_t key = (uint32_t)(check_rnd(&seed) % 255 + 1);
             launch_xor(sl->p + off, len, key, s);
             for (size_t i = 0; i < len; i++)
                 sl->shadow[off + i] ^= (unsigned char)key;
         } else if (kind < 78) { /* device-to-device copy between two slots */
-            struct slot *o = &slots[rnd(&seed) % SLOTS];
+            struct slot *o = &slots[check_rnd(&seed) % SLOTS];
             if (o->p == 0 || o == sl)
                 continue;
-            size_t len = 1 + rnd(&seed) % (64 * 1024);
+            size_t len = 1 + check_rnd(&seed) % (64 * 1024);
             if (len > o->n || len > sl->n)
                 continue;
-            size_t so = rnd(&seed) % (o->n - len + 1), d = rnd(&seed) % (sl->n - len + 1);
+            size_t so = check_rnd(&seed) % (o->n - len + 1), d = check_rnd(&seed) % (sl->n - len + 1);
             CHECK_CU(cu.stream_sync(s));
             CHECK_CU(cu.dtod(sl->p + d, o->p + so, len));
             memmove(sl->shadow + d, o->shadow + so, len);
@@ -295,13 +271,13 @@ static void *random_ops(void *arg)
             CHECK(rc == 0 || rc == -ENOMEM || (rc == -ENOTSUP && sl->n < 2 * M), "prefetch: %d", rc);
             moves_asked++;
         } else if (kind < 98) { /* read a small range */
-            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (sl->n - len);
+            size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (sl->n - len);
             CHECK_CU(cu.stream_sync(s));
             CHECK_CU(cu.dtoh(tmp, sl->p + off, len));
             CHECK(memcmp(tmp, sl->shadow + off, len) == 0, "read of %zu at %zu", len, off);
         } else { /* change the limit under everyone's feet */
             static const char *const limits[] = {"48M", "64M", "56M", "96M"};
-            CHECK(cu.set("vram_limit", limits[rnd(&seed) % 4]) == 0, "set");
+            CHECK(cu.set("vram_limit", limits[check_rnd(&seed) % 4]) == 0, "set");
         }
         ops_done++;
         op++;
@@ -310,7 +286,7 @@ static void *random_ops(void *arg)
     for (int i = 0; i < SLOTS; i++) {
         if (slots[i].p == 0)
             continue;
-        expect_bytes(slots[i].p, slots[i].shadow, slots[i].n, "at the end");
+        check_device_bytes(cu.dtoh, slots[i].p, slots[i].shadow, slots[i].n, "at the end");
         CHECK_CU(cu.release(slots[i].p));
         free(slots[i].shadow);
     }

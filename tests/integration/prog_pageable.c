@@ -113,34 +113,16 @@ static void open_driver(void)
     cu.xor_kernel = reg("xor_kernel", xor_body, 3, xor_sizes);
 }
 
-static void fill(unsigned char *buf, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 12));
-}
-
 static void flip(unsigned char *buf, size_t n, unsigned char key)
 {
     for (size_t i = 0; i < n; i++)
         buf[i] ^= key;
 }
 
-static void expect_bytes(CUdeviceptr p, const unsigned char *want, size_t n, const char *what)
-{
-    unsigned char *got = malloc(n);
-    CHECK(got != NULL, "malloc");
-    CHECK_CU(cu.dtoh(got, p, n));
-    size_t bad = 0;
-    while (bad < n && got[bad] == want[bad])
-        bad++;
-    CHECK(bad == n, "%s: byte %zu is %u, expected %u", what, bad, got[bad], want[bad]);
-    free(got);
-}
-
 static CUdeviceptr alloc_filled(size_t n, unsigned char *shadow, unsigned seed)
 {
     CUdeviceptr p;
-    fill(shadow, n, seed);
+    check_fill(shadow, n, seed);
     CHECK_CU(cu.alloc(&p, n));
     CHECK_CU(cu.htod(p, shadow, n));
     return p;
@@ -228,7 +210,7 @@ static void idle_process(void)
         }
         CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
         CHECK_CU(cu.sync());
-        expect_bytes(a, sa, n, "a, back from pageable memory");
+        check_device_bytes(cu.dtoh, a, sa, n, "a, back from pageable memory");
         if (round == 0) {
             CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0);
         } else {
@@ -248,8 +230,8 @@ static void idle_process(void)
     CHECK(cu.alloc(&d, n) == CUDA_ERROR_OUT_OF_MEMORY, "a busy process paged out");
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
     CHECK_CU(cu.sync());
-    expect_bytes(a, sa, n, "a after the refusal");
-    expect_bytes(b, sb, 48 * M, "b after the refusal");
+    check_device_bytes(cu.dtoh, a, sa, n, "a after the refusal");
+    check_device_bytes(cu.dtoh, b, sb, 48 * M, "b after the refusal");
     CHECK_CU(cu.release(a));
     CHECK_CU(cu.release(b));
     CHECK_CU(cu.release(table));
@@ -273,12 +255,12 @@ static void handed_over(void)
     flip(so, 4 * M, 0x44);
     CHECK_CU(cu.sync());
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
-    expect_bytes(other, so, 4 * M, "other");
+    check_device_bytes(cu.dtoh, other, so, 4 * M, "other");
 
     launch_xor(h, n, 0x55, NULL); /* names h: h comes back first */
     flip(sh, n, 0x55);
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
-    expect_bytes(h, sh, n, "h after a kernel named it");
+    check_device_bytes(cu.dtoh, h, sh, n, "h after a kernel named it");
 
     CHECK(cu.offload(h) == 0, "vramshim_offload again");
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
@@ -303,11 +285,11 @@ static void handed_over(void)
         sh[2 * M + 2 * i + 1] = 0xbe;
     }
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
-    expect_bytes(h, sh, n, "h after a 16-bit memset");
+    check_device_bytes(cu.dtoh, h, sh, n, "h after a 16-bit memset");
     CHECK(cu.offload(h) == 0, "vramshim_offload once more");
     CHECK(cu.prefetch(h) == 0, "vramshim_prefetch");
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
-    expect_bytes(h, sh, n, "h after a prefetch");
+    check_device_bytes(cu.dtoh, h, sh, n, "h after a prefetch");
 
     /* a graph may reach anything: even a handed-over buffer comes back */
     CHECK(cu.offload(h) == 0, "vramshim_offload a third time");
@@ -335,7 +317,7 @@ static void handed_over(void)
     CHECK_CU(graph_launch(ge, NULL));
     flip(sh, n, 0x66);
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
-    expect_bytes(h, sh, n, "h after a graph launch");
+    check_device_bytes(cu.dtoh, h, sh, n, "h after a graph launch");
     CHECK_CU(cu.release(h));
     CHECK_CU(cu.release(other));
     free(sh);
@@ -360,7 +342,7 @@ static void pins_yield(void)
     CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0);
     CHECK(stat("pinned.app") + stat("pinned.offload") + stat("pinned.staging") <= 100 * M,
           "pinned memory over the cap");
-    expect_bytes(p, s, n, "p after its pins yielded");
+    check_device_bytes(cu.dtoh, p, s, n, "p after its pins yielded");
     CHECK_CU(cu.host_free(mine));
     CHECK_CU(cu.release(p));
     CHECK(cu.set("pin_limit", "40M") == 0, "set pin_limit");
@@ -374,14 +356,6 @@ static void pins_yield(void)
 
 static _Atomic unsigned long ops_done;
 
-static uint64_t rnd(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void *random_ops(void *arg)
 {
     uint64_t seed = 0x2545f4914f6cdd1dULL * ((uintptr_t)arg + 1);
@@ -392,13 +366,13 @@ static void *random_ops(void *arg)
     size_t n[SLOTS];
     unsigned char *shadow[SLOTS], tmp[4096];
     for (int i = 0; i < SLOTS; i++) {
-        n[i] = (2 + rnd(&seed) % 3) * M;
+        n[i] = (2 + check_rnd(&seed) % 3) * M;
         shadow[i] = malloc(n[i]);
         p[i] = alloc_filled(n[i], shadow[i], (unsigned)i);
     }
     for (int op = 0; op < OPS_PER_THREAD; op++) {
-        int i = (int)(rnd(&seed) % SLOTS);
-        unsigned kind = (unsigned)(rnd(&seed) % 100);
+        int i = (int)(check_rnd(&seed) % SLOTS);
+        unsigned kind = (unsigned)(check_rnd(&seed) % 100);
         if (kind < 25) { /* hand it over (a kernel may still be running on it) */
             int rc = cu.offload(p[i]);
             CHECK(rc == 0 || rc == -ENOMEM, "offload: %d", rc);
@@ -406,19 +380,19 @@ static void *random_ops(void *arg)
             int rc = cu.prefetch(p[i]);
             CHECK(rc == 0 || rc == -ENOMEM, "prefetch: %d", rc);
         } else if (kind < 60) { /* kernel naming it */
-            size_t len = 1 + rnd(&seed) % (64 * 1024), off = rnd(&seed) % (n[i] - len);
-            uint32_t key = (uint32_t)(rnd(&seed) % 255 + 1);
+            size_t len = 1 + check_rnd(&seed) % (64 * 1024), off = check_rnd(&seed) % (n[i] - len);
+            uint32_t key = (uint32_t)(check_rnd(&seed) % 255 + 1);
             launch_xor(p[i] + off, len, key, s);
             flip(shadow[i] + off, len, (unsigned char)key);
         } else if (kind < 80) { /* write */
-            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (n[i] - len);
+            size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (n[i] - len);
             for (size_t k = 0; k < len; k++)
-                tmp[k] = (unsigned char)rnd(&seed);
+                tmp[k] = (unsigned char)check_rnd(&seed);
             CHECK_CU(cu.stream_sync(s));
             CHECK_CU(cu.htod(p[i] + off, tmp, len));
             memcpy(shadow[i] + off, tmp, len);
         } else { /* read */
-            size_t len = 1 + rnd(&seed) % sizeof tmp, off = rnd(&seed) % (n[i] - len);
+            size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (n[i] - len);
             CHECK_CU(cu.stream_sync(s));
             CHECK_CU(cu.dtoh(tmp, p[i] + off, len));
             CHECK(memcmp(tmp, shadow[i] + off, len) == 0, "read of %zu at %zu", len, off);
@@ -427,7 +401,7 @@ static void *random_ops(void *arg)
     }
     CHECK_CU(cu.stream_sync(s));
     for (int i = 0; i < SLOTS; i++) {
-        expect_bytes(p[i], shadow[i], n[i], "at the end");
+        check_device_bytes(cu.dtoh, p[i], shadow[i], n[i], "at the end");
         CHECK_CU(cu.release(p[i]));
         free(shadow[i]);
     }

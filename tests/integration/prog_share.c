@@ -35,12 +35,6 @@ static CUresult (*get_handle)(CUipcMemHandle *, CUdeviceptr);
 static CUresult (*open_handle)(CUdeviceptr *, CUipcMemHandle, unsigned);
 static CUresult (*close_handle)(CUdeviceptr);
 
-static void fill(unsigned char *buf, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 12));
-}
-
 static void open_driver(void)
 {
     d.lib = check_libcuda();
@@ -85,10 +79,10 @@ static int child(const char *hex)
     CHECK_CU(open_handle(&p, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
     size_t n = 64 * M;
     unsigned char *want = malloc(n), *got = malloc(n);
-    fill(want, n, 1);
+    check_fill(want, n, 1);
     CHECK_CU(d.dtoh(got, p, n));
     CHECK(memcmp(got, want, n) == 0, "the child does not see the parent's bytes");
-    fill(want, M, 2);
+    check_fill(want, M, 2);
     CHECK_CU(d.htod(p, want, M));
     CHECK_CU(close_handle(p));
     /* only the shared buffer was mapped here: nothing is charged to us */
@@ -120,7 +114,7 @@ int main(int argc, char **argv)
     /* 1 */
     size_t n = 64 * M;
     unsigned char *want = malloc(n), *got = malloc(n);
-    fill(want, n, 1);
+    check_fill(want, n, 1);
     CUdeviceptr s, t, u, small;
     CHECK_CU(d.alloc(&s, n));
     CHECK_CU(d.htod(s, want, n));
@@ -149,7 +143,7 @@ int main(int argc, char **argv)
     int status;
     CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed (status %d)", status);
-    fill(want, M, 2); /* the child's write */
+    check_fill(want, M, 2); /* the child's write */
     CHECK_CU(d.dtoh(got, s, n));
     CHECK(memcmp(got, want, n) == 0, "the parent does not see the child's write");
 

@@ -5,6 +5,7 @@
  *
  *   1. pressure: a third buffer over the limit succeeds by moving the least
  *      recently touched one out; the counters say so;
+ *      host memory for later evictions is then created ahead of need;
  *   2. the moved buffer answers cuPointerGetAttribute and
  *      cuMemGetAddressRange exactly as before, and the CPU-side bytes and a
  *      kernel reading it see the same data; a copy touching it brings it back;
@@ -124,6 +125,21 @@ static void pressure(void)
     CHECK(stats_u64(st, "counters.evictions") >= 1, "no eviction counted");
     CHECK_EQ_U64(stats_u64(st, "counters.bytes_evicted"), stats_u64(st, "devices.0.offloaded_pinned"));
     json_decref(st);
+
+    /* under pressure now: host memory for the next evictions is made ahead
+     * of need, on the pool's thread (waited for with a deadline), and held
+     * as vramshim's own pins inside the limit */
+    uint64_t ready = 0;
+    for (int tries = 0; tries < 500 && ready < 256 * M; tries++) {
+        st = stats_get();
+        ready = stats_u64(st, "pinned.staging");
+        CHECK(ready + stats_u64(st, "pinned.offload") <= stats_u64(st, "pinned.limit"),
+              "pinned memory over the limit");
+        json_decref(st);
+        if (ready < 256 * M)
+            usleep(10000);
+    }
+    CHECK_EQ_U64(ready, 256 * M);
 
     /* a (least recently touched) moved first, and reads as before */
     unsigned mem_type = 0;

@@ -1,21 +1,25 @@
 /*
- * tier.c: device buffers backed by virtual memory management, and their
- * moves between device memory and page-locked host memory.
+ * tier.c: device buffers backed by virtual memory management, and the
+ * policy of which of them move, when, and where.
  *
  * With offload on, a cuMemAlloc of at least one granule is not passed to
  * the driver: vramshim reserves the address range itself and maps device
- * handles into it in chunks of up to VS_CHUNK_GRANULES granules. A chunk can
- * then move on its own: its bytes are copied into host handles (hostpool.c),
- * the device handle is unmapped and the host handles are mapped at the same
- * address, so every pointer the program holds stays valid and kernels keep
- * reaching the bytes over the bus. Coming back is the same dance the other
- * way. Allocations smaller than a granule pass through (counted, never
- * moved): backing them would round each up to 2 MiB.
+ * handles into it in chunks of up to VS_CHUNK_GRANULES granules, so that a
+ * chunk can move on its own (chunk.c does the moving) while every pointer
+ * the program holds stays valid. Allocations smaller than a granule pass
+ * through (counted, never moved): backing them would round each up to
+ * 2 MiB.
+ *
+ * Where chunks go: to pinned host memory while the pin budget lasts, where
+ * kernels still reach them over the bus; then, with offload auto, to
+ * pageable memory, but only where nothing can reach them: the process is
+ * idle (its next submission brings them all back first: vs_gate_enter), or
+ * the program handed the buffer over with vramshim_offload. A buffer the
+ * program shared with another process never moves (ipc.c).
  *
  * Locks, in the order they are taken:
  *   - move_lock (mutex): one move or free of a backed buffer at a time; it
- *     also owns the scratch window, an address range where the other side
- *     of a copy is mapped while a chunk moves;
+ *     also guards chunk.c's scratch window and each buffer's pageable count;
  *   - vs_gate (reader-writer, writers first): every launch, copy and memset
  *     the program submits holds the read side for the length of its driver
  *     call; a move holds the write side from its fence (a synchronise of
@@ -23,8 +27,6 @@
  *     chunk between the last copy of its bytes and its new mapping;
  *   - tier_lock (reader-writer): the tree of buffers by address, read by
  *     touch tracking on every launch, written only to add or remove a buffer.
- * Budget and registry are kept in step with every chunk that moves: its
- * bytes leave the device charge and join the pinned charge, and back.
  */
 #include "tier_private.h"
 

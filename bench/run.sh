@@ -60,9 +60,13 @@ for v in native off shim limits; do
 done
 line "cuMemGetInfo (one ask of the driver), ns"
 for v in native off shim limits; do
-	eval "$v=\$(awk '{print \$2}' \"$tmp/launch.$v\" | median)"
+	eval "$v=\$(awk '\$1==\"launch\" {print \$2}' \"$tmp/launch.$v\" | median)"
 done
 line "empty-kernel launches per second"
+for v in native off shim limits; do
+	eval "$v=\$(awk '\$1==\"launch_touch\" {print \$2}' \"$tmp/launch.$v\" | median)"
+done
+line "launches naming one of 8 backed buffers, per second"
 
 # ---- moves: one run each (bench_move takes the best of 5 inside) ----------
 "$b/bench/bench_move" >"$tmp/move.native"

@@ -56,8 +56,17 @@ static int ask_layout(CUfunction f, uint32_t *sizes)
     return -1; /* no parameters, or no answer: nothing to scan either way */
 }
 
+/* Each thread remembers the layouts it used last, by function, so that a
+ * launch usually finds its layout without the lock or the hash. Layouts are
+ * never freed, so a remembered one stays valid. */
+#define LAYOUT_CACHE 64
+static __thread struct {
+    CUfunction f;
+    const struct layout *l;
+} recent[LAYOUT_CACHE];
+
 /* Once per function: the only allocation on the launch path. */
-static const struct layout *layout_of(CUfunction f)
+static const struct layout *layout_lookup(CUfunction f)
 {
     struct layout *l;
     pthread_rwlock_rdlock(&layout_lock);
@@ -79,6 +88,19 @@ static const struct layout *layout_of(CUfunction f)
     }
     pthread_rwlock_unlock(&layout_lock);
     free(fresh);
+    return l;
+}
+
+static inline const struct layout *layout_of(CUfunction f)
+{
+    unsigned slot = (unsigned)((uintptr_t)f >> 4) & (LAYOUT_CACHE - 1);
+    if (VS_LIKELY(recent[slot].f == f && f != NULL))
+        return recent[slot].l;
+    const struct layout *l = layout_lookup(f);
+    if (l) {
+        recent[slot].f = f;
+        recent[slot].l = l;
+    }
     return l;
 }
 

@@ -50,7 +50,18 @@ pthread_rwlock_t vs_gate;
 _Atomic uint32_t vs_tier_buffers;
 static _Atomic uint64_t lowest = UINT64_MAX, highest;
 static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
-_Atomic uint64_t vs_last_submit_ns;
+/* When the program last submitted work (a launch, copy or memset), to the
+ * millisecond: the touch that precedes every submission's gate stamps it.
+ * It only decides whether the process counts as idle; safety comes from
+ * the gate's check of vs_pageable_reachable, however late the stamp. */
+static _Atomic uint64_t last_submit_ns;
+
+static inline void stamp_submit(uint64_t now)
+{
+    /* threads launching at once rarely write the shared line */
+    if (now - atomic_load_explicit(&last_submit_ns, memory_order_relaxed) > 1000000)
+        atomic_store_explicit(&last_submit_ns, now, memory_order_relaxed);
+}
 
 void vs_tier_init(void)
 {
@@ -295,7 +306,7 @@ static bool may_go_pageable(const struct buffer *b)
     if (atomic_load(&b->handed_over))
         return true;
     uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
-    uint64_t now = vs_now_ns(), last = atomic_load(&vs_last_submit_ns);
+    uint64_t now = vs_now_ns(), last = atomic_load(&last_submit_ns);
     return now < last || now - last >= idle_ns;
 }
 
@@ -507,6 +518,7 @@ static void bring_back(uint64_t base)
 
 void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now)
 {
+    stamp_submit(now);
     uint64_t lo = atomic_load_explicit(&lowest, memory_order_relaxed);
     uint64_t hi = atomic_load_explicit(&highest, memory_order_relaxed);
     uint64_t back[8];
@@ -542,6 +554,7 @@ void vs_tier_touch_all(uint64_t now)
 {
     if (atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
         return;
+    stamp_submit(now);
     pthread_rwlock_rdlock(&tier_lock);
     struct buffer *b;
     RB_FOREACH(b, buffer_tree, &buffers)
@@ -728,6 +741,6 @@ void vs_tier_atfork_child(void)
     atomic_store(&lowest, UINT64_MAX);
     atomic_store(&highest, 0);
     vs_chunk_atfork_child();
-    atomic_store(&vs_last_submit_ns, 0);
+    atomic_store(&last_submit_ns, 0);
     memset(gran_of, 0, sizeof gran_of);
 }

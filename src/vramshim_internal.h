@@ -365,7 +365,6 @@ void vs_staging_atfork_child(void);
 extern pthread_rwlock_t vs_gate;
 extern _Atomic uint32_t vs_tier_buffers;
 extern _Atomic uint32_t vs_pageable_reachable;
-extern _Atomic uint64_t vs_last_submit_ns;
 uint64_t vs_now_ns(void);
 /* false when a pageable chunk could not come back (logged). */
 bool vs_tier_restore_pageable(void);
@@ -384,10 +383,6 @@ static inline int vs_gate_enter(void)
         if (!vs_tier_restore_pageable())
             return -1;
     }
-    /* to the millisecond: threads launching at once rarely write the line */
-    uint64_t now = vs_now_ns();
-    if (now - atomic_load_explicit(&vs_last_submit_ns, memory_order_relaxed) > 1000000)
-        atomic_store_explicit(&vs_last_submit_ns, now, memory_order_relaxed);
     return 1;
 }
 static inline void vs_gate_leave(int entered)

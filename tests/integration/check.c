@@ -38,6 +38,8 @@ void check_driver_open(struct check_driver *d)
     d->lib = check_libcuda();
     d->alloc = check_sym(d->lib, "cuMemAlloc_v2");
     d->release = check_sym(d->lib, "cuMemFree_v2");
+    d->htod = check_sym(d->lib, "cuMemcpyHtoD_v2");
+    d->dtoh = check_sym(d->lib, "cuMemcpyDtoH_v2");
     d->set_ctx = check_sym(d->lib, "cuCtxSetCurrent");
     check_context(d->lib, 0);
     CUresult (*get_ctx)(CUcontext *) = check_sym(d->lib, "cuCtxGetCurrent");

@@ -51,6 +51,8 @@ struct check_driver {
     void *lib;
     CUresult (*alloc)(CUdeviceptr *, size_t);
     CUresult (*release)(CUdeviceptr);
+    CUresult (*htod)(CUdeviceptr, const void *, size_t);
+    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
     CUresult (*set_ctx)(CUcontext);
     CUcontext ctx;
 };

@@ -23,27 +23,16 @@
 
 #define M (1ULL << 20)
 
-static struct {
-    void *lib;
-    CUresult (*alloc)(CUdeviceptr *, size_t);
-    CUresult (*release)(CUdeviceptr);
-    CUresult (*htod)(CUdeviceptr, const void *, size_t);
-    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
-    CUresult (*memset8)(CUdeviceptr, unsigned char, size_t);
-} d;
+static struct check_driver d;
+static CUresult (*memset8)(CUdeviceptr, unsigned char, size_t);
 static CUresult (*get_handle)(CUipcMemHandle *, CUdeviceptr);
 static CUresult (*open_handle)(CUdeviceptr *, CUipcMemHandle, unsigned);
 static CUresult (*close_handle)(CUdeviceptr);
 
 static void open_driver(void)
 {
-    d.lib = check_libcuda();
-    check_context(d.lib, 0);
-    d.alloc = check_sym(d.lib, "cuMemAlloc_v2");
-    d.release = check_sym(d.lib, "cuMemFree_v2");
-    d.htod = check_sym(d.lib, "cuMemcpyHtoD_v2");
-    d.dtoh = check_sym(d.lib, "cuMemcpyDtoH_v2");
-    d.memset8 = check_sym(d.lib, "cuMemsetD8_v2");
+    check_driver_open(&d);
+    memset8 = check_sym(d.lib, "cuMemsetD8_v2");
     get_handle = check_sym(d.lib, "cuIpcGetMemHandle");
     open_handle = check_sym(d.lib, "cuIpcOpenMemHandle_v2");
     close_handle = check_sym(d.lib, "cuIpcCloseMemHandle");
@@ -124,7 +113,7 @@ int main(int argc, char **argv)
     /* 2: s is the coldest, yet t (48M) moves */
     CHECK(offload(s) == -EBUSY, "a shared buffer was offloaded");
     CHECK_CU(d.alloc(&t, 48 * M));
-    CHECK_CU(d.memset8(t, 0x3c, 48 * M));
+    CHECK_CU(memset8(t, 0x3c, 48 * M));
     CHECK_CU(d.alloc(&u, 32 * M));
     json_t *st = stats_get();
     CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), 48 * M);

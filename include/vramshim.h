@@ -58,6 +58,14 @@ int vramshim_stats_json(char *buf, size_t len);
  * changes nothing and logs one line. */
 int vramshim_set(const char *key, const char *value);
 
+/* Check vramshim's own bookkeeping: the registry's counters against its
+ * records, the budget's charges against the live allocations, every backed
+ * buffer's chunks against their counts. For tests and bug reports; it
+ * walks every record under vramshim's locks, so call it where no other
+ * thread is allocating, freeing or moving. 0, or -EFAULT after logging the
+ * first invariant that does not hold. */
+int vramshim_check(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,7 +9,7 @@
  * such line a second is written for each rule; the next one counts those
  * left out.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -22,7 +22,7 @@
  * Charges whose driver call has not returned yet are also kept in
  * `inflight`, which an ask made meanwhile leaves out of the settled part.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <pthread.h>
 
@@ -70,6 +70,7 @@ static void take_away(_Atomic uint64_t *counter, uint64_t bytes)
     if (VS_UNLIKELY(old < bytes))
         vs_debug("budget: gave back %llu bytes more than were charged",
                  (unsigned long long)(bytes - old));
+    VS_ASSERT(old >= bytes);
 }
 
 /* Add bytes unless the total would pass limit. */
@@ -283,6 +284,39 @@ void vs_budget_resize(struct vs_charge *c, uint64_t bytes)
         take_away(&owner_charged[c->owner][c->dev], c->bytes - bytes);
     }
     c->bytes = bytes;
+}
+
+#define BROKEN(...)                                  \
+    do {                                             \
+        vs_error("budget invariant: " __VA_ARGS__);  \
+        return -1;                                   \
+    } while (0)
+
+int vs_budget_check(const struct vs_expected_charges *exp)
+{
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        uint64_t charged = LOAD(devs[d].charged), limit = LOAD(devs[d].limit);
+        if (LOAD(devs[d].inflight))
+            BROKEN("device %d: %llu bytes still in flight at a quiet point", d,
+                   (unsigned long long)LOAD(devs[d].inflight));
+        if (charged != exp->dev[d])
+            BROKEN("device %d: %llu bytes charged, the live records hold %llu", d,
+                   (unsigned long long)charged, (unsigned long long)exp->dev[d]);
+        /* a limit lowered at run time may sit below what is already held */
+        if (charged > limit && vs_limits_changes() == 0)
+            BROKEN("device %d: %llu bytes charged over the limit of %llu", d,
+                   (unsigned long long)charged, (unsigned long long)limit);
+        for (int o = 0; o < VS_MAX_OWNERS; o++)
+            if (LOAD(owner_charged[o][d]) != exp->owner[o][d])
+                BROKEN("owner %d on device %d: %llu bytes charged, its records hold %llu", o,
+                       d, (unsigned long long)LOAD(owner_charged[o][d]),
+                       (unsigned long long)exp->owner[o][d]);
+    }
+    /* vramshim's own staging buffers are charged too, so only a floor */
+    if (LOAD(pin_charged) < exp->pin)
+        BROKEN("%llu pinned bytes charged, the live records hold %llu",
+               (unsigned long long)LOAD(pin_charged), (unsigned long long)exp->pin);
+    return 0;
 }
 
 void vs_budget_release(const struct vs_alloc_info *rec)

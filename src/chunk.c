@@ -1,6 +1,7 @@
 /*
- * chunk.c: moving one chunk of a backed buffer between the three places
- * its bytes can live (tier_private.h), and the fence every move needs.
+ * chunk.c: the mechanism under tier.c's policy (offload_internal.h, struct
+ * vs_tier_ops): backing a buffer with VMM, moving one chunk of it between
+ * the three places its bytes can live, and the fence every move needs.
  *
  * Device <-> pinned: the new backing is mapped at a scratch address range,
  * the bytes are copied into it by the device, the old backing is unmapped
@@ -14,24 +15,24 @@
  * Budget and registry follow each chunk: device bytes are charged to the
  * device budget, pinned bytes to the pin budget, pageable bytes to neither.
  */
-#include "tier_private.h"
+#include "offload_internal.h"
 
 #include <sys/mman.h>
 #include <string.h>
 
 static CUdeviceptr scratch;
 static uint64_t scratch_size;
-_Atomic uint32_t vs_pageable_reachable, vs_pageable_total;
+static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
 
 /* ---- fence --------------------------------------------------------------- */
 
 /* Fence the buffer's context: every piece of work submitted so far is done.
  * Holds the gate's write side until fence_end, so none can be added. */
-bool vs_chunk_fence_begin(struct buffer *b)
+static bool fence_begin(struct buffer *b)
 {
-    pthread_rwlock_wrlock(&vs_gate);
+    vs_gate_write_lock();
     if (b->ctx && vs_real.cuCtxPushCurrent_v2(b->ctx) != CUDA_SUCCESS) {
-        pthread_rwlock_unlock(&vs_gate);
+        vs_gate_write_unlock();
         return false;
     }
     CUresult rc = vs_real.cuCtxSynchronize();
@@ -40,23 +41,23 @@ bool vs_chunk_fence_begin(struct buffer *b)
         CUcontext popped;
         if (b->ctx)
             vs_real.cuCtxPopCurrent_v2(&popped);
-        pthread_rwlock_unlock(&vs_gate);
+        vs_gate_write_unlock();
         return false;
     }
     return true;
 }
 
-void vs_chunk_fence_end(struct buffer *b)
+static void fence_end(struct buffer *b)
 {
     CUcontext popped;
     if (b->ctx)
         vs_real.cuCtxPopCurrent_v2(&popped);
-    pthread_rwlock_unlock(&vs_gate);
+    vs_gate_write_unlock();
 }
 
 /* ---- pieces ------------------------------------------------------------------ */
 
-CUresult vs_chunk_set_access(uint64_t va, uint64_t size, int dev, bool host_too)
+static CUresult set_access(uint64_t va, uint64_t size, int dev, bool host_too)
 {
     CUmemAccessDesc d[2];
     memset(d, 0, sizeof d);
@@ -71,7 +72,7 @@ CUresult vs_chunk_set_access(uint64_t va, uint64_t size, int dev, bool host_too)
     return vs_real.cuMemSetAccess(va, size, d, 1);
 }
 
-CUresult vs_chunk_create_device(int dev, uint64_t size, CUmemGenericAllocationHandle *h)
+static CUresult create_device(int dev, uint64_t size, CUmemGenericAllocationHandle *h)
 {
     CUmemAllocationProp prop;
     memset(&prop, 0, sizeof prop);
@@ -114,7 +115,7 @@ static void refund(int dev, int owner, uint64_t bytes)
  * device access, copy the chunk's bytes from va into it, unmap it again. */
 static CUresult copy_into_scratch(const struct buffer *b, uint64_t va, uint64_t size)
 {
-    CUresult rc = vs_chunk_set_access(scratch, size, b->dev, false);
+    CUresult rc = set_access(scratch, size, b->dev, false);
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemcpyDtoD_v2(scratch, va, size);
     vs_real.cuMemUnmap(scratch, size);
@@ -151,7 +152,7 @@ static void left_pageable(struct buffer *b, struct chunk *c)
 
 /* ---- device <-> pinned ---------------------------------------------------------- */
 
-CUresult vs_chunk_device_to_pinned(struct buffer *b, struct chunk *c)
+static CUresult device_to_pinned(struct buffer *b, struct chunk *c)
 {
     struct vs_charge pin;
     if (vs_budget_charge_pinned(c->counted, &pin) != VS_ADMIT)
@@ -174,11 +175,11 @@ CUresult vs_chunk_device_to_pinned(struct buffer *b, struct chunk *c)
     if (rc == CUDA_SUCCESS) {
         rc = vs_hostpool_map(&hb, va);
         if (rc == CUDA_SUCCESS)
-            rc = vs_chunk_set_access(va, c->size, b->dev, true);
+            rc = set_access(va, c->size, b->dev, true);
         if (rc != CUDA_SUCCESS) { /* put the device handle back: nothing lost */
             vs_real.cuMemUnmap(va, c->size);
             vs_real.cuMemMap(va, c->size, 0, c->dev_handle, 0);
-            vs_chunk_set_access(va, c->size, b->dev, false);
+            set_access(va, c->size, b->dev, false);
         }
     }
     if (rc != CUDA_SUCCESS) {
@@ -198,7 +199,7 @@ CUresult vs_chunk_device_to_pinned(struct buffer *b, struct chunk *c)
     return CUDA_SUCCESS;
 }
 
-CUresult vs_chunk_pinned_to_device(struct buffer *b, struct chunk *c)
+static CUresult pinned_to_device(struct buffer *b, struct chunk *c)
 {
     struct vs_charge ch;
     if (vs_budget_charge_device(b->dev, b->owner, c->counted, &ch) != VS_ADMIT)
@@ -207,7 +208,7 @@ CUresult vs_chunk_pinned_to_device(struct buffer *b, struct chunk *c)
     uint64_t va = b->base + c->offset;
     CUresult rc = ensure_scratch(c->size);
     if (rc == CUDA_SUCCESS)
-        rc = vs_chunk_create_device(b->dev, c->size, &h);
+        rc = create_device(b->dev, c->size, &h);
     vs_budget_settle(&ch, rc == CUDA_SUCCESS);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -219,11 +220,11 @@ CUresult vs_chunk_pinned_to_device(struct buffer *b, struct chunk *c)
     if (rc == CUDA_SUCCESS) {
         rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
         if (rc == CUDA_SUCCESS)
-            rc = vs_chunk_set_access(va, c->size, b->dev, false);
+            rc = set_access(va, c->size, b->dev, false);
         if (rc != CUDA_SUCCESS) { /* the host copy is still whole: map it again */
             vs_real.cuMemUnmap(va, c->size);
             vs_hostpool_map(&c->host, va);
-            vs_chunk_set_access(va, c->size, b->dev, true);
+            set_access(va, c->size, b->dev, true);
         }
     }
     if (rc != CUDA_SUCCESS) {
@@ -242,7 +243,7 @@ CUresult vs_chunk_pinned_to_device(struct buffer *b, struct chunk *c)
 
 /* ---- pageable ------------------------------------------------------------------- */
 
-CUresult vs_chunk_to_pageable(struct buffer *b, struct chunk *c)
+static CUresult to_pageable(struct buffer *b, struct chunk *c)
 {
     if (c->where == CHUNK_PAGEABLE)
         return CUDA_SUCCESS;
@@ -283,14 +284,14 @@ static CUresult pageable_to_device(struct buffer *b, struct chunk *c)
         return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t va = b->base + c->offset;
     CUmemGenericAllocationHandle h = 0;
-    CUresult rc = vs_chunk_create_device(b->dev, c->size, &h);
+    CUresult rc = create_device(b->dev, c->size, &h);
     vs_budget_settle(&ch, rc == CUDA_SUCCESS);
     if (rc != CUDA_SUCCESS)
         return rc;
     /* nothing can reach va while it is pageable: map it in place */
     rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
     if (rc == CUDA_SUCCESS) {
-        rc = vs_chunk_set_access(va, c->size, b->dev, false);
+        rc = set_access(va, c->size, b->dev, false);
         if (rc == CUDA_SUCCESS)
             rc = vs_staging_copy(b->ctx, va, c->pageable, c->size, true);
         if (rc != CUDA_SUCCESS)
@@ -325,7 +326,7 @@ static CUresult pageable_to_pinned(struct buffer *b, struct chunk *c)
     if (rc == CUDA_SUCCESS) {
         rc = vs_hostpool_map(&hb, va);
         if (rc == CUDA_SUCCESS) {
-            rc = vs_chunk_set_access(va, c->size, b->dev, true);
+            rc = set_access(va, c->size, b->dev, true);
             if (rc == CUDA_SUCCESS)
                 rc = vs_staging_copy(b->ctx, va, c->pageable, c->size, true);
             if (rc != CUDA_SUCCESS)
@@ -345,7 +346,7 @@ static CUresult pageable_to_pinned(struct buffer *b, struct chunk *c)
     return CUDA_SUCCESS;
 }
 
-CUresult vs_chunk_from_pageable(struct buffer *b, struct chunk *c, bool pinned_too)
+static CUresult from_pageable(struct buffer *b, struct chunk *c, bool pinned_too)
 {
     CUresult rc = pageable_to_device(b, c);
     if (rc != CUDA_SUCCESS && pinned_too)
@@ -360,7 +361,7 @@ CUresult vs_chunk_from_pageable(struct buffer *b, struct chunk *c, bool pinned_t
 
 /* ---- release --------------------------------------------------------------------- */
 
-void vs_chunk_release(struct buffer *b, struct chunk *c)
+static void release(struct buffer *b, struct chunk *c)
 {
     uint64_t va = b->base + c->offset;
     switch (c->where) {
@@ -380,10 +381,99 @@ void vs_chunk_release(struct buffer *b, struct chunk *c)
     }
 }
 
+/* ---- backing a buffer ------------------------------------------------------------ */
+
+static uint64_t granularity(int dev)
+{
+    if (dev < 0 || dev >= VS_MAX_DEVICES)
+        return UINT64_MAX;
+    uint64_t g = __atomic_load_n(&gran_of[dev], __ATOMIC_RELAXED);
+    if (VS_LIKELY(g != 0))
+        return g;
+    CUmemAllocationProp prop;
+    memset(&prop, 0, sizeof prop);
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = dev;
+    size_t got = 0;
+    g = UINT64_MAX;
+    if (vs_real.cuMemGetAllocationGranularity && vs_real.cuMemAddressReserve &&
+        vs_real.cuMemSetAccess && vs_real.cuCtxSynchronize &&
+        vs_real.cuMemGetAllocationGranularity(&got, &prop,
+                                              CU_MEM_ALLOC_GRANULARITY_MINIMUM) ==
+            CUDA_SUCCESS &&
+        got > 0)
+        g = got;
+    else
+        vs_info("device %d: no virtual memory management; allocations pass through "
+                "and are never offloaded", dev);
+    __atomic_store_n(&gran_of[dev], g, __ATOMIC_RELAXED);
+    return g;
+}
+
+static void unback(struct buffer *b)
+{
+    for (uint32_t i = 0; i < b->n_chunks; i++)
+        release(b, &b->chunk[i]);
+    vs_real.cuMemAddressFree(b->base, b->span);
+}
+
+static CUresult back(struct buffer *b)
+{
+    if (vs_real.cuCtxGetCurrent)
+        vs_real.cuCtxGetCurrent(&b->ctx);
+    CUdeviceptr va = 0;
+    CUresult rc = vs_real.cuMemAddressReserve(&va, b->span, b->gran, 0, 0);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    b->base = va;
+    for (uint32_t i = 0; i < b->n_chunks; i++) {
+        struct chunk *c = &b->chunk[i];
+        rc = create_device(b->dev, c->size, &c->dev_handle);
+        if (rc == CUDA_SUCCESS) {
+            rc = vs_real.cuMemMap(b->base + c->offset, c->size, 0, c->dev_handle, 0);
+            if (rc != CUDA_SUCCESS)
+                vs_real.cuMemRelease(c->dev_handle);
+        }
+        if (rc != CUDA_SUCCESS) {
+            c->dev_handle = 0; /* unback releases the chunks before it */
+            unback(b);
+            return rc;
+        }
+    }
+    rc = set_access(b->base, b->span, b->dev, false);
+    if (rc != CUDA_SUCCESS)
+        unback(b);
+    return rc;
+}
+
+static CUresult export_chunk(struct buffer *b, struct chunk *c, int *fd)
+{
+    if (vs_real.cuMemExportToShareableHandle == NULL)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    return vs_real.cuMemExportToShareableHandle(fd, c->dev_handle,
+                                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+}
+
+const struct vs_tier_ops vs_chunk_ops = {
+    .now = vs_now_ns,
+    .granularity = granularity,
+    .back = back,
+    .unback = unback,
+    .fence_begin = fence_begin,
+    .fence_end = fence_end,
+    .device_to_pinned = device_to_pinned,
+    .pinned_to_device = pinned_to_device,
+    .to_pageable = to_pageable,
+    .from_pageable = from_pageable,
+    .export_chunk = export_chunk,
+    .host_ahead = vs_hostpool_ahead,
+    .release_staging = vs_staging_release,
+};
+
 void vs_chunk_atfork_child(void)
 {
     scratch = 0;
     scratch_size = 0;
-    atomic_store(&vs_pageable_reachable, 0);
-    atomic_store(&vs_pageable_total, 0);
+    memset(gran_of, 0, sizeof gran_of);
 }

@@ -6,7 +6,7 @@
  * the value and what was expected, and the setting keeps its default. Nothing
  * here runs after initialisation, so nothing here is on a hot path.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -19,7 +19,7 @@
  * the server for longer than a hooked call takes.
  */
 #define _GNU_SOURCE 1
-#include "vramshim_internal.h"
+#include "control.h"
 
 #include <dirent.h>
 #include <errno.h>

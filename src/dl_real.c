@@ -19,7 +19,7 @@
  * through _r_debug, and guards resolution with atomics alone.
  */
 #define _GNU_SOURCE 1
-#include "vramshim_internal.h"
+#include "driver.h"
 
 #include <dlfcn.h>
 #include <elf.h>

@@ -6,7 +6,7 @@
  * the move gate (see tier.c), so no chunk it writes can be half way
  * through a move. Host pointers are never looked up.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #define H(p) ((uint64_t)(uintptr_t)(p))
 

@@ -17,7 +17,7 @@
  * is the driver's.
  */
 #define _GNU_SOURCE 1
-#include "vramshim_internal.h"
+#include "init.h"
 
 #include <dlfcn.h>
 #include <string.h>
@@ -30,7 +30,7 @@ static void *swap_result(const char *name, void *sym)
         return vs_nvml_swap(name, sym);
     if (name[0] != 'c' || name[1] != 'u')
         return sym;
-    if (!vs_real_ready() && !vs_real_load(false))
+    if (!vs_real_ready() && !vs_driver_ready(false))
         return sym; /* libcuda is not loaded, so this is none of its pointers */
     void *hook = vs_hook_for_real(sym);
     return hook ? hook : sym;

@@ -6,7 +6,7 @@
  * before libcuda. Each export makes sure the driver is loaded, then hands the
  * call to the hook body (or straight to the driver under VRAMSHIM_DISABLE).
  */
-#include "vramshim_internal.h"
+#include "init.h"
 
 static CUresult missing_entry(const char *name)
 {
@@ -17,7 +17,7 @@ static CUresult missing_entry(const char *name)
 #define VS_HOOK(name, params, args)                                  \
     VS_EXPORT CUresult name params                                   \
     {                                                                \
-        if (VS_UNLIKELY(!vs_real_ready()) && !vs_real_load(true))    \
+        if (VS_UNLIKELY(!vs_real_ready()) && !vs_driver_ready(true))    \
             return CUDA_ERROR_NOT_INITIALIZED;                       \
         if (VS_UNLIKELY(vs_real.name == NULL))                       \
             return missing_entry(#name);                             \

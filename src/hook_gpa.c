@@ -7,7 +7,7 @@
  * hook goes back instead. A request for "cuGetProcAddress" itself returns
  * the real look-up, which the same swap turns into this hook.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 static void swap(void **pfn)
 {

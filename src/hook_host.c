@@ -6,7 +6,7 @@
  * pinned.app in the stats, never under a device; kept in the same registry
  * because a kernel may be handed a mapped pinned pointer.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #include <errno.h>
 

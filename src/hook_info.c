@@ -10,7 +10,7 @@
  * untouched. Each free figure the driver gives is also a free update of
  * the budget's count.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 CUresult vs_hook_cuMemGetInfo_v2(size_t *free, size_t *total)
 {

@@ -8,7 +8,7 @@
  * it is being queued. With no buffer backed for offload, a launch costs one
  * relaxed increment and two relaxed loads on top of the driver's own work.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #define LAUNCH_HOOKS(suffix)                                                  \
     CUresult vs_hook_cuLaunchKernel##suffix(                                  \
@@ -18,14 +18,8 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_touch_launch(f, params, extra);                                    \
-        int gate = vs_gate_enter();                                           \
-        if (gate < 0)                                                         \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
-        CUresult rc = vs_real.cuLaunchKernel##suffix(f, gx, gy, gz, bx, by,   \
-                                                     bz, shm, s, params,      \
-                                                     extra);                  \
-        vs_gate_leave(gate);                                                  \
-        return rc;                                                            \
+        VS_GATED(vs_real.cuLaunchKernel##suffix(f, gx, gy, gz, bx, by, bz,    \
+                                                shm, s, params, extra));      \
     }                                                                         \
     CUresult vs_hook_cuLaunchKernelEx##suffix(const CUlaunchConfig *config,   \
                                               CUfunction f, void **params,    \
@@ -33,13 +27,7 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_touch_launch(f, params, extra);                                    \
-        int gate = vs_gate_enter();                                           \
-        if (gate < 0)                                                         \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
-        CUresult rc = vs_real.cuLaunchKernelEx##suffix(config, f, params,     \
-                                                       extra);                \
-        vs_gate_leave(gate);                                                  \
-        return rc;                                                            \
+        VS_GATED(vs_real.cuLaunchKernelEx##suffix(config, f, params, extra)); \
     }                                                                         \
     CUresult vs_hook_cuLaunchCooperativeKernel##suffix(                       \
         CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,      \
@@ -48,25 +36,15 @@
     {                                                                         \
         vs_count_launch();                                                    \
         vs_touch_launch(f, params, NULL);                                     \
-        int gate = vs_gate_enter();                                           \
-        if (gate < 0)                                                         \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
-        CUresult rc = vs_real.cuLaunchCooperativeKernel##suffix(              \
-            f, gx, gy, gz, bx, by, bz, shm, s, params);                       \
-        vs_gate_leave(gate);                                                  \
-        return rc;                                                            \
+        VS_GATED(vs_real.cuLaunchCooperativeKernel##suffix(                   \
+            f, gx, gy, gz, bx, by, bz, shm, s, params));                      \
     }                                                                         \
     /* A graph may reach any buffer: all of them count as touched. */         \
     CUresult vs_hook_cuGraphLaunch##suffix(CUgraphExec g, CUstream s)         \
     {                                                                         \
         vs_count_launch();                                                    \
         vs_tier_touch_all(vs_now_ns());                                       \
-        int gate = vs_gate_enter();                                           \
-        if (gate < 0)                                                         \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
-        CUresult rc = vs_real.cuGraphLaunch##suffix(g, s);                    \
-        vs_gate_leave(gate);                                                  \
-        return rc;                                                            \
+        VS_GATED(vs_real.cuGraphLaunch##suffix(g, s));                        \
     }
 
 LAUNCH_HOOKS()

@@ -10,7 +10,7 @@
  * old record still stands, and the budget never counts memory as free
  * before the driver does.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #include <errno.h>
 
@@ -50,17 +50,22 @@ static CUresult finish(struct vs_charge *ch, CUresult rc, CUdeviceptr *dptr,
             return admit_rc_;                                                \
     } while (0)
 
+/* The driver answered a release of a record taken out beforehand. */
+static CUresult released(bool had, const struct vs_alloc_info *removed, CUresult rc)
+{
+    if (rc == CUDA_SUCCESS && had)
+        vs_budget_release(removed);
+    else if (had)
+        vs_registry_restore(removed);
+    return rc;
+}
+
 /* Release `base` through `call`, keeping the registry and budget in step. */
 #define RELEASE(base, call)                                   \
     do {                                                      \
         struct vs_alloc_info removed;                         \
         bool had = vs_registry_remove((base), &removed) == 0; \
-        CUresult rc_ = (call);                                \
-        if (rc_ == CUDA_SUCCESS && had)                       \
-            vs_budget_release(&removed);                      \
-        else if (had)                                         \
-            vs_registry_restore(&removed);                    \
-        return rc_;                                           \
+        return released(had, &removed, (call));               \
     } while (0)
 
 /* With offload on, a buffer of a granule or more is backed by tier.c so
@@ -71,11 +76,16 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
     struct vs_charge ch;
     ADMIT("cuMemAlloc", bytesize, &ch);
     if (vs_tier_wants(ch.dev, bytesize)) {
-        CUresult rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner);
+        struct vs_backing *pending = NULL;
+        CUresult rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
         if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_tier_make_room(ch.dev, -1, bytesize, bytesize) > 0)
-            rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner);
-        if (rc != CUDA_ERROR_NOT_SUPPORTED)
-            return finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
+            rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
+        if (rc != CUDA_ERROR_NOT_SUPPORTED) {
+            rc = finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
+            if (rc == CUDA_SUCCESS)
+                vs_tier_publish(pending); /* recorded first: see vs_tier_alloc */
+            return rc;
+        }
     }
     return finish(&ch, vs_real.cuMemAlloc_v2(dptr, bytesize), dptr, bytesize,
                   VS_KIND_DEVICE);
@@ -113,15 +123,14 @@ CUresult vs_hook_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
                   bytesize, VS_KIND_MANAGED);
 }
 
-static CUresult free_device(CUdeviceptr dptr)
-{
-    CUresult rc = vs_tier_free(dptr);
-    return rc == CUDA_ERROR_NOT_FOUND ? vs_real.cuMemFree_v2(dptr) : rc;
-}
-
 CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
 {
-    RELEASE(dptr, free_device(dptr));
+    struct vs_alloc_info removed;
+    bool had = vs_registry_remove(dptr, &removed) == 0;
+    CUresult rc = vs_tier_free(dptr, had ? &removed : NULL);
+    if (rc == CUDA_ERROR_NOT_FOUND)
+        rc = vs_real.cuMemFree_v2(dptr);
+    return released(had, &removed, rc);
 }
 
 /* The stream-ordered family comes in legacy and per-thread-stream variants

@@ -16,7 +16,7 @@
  * a device CUDA cannot see, NVML's figures pass through untouched.
  */
 #define _GNU_SOURCE 1
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

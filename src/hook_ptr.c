@@ -7,7 +7,7 @@
  * buffers the allocation's own figures are answered here; every other
  * pointer, and every other attribute, goes to the driver.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 /* The allocation's own answer for one attribute of a backed buffer, or
  * false: the driver's answer stands. */

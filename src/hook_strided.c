@@ -9,7 +9,7 @@
  * included: a buffer holding the gap is touched too, which costs at most an
  * early restore.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 /* First byte and length of one side of a strided copy, when it is device
  * memory; 0 otherwise (host memory, arrays). */

@@ -8,7 +8,7 @@
  * cuMemRelease gives it back. Only a mapping has an address a kernel can
  * reach, so the registry counts mappings: each becomes one record.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 CUresult vs_hook_cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                              const CUmemAllocationProp *prop,

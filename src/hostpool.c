@@ -20,7 +20,7 @@
  * whatever the program's own pinning now needs (vs_hostpool_trim). They are
  * reported as pinned.staging.
  */
-#include "vramshim_internal.h"
+#include "offload_internal.h"
 
 #include <errno.h>
 #include <pthread.h>

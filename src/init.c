@@ -4,11 +4,14 @@
  * The constructor runs in every process that inherits LD_PRELOAD, shells and
  * `ls` included, so it does only what is cheap: read the environment, set
  * up logging and the registry. The driver is opened later, by the first
- * intercepted CUDA call (real.c). vs_init can also be reached before the
+ * intercepted CUDA call, through vs_driver_ready: every way in (exported
+ * symbols, dlsym, and cuGetProcAddress behind them) goes through it, and it
+ * is the one place that orders set-up, loading the driver, pairing hooks
+ * and starting the control socket. vs_init can also be reached before the
  * constructor (another library's constructor calling dlsym or a CUDA entry
  * point), hence pthread_once rather than constructor order.
  */
-#include "vramshim_internal.h"
+#include "init.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -40,10 +43,7 @@ static void on_fork_child(void)
     vs_control_atfork_child();
     vs_registry_atfork_child();
     vs_owner_atfork_child();
-    vs_tier_atfork_child();
-    vs_touch_atfork_child();
-    vs_hostpool_atfork_child();
-    vs_staging_atfork_child();
+    vs_offload_atfork_child();
 }
 
 static void init_once_body(void)
@@ -57,7 +57,7 @@ static void init_once_body(void)
     vs_config_load(cfg, env_lookup);
     vs_state.disabled = cfg->disable;
     vs_limits_init(cfg, vs_state.ram_bytes);
-    vs_tier_init();
+    vs_offload_init();
     vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
     if (vs_registry_init() != 0) {
         vs_error("cannot allocate the allocation registry; passing every call "
@@ -70,6 +70,18 @@ static void init_once_body(void)
 }
 
 void vs_init(void) { pthread_once(&init_once, init_once_body); }
+
+bool vs_driver_ready(bool must_load)
+{
+    if (VS_LIKELY(vs_real_ready()))
+        return true;
+    vs_init();
+    if (!vs_real_load(must_load))
+        return false;
+    vs_hook_table_init();
+    vs_control_start();
+    return true;
+}
 
 __attribute__((constructor)) static void vs_constructor(void) { vs_init(); }
 
@@ -110,6 +122,12 @@ VS_EXPORT int vramshim_set(const char *key, const char *value)
     if (rc != 0)
         vs_warn("vramshim_set: %s; nothing changed", why);
     return rc;
+}
+
+VS_EXPORT int vramshim_check(void)
+{
+    vs_init();
+    return vs_core_check() == 0 && vs_offload_check() == 0 ? 0 : -EFAULT;
 }
 
 VS_EXPORT int vramshim_offload(uint64_t dptr)

@@ -14,7 +14,7 @@
  * directory and SO_PEERCRED), and only for a buffer that was shared, under
  * its token. Any other pointer or handle goes to the driver untouched.
  */
-#include "vramshim_internal.h"
+#include "hooks.h"
 
 #include <errno.h>
 #include <poll.h>

@@ -9,7 +9,7 @@
  * while the program runs, under one mutex, and bump a generation number
  * that the budget's hot path reads with a single relaxed load.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -18,6 +18,7 @@
 #include <strings.h>
 
 _Atomic uint32_t vs_limits_gen = 1;
+static _Atomic uint32_t changes; /* vs_limits_set calls that changed something */
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vs_config live;
@@ -49,8 +50,11 @@ static uint64_t pin_bytes_locked(void)
     return vs_size_resolve(&live.pin_limit, ram);
 }
 
+uint32_t vs_limits_changes(void) { return atomic_load(&changes); }
+
 void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes)
 {
+    atomic_store(&changes, 0);
     pthread_mutex_lock(&live_lock);
     live = *cfg;
     ram = ram_bytes;
@@ -217,6 +221,7 @@ int vs_limits_set(const char *key, const char *value, char *why, size_t why_len)
         return refuse(why, why_len, key ? key : "(null)", "(null)", "KEY=VALUE");
     int rc = set_locked(key, value, why, why_len);
     if (rc == 0) {
+        atomic_fetch_add(&changes, 1);
         atomic_fetch_add(&vs_limits_gen, 1);
         vs_info("%s set to %s", key, value);
     }

@@ -6,7 +6,7 @@
  * shared with the program, no allocation, and lines from several threads
  * never interleave.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <fcntl.h>

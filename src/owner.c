@@ -8,7 +8,7 @@
  * the program's name. Interning takes a lock, but only push does it, never an
  * allocation.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <pthread.h>

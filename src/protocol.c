@@ -11,7 +11,7 @@
  * allocates, which keeps it safe to fuzz (tests/fuzz/) and to run inside
  * someone else's process.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -3,11 +3,9 @@
  *
  * libcuda.so.1 is opened at run time, never linked, and only when the
  * program itself reaches the driver: the first exported hook it calls, or
- * the first dlsym result that could be a driver pointer. Every name of
- * hooks.def is resolved in libcuda itself, and for each hooked one the pair
- * (real pointer, hook) is kept: hook_gpa.c and hook_dlsym.c swap pointers by
- * that identity, which leaves version and per-thread-stream resolution to
- * the driver.
+ * the first dlsym result that could be a driver pointer (init.c's
+ * vs_driver_ready calls here). Every name of hooks.def is resolved in
+ * libcuda itself; hook_table.c pairs each real pointer with its hook.
  *
  * No lock of ours is ever held across a dynamic-linker call: the linker
  * holds its own lock while it runs constructors, which may call dlsym and
@@ -15,7 +13,7 @@
  * the first to finish publishes it.
  */
 #define _GNU_SOURCE 1
-#include "vramshim_internal.h"
+#include "driver.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -24,21 +22,6 @@
 struct vs_real_table vs_real;
 _Atomic int vs_real_loaded;
 
-struct swap_pair {
-    void *real;
-    void *hook;
-};
-
-#define VS_HOOK(name, params, args) +1
-#define VS_REAL_ONLY(name, params, args)
-enum { N_HOOKS = 0
-#include "hooks.def"
-};
-#undef VS_HOOK
-#undef VS_REAL_ONLY
-
-static struct swap_pair pairs[N_HOOKS];
-static int n_pairs;
 static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread bool loading_here; /* recursion through the linker */
 
@@ -88,7 +71,6 @@ bool vs_real_load(bool must_load)
         return true;
     if (loading_here)
         return false;
-    vs_init();
     loading_here = true;
     void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | (must_load ? 0 : RTLD_NOLOAD));
     if (lib == NULL) {
@@ -110,38 +92,14 @@ bool vs_real_load(bool must_load)
     pthread_mutex_lock(&publish_lock);
     if (!vs_real_loaded) {
         vs_real = table;
-        n_pairs = 0;
-#define VS_HOOK(name, params, args)                                        \
-    if (table.name) {                                                      \
-        pairs[n_pairs].real = (void *)table.name;                          \
-        pairs[n_pairs].hook = (void *)vs_hook_##name;                      \
-        n_pairs++;                                                         \
-    } else {                                                               \
-        vs_info("the driver has no %s: that entry point is not hooked", #name); \
-    }
-#define VS_REAL_ONLY(name, params, args)
-#include "hooks.def"
-#undef VS_HOOK
-#undef VS_REAL_ONLY
         static const struct vs_device_query q = {query_count, query_name, query_total,
                                                  query_free};
         vs_query_set(&q);
         atomic_store_explicit(&vs_real_loaded, 1, memory_order_release);
-        vs_debug("driver loaded, %d of %d entry points hooked", n_pairs, N_HOOKS);
+        vs_debug("driver loaded");
     }
     pthread_mutex_unlock(&publish_lock);
-    vs_control_start();
     return true;
-}
-
-void *vs_hook_for_real(void *real_fn)
-{
-    if (!vs_real_ready() || vs_state.disabled)
-        return NULL;
-    for (int i = 0; i < n_pairs; i++)
-        if (pairs[i].real == real_fn)
-            return pairs[i].hook;
-    return NULL;
 }
 
 int vs_current_device(void)

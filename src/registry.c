@@ -18,7 +18,7 @@
  * Counters are updated under the same lock as the records, so a snapshot is
  * always consistent: per device allocated == the sum over its owners.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -51,7 +51,7 @@ struct vs_alloc {
 };
 
 struct vs_handle_rec {
-    CUmemGenericAllocationHandle handle;
+    uint64_t handle;
     struct vs_handle_info info;
     UT_hash_handle hh;
 };
@@ -453,9 +453,110 @@ void vs_registry_atfork_child(void)
     pthread_rwlock_init(&reg_lock, NULL);
 }
 
+/* ---- invariants (debug.c asks) ------------------------------------------ */
+
+#define BROKEN(...)                                    \
+    do {                                               \
+        vs_error("registry invariant: " __VA_ARGS__);  \
+        ok = false;                                    \
+        goto out;                                      \
+    } while (0)
+
+/* Work every counter out again from the records, compare, and fill in what
+ * the budget should hold for them. */
+int vs_registry_check(struct vs_expected_charges *exp)
+{
+    struct vs_device_counts dev[VS_MAX_DEVICES];
+    static struct vs_owner_counts own[VS_MAX_OWNERS][VS_MAX_DEVICES]; /* under reg_lock */
+    uint64_t app = 0, offload = 0, n = 0;
+    bool ok = true;
+    memset(exp, 0, sizeof *exp);
+    memset(dev, 0, sizeof dev);
+    pthread_rwlock_rdlock(&reg_lock);
+    memset(own, 0, sizeof own);
+    struct vs_alloc *r;
+    RB_FOREACH(r, vs_tree, &by_range) {
+        struct vs_alloc *same;
+        HASH_FIND(hh, by_base, &r->base, sizeof r->base, same);
+        if (same != r)
+            BROKEN("record 0x%llx is in the tree but not the table", (unsigned long long)r->base);
+        n++;
+        struct vs_alloc *next = RB_NEXT(vs_tree, &by_range, r);
+        if (next && r->base + r->size > next->base)
+            BROKEN("records 0x%llx and 0x%llx overlap", (unsigned long long)r->base,
+                   (unsigned long long)next->base);
+        if (vs_kind_is_host((enum vs_kind)r->kind)) {
+            app += r->size;
+            exp->pin += r->size;
+            continue;
+        }
+        if (!device_ok(r->device))
+            continue;
+        uint64_t off = r->off_pinned + r->off_pageable;
+        if (off > r->size)
+            BROKEN("record 0x%llx: %llu bytes off of %llu", (unsigned long long)r->base,
+                   (unsigned long long)off, (unsigned long long)r->size);
+        dev[r->device].allocated += r->size;
+        dev[r->device].resident += r->size - off;
+        dev[r->device].offloaded_pinned += r->off_pinned;
+        dev[r->device].offloaded_pageable += r->off_pageable;
+        own[r->owner][r->device].allocated += r->size;
+        own[r->owner][r->device].resident += r->size - off;
+        own[r->owner][r->device].offloaded += off;
+        own[r->owner][r->device].allocations++;
+        offload += r->off_pinned;
+        if (r->kind == VS_KIND_DEVICE || r->kind == VS_KIND_MANAGED || r->kind == VS_KIND_ASYNC) {
+            exp->dev[r->device] += r->size - off;
+            exp->owner[r->owner][r->device] += r->size - off;
+            exp->pin += r->off_pinned;
+        }
+    }
+    if (n != live_records || HASH_COUNT(by_base) != n + (by_base ? 1 : 0))
+        BROKEN("%llu records in the tree, %llu counted, %u in the table",
+               (unsigned long long)n, (unsigned long long)live_records, HASH_COUNT(by_base));
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        const struct vs_device_counts *c = &dev_counts[d];
+        if (c->allocated != dev[d].allocated || c->resident != dev[d].resident ||
+            c->offloaded_pinned != dev[d].offloaded_pinned ||
+            c->offloaded_pageable != dev[d].offloaded_pageable)
+            BROKEN("device %d: counted %llu allocated, %llu resident; the records say "
+                   "%llu and %llu", d, (unsigned long long)c->allocated,
+                   (unsigned long long)c->resident, (unsigned long long)dev[d].allocated,
+                   (unsigned long long)dev[d].resident);
+        for (int o = 0; o < VS_MAX_OWNERS; o++) {
+            const struct vs_owner_counts *a = &owner_counts[o][d], *b = &own[o][d];
+            if (a->allocated != b->allocated || a->resident != b->resident ||
+                a->offloaded != b->offloaded || a->allocations != b->allocations)
+                BROKEN("owner %d on device %d: counted %llu allocated in %llu; the records "
+                       "say %llu in %llu", o, d, (unsigned long long)a->allocated,
+                       (unsigned long long)a->allocations, (unsigned long long)b->allocated,
+                       (unsigned long long)b->allocations);
+        }
+    }
+    if (pinned.app != app || pinned.offload != offload)
+        BROKEN("pinned: counted %llu of the program's and %llu offloaded; the records say "
+               "%llu and %llu", (unsigned long long)pinned.app,
+               (unsigned long long)pinned.offload, (unsigned long long)app,
+               (unsigned long long)offload);
+    struct vs_handle_rec *h, *htmp;
+    HASH_ITER(hh, handles, h, htmp) {
+        const struct vs_charge *c = &h->info.charge;
+        if (c->dev < 0) {
+            exp->pin += c->bytes;
+        } else if (device_ok(c->dev)) {
+            exp->dev[c->dev] += c->bytes;
+            if (c->owner >= 0 && c->owner < VS_MAX_OWNERS)
+                exp->owner[c->owner][c->dev] += c->bytes;
+        }
+    }
+out:
+    pthread_rwlock_unlock(&reg_lock);
+    return ok ? 0 : -1;
+}
+
 /* ---- VMM handles: size and place of the program's own cuMemCreate ----- */
 
-int vs_handle_add(CUmemGenericAllocationHandle h, const struct vs_handle_info *info,
+int vs_handle_add(uint64_t h, const struct vs_handle_info *info,
                   struct vs_handle_info *stale, bool *stale_found)
 {
     /* cuMemCreate is not a per-launch path; one malloc here is cheaper
@@ -480,7 +581,7 @@ int vs_handle_add(CUmemGenericAllocationHandle h, const struct vs_handle_info *i
     return 0;
 }
 
-bool vs_handle_find(CUmemGenericAllocationHandle h, struct vs_handle_info *out)
+bool vs_handle_find(uint64_t h, struct vs_handle_info *out)
 {
     pthread_rwlock_rdlock(&reg_lock);
     struct vs_handle_rec *rec;
@@ -491,7 +592,7 @@ bool vs_handle_find(CUmemGenericAllocationHandle h, struct vs_handle_info *out)
     return rec != NULL;
 }
 
-bool vs_handle_remove(CUmemGenericAllocationHandle h, struct vs_handle_info *out)
+bool vs_handle_remove(uint64_t h, struct vs_handle_info *out)
 {
     pthread_rwlock_wrlock(&reg_lock);
     struct vs_handle_rec *rec;

@@ -16,7 +16,7 @@
  * pageable move, never on an allocation or launch path, and wait on a
  * condition variable between jobs.
  */
-#include "vramshim_internal.h"
+#include "offload_internal.h"
 
 #include <pthread.h>
 #include <signal.h>

@@ -4,7 +4,7 @@
  * free memory) only through vs_query(), which the hooks fill in once the
  * driver is loaded and the unit tests fill with a model.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <time.h>
 

@@ -7,7 +7,7 @@
  * that keeps counting past the end of the buffer, which gives
  * vramshim_stats_json its snprintf-like return value.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <fcntl.h>

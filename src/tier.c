@@ -10,6 +10,10 @@
  * through (counted, never moved): backing them would round each up to
  * 2 MiB.
  *
+ * This file is the policy only: it reaches the driver, the host pool, the
+ * staging threads and the clock through struct vs_tier_ops (chunk.c's in
+ * the library), so tests/unit/test_tier.c runs it against fake movers.
+ *
  * Where chunks go: to pinned host memory while the pin budget lasts, where
  * kernels still reach them over the bus; then, with offload auto, to
  * pageable memory, but only where nothing can reach them: the process is
@@ -20,15 +24,16 @@
  * Locks, in the order they are taken:
  *   - move_lock (mutex): one move or free of a backed buffer at a time; it
  *     also guards chunk.c's scratch window and each buffer's pageable count;
- *   - vs_gate (reader-writer, writers first): every launch, copy and memset
- *     the program submits holds the read side for the length of its driver
- *     call; a move holds the write side from its fence (a synchronise of
- *     the buffer's context) until the remap is done, so no work can reach a
- *     chunk between the last copy of its bytes and its new mapping;
+ *   - the gate (gate.c; reader-writer, writers first): every launch, copy
+ *     and memset the program submits holds the read side for the length of
+ *     its driver call; a move holds the write side from its fence (a
+ *     synchronise of the buffer's context) until the remap is done, so no
+ *     work can reach a chunk between the last copy of its bytes and its new
+ *     mapping;
  *   - tier_lock (reader-writer): the tree of buffers by address, read by
  *     touch tracking on every launch, written only to add or remove a buffer.
  */
-#include "tier_private.h"
+#include "offload_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -46,10 +51,9 @@ RB_GENERATE_STATIC(buffer_tree, buffer, rb, cmp_buffer)
 static struct buffer_tree buffers = RB_INITIALIZER(&buffers);
 static pthread_rwlock_t tier_lock = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
-pthread_rwlock_t vs_gate;
+static const struct vs_tier_ops *ops = &(const struct vs_tier_ops){0};
 _Atomic uint32_t vs_tier_buffers;
 static _Atomic uint64_t lowest = UINT64_MAX, highest;
-static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
 /* When the program last submitted work (a launch, copy or memset), to the
  * millisecond: the touch that precedes every submission's gate stamps it.
  * It only decides whether the process counts as idle; safety comes from
@@ -63,49 +67,16 @@ static inline void stamp_submit(uint64_t now)
         atomic_store_explicit(&last_submit_ns, now, memory_order_relaxed);
 }
 
-void vs_tier_init(void)
+void vs_tier_init(const struct vs_tier_ops *movers)
 {
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    /* a steady stream of launches must not starve a move */
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&vs_gate, &attr);
-    pthread_rwlockattr_destroy(&attr);
-}
-
-static uint64_t granularity(int dev)
-{
-    if (dev < 0 || dev >= VS_MAX_DEVICES)
-        return UINT64_MAX;
-    uint64_t g = __atomic_load_n(&gran_of[dev], __ATOMIC_RELAXED);
-    if (VS_LIKELY(g != 0))
-        return g;
-    CUmemAllocationProp prop;
-    memset(&prop, 0, sizeof prop);
-    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    prop.location.id = dev;
-    size_t got = 0;
-    g = UINT64_MAX;
-    if (vs_real.cuMemGetAllocationGranularity && vs_real.cuMemAddressReserve &&
-        vs_real.cuMemSetAccess && vs_real.cuCtxSynchronize &&
-        vs_real.cuMemGetAllocationGranularity(&got, &prop,
-                                              CU_MEM_ALLOC_GRANULARITY_MINIMUM) ==
-            CUDA_SUCCESS &&
-        got > 0)
-        g = got;
-    else
-        vs_info("device %d: no virtual memory management; allocations pass through "
-                "and are never offloaded", dev);
-    __atomic_store_n(&gran_of[dev], g, __ATOMIC_RELAXED);
-    return g;
+    ops = movers;
 }
 
 bool vs_tier_wants(int dev, uint64_t size)
 {
     if (vs_limits_offload() == VS_OFFLOAD_OFF)
         return false;
-    uint64_t g = granularity(dev);
+    uint64_t g = ops->granularity(dev);
     return g != UINT64_MAX && size >= g;
 }
 
@@ -197,15 +168,14 @@ static void record_free(struct buffer *b)
 
 static void unback(struct buffer *b)
 {
-    for (uint32_t i = 0; i < b->n_chunks; i++)
-        vs_chunk_release(b, &b->chunk[i]);
-    vs_real.cuMemAddressFree(b->base, b->span);
+    ops->unback(b);
     record_free(b);
 }
 
-CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
+CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner,
+                       struct vs_backing **pending)
 {
-    uint64_t gran = granularity(dev);
+    uint64_t gran = ops->granularity(dev);
     if (gran == UINT64_MAX)
         return CUDA_ERROR_NOT_SUPPORTED;
     if (dptr == NULL)
@@ -222,40 +192,31 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
     b->dev = dev;
     b->owner = owner;
     b->n_chunks = n;
-    if (vs_real.cuCtxGetCurrent)
-        vs_real.cuCtxGetCurrent(&b->ctx);
-    CUdeviceptr va = 0;
-    CUresult rc = vs_real.cuMemAddressReserve(&va, span, gran, 0, 0);
-    b->base = va;
-    if (rc != CUDA_SUCCESS) {
-        record_free(b);
-        return rc == CUDA_ERROR_OUT_OF_MEMORY ? rc : CUDA_ERROR_NOT_SUPPORTED;
-    }
     for (uint32_t i = 0; i < n; i++) {
         struct chunk *c = &b->chunk[i];
         c->offset = (uint64_t)i * chunk_bytes;
         c->size = span - c->offset < chunk_bytes ? span - c->offset : chunk_bytes;
         c->counted = size > c->offset ? (size - c->offset < c->size ? size - c->offset : c->size) : 0;
         c->where = CHUNK_DEVICE;
-        rc = vs_chunk_create_device(dev, c->size, &c->dev_handle);
-        if (rc == CUDA_SUCCESS) {
-            rc = vs_real.cuMemMap(b->base + c->offset, c->size, 0, c->dev_handle, 0);
-            if (rc != CUDA_SUCCESS) {
-                vs_real.cuMemRelease(c->dev_handle);
-            }
-        }
-        if (rc != CUDA_SUCCESS) {
-            c->dev_handle = 0;
-            unback(b);
-            return rc;
-        }
     }
-    rc = vs_chunk_set_access(b->base, span, dev, false);
+    CUresult rc = ops->back(b);
     if (rc != CUDA_SUCCESS) {
-        unback(b);
-        return rc;
+        record_free(b);
+        /* no address space: the driver could not have done better; anything
+         * else: let it try, unbacked */
+        return rc == CUDA_ERROR_OUT_OF_MEMORY ? rc : CUDA_ERROR_NOT_SUPPORTED;
     }
-    atomic_store(&b->last_touch_ns, vs_now_ns());
+    atomic_store(&b->last_touch_ns, ops->now());
+    *dptr = b->base;
+    *pending = (struct vs_backing *)b;
+    return CUDA_SUCCESS;
+}
+
+/* Only now can a move pick the buffer: the registry has its record, so
+ * every move's charges and the record's split stay in step. */
+void vs_tier_publish(struct vs_backing *pending)
+{
+    struct buffer *b = (struct buffer *)pending;
     pthread_rwlock_wrlock(&tier_lock);
     RB_INSERT(buffer_tree, &buffers, b);
     pthread_rwlock_unlock(&tier_lock);
@@ -266,11 +227,9 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner)
     uint64_t hi = atomic_load(&highest);
     while (b->base + b->span > hi && !atomic_compare_exchange_weak(&highest, &hi, b->base + b->span))
         ;
-    *dptr = b->base;
-    return CUDA_SUCCESS;
 }
 
-CUresult vs_tier_free(uint64_t base)
+CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
         return CUDA_ERROR_NOT_FOUND;
@@ -286,9 +245,22 @@ CUresult vs_tier_free(uint64_t base)
         return CUDA_ERROR_NOT_FOUND;
     }
     atomic_fetch_sub(&vs_tier_buffers, 1);
+    /* Out of the tree with move_lock held, its chunks stay where they are:
+     * their places are what the budget holds for them now, whatever the
+     * record said when the hook took it out (a move may have run since). */
+    if (rec && rec->base == base) {
+        rec->off_pinned = rec->off_pageable = 0;
+        for (uint32_t i = 0; i < b->n_chunks; i++) {
+            const struct chunk *c = &b->chunk[i];
+            if (c->where == CHUNK_PINNED)
+                rec->off_pinned += c->counted;
+            else if (c->where == CHUNK_PAGEABLE)
+                rec->off_pageable += c->counted;
+        }
+    }
     /* cuMemFree waits for the device; cuMemUnmap does not */
-    if (vs_chunk_fence_begin(b))
-        vs_chunk_fence_end(b);
+    if (ops->fence_begin(b))
+        ops->fence_end(b);
     unback(b);
     pthread_mutex_unlock(&move_lock);
     return CUDA_SUCCESS;
@@ -306,7 +278,7 @@ static bool may_go_pageable(const struct buffer *b)
     if (atomic_load(&b->handed_over))
         return true;
     uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
-    uint64_t now = vs_now_ns(), last = atomic_load(&last_submit_ns);
+    uint64_t now = ops->now(), last = atomic_load(&last_submit_ns);
     return now < last || now - last >= idle_ns;
 }
 
@@ -317,23 +289,23 @@ static uint64_t buffer_out(struct buffer *b, uint64_t want)
 {
     uint64_t moved = 0;
     bool pinned_any = false;
-    if (!vs_chunk_fence_begin(b))
+    if (!ops->fence_begin(b))
         return 0;
     for (uint32_t i = b->n_chunks; i-- > 0 && moved < want;) {
         struct chunk *c = &b->chunk[i];
         if (c->where != CHUNK_DEVICE || c->counted == 0)
             continue;
-        CUresult rc = vs_chunk_device_to_pinned(b, c);
+        CUresult rc = ops->device_to_pinned(b, c);
         pinned_any |= rc == CUDA_SUCCESS;
         if (rc == CUDA_ERROR_OUT_OF_MEMORY && may_go_pageable(b))
-            rc = vs_chunk_to_pageable(b, c);
+            rc = ops->to_pageable(b, c);
         if (rc != CUDA_SUCCESS)
             break;
         moved += c->counted;
     }
-    vs_chunk_fence_end(b);
+    ops->fence_end(b);
     if (pinned_any) /* under pressure: have host memory ready for the next */
-        vs_hostpool_ahead(b->gran, b->ctx);
+        ops->host_ahead(b->gran, b->ctx);
     return moved;
 }
 
@@ -355,18 +327,18 @@ static bool buffer_in(struct buffer *b)
         atomic_store(&b->handed_over, false);
         return true;
     }
-    if (!vs_chunk_fence_begin(b))
+    if (!ops->fence_begin(b))
         return false;
     take_back(b);
     bool device_full = false;
     for (uint32_t i = 0; i < b->n_chunks; i++) {
         struct chunk *c = &b->chunk[i];
         if (c->where == CHUNK_PAGEABLE)
-            vs_chunk_from_pageable(b, c, true);
+            ops->from_pageable(b, c, true);
         else if (c->where == CHUNK_PINNED && !device_full)
-            device_full = vs_chunk_pinned_to_device(b, c) != CUDA_SUCCESS;
+            device_full = ops->pinned_to_device(b, c) != CUDA_SUCCESS;
     }
-    vs_chunk_fence_end(b);
+    ops->fence_end(b);
     return atomic_load(&b->n_off) == 0;
 }
 
@@ -398,14 +370,14 @@ static bool restore_pageable(bool handed_too)
     pthread_mutex_lock(&move_lock);
     for (struct buffer *b = next_pageable(NULL, handed_too); b;
          b = next_pageable(b, handed_too)) {
-        if (!vs_chunk_fence_begin(b))
+        if (!ops->fence_begin(b))
             continue;
         if (handed_too)
             take_back(b);
         for (uint32_t i = 0; i < b->n_chunks; i++)
             if (b->chunk[i].where == CHUNK_PAGEABLE)
-                vs_chunk_from_pageable(b, &b->chunk[i], true);
-        vs_chunk_fence_end(b);
+                ops->from_pageable(b, &b->chunk[i], true);
+        ops->fence_end(b);
     }
     bool ok = atomic_load(&vs_pageable_reachable) == 0;
     pthread_mutex_unlock(&move_lock);
@@ -415,6 +387,25 @@ static bool restore_pageable(bool handed_too)
 bool vs_tier_restore_pageable(void)
 {
     return restore_pageable(false);
+}
+
+/* The gate's slow path (offload.h has the fast one): some buffer is backed. */
+int vs_gate_enter_slow(void)
+{
+    for (;;) {
+        vs_gate_read_lock();
+        /* raised only under the write side: stable while we hold the read side */
+        if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
+            return 1;
+        vs_gate_read_unlock();
+        if (!vs_tier_restore_pageable())
+            return -1;
+    }
+}
+
+void vs_gate_leave_slow(void)
+{
+    vs_gate_read_unlock();
 }
 
 /* ---- choosing what moves ------------------------------------------------------- */
@@ -456,7 +447,7 @@ static struct buffer *pick_victim(int dev, int owner, bool idle_only, const stru
 static uint64_t make_room_locked(int dev, int owner, uint64_t want, bool idle_only,
                                  const struct buffer *spare)
 {
-    uint64_t moved = 0, now = vs_now_ns();
+    uint64_t moved = 0, now = ops->now();
     uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
     while (moved < want) {
         struct buffer *b = pick_victim(dev, owner, idle_only, spare, now, idle_ns);
@@ -632,7 +623,7 @@ CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
     } else if (b) {
         if (!atomic_load(&b->shared)) {
             static _Atomic uint64_t tokens;
-            b->share_token = (vs_now_ns() * 0x9e3779b97f4a7c15ULL) ^ b->base ^
+            b->share_token = (ops->now() * 0x9e3779b97f4a7c15ULL) ^ b->base ^
                              (atomic_fetch_add(&tokens, 1) << 32);
             atomic_store(&b->shared, true);
         }
@@ -660,11 +651,7 @@ int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct
         rc = -E2BIG;
     for (uint32_t i = 0; rc == 0 && i < b->n_chunks; i++) {
         int fd = -1;
-        CUresult cr = vs_real.cuMemExportToShareableHandle
-                          ? vs_real.cuMemExportToShareableHandle(
-                                &fd, b->chunk[i].dev_handle,
-                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0)
-                          : CUDA_ERROR_NOT_SUPPORTED;
+        CUresult cr = ops->export_chunk(b, &b->chunk[i], &fd);
         if (cr != CUDA_SUCCESS) {
             vs_warn("sharing 0x%llx: the driver cannot export its memory (%d)",
                     (unsigned long long)base, (int)cr);
@@ -691,7 +678,7 @@ int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct
  * free again. Returns the bytes freed. */
 uint64_t vs_tier_yield_pins(uint64_t bytes)
 {
-    uint64_t freed = vs_staging_release();
+    uint64_t freed = ops->release_staging();
     if (freed >= bytes || vs_limits_offload() == VS_OFFLOAD_OFF)
         return freed;
     pthread_mutex_lock(&move_lock);
@@ -705,17 +692,17 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
     pthread_rwlock_unlock(&tier_lock);
     for (int i = 0; i < n && freed < bytes; i++) {
         b = held[i];
-        if (!vs_chunk_fence_begin(b))
+        if (!ops->fence_begin(b))
             continue;
         for (uint32_t k = 0; k < b->n_chunks && freed < bytes; k++) {
             struct chunk *c = &b->chunk[k];
             if (c->where != CHUNK_PINNED)
                 continue;
-            if (vs_chunk_pinned_to_device(b, c) == CUDA_SUCCESS ||
-                (may_go_pageable(b) && vs_chunk_to_pageable(b, c) == CUDA_SUCCESS))
+            if (ops->pinned_to_device(b, c) == CUDA_SUCCESS ||
+                (may_go_pageable(b) && ops->to_pageable(b, c) == CUDA_SUCCESS))
                 freed += c->counted;
         }
-        vs_chunk_fence_end(b);
+        ops->fence_end(b);
     }
     pthread_mutex_unlock(&move_lock);
     return freed;
@@ -729,18 +716,69 @@ uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only)
     return moved;
 }
 
+/* ---- invariants ------------------------------------------------------------------ */
+
+#define BROKEN(...)                                   \
+    do {                                              \
+        vs_error("offload invariant: " __VA_ARGS__);  \
+        ok = false;                                   \
+        goto out;                                     \
+    } while (0)
+
+int vs_tier_check(void)
+{
+    bool ok = true;
+    uint32_t n_buffers = 0, pageable = 0, reachable = 0;
+    pthread_mutex_lock(&move_lock);
+    pthread_rwlock_rdlock(&tier_lock);
+    struct buffer *b;
+    RB_FOREACH(b, buffer_tree, &buffers) {
+        uint32_t off = 0, pg = 0;
+        uint64_t counted = 0;
+        for (uint32_t i = 0; i < b->n_chunks; i++) {
+            const struct chunk *c = &b->chunk[i];
+            off += c->where != CHUNK_DEVICE;
+            pg += c->where == CHUNK_PAGEABLE;
+            counted += c->counted;
+            if (c->offset + c->size > b->span)
+                BROKEN("buffer 0x%llx: chunk %u ends past the span",
+                       (unsigned long long)b->base, i);
+        }
+        if (off != atomic_load(&b->n_off) || pg != b->n_pageable)
+            BROKEN("buffer 0x%llx: %u chunks off and %u pageable, counted %u and %u",
+                   (unsigned long long)b->base, off, pg, atomic_load(&b->n_off), b->n_pageable);
+        if (counted != b->size)
+            BROKEN("buffer 0x%llx: chunks count %llu bytes of %llu", (unsigned long long)b->base,
+                   (unsigned long long)counted, (unsigned long long)b->size);
+        if (atomic_load(&b->shared) && off)
+            BROKEN("shared buffer 0x%llx has chunks off the device", (unsigned long long)b->base);
+        if (b->base < atomic_load(&lowest) || b->base + b->span > atomic_load(&highest))
+            BROKEN("buffer 0x%llx lies outside [lowest, highest)", (unsigned long long)b->base);
+        n_buffers++;
+        pageable += pg;
+        reachable += atomic_load(&b->handed_over) ? 0 : pg;
+    }
+    if (n_buffers != atomic_load(&vs_tier_buffers))
+        BROKEN("%u buffers in the tree, %u counted", n_buffers, atomic_load(&vs_tier_buffers));
+    if (pageable != atomic_load(&vs_pageable_total) ||
+        reachable != atomic_load(&vs_pageable_reachable))
+        BROKEN("%u pageable chunks (%u reachable), counted %u (%u)", pageable, reachable,
+               atomic_load(&vs_pageable_total), atomic_load(&vs_pageable_reachable));
+out:
+    pthread_rwlock_unlock(&tier_lock);
+    pthread_mutex_unlock(&move_lock);
+    return ok ? 0 : -1;
+}
+
 /* A forked child owns none of the parent's device memory. */
 void vs_tier_atfork_child(void)
 {
     pthread_mutex_init(&spare_lock, NULL);
     pthread_mutex_init(&move_lock, NULL);
     pthread_rwlock_init(&tier_lock, NULL);
-    vs_tier_init();
     RB_INIT(&buffers); /* the records leak: they describe the parent's memory */
     atomic_store(&vs_tier_buffers, 0);
     atomic_store(&lowest, UINT64_MAX);
     atomic_store(&highest, 0);
-    vs_chunk_atfork_child();
     atomic_store(&last_submit_ns, 0);
-    memset(gran_of, 0, sizeof gran_of);
 }

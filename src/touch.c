@@ -15,7 +15,7 @@
  * is why only pinned memory (mapped at the same address) is ever used for a
  * buffer work may still reach.
  */
-#include "vramshim_internal.h"
+#include "offload_internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>

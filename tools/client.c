@@ -4,7 +4,7 @@
  */
 #define _GNU_SOURCE 1
 #include "client.h"
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <dirent.h>
 #include <errno.h>

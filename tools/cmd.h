@@ -5,7 +5,7 @@
 #ifndef VRAMSHIM_CMD_H
 #define VRAMSHIM_CMD_H
 
-#include "vramshim_internal.h"
+#include "core.h"
 
 int cmd_usage_error(const char *usage, const char *fmt, const char *arg);
 int cmd_ls(int argc, char **argv);

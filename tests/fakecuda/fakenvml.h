@@ -2,7 +2,7 @@
  * fakenvml.h: the slice of NVML's API that the test NVML (fake_nvml.c,
  * built as libnvidia-ml.so.1) implements and the tests call, laid out as
  * nvml.h lays it out. Written from NVML's documented ABI, independently of
- * vramshim's own copy in src/vramshim_internal.h, so a mismatch shows.
+ * vramshim's own copy in src/hooks.h, so a mismatch shows.
  */
 #ifndef FAKENVML_H
 #define FAKENVML_H

@@ -3,7 +3,7 @@
  * (src/protocol.c), the one piece of vramshim that reads bytes from another
  * process. Built and run for a bounded time by tests/fuzz/run.sh.
  */
-#include "vramshim_internal.h"
+#include "core.h"
 
 #include <string.h>
 

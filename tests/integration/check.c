@@ -172,6 +172,22 @@ void *check_api(const char *name)
     return fn;
 }
 
+void check_invariants(const char *where)
+{
+    int (*check)(void) = (int (*)(void))check_api("vramshim_check");
+    CHECK(check() == 0, "vramshim's invariants do not hold %s (its log says which)", where);
+}
+
+void check_phase(pthread_barrier_t *phase, int op)
+{
+    if (pthread_barrier_wait(phase) == PTHREAD_BARRIER_SERIAL_THREAD) {
+        char where[64];
+        snprintf(where, sizeof where, "after %d operations per thread", op);
+        check_invariants(where);
+    }
+    pthread_barrier_wait(phase);
+}
+
 int check_owner_push(const char *name)
 {
     int (*push)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT,

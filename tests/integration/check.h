@@ -92,6 +92,14 @@ void check_device_bytes(CUresult (*dtoh)(void *, CUdeviceptr, size_t), CUdevicep
 
 /* A function of vramshim's public API, failing the test if absent. */
 void *check_api(const char *name);
+/* vramshim_check: vramshim's own books balance (registry, budget, offload);
+ * call where no other thread is allocating, freeing or moving. */
+void check_invariants(const char *where);
+/* Threads of a randomized run meet at `phase` (a barrier for all of them)
+ * after `op` operations each; one checks the invariants while the others
+ * wait, then all go on. */
+#include <pthread.h>
+void check_phase(pthread_barrier_t *phase, int op);
 
 int check_owner_push(const char *name);
 int check_owner_pop(void);

@@ -216,6 +216,10 @@ static void move_under_kernel(void)
 #define THREADS 4
 #define OPS_PER_THREAD 25000
 #define SLOTS 6
+/* every this many operations the threads meet, and vramshim's books are
+ * checked (vramshim_check) while none of them runs */
+#define PHASE_OPS 2500
+static pthread_barrier_t phase;
 
 struct slot {
     CUdeviceptr p;
@@ -234,7 +238,13 @@ static void *random_ops(void *arg)
     struct slot slots[SLOTS] = {0};
     unsigned char tmp[8192];
     /* counts only operations carried out: a skipped draw draws again */
+    int checked_at = 0;
     for (int op = 0; op < OPS_PER_THREAD;) {
+        if (op % PHASE_OPS == 0 && op != checked_at) {
+            checked_at = op;
+            CHECK_CU(cu.stream_sync(s));
+            check_phase(&phase, op);
+        }
         struct slot *sl = &slots[check_rnd(&seed) % SLOTS];
         unsigned kind = (unsigned)(check_rnd(&seed) % 100);
         if (sl->p == 0) { /* allocate 2 to 4 MiB; slot 0 sometimes under a granule */
@@ -315,10 +325,12 @@ static void randomized(void)
     /* a touched buffer comes back by moving only buffers idle this long */
     CHECK(cu.set("idle_ms", "500") == 0, "set");
     pthread_t t[THREADS];
+    pthread_barrier_init(&phase, NULL, THREADS);
     for (uintptr_t i = 0; i < THREADS; i++)
         CHECK(pthread_create(&t[i], NULL, random_ops, (void *)i) == 0, "thread");
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    check_invariants("after the randomized run");
     json_t *st = stats_get();
     printf("randomized: %lu operations, %llu evictions, %llu restores, 0 mismatches\n",
            (unsigned long)ops_done, (unsigned long long)stats_u64(st, "counters.evictions"),
@@ -338,7 +350,9 @@ int main(int argc, char **argv)
     check_reexec_env(argv, env);
     open_driver();
     pressure();
+    check_invariants("after the pressure phase");
     move_under_kernel();
+    check_invariants("after moves under a kernel");
     randomized();
     printf("offload: ok\n");
     return 0;

@@ -223,11 +223,14 @@ static void idle_process(void)
         }
     }
 
-    /* 2: busy (a launch just now), pin budget spent: refused, not paged out */
+    /* 2: busy (a launch just now), pin budget spent: refused, not paged out.
+     * An hour of idle_ms keeps "just now" true however loaded the machine. */
+    CHECK(cu.set("idle_ms", "3600000") == 0, "set idle_ms");
     launch_chase(table, 0x33);
     flip(sa, n, 0x33);
     CUdeviceptr d;
     CHECK(cu.alloc(&d, n) == CUDA_ERROR_OUT_OF_MEMORY, "a busy process paged out");
+    CHECK(cu.set("idle_ms", "300") == 0, "set idle_ms");
     CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
     CHECK_CU(cu.sync());
     check_device_bytes(cu.dtoh, a, sa, n, "a after the refusal");
@@ -353,8 +356,10 @@ static void pins_yield(void)
 #define THREADS 4
 #define OPS_PER_THREAD 5000
 #define SLOTS 4
+#define PHASE_OPS 1000 /* the threads meet and vramshim's books are checked */
 
 static _Atomic unsigned long ops_done;
+static pthread_barrier_t phase;
 
 static void *random_ops(void *arg)
 {
@@ -371,6 +376,10 @@ static void *random_ops(void *arg)
         p[i] = alloc_filled(n[i], shadow[i], (unsigned)i);
     }
     for (int op = 0; op < OPS_PER_THREAD; op++) {
+        if (op && op % PHASE_OPS == 0) {
+            CHECK_CU(cu.stream_sync(s));
+            check_phase(&phase, op);
+        }
         int i = (int)(check_rnd(&seed) % SLOTS);
         unsigned kind = (unsigned)(check_rnd(&seed) % 100);
         if (kind < 25) { /* hand it over (a kernel may still be running on it) */
@@ -412,10 +421,12 @@ static void randomized(void)
 {
     CHECK(cu.set("pin_limit", "36M") == 0, "set pin_limit");
     pthread_t t[THREADS];
+    pthread_barrier_init(&phase, NULL, THREADS);
     for (uintptr_t i = 0; i < THREADS; i++)
         CHECK(pthread_create(&t[i], NULL, random_ops, (void *)i) == 0, "thread");
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    check_invariants("after the randomized run");
     json_t *st = stats_get();
     printf("randomized: %lu operations, %llu evictions, %llu restores, 0 mismatches\n",
            (unsigned long)ops_done, (unsigned long long)stats_u64(st, "counters.evictions"),
@@ -434,8 +445,11 @@ int main(int argc, char **argv)
     check_reexec_env(argv, env);
     open_driver();
     idle_process();
+    check_invariants("after the idle process");
     handed_over();
+    check_invariants("after the handed-over buffers");
     pins_yield();
+    check_invariants("after pins yielded");
     randomized();
     printf("pageable: ok\n");
     return 0;

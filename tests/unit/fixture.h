@@ -1,12 +1,12 @@
 /*
- * fixture.h: what the unit tests need from the hooks half of the library,
+ * fixture.h: what the unit tests need from the layers above the core,
  * which they do not link: process state set up for the core alone, and a
  * log captured in memory.
  */
 #ifndef FIXTURE_H
 #define FIXTURE_H
 
-#include "vramshim_internal.h"
+#include "core.h"
 
 /* Defaults, owner table ("unit" as the default owner), empty registry,
  * limits from vs_state.cfg, an empty budget and no driver to ask. */

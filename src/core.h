@@ -1,20 +1,17 @@
 /*
- * vramshim_internal.h: the types and functions the modules of libvramshim
- * share. The public API is include/vramshim.h; nothing here is exported.
+ * core.h: the core layer, the bottom of libvramshim (see docs/ARCHITECTURE.md,
+ * "Layers"): configuration, logging, owners, the limits and the budget,
+ * the allocation registry, the stats document and the control socket's
+ * request format. It knows nothing of CUDA (no cuda.h: handles are plain
+ * 64-bit numbers here) and nothing of how calls are intercepted, so the
+ * tool and the unit tests build on it alone.
  *
- * The library has two halves:
- *   - the core (config, log, owner, registry, stats), which knows nothing of
- *     how calls are intercepted and is unit-tested on its own;
- *   - the hooks (real, hook_*), which find the real driver, intercept calls
- *     and report what they saw to the core.
+ * Include rule: core <- driver <- offload <- {hooks, control} <- init. A
+ * file includes the header of its own layer and those below it, never one
+ * above (tests/layers.sh checks it in make check).
  */
-#ifndef VRAMSHIM_INTERNAL_H
-#define VRAMSHIM_INTERNAL_H
-
-/* Plain names (cuMemAlloc_v2, cuGetProcAddress with four arguments...)
- * rather than cuda.h's version-renaming macros: we define the real symbols. */
-#define __CUDA_API_VERSION_INTERNAL 1
-#include <cuda.h>
+#ifndef VS_CORE_H
+#define VS_CORE_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -31,6 +28,15 @@
 #define VS_MAX_OWNERS 128 /* the last slot collects every owner past it */
 #define VS_MAX_OWNER_LIMITS 32
 #define VS_PATH_MAX 256
+
+/* Debug builds (./configure --enable-debug) check invariants; VS_ASSERT
+ * costs nothing otherwise. */
+#ifdef VS_DEBUG
+#define VS_ASSERT(cond) ((cond) ? (void)0 : vs_assert_failed(#cond, __FILE__, __LINE__))
+void vs_assert_failed(const char *what, const char *file, int line) __attribute__((noreturn));
+#else
+#define VS_ASSERT(cond) ((void)0)
+#endif
 
 /* ---- log.c ------------------------------------------------------------ */
 enum vs_log_level { VS_LOG_ERROR, VS_LOG_WARN, VS_LOG_INFO, VS_LOG_DEBUG };
@@ -223,28 +229,6 @@ static inline void vs_count_launch(void)
     atomic_fetch_add_explicit(&vs_launch_count, 1, memory_order_relaxed);
 }
 
-/* ---- VMM physical handles of the program (registry.c) ----------------- */
-/* Bytes charged to the budget (budget.c) for one allocation. */
-struct vs_charge {
-    int dev;        /* -1: pinned host memory */
-    int owner;
-    uint64_t bytes; /* 0: nothing was charged */
-};
-
-struct vs_handle_info {
-    uint64_t size;
-    int device; /* -1: a host location */
-    int owner;
-    bool on_host;
-    struct vs_charge charge; /* what cuMemCreate charged to the budget */
-};
-/* -ENOMEM, or 0 (a stale entry for the same handle is replaced; *stale
- * then holds it and stale_found is set). */
-int vs_handle_add(CUmemGenericAllocationHandle h, const struct vs_handle_info *info,
-                  struct vs_handle_info *stale, bool *stale_found);
-bool vs_handle_find(CUmemGenericAllocationHandle h, struct vs_handle_info *out);
-bool vs_handle_remove(CUmemGenericAllocationHandle h, struct vs_handle_info *out);
-
 /* ---- limits.c: the limits as they stand now ------------------------- */
 /* The configuration as first read from the environment and since changed
  * at run time. Every change bumps vs_limits_gen, which tells the budget
@@ -260,6 +244,8 @@ void vs_limits_atfork_child(void);
 void vs_limits_for_device(int dev, uint64_t physical, uint64_t *limit,
                           uint64_t *reserve, bool *exact);
 uint64_t vs_limits_for_owner(const char *name);
+/* How many times vs_limits_set changed a setting since vs_limits_init. */
+uint32_t vs_limits_changes(void);
 uint64_t vs_limits_pin(void);
 uint32_t vs_limits_free_query_ms(void);
 /* Read with one relaxed load each, for hot paths. */
@@ -281,7 +267,13 @@ enum vs_verdict {
     VS_OVER_RESERVE,     /* VRAMSHIM_RESERVE_VRAM */
     VS_OVER_PIN_LIMIT,   /* VRAMSHIM_PIN_LIMIT */
 };
-/* struct vs_charge: see the registry section */
+/* Bytes charged to the budget (budget.c) for one allocation. */
+struct vs_charge {
+    int dev;        /* -1: pinned host memory */
+    int owner;
+    uint64_t bytes; /* 0: nothing was charged */
+};
+
 enum vs_verdict vs_budget_charge_device(int dev, int owner, uint64_t bytes,
                                         struct vs_charge *out);
 enum vs_verdict vs_budget_charge_pinned(uint64_t bytes, struct vs_charge *out);
@@ -318,149 +310,22 @@ void vs_budget_pin_view(uint64_t *charged, uint64_t *limit);
 uint64_t vs_budget_asks(void);
 void vs_budget_reset(void);
 
-/* ---- admit.c: the hooks' side of the budget --------------------------- */
-/* Charge before the driver call; on refusal count the OOM, log one line
- * naming the rule and the owners, and return CUDA_ERROR_OUT_OF_MEMORY. */
-CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
-                         struct vs_charge *out);
-CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
-
-/* ---- hostpool.c: page-locked host handles for offloaded chunks -------- */
-#define VS_HOST_CLASSES 6 /* handles of 1, 2, 4 ... 32 granules */
-#define VS_CHUNK_GRANULES 32 /* the most granules in one chunk */
-struct vs_host_block { /* one handle per set bit of the size in granules */
-    CUmemGenericAllocationHandle h[VS_HOST_CLASSES];
-    uint64_t gran;
-    uint8_t mask;
+/* ---- VMM physical handles of the program (registry.c) ----------------- */
+/* Keyed by the driver's CUmemGenericAllocationHandle, which is a 64-bit
+ * number (the core does not include cuda.h). */
+struct vs_handle_info {
+    uint64_t size;
+    int device; /* -1: a host location */
+    int owner;
+    bool on_host;
+    struct vs_charge charge; /* what cuMemCreate charged to the budget */
 };
-CUresult vs_hostpool_take(uint64_t size, uint64_t gran, struct vs_host_block *out);
-void vs_hostpool_give(struct vs_host_block *b);
-/* Map the block's handles one after another at va, largest first. */
-CUresult vs_hostpool_map(const struct vs_host_block *b, uint64_t va);
-uint64_t vs_hostpool_idle_bytes(void);
-/* Release idle handles until bytes are freed; returns the bytes freed. */
-uint64_t vs_hostpool_trim(uint64_t bytes);
-/* Give back idle handles the pin budget no longer has room for. */
-void vs_hostpool_fit_budget(void);
-/* The process is under pressure: create full-chunk handles of this
- * granularity ahead of need, on the pool's own thread, with ctx current. */
-void vs_hostpool_ahead(uint64_t gran, CUcontext ctx);
-void vs_hostpool_atfork_child(void);
-
-/* ---- staging.c: pageable <-> device copies through staging buffers ---- */
-/* Copy size bytes between dev_va (in ctx) and pageable host memory on the
- * copy threads. */
-CUresult vs_staging_copy(CUcontext ctx, uint64_t dev_va, void *host, uint64_t size,
-                         bool to_device);
-/* Free the staging buffers unless a copy is running; returns bytes freed. */
-uint64_t vs_staging_release(void);
-void vs_staging_atfork_child(void);
-
-/* ---- tier.c: buffers backed by VMM, and their moves ------------------- */
-/* Launches, copies and memsets hold the read side while they call the
- * driver; a move holds the write side from its fence to its remap. Before
- * any of them, every pageable chunk that work may reach comes back (its
- * address is unmapped: a kernel reaching it would fault). */
-#include <pthread.h>
-extern pthread_rwlock_t vs_gate;
-extern _Atomic uint32_t vs_tier_buffers;
-extern _Atomic uint32_t vs_pageable_reachable;
-uint64_t vs_now_ns(void);
-/* false when a pageable chunk could not come back (logged). */
-bool vs_tier_restore_pageable(void);
-/* 0: no gate needed; 1: held; -1: refuse the submission with
- * CUDA_ERROR_OUT_OF_MEMORY, nothing was submitted. */
-static inline int vs_gate_enter(void)
-{
-    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
-        return 0;
-    for (;;) {
-        pthread_rwlock_rdlock(&vs_gate);
-        /* raised only under the write side: stable while we hold the read side */
-        if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
-            break;
-        pthread_rwlock_unlock(&vs_gate);
-        if (!vs_tier_restore_pageable())
-            return -1;
-    }
-    return 1;
-}
-static inline void vs_gate_leave(int entered)
-{
-    if (entered > 0)
-        pthread_rwlock_unlock(&vs_gate);
-}
-/* The program is about to use these addresses (kernel parameters: len 1;
- * a copy's range: its length): stamp them, bring offloaded ones back. */
-void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now);
-/* A copy or memset names [a, a+n) (and [b, b+n) when b). */
-static inline void vs_touch_range(uint64_t a, uint64_t b, size_t n)
-{
-    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
-        return;
-    uint64_t words[2] = {a, b};
-    vs_tier_touch_words(words, b ? 2 : 1, n ? n : 1, vs_now_ns());
-}
-/* Hand `call` to the driver inside the move gate and return its result. */
-#define VS_GATED(call)                         \
-    do {                                       \
-        int gate_ = vs_gate_enter();           \
-        if (gate_ < 0)                         \
-            return CUDA_ERROR_OUT_OF_MEMORY;   \
-        CUresult rc_ = (call);                 \
-        vs_gate_leave(gate_);                  \
-        return rc_;                            \
-    } while (0)
-struct vs_tier_view {
-    uint64_t base, size;
-    int dev;
-    CUcontext ctx;
-    bool offloaded;
-};
-void vs_tier_init(void);
-/* Should an allocation of size on dev be backed (offload on, VMM there,
- * at least one granule)? */
-bool vs_tier_wants(int dev, uint64_t size);
-/* Back an allocation with VMM. CUDA_ERROR_NOT_SUPPORTED: pass it through. */
-CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner);
-/* Free a backed buffer; CUDA_ERROR_NOT_FOUND when base is not one. */
-CUresult vs_tier_free(uint64_t base);
-bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
-/* An allocation of `bytes` is `shortfall` bytes short: move least recently
- * touched buffers (of owner, when >= 0) off dev until the shortfall plus a
- * margin (an eighth of bytes, at most 64 MiB) has moved. Returns the bytes
- * moved. */
-uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t bytes);
-void vs_tier_touch_all(uint64_t now);
-int vs_tier_offload(uint64_t p);
-int vs_tier_prefetch(uint64_t p);
-/* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
- * bytes have moved. Returns the bytes moved. */
-uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
-/* A shared buffer's chunks travel as file descriptors over the control
- * socket, this many to a message (SCM_RIGHTS allows 253); 1024 chunks of
- * 64 MiB is 64 GiB, the largest buffer that can be shared. */
-#define VS_SHARE_FDS_PER_MSG 128
-#define VS_SHARE_MAX_CHUNKS 1024
-/* A buffer shared with another process: what an importer needs. */
-struct vs_share {
-    uint64_t base, size, span, gran, chunk, token;
-    uint32_t n_chunks;
-    int dev;
-};
-/* Mark the backed buffer holding dptr shared (brought back, never moved
- * again). CUDA_ERROR_NOT_FOUND: not a backed buffer. */
-CUresult vs_tier_share(uint64_t dptr, struct vs_share *out);
-/* Export the chunks of the shared buffer at base (token must match) as
- * file descriptors, in order: their number, or -ENOENT, -E2BIG, -EIO. */
-int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out);
-/* Free `bytes` of the pin budget for the program's own pinning. */
-uint64_t vs_tier_yield_pins(uint64_t bytes);
-void vs_tier_atfork_child(void);
-
-/* ---- touch.c: which buffers a launch can reach ------------------------ */
-void vs_touch_launch(CUfunction f, void **params, void **extra);
-void vs_touch_atfork_child(void);
+/* -ENOMEM, or 0 (a stale entry for the same handle is replaced; *stale
+ * then holds it and stale_found is set). */
+int vs_handle_add(uint64_t h, const struct vs_handle_info *info,
+                  struct vs_handle_info *stale, bool *stale_found);
+bool vs_handle_find(uint64_t h, struct vs_handle_info *out);
+bool vs_handle_remove(uint64_t h, struct vs_handle_info *out);
 
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096
@@ -499,7 +364,7 @@ void vs_stats_note_free(int dev, uint64_t free_bytes);
 int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg);
 void vs_stats_print_summary(int fd, const struct vs_config *cfg);
 
-/* ---- init.c: process-wide state --------------------------------------- */
+/* ---- state.c: process-wide state and the clock ------------------------- */
 struct vs_state {
     struct vs_config cfg;
     bool disabled;          /* VRAMSHIM_DISABLE=1 or a failed init */
@@ -507,68 +372,23 @@ struct vs_state {
     uint64_t ram_bytes;
 };
 extern struct vs_state vs_state;
-void vs_init(void);
+/* CLOCK_MONOTONIC_COARSE through the vDSO: no system call. */
 uint64_t vs_now_ns(void);
 
-/* ---- real.c: the real driver ------------------------------------------ */
-struct vs_real_table {
-#define VS_HOOK(name, params, args) CUresult (*name) params;
-#define VS_REAL_ONLY(name, params, args) CUresult (*name) params;
-#include "hooks.def"
-#undef VS_HOOK
-#undef VS_REAL_ONLY
+/* ---- debug.c: invariants ------------------------------------------------ */
+/* What the budget should hold, worked out from the live records. */
+struct vs_expected_charges {
+    uint64_t dev[VS_MAX_DEVICES];
+    uint64_t owner[VS_MAX_OWNERS][VS_MAX_DEVICES];
+    uint64_t pin; /* the program's and offloaded bytes; vramshim's own staging
+                   * comes on top */
 };
-extern struct vs_real_table vs_real;
-extern _Atomic int vs_real_loaded;
-
-/* Load libcuda and resolve every entry, once. `must_load` false: only if a
- * libcuda is already in the process. Returns true when the table is ready. */
-bool vs_real_load(bool must_load);
-static inline bool vs_real_ready(void)
-{
-    return VS_LIKELY(atomic_load_explicit(&vs_real_loaded, memory_order_acquire));
-}
-/* The hook that stands for a real driver pointer, or NULL. */
-void *vs_hook_for_real(void *real_fn);
-/* Device of the calling thread's current context, -1 if none. */
-int vs_current_device(void);
-
-/* The hook bodies, one per table entry. */
-#define VS_HOOK(name, params, args) CUresult vs_hook_##name params;
-#define VS_REAL_ONLY(name, params, args)
-#include "hooks.def"
-#undef VS_HOOK
-#undef VS_REAL_ONLY
-
-/* ---- control.c: the control socket ----------------------------------- */
-/* Start the server thread, once (the driver was just loaded). */
-void vs_control_start(void);
-void vs_control_atfork_child(void);
-
-/* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
-/* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
-typedef int nvmlReturn_t;
-typedef struct nvmlDevice_st *nvmlDevice_t;
-typedef struct {
-    unsigned long long total, free, used;
-} nvmlMemory_t;
-typedef struct {
-    unsigned int version;
-    unsigned long long total, reserved, free, used;
-} nvmlMemory_v2_t;
-/* dlsym found `sym` for an nvml* name: the hook to hand out instead. */
-void *vs_nvml_swap(const char *name, void *sym);
-
-/* ---- dl_real.c: the C library's own dlsym and dlvsym ------------------ */
-void *vs_real_dlsym(void *handle, const char *name);
-void *vs_real_dlvsym(void *handle, const char *name, const char *version);
-/* dlsym(RTLD_NEXT, name) as seen from the object that holds `caller`. */
-void *vs_dl_next(const void *caller, const char *name, const char *version);
-/* libc's dlsym and dlvsym themselves, for the RTLD_NEXT jump. */
-void *vs_libc_dlsym(void);
-void *vs_libc_dlvsym(void);
-/* The non-RTLD_NEXT paths of the exported dlsym and dlvsym. */
-void *vs_dlsym_body(void *handle, const char *name);
-void *vs_dlvsym_body(void *handle, const char *name, const char *version);
+/* registry.c: its counters against its records: 0, or -1 (logged). */
+int vs_registry_check(struct vs_expected_charges *exp);
+/* budget.c: its charges against what the records say: 0, or -1 (logged). */
+int vs_budget_check(const struct vs_expected_charges *exp);
+/* Both, for a caller at a quiet point (no allocation under way in any
+ * thread): 0, or -1 after logging the first invariant that does not hold. */
+int vs_core_check(void);
 
 #endif

@@ -1,0 +1,63 @@
+/*
+ * hooks.h: the hooks layer: one body per intercepted driver call
+ * (hook_*.c, generated names vs_hook_<entry> from hooks.def), the budget as
+ * the hooks ask it (admit.c), NVML's figures (hook_nvml.c), memory shared
+ * between processes (ipc.c), and the table that pairs each real driver
+ * pointer with its hook (hook_table.c).
+ *
+ * May include: offload.h, driver.h, core.h. Not control.h (a sibling
+ * layer) and not init.h (above). The exported entry points that lead here
+ * are the init layer's (hook_exports.c, hook_dlsym.c).
+ */
+#ifndef VS_HOOKS_H
+#define VS_HOOKS_H
+
+#include "offload.h"
+
+/* The hook bodies, one per table entry. */
+#define VS_HOOK(name, params, args) CUresult vs_hook_##name params;
+#define VS_REAL_ONLY(name, params, args)
+#include "hooks.def"
+#undef VS_HOOK
+#undef VS_REAL_ONLY
+
+/* ---- hook_table.c: real driver pointers and their hooks ----------------- */
+/* Pair every real pointer with its hook, once the driver is loaded. */
+void vs_hook_table_init(void);
+/* The hook that stands for a real driver pointer, or NULL. */
+void *vs_hook_for_real(void *real_fn);
+
+/* ---- the gated call, shared by every submission hook -------------------- */
+/* Hand `call` to the driver inside the move gate and return its result. */
+#define VS_GATED(call)                         \
+    do {                                       \
+        int gate_ = vs_gate_enter();           \
+        if (gate_ < 0)                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;   \
+        CUresult rc_ = (call);                 \
+        vs_gate_leave(gate_);                  \
+        return rc_;                            \
+    } while (0)
+
+/* ---- admit.c: the hooks' side of the budget ---------------------------- */
+/* Charge before the driver call; on refusal count the OOM, log one line
+ * naming the rule and the owners, and return CUDA_ERROR_OUT_OF_MEMORY. */
+CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
+                         struct vs_charge *out);
+CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
+
+/* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
+/* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
+typedef int nvmlReturn_t;
+typedef struct nvmlDevice_st *nvmlDevice_t;
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+typedef struct {
+    unsigned int version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+/* dlsym found `sym` for an nvml* name: the hook to hand out instead. */
+void *vs_nvml_swap(const char *name, void *sym);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * offload.h: the offload layer's interface, for the hooks, the control
+ * socket and init: buffers backed by virtual memory management that move
+ * between the device, pinned host memory and pageable memory while their
+ * addresses stay valid (tier.c decides, chunk.c moves), the move gate every
+ * submission passes, and touch tracking of launches.
+ *
+ * May include: driver.h, core.h. What the layer's files share among
+ * themselves (the buffer and chunk records, the movers, the host pool, the
+ * staging threads, the gate's lock) is in offload_internal.h, which no file
+ * outside the layer includes.
+ */
+#ifndef VS_OFFLOAD_H
+#define VS_OFFLOAD_H
+
+#include "driver.h"
+
+/* ---- offload.c: the layer as a whole ----------------------------------- */
+/* Set up the layer with the real movers (chunk.c), once, from vs_init. */
+void vs_offload_init(void);
+/* A forked child owns none of the parent's device memory. */
+void vs_offload_atfork_child(void);
+/* Check the layer's invariants (every buffer's chunk counts against its
+ * chunks, the pageable counts against the buffers): 0, or -1 after logging
+ * the first that does not hold. Takes the layer's locks: call it where no
+ * move can be under way in the calling thread. */
+int vs_offload_check(void);
+
+/* ---- the move gate (gate.c, tier.c) ------------------------------------ */
+/* Every launch, copy and memset holds the gate's read side for the length
+ * of its driver call; a move holds the write side from its fence to its
+ * remap. Before any of them, every pageable chunk that work may reach comes
+ * back (its address is unmapped: a kernel reaching it would fault). With no
+ * backed buffer the gate costs one relaxed load. */
+extern _Atomic uint32_t vs_tier_buffers; /* backed buffers alive */
+/* 1: the read side is held; -1: a pageable chunk could not come back. */
+int vs_gate_enter_slow(void);
+void vs_gate_leave_slow(void);
+/* 0: no gate needed; 1: held; -1: refuse the submission with
+ * CUDA_ERROR_OUT_OF_MEMORY, nothing was submitted. */
+static inline int vs_gate_enter(void)
+{
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
+        return 0;
+    return vs_gate_enter_slow();
+}
+static inline void vs_gate_leave(int entered)
+{
+    if (entered > 0)
+        vs_gate_leave_slow();
+}
+
+/* ---- touch tracking (tier.c, touch.c) ---------------------------------- */
+/* The program is about to use these addresses (kernel parameters: len 1;
+ * a copy's range: its length): stamp them, bring offloaded ones back. */
+void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now);
+/* A copy or memset names [a, a+n) (and [b, b+n) when b). */
+static inline void vs_touch_range(uint64_t a, uint64_t b, size_t n)
+{
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
+        return;
+    uint64_t words[2] = {a, b};
+    vs_tier_touch_words(words, b ? 2 : 1, n ? n : 1, vs_now_ns());
+}
+/* A graph launch: a graph may reach any buffer. */
+void vs_tier_touch_all(uint64_t now);
+/* A kernel launch names its buffers in its parameters. */
+void vs_touch_launch(CUfunction f, void **params, void **extra);
+
+/* ---- backed buffers (tier.c) ------------------------------------------- */
+struct vs_tier_view {
+    uint64_t base, size;
+    int dev;
+    CUcontext ctx;
+    bool offloaded;
+};
+/* Should an allocation of size on dev be backed (offload on, VMM there,
+ * at least one granule)? */
+bool vs_tier_wants(int dev, uint64_t size);
+/* Back an allocation with VMM. CUDA_ERROR_NOT_SUPPORTED: pass it through.
+ * On success the buffer is not yet one a move can pick: the caller records
+ * it in the registry, then publishes it. */
+struct vs_backing; /* opaque: a backed buffer not yet published */
+CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner,
+                       struct vs_backing **pending);
+void vs_tier_publish(struct vs_backing *pending);
+/* Free a backed buffer; CUDA_ERROR_NOT_FOUND when base is not one. `rec`,
+ * the registry record the caller took out (or NULL), gets the buffer's
+ * true split between device, pinned and pageable, which a move running
+ * meanwhile may have changed, so that its charges are given back exactly. */
+CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec);
+bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
+
+/* ---- what moves, when asked (tier.c) ----------------------------------- */
+/* An allocation of `bytes` is `shortfall` bytes short: move least recently
+ * touched buffers (of owner, when >= 0) off dev until the shortfall plus a
+ * margin (an eighth of bytes, at most 64 MiB) has moved. Returns the bytes
+ * moved. */
+uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t bytes);
+/* vramshim_offload / vramshim_prefetch: 0 or -errno. */
+int vs_tier_offload(uint64_t p);
+int vs_tier_prefetch(uint64_t p);
+/* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
+ * bytes have moved. Returns the bytes moved. */
+uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
+/* Free `bytes` of the pin budget for the program's own pinning. */
+uint64_t vs_tier_yield_pins(uint64_t bytes);
+/* Give back idle host handles the pin budget no longer has room for
+ * (hostpool.c): after the program pinned memory itself. */
+void vs_hostpool_fit_budget(void);
+
+/* ---- sharing with another process (tier.c) ----------------------------- */
+/* A shared buffer's chunks travel as file descriptors over the control
+ * socket, this many to a message (SCM_RIGHTS allows 253); 1024 chunks of
+ * 64 MiB is 64 GiB, the largest buffer that can be shared. */
+#define VS_SHARE_FDS_PER_MSG 128
+#define VS_SHARE_MAX_CHUNKS 1024
+/* A buffer shared with another process: what an importer needs. */
+struct vs_share {
+    uint64_t base, size, span, gran, chunk, token;
+    uint32_t n_chunks;
+    int dev;
+};
+/* Mark the backed buffer holding dptr shared (brought back, never moved
+ * again). CUDA_ERROR_NOT_FOUND: not a backed buffer. */
+CUresult vs_tier_share(uint64_t dptr, struct vs_share *out);
+/* Export the chunks of the shared buffer at base (token must match) as
+ * file descriptors, in order: their number, or -ENOENT, -E2BIG, -EIO. */
+int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * offload_internal.h: what the files of the offload layer share, and
+ * nothing outside the layer includes (offload.h is the layer's face).
+ *
+ *   gate.c      the move gate's lock and the pageable counts it guards
+ *   tier.c      the policy: which buffers move, when, and where
+ *   chunk.c     the mechanism: moving one chunk, backing a buffer, fencing
+ *   hostpool.c  page-locked host handles for pinned chunks
+ *   staging.c   copy threads and staging buffers for pageable chunks
+ *   touch.c     which buffers a launch names
+ *   offload.c   the layer's set-up, fork handling and invariant check
+ *
+ * tier.c reaches chunk.c, the host pool, the staging threads and the clock
+ * only through struct vs_tier_ops, so that tests/unit/test_tier.c can
+ * drive the policy against fake movers and a fake clock (as jemalloc's hpa
+ * hooks do). Calls go one way: tier -> (ops) chunk -> hostpool, staging ->
+ * gate; touch -> tier.
+ */
+#ifndef VS_OFFLOAD_INTERNAL_H
+#define VS_OFFLOAD_INTERNAL_H
+
+#include "offload.h"
+
+#ifndef __unused
+#define __unused __attribute__((unused))
+#endif
+#include <bsd/sys/tree.h>
+
+/* ---- hostpool.c: page-locked host handles for offloaded chunks -------- */
+#define VS_HOST_CLASSES 6 /* handles of 1, 2, 4 ... 32 granules */
+#define VS_CHUNK_GRANULES 32 /* the most granules in one chunk */
+struct vs_host_block { /* one handle per set bit of the size in granules */
+    CUmemGenericAllocationHandle h[VS_HOST_CLASSES];
+    uint64_t gran;
+    uint8_t mask;
+};
+CUresult vs_hostpool_take(uint64_t size, uint64_t gran, struct vs_host_block *out);
+void vs_hostpool_give(struct vs_host_block *b);
+/* Map the block's handles one after another at va, largest first. */
+CUresult vs_hostpool_map(const struct vs_host_block *b, uint64_t va);
+uint64_t vs_hostpool_idle_bytes(void);
+/* Release idle handles until bytes are freed; returns the bytes freed. */
+uint64_t vs_hostpool_trim(uint64_t bytes);
+/* The process is under pressure: create full-chunk handles of this
+ * granularity ahead of need, on the pool's own thread, with ctx current. */
+void vs_hostpool_ahead(uint64_t gran, CUcontext ctx);
+void vs_hostpool_atfork_child(void);
+
+/* ---- staging.c: pageable <-> device copies through staging buffers ---- */
+/* Copy size bytes between dev_va (in ctx) and pageable host memory on the
+ * copy threads. */
+CUresult vs_staging_copy(CUcontext ctx, uint64_t dev_va, void *host, uint64_t size,
+                         bool to_device);
+/* Free the staging buffers unless a copy is running; returns bytes freed. */
+uint64_t vs_staging_release(void);
+void vs_staging_atfork_child(void);
+
+/* ---- gate.c: the move gate ---------------------------------------------- */
+void vs_gate_init(void);
+void vs_gate_read_lock(void);
+void vs_gate_read_unlock(void);
+void vs_gate_write_lock(void);
+void vs_gate_write_unlock(void);
+/* Every chunk that is pageable in a buffer not handed over: while it is not
+ * zero, no work may be submitted (vs_gate_enter_slow brings them back
+ * first). Raised only under the gate's write side, so it is stable while
+ * the read side is held. */
+extern _Atomic uint32_t vs_pageable_reachable;
+/* Every pageable chunk, handed over or not. */
+extern _Atomic uint32_t vs_pageable_total;
+
+/* ---- the records: a backed buffer and its chunks ------------------------ */
+/* Where a chunk's bytes are. */
+enum chunk_where {
+    CHUNK_DEVICE,  /* a device handle mapped at its address */
+    CHUNK_PINNED,  /* host handles mapped at its address: still reachable */
+    CHUNK_PAGEABLE /* ordinary memory; the address is unmapped */
+};
+
+struct chunk {
+    CUmemGenericAllocationHandle dev_handle; /* while on the device */
+    struct vs_host_block host;               /* while pinned */
+    void *pageable;                          /* while pageable */
+    uint64_t offset, size; /* mapped bytes, whole granules */
+    uint64_t counted;      /* the program's bytes among them */
+    uint8_t where;
+};
+
+struct buffer {
+    RB_ENTRY(buffer) rb;
+    uint64_t base, size, span, gran;
+    int dev, owner;
+    CUcontext ctx;
+    _Atomic uint64_t last_touch_ns;
+    _Atomic uint32_t n_off;   /* chunks not on the device */
+    uint32_t n_pageable;      /* of them, pageable (under move_lock) */
+    _Atomic bool handed_over; /* vramshim_offload: the program will not touch it */
+    _Atomic bool shared;      /* another process may map it: never moves again */
+    uint64_t share_token;     /* what an importer must name (under move_lock) */
+    uint32_t n_chunks;
+    struct chunk chunk[];
+};
+
+/* ---- the seam between policy and mechanism ------------------------------ */
+/* A mover either moves the chunk whole, updating its `where`, the buffer's
+ * n_off and n_pageable (and the pageable counts), the budget and the
+ * registry, or leaves all of them as they were and returns the error. */
+struct vs_tier_ops {
+    uint64_t (*now)(void); /* the clock, in ns */
+    /* The device's VMM granularity; UINT64_MAX: no VMM there. */
+    uint64_t (*granularity)(int dev);
+    /* Reserve b->span bytes of address space at b->base and map device
+     * memory for every chunk (b's sizes and chunk offsets are set). */
+    CUresult (*back)(struct buffer *b);
+    /* Give back everything that backs b, and its address range. */
+    void (*unback)(struct buffer *b);
+    /* Nothing submitted so far still runs against b; no new work can start
+     * until fence_end. false: the fence failed, nothing may move. */
+    bool (*fence_begin)(struct buffer *b);
+    void (*fence_end)(struct buffer *b);
+    CUresult (*device_to_pinned)(struct buffer *b, struct chunk *c);
+    CUresult (*pinned_to_device)(struct buffer *b, struct chunk *c);
+    CUresult (*to_pageable)(struct buffer *b, struct chunk *c);
+    CUresult (*from_pageable)(struct buffer *b, struct chunk *c, bool pinned_too);
+    /* A chunk's device memory as a file descriptor for another process. */
+    CUresult (*export_chunk)(struct buffer *b, struct chunk *c, int *fd);
+    /* Under pressure: have host memory ready for the next moves. */
+    void (*host_ahead)(uint64_t gran, CUcontext ctx);
+    /* Give back vramshim's staging buffers; returns the bytes freed. */
+    uint64_t (*release_staging)(void);
+};
+
+/* ---- tier.c ---------------------------------------------------------------- */
+/* Start the policy with these movers (chunk.c's in the library, fakes in
+ * the unit tests). */
+void vs_tier_init(const struct vs_tier_ops *ops);
+/* false when a pageable chunk could not come back (logged). */
+bool vs_tier_restore_pageable(void);
+/* 0, or -1 after logging the first broken invariant. */
+int vs_tier_check(void);
+void vs_tier_atfork_child(void);
+
+/* ---- chunk.c: the real movers ----------------------------------------------- */
+extern const struct vs_tier_ops vs_chunk_ops;
+void vs_chunk_atfork_child(void);
+
+/* ---- touch.c ----------------------------------------------------------------- */
+void vs_touch_atfork_child(void);
+
+#endif

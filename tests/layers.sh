@@ -1,0 +1,99 @@
+#!/bin/sh
+# tests/layers.sh: the layer rule of docs/ARCHITECTURE.md, checked.
+#
+#   core <- driver <- offload <- {hooks, control} <- init
+#
+# 1. Includes: a file of src/ includes only headers of its own layer or of
+#    layers below; hooks and control never include each other's header;
+#    offload_internal.h stays inside the offload layer; nothing in src/
+#    includes a test header. The tool and the unit tests include only the
+#    core (test_tier.c and test_admit.c, which test one file of a higher
+#    layer, include that layer's header).
+# 2. Calls: from the built objects (nm), every symbol a file of the library
+#    uses from another file is defined in its own layer or one below, so
+#    the call graph between layers has no cycle.
+set -u
+src=${VRAMSHIM_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+b=${VRAMSHIM_BUILD:-$src}
+bad=0
+
+layer_of() { # a file name -> layer
+	case $(basename "$1") in
+	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | \
+		limits.c | budget.c | protocol.c | debug.c) echo core ;;
+	driver.h | hooks.def | real.c | dl_real.c) echo driver ;;
+	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
+		staging.c | touch.c) echo offload ;;
+	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_host.c | hook_info.c | \
+		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_ptr.c | hook_gpa.c | \
+		ipc.c) echo hooks ;;
+	control.h | control.c) echo control ;;
+	init.h | init.c | hook_exports.c | hook_dlsym.c) echo init ;;
+	*) echo unknown ;;
+	esac
+}
+rank_of() {
+	case $1 in core) echo 0 ;; driver) echo 1 ;; offload) echo 2 ;; hooks | control) echo 3 ;;
+	init) echo 4 ;; *) echo 9 ;; esac
+}
+may_use() { # may a file of layer $1 use layer $2?
+	[ "$1" = "$2" ] && return 0
+	[ "$(rank_of "$2")" -lt "$(rank_of "$1")" ]
+}
+fail() {
+	echo "layers: $*"
+	bad=1
+}
+
+# ---- 1. includes ----------------------------------------------------------
+for f in "$src"/src/*.c "$src"/src/*.h; do
+	mine=$(layer_of "$f")
+	[ "$mine" = unknown ] && fail "$(basename "$f") belongs to no layer: add it to tests/layers.sh and docs/ARCHITECTURE.md"
+	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f"); do
+		[ -f "$src/src/$inc" ] || [ -f "$src/include/$inc" ] ||
+			{ fail "$(basename "$f") includes $inc, which is not in src/ or include/"; continue; }
+		theirs=$(layer_of "$inc")
+		may_use "$mine" "$theirs" ||
+			fail "$(basename "$f") ($mine) includes $inc ($theirs), a layer above or beside its own"
+		[ "$inc" = offload_internal.h ] && [ "$mine" != offload ] &&
+			fail "$(basename "$f") ($mine) includes offload_internal.h, private to the offload layer"
+	done
+done
+for f in "$src"/tools/*.c "$src"/tools/*.h "$src"/tests/unit/*.c "$src"/tests/unit/*.h; do
+	case $(basename "$f") in test_tier.c | test_admit.c) continue ;; esac
+	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f"); do
+		[ -f "$src/src/$inc" ] || continue
+		[ "$inc" = core.h ] || fail "$(basename "$f") includes $inc: the tool and the unit tests build on core.h alone"
+	done
+done
+
+# ---- 2. calls, from the objects -------------------------------------------
+objs=$(ls "$b"/src/.libs/*.o 2>/dev/null)
+if [ -z "$objs" ] || ! command -v nm >/dev/null 2>&1; then
+	echo "layers: no objects under $b/src/.libs (or no nm): call check skipped"
+else
+	tab=$(mktemp)
+	trap 'rm -f "$tab"' EXIT
+	for o in $objs; do
+		name=$(basename "$o" .o)
+		name=${name#libvramshim_la-}
+		l=$(layer_of "$name.c")
+		nm "$o" | awk -v f="$name" -v l="$l" '
+			NF == 3 && $2 ~ /^[TDBRC]$/ { print "D", $3, f, l }
+			NF == 2 && $1 == "U" { print "U", $2, f, l }'
+	done >"$tab"
+	awk '$1 == "D" { def[$2] = $3; dl[$2] = $4; next }
+	     { use[NR] = $0 }
+	     END { for (i in use) { split(use[i], u, " ")
+	             if ((u[2] in def) && def[u[2]] != u[3]) print u[3], u[4], u[2], def[u[2]], dl[u[2]] } }' \
+		"$tab" | sort -u | while read -r user ul sym definer dlay; do
+		may_use "$ul" "$dlay" || echo "$user.c ($ul) uses $sym of $definer.c ($dlay), a layer above or beside its own"
+	done >"$tab.out"
+	if [ -s "$tab.out" ]; then
+		sed 's/^/layers: /' "$tab.out"
+		bad=1
+	fi
+	rm -f "$tab.out"
+fi
+[ "$bad" -eq 0 ] && echo "layers: every include and every call goes down"
+exit "$bad"

@@ -1,0 +1,542 @@
+/*
+ * test_tier: tier.c's policy on its own, against fake movers and a fake
+ * clock (struct vs_tier_ops), so that every decision is exact and nothing
+ * depends on the machine's speed: which buffer moves first, how much moves,
+ * when a buffer may go to pageable memory, what a touch or a submission
+ * brings back, what never moves, and what a failed fence leaves. A random
+ * walk checks the layer's invariants (vs_tier_check) after every step and
+ * that the fake device never holds more than its capacity.
+ *
+ * The fake movers keep the same books the real ones do (chunk.c): a chunk's
+ * `where`, the buffer's n_off and n_pageable, the pageable counts.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fixture.h"
+#include "offload_internal.h"
+
+#define M (1ULL << 20)
+#define G2 (2 * M) /* the fake granularity */
+#define SEC 1000000000ULL
+
+/* ---- the fakes ----------------------------------------------------------- */
+static uint64_t clock_ns;
+static uint64_t dev_cap, dev_used; /* the program's bytes on the device */
+static uint64_t pin_cap, pin_used;
+static uint64_t next_va;
+static bool fence_fails;
+static int fences, aheads;
+static uint64_t staged;
+
+static uint64_t fake_now(void) { return clock_ns; }
+static uint64_t fake_granularity(int dev) { return dev == 0 ? G2 : UINT64_MAX; }
+
+static CUresult fake_back(struct buffer *b)
+{
+    uint64_t need = 0;
+    for (uint32_t i = 0; i < b->n_chunks; i++)
+        need += b->chunk[i].counted;
+    if (dev_used + need > dev_cap)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    dev_used += need;
+    b->base = next_va;
+    next_va += b->span + G2; /* a gap, so neighbours never touch */
+    return CUDA_SUCCESS;
+}
+
+static void leave_pageable(struct buffer *b)
+{
+    b->n_pageable--;
+    atomic_fetch_sub(&vs_pageable_total, 1);
+    if (!atomic_load(&b->handed_over))
+        atomic_fetch_sub(&vs_pageable_reachable, 1);
+}
+
+static void fake_unback(struct buffer *b)
+{
+    for (uint32_t i = 0; i < b->n_chunks; i++) {
+        struct chunk *c = &b->chunk[i];
+        if (c->where == CHUNK_DEVICE)
+            dev_used -= c->counted;
+        else if (c->where == CHUNK_PINNED)
+            pin_used -= c->counted;
+        else
+            leave_pageable(b);
+    }
+}
+
+static bool fake_fence_begin(struct buffer *b)
+{
+    (void)b;
+    fences++;
+    return !fence_fails;
+}
+static void fake_fence_end(struct buffer *b) { (void)b; }
+
+static CUresult fake_device_to_pinned(struct buffer *b, struct chunk *c)
+{
+    if (pin_used + c->counted > pin_cap)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    pin_used += c->counted;
+    dev_used -= c->counted;
+    c->where = CHUNK_PINNED;
+    atomic_fetch_add(&b->n_off, 1);
+    return CUDA_SUCCESS;
+}
+
+static CUresult fake_pinned_to_device(struct buffer *b, struct chunk *c)
+{
+    if (dev_used + c->counted > dev_cap)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    dev_used += c->counted;
+    pin_used -= c->counted;
+    c->where = CHUNK_DEVICE;
+    atomic_fetch_sub(&b->n_off, 1);
+    return CUDA_SUCCESS;
+}
+
+static CUresult fake_to_pageable(struct buffer *b, struct chunk *c)
+{
+    if (c->where == CHUNK_PAGEABLE)
+        return CUDA_SUCCESS;
+    if (c->where == CHUNK_DEVICE) {
+        dev_used -= c->counted;
+        atomic_fetch_add(&b->n_off, 1);
+    } else {
+        pin_used -= c->counted;
+    }
+    c->where = CHUNK_PAGEABLE;
+    b->n_pageable++;
+    atomic_fetch_add(&vs_pageable_total, 1);
+    if (!atomic_load(&b->handed_over))
+        atomic_fetch_add(&vs_pageable_reachable, 1);
+    return CUDA_SUCCESS;
+}
+
+static CUresult fake_from_pageable(struct buffer *b, struct chunk *c, bool pinned_too)
+{
+    if (dev_used + c->counted <= dev_cap) {
+        dev_used += c->counted;
+        c->where = CHUNK_DEVICE;
+        atomic_fetch_sub(&b->n_off, 1);
+    } else if (pinned_too) { /* past the pin cap if need be, as chunk.c does */
+        pin_used += c->counted;
+        c->where = CHUNK_PINNED;
+    } else {
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    leave_pageable(b);
+    return CUDA_SUCCESS;
+}
+
+static CUresult fake_export(struct buffer *b, struct chunk *c, int *fd)
+{
+    (void)b;
+    (void)c;
+    *fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return *fd >= 0 ? CUDA_SUCCESS : CUDA_ERROR_UNKNOWN;
+}
+
+static void fake_ahead(uint64_t gran, CUcontext ctx)
+{
+    (void)gran;
+    (void)ctx;
+    aheads++;
+}
+
+static uint64_t fake_release_staging(void)
+{
+    uint64_t s = staged;
+    staged = 0;
+    return s;
+}
+
+static const struct vs_tier_ops fake_ops = {
+    .now = fake_now,
+    .granularity = fake_granularity,
+    .back = fake_back,
+    .unback = fake_unback,
+    .fence_begin = fake_fence_begin,
+    .fence_end = fake_fence_end,
+    .device_to_pinned = fake_device_to_pinned,
+    .pinned_to_device = fake_pinned_to_device,
+    .to_pageable = fake_to_pageable,
+    .from_pageable = fake_from_pageable,
+    .export_chunk = fake_export,
+    .host_ahead = fake_ahead,
+    .release_staging = fake_release_staging,
+};
+
+/* ---- helpers --------------------------------------------------------------- */
+static uint64_t live[64];
+static int n_live;
+
+static int setup(void **state)
+{
+    (void)state;
+    fixture_reset();
+    assert_int_equal(vs_limits_set("offload", "pinned", NULL, 0), 0);
+    assert_int_equal(vs_limits_set("idle_ms", "1000", NULL, 0), 0);
+    vs_tier_atfork_child(); /* an empty tree */
+    vs_gate_init();
+    vs_tier_init(&fake_ops);
+    clock_ns = 100 * SEC;
+    dev_cap = 1024 * M;
+    dev_used = pin_used = 0;
+    pin_cap = 1024 * M;
+    next_va = 1ULL << 40;
+    fence_fails = false;
+    fences = aheads = 0;
+    staged = 0;
+    n_live = 0;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < n_live; i++)
+        assert_int_equal(vs_tier_free(live[i], NULL), CUDA_SUCCESS);
+    assert_int_equal(vs_tier_check(), 0);
+    assert_int_equal(dev_used, 0);
+    assert_int_equal(pin_used, 0);
+    assert_int_equal(atomic_load(&vs_tier_buffers), 0);
+    return 0;
+}
+
+/* A backed buffer of `size` bytes for owner, allocated at the current time. */
+static uint64_t alloc_at(uint64_t size, int owner, uint64_t when)
+{
+    clock_ns = when;
+    CUdeviceptr p = 0;
+    struct vs_backing *pending;
+    assert_int_equal(vs_tier_alloc(&p, size, 0, owner, &pending), CUDA_SUCCESS);
+    vs_tier_publish(pending);
+    live[n_live++] = p;
+    return p;
+}
+
+static void forget(uint64_t p)
+{
+    for (int i = 0; i < n_live; i++)
+        if (live[i] == p) {
+            live[i] = live[--n_live];
+            return;
+        }
+}
+
+/* The program names p in a launch at time `when`. */
+static void touch_at(uint64_t p, uint64_t when)
+{
+    clock_ns = when;
+    vs_tier_touch_words(&p, 1, 1, when);
+}
+
+static bool offloaded(uint64_t p)
+{
+    struct vs_tier_view v;
+    assert_true(vs_tier_lookup(p, &v));
+    return v.offloaded;
+}
+
+/* ---- the tests --------------------------------------------------------------- */
+
+/* The least recently touched buffer moves first, and only as much as the
+ * shortfall (no margin for an allocation of 0 bytes). */
+static void least_recently_touched_first(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t b = alloc_at(8 * M, 0, 102 * SEC);
+    uint64_t c = alloc_at(8 * M, 0, 103 * SEC);
+    touch_at(a, 104 * SEC);
+    assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M);
+    assert_true(offloaded(b));
+    assert_false(offloaded(a));
+    assert_false(offloaded(c));
+    assert_int_equal(pin_used, 8 * M);
+    assert_int_equal(aheads, 1); /* host memory made ready for the next */
+    assert_int_equal(vs_tier_check(), 0);
+}
+
+/* The margin: an eighth of the allocation, so the next few do not stop. */
+static void shortfall_plus_margin(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 4; i++)
+        alloc_at(8 * M, 0, (101 + i) * SEC);
+    /* 1 MiB short for a 64 MiB allocation: 1 + 8 MiB must move: two buffers */
+    assert_int_equal(vs_tier_make_room(0, -1, 1 * M, 64 * M), 16 * M);
+    assert_true(offloaded(live[0]));
+    assert_true(offloaded(live[1]));
+    assert_false(offloaded(live[2]));
+}
+
+/* An owner limit moves only that owner's buffers. */
+static void owner_limit_moves_the_owner(void **state)
+{
+    (void)state;
+    uint64_t mine = alloc_at(8 * M, 1, 105 * SEC);
+    uint64_t other = alloc_at(8 * M, 2, 101 * SEC); /* older, not the owner's */
+    assert_int_equal(vs_tier_make_room(0, 1, 8 * M, 0), 8 * M);
+    assert_true(offloaded(mine));
+    assert_false(offloaded(other));
+}
+
+/* evict idle_only: only buffers untouched for idle_ms. */
+static void evict_idle_only(void **state)
+{
+    (void)state;
+    uint64_t old = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t fresh = alloc_at(8 * M, 0, 110 * SEC);
+    clock_ns = 110 * SEC + 999 * 1000000ULL; /* fresh: 999 ms old */
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_true(offloaded(old));
+    assert_false(offloaded(fresh));
+    clock_ns = 111 * SEC; /* now 1000 ms: idle */
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_true(offloaded(fresh));
+}
+
+/* A touch brings an offloaded buffer back, making room only from buffers
+ * idle for idle_ms: two buffers a kernel keeps using never trade places. */
+static void touch_brings_back_from_idle_room_only(void **state)
+{
+    (void)state;
+    dev_cap = 16 * M;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t b = alloc_at(8 * M, 0, 101 * SEC + 1);
+    assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M); /* a goes */
+    assert_true(offloaded(a));
+    uint64_t c = alloc_at(8 * M, 0, 101 * SEC + 2); /* fills the device */
+    touch_at(b, 101 * SEC + 3);
+    touch_at(c, 101 * SEC + 4);
+    touch_at(a, 101 * SEC + 5); /* b and c are busy: a stays pinned */
+    assert_true(offloaded(a));
+    assert_false(offloaded(b));
+    touch_at(c, 102 * SEC + 4); /* b untouched for a second now: idle */
+    touch_at(a, 102 * SEC + 5);
+    assert_false(offloaded(a));
+    assert_true(offloaded(b));
+    assert_false(offloaded(c));
+    assert_int_equal(dev_used, 16 * M);
+}
+
+/* With offload auto and the pin budget spent, an idle process's buffers go
+ * to pageable memory and its next submission brings them back first; a
+ * busy process's do not move at all. */
+static void pageable_only_when_idle(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_limits_set("offload", "auto", NULL, 0), 0);
+    pin_cap = 0;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    touch_at(a, 102 * SEC); /* a submission just now: busy */
+    clock_ns = 102 * SEC + 500 * 1000000ULL;
+    assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 0);
+    assert_false(offloaded(a));
+    clock_ns = 103 * SEC; /* nothing submitted for idle_ms */
+    assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M);
+    assert_true(offloaded(a));
+    assert_int_equal(atomic_load(&vs_pageable_reachable), 1);
+    assert_int_equal(dev_used, 0);
+    /* the next submission, whatever it names, brings it back first */
+    int gate = vs_gate_enter();
+    assert_int_equal(gate, 1);
+    vs_gate_leave(gate);
+    assert_int_equal(atomic_load(&vs_pageable_reachable), 0);
+    assert_false(offloaded(a));
+    assert_int_equal(vs_tier_check(), 0);
+}
+
+/* vramshim_offload hands a buffer over: pageable even while busy, out
+ * through submissions that do not name it, back when named or prefetched. */
+static void handed_over_stays_out_until_named(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_limits_set("offload", "auto", NULL, 0), 0);
+    pin_cap = 0;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t b = alloc_at(8 * M, 0, 101 * SEC);
+    touch_at(b, 101 * SEC + 1); /* busy */
+    assert_int_equal(vs_tier_offload(a), 0);
+    assert_true(offloaded(a));
+    assert_int_equal(atomic_load(&vs_pageable_total), 1);
+    assert_int_equal(atomic_load(&vs_pageable_reachable), 0);
+    int gate = vs_gate_enter(); /* a launch naming b only */
+    assert_int_equal(gate, 1);
+    vs_gate_leave(gate);
+    touch_at(b, 101 * SEC + 2);
+    assert_true(offloaded(a));
+    touch_at(a, 101 * SEC + 3);
+    assert_false(offloaded(a));
+    assert_int_equal(atomic_load(&vs_pageable_total), 0);
+    assert_int_equal(vs_tier_offload(a), 0);
+    assert_int_equal(vs_tier_prefetch(a), 0);
+    assert_false(offloaded(a));
+    assert_int_equal(vs_tier_offload(next_va + 64 * M), -ENOENT);
+}
+
+/* A shared buffer never moves; a buffer whose fence fails does not move. */
+static void what_never_moves(void **state)
+{
+    (void)state;
+    uint64_t shared = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t other = alloc_at(8 * M, 0, 102 * SEC);
+    struct vs_share sh;
+    assert_int_equal(vs_tier_share(shared, &sh), CUDA_SUCCESS);
+    assert_int_equal(sh.base, shared);
+    assert_int_equal(vs_tier_offload(shared), -EBUSY);
+    fence_fails = true;
+    assert_int_equal(vs_tier_make_room(0, -1, 16 * M, 0), 0);
+    assert_false(offloaded(other));
+    fence_fails = false;
+    assert_int_equal(vs_tier_make_room(0, -1, 16 * M, 0), 8 * M);
+    assert_false(offloaded(shared));
+    assert_true(offloaded(other));
+    int fds[4];
+    assert_int_equal(vs_tier_export(shared, sh.token + 1, fds, 4, &sh), -ENOENT);
+    assert_int_equal(vs_tier_export(shared, sh.token, fds, 4, &sh), 1);
+    close(fds[0]);
+}
+
+/* The program's own pinning: staging goes first, then pinned chunks come
+ * back to the device where they fit. */
+static void pins_yield(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t b = alloc_at(8 * M, 0, 102 * SEC);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 16 * M);
+    assert_int_equal(pin_used, 16 * M);
+    staged = 4 * M;
+    assert_int_equal(vs_tier_yield_pins(4 * M), 4 * M); /* staging was enough */
+    assert_int_equal(pin_used, 16 * M);
+    assert_int_equal(vs_tier_yield_pins(8 * M), 8 * M);
+    assert_int_equal(pin_used, 8 * M);
+    assert_true(offloaded(a) != offloaded(b));
+}
+
+/* A free of an offloaded buffer gives back its host memory, and tells the
+ * caller where the bytes really were (the record it took out earlier may
+ * predate a move), so that the charges go back exactly. */
+static void free_offloaded(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(80 * M, 0, 101 * SEC); /* two chunks: 64M + 16M */
+    struct vs_alloc_info rec = {.base = a, .size = 80 * M}; /* taken before the move */
+    assert_int_equal(vs_tier_make_room(0, -1, 16 * M, 0), 16 * M); /* the last chunk */
+    assert_int_equal(vs_tier_free(a, &rec), CUDA_SUCCESS);
+    forget(a);
+    assert_int_equal(rec.off_pinned, 16 * M);
+    assert_int_equal(rec.off_pageable, 0);
+    assert_int_equal(pin_used, 0);
+    assert_int_equal(vs_tier_free(a, NULL), CUDA_ERROR_NOT_FOUND);
+}
+
+/* An allocation not yet published (its record not yet made) is never
+ * picked by a move. */
+static void unpublished_never_moves(void **state)
+{
+    (void)state;
+    CUdeviceptr p;
+    struct vs_backing *pending;
+    clock_ns = 90 * SEC; /* older than anything: it would be the first victim */
+    assert_int_equal(vs_tier_alloc(&p, 8 * M, 0, 0, &pending), CUDA_SUCCESS);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 0);
+    vs_tier_publish(pending);
+    live[n_live++] = p;
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 8 * M);
+}
+
+/* A random walk of allocations, frees, touches, make-room, evictions,
+ * hand-overs and prefetches with the clock driven by the test: after every
+ * step the layer's invariants hold and the device holds no more than its
+ * capacity. */
+static void random_walk(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_limits_set("offload", "auto", NULL, 0), 0);
+    dev_cap = 96 * M;
+    pin_cap = 48 * M;
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (int step = 0; step < 20000; step++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        clock_ns += (x >> 40) % (300 * 1000000ULL);
+        uint64_t pick = n_live ? live[(x >> 8) % (uint64_t)n_live] : 0;
+        switch (x % 8) {
+        case 0:
+        case 1:
+            if (n_live < 40) {
+                uint64_t size = ((x >> 20) % 40 + 1) * M;
+                CUdeviceptr p;
+                struct vs_backing *pending;
+                if (vs_tier_alloc(&p, size, 0, (int)(x >> 50) % 3, &pending) == CUDA_SUCCESS) {
+                    vs_tier_publish(pending);
+                    live[n_live++] = p;
+                } else
+                    vs_tier_make_room(0, -1, size, size);
+            }
+            break;
+        case 2:
+            if (pick) {
+                assert_int_equal(vs_tier_free(pick, NULL), CUDA_SUCCESS);
+                forget(pick);
+            }
+            break;
+        case 3:
+            if (pick)
+                touch_at(pick + (x >> 30) % M, clock_ns);
+            break;
+        case 4:
+            vs_tier_make_room(0, (int)(x >> 50) % 4 - 1, ((x >> 20) % 32) * M, 8 * M);
+            break;
+        case 5:
+            if (pick)
+                vs_tier_offload(pick);
+            break;
+        case 6:
+            if (pick)
+                vs_tier_prefetch(pick);
+            break;
+        default: {
+            int gate = vs_gate_enter();
+            assert_int_not_equal(gate, -1);
+            assert_int_equal(atomic_load(&vs_pageable_reachable), 0);
+            vs_gate_leave(gate);
+            break;
+        }
+        }
+        assert_true(dev_used <= dev_cap);
+        assert_int_equal(vs_tier_check(), 0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(least_recently_touched_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(shortfall_plus_margin, setup, teardown),
+        cmocka_unit_test_setup_teardown(owner_limit_moves_the_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(evict_idle_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(touch_brings_back_from_idle_room_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(pageable_only_when_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(handed_over_stays_out_until_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(what_never_moves, setup, teardown),
+        cmocka_unit_test_setup_teardown(pins_yield, setup, teardown),
+        cmocka_unit_test_setup_teardown(free_offloaded, setup, teardown),
+        cmocka_unit_test_setup_teardown(unpublished_never_moves, setup, teardown),
+        cmocka_unit_test_setup_teardown(random_walk, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -4,7 +4,9 @@
  * Each variable has a parser that either accepts the whole value or rejects
  * it; a rejected value produces exactly one warning that names the variable,
  * the value and what was expected, and the setting keeps its default. Nothing
- * here runs after initialisation, so nothing here is on a hot path.
+ * here runs after initialisation, so nothing here is on a hot path. HAMi's
+ * settings are read too (see load_hami), so a HAMi cluster's containers
+ * keep their memory slices under vramshim.
  */
 #include "core.h"
 
@@ -316,6 +318,101 @@ static int load_path(const char *var, const char *v, char *dst, size_t cap)
     return 0;
 }
 
+/* ---- HAMi's settings -------------------------------------------------
+ * HAMi's device plugin hands each container its memory slice as
+ * CUDA_DEVICE_MEMORY_LIMIT (every device) and CUDA_DEVICE_MEMORY_LIMIT_<i>
+ * (device i, which wins over the first), values like 1g, 1024m, 1048576k or
+ * plain bytes; HAMi-core reads 0 as no limit and warns (HAMi-core README,
+ * src/multiprocess/multiprocess_memory_limit.c: get_limit_from_env,
+ * do_init_device_memory_limits). vramshim takes them as its VRAM limit, so
+ * a HAMi cluster can swap the library in unchanged, unless
+ * VRAMSHIM_VRAM_LIMIT is set: vramshim's own variable wins. */
+
+static bool hami_memory_set(vs_env_fn env)
+{
+    if (env("CUDA_DEVICE_MEMORY_LIMIT"))
+        return true;
+    for (int i = 0; i < VS_MAX_DEVICES; i++) {
+        char name[40];
+        snprintf(name, sizeof name, "CUDA_DEVICE_MEMORY_LIMIT_%d", i);
+        if (env(name))
+            return true;
+    }
+    return false;
+}
+
+/* One HAMi memory value: a size above zero (vramshim's size syntax, which
+ * takes HAMi's), or one line and no limit from it. */
+static int hami_size(const char *var, const char *v, struct vs_size_spec *out)
+{
+    uint64_t bytes;
+    if (vs_parse_size(v, &bytes) != 0 || bytes == 0)
+        return bad(var, v, "a size above 0 like 8g or 1024m (HAMi's form)",
+                   "no limit from it");
+    out->kind = VS_SIZE_BYTES;
+    out->bytes = bytes;
+    out->percent = 0;
+    return 0;
+}
+
+/* HAMi settings that vramshim does not enforce: compute slicing, HAMi's own
+ * shared region and oversubscription switch (vramshim offloads by its own
+ * VRAMSHIM_OFFLOAD), its OOM killer and task priority. A value that asks for
+ * nothing (an SM limit of 0 or 100) is not mentioned. */
+static const char *const hami_unenforced[] = {
+    "CUDA_DEVICE_SM_LIMIT", "GPU_CORE_UTILIZATION_POLICY", "CUDA_TASK_PRIORITY",
+    "CUDA_OVERSUBSCRIBE", "CUDA_DEVICE_MEMORY_SHARED_CACHE", "ACTIVE_OOM_KILLER",
+};
+
+static void note_unenforced_one(char *list, size_t cap, const char *name, const char *v)
+{
+    bool sm = strncmp(name, "CUDA_DEVICE_SM_LIMIT", 20) == 0;
+    if (v == NULL || (sm && (strcmp(v, "0") == 0 || strcmp(v, "100") == 0)))
+        return;
+    size_t used = strlen(list);
+    if (used < cap)
+        snprintf(list + used, cap - used, "%s%s=\"%.40s\"", used ? ", " : "", name, v);
+}
+
+static void note_unenforced(vs_env_fn env)
+{
+    char list[1024] = "";
+    for (size_t i = 0; i < sizeof hami_unenforced / sizeof hami_unenforced[0]; i++)
+        note_unenforced_one(list, sizeof list, hami_unenforced[i], env(hami_unenforced[i]));
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        char name[40];
+        snprintf(name, sizeof name, "CUDA_DEVICE_SM_LIMIT_%d", d);
+        note_unenforced_one(list, sizeof list, name, env(name));
+    }
+    if (list[0])
+        vs_warn("HAMi settings vramshim does not enforce (it limits memory, it does not "
+                "slice compute): %s",
+                list);
+}
+
+static int load_hami(struct vs_config *cfg, vs_env_fn env, bool own_limit_set)
+{
+    note_unenforced(env);
+    if (!hami_memory_set(env))
+        return 0;
+    if (own_limit_set) {
+        vs_warn("VRAMSHIM_VRAM_LIMIT is set and wins: HAMi's CUDA_DEVICE_MEMORY_LIMIT "
+                "settings are ignored");
+        return 0;
+    }
+    int errors = 0;
+    const char *v = env("CUDA_DEVICE_MEMORY_LIMIT");
+    if (v)
+        errors += hami_size("CUDA_DEVICE_MEMORY_LIMIT", v, &cfg->vram_limit_all);
+    for (int i = 0; i < VS_MAX_DEVICES; i++) {
+        char name[40];
+        snprintf(name, sizeof name, "CUDA_DEVICE_MEMORY_LIMIT_%d", i);
+        if ((v = env(name)))
+            errors += hami_size(name, v, &cfg->vram_limit_dev[i]);
+    }
+    return errors;
+}
+
 int vs_config_load(struct vs_config *cfg, vs_env_fn env)
 {
     int errors = 0;
@@ -347,6 +444,7 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
                       "a size like 8G or 512M, a percentage like 40%, or per "
                       "device like 0:8G,1:12G",
                       "none");
+    errors += load_hami(cfg, env, v != NULL);
     if ((v = env("VRAMSHIM_RESERVE_VRAM")) &&
         vs_parse_size_or_percent(v, &cfg->reserve_vram))
         errors += bad("VRAMSHIM_RESERVE_VRAM", v,

@@ -1,14 +1,16 @@
 #!/bin/sh
-# env_check.sh: a bad value in any VRAMSHIM_* variable gives exactly one
-# line on stderr naming the variable and the value, and the program runs on
-# with that setting at its default.
+# env_check.sh: a bad value in any VRAMSHIM_* variable (or HAMi's memory
+# limits) gives exactly one line on stderr naming the variable and the value,
+# and the program runs on with that setting at its default.
 set -u
 b=${VRAMSHIM_BUILD:?run through make check}
 prog=$b/tests/integration/prog_stats
 fail=0
-run() { # VAR VALUE
+run() { # VAR VALUE [MORE=VALUE...]
+	var=$1 value=$2
+	shift 2
 	env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
-		"$1=$2" "$prog" >"$tmp/out" 2>"$tmp/err"
+		"$var=$value" "$@" "$prog" >"$tmp/out" 2>"$tmp/err"
 }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -51,6 +53,35 @@ if run VRAMSHIM_VRAM_LIMIT 0:4G && [ ! -s "$tmp/err" ] && grep -qF '"vram_limit"
 else
 	echo "FAIL VRAMSHIM_VRAM_LIMIT=0:4G"; cat "$tmp/err" "$tmp/out"; fail=1
 fi
+# HAMi's settings: each memory form is the limit; a bad one is one line;
+# VRAMSHIM_VRAM_LIMIT wins with one line; compute limits get one line.
+check CUDA_DEVICE_MEMORY_LIMIT 12Q '"vram_limit":[null]'
+check CUDA_DEVICE_MEMORY_LIMIT_0 0 '"vram_limit":[null]'
+if run CUDA_DEVICE_MEMORY_LIMIT 3000m && [ ! -s "$tmp/err" ] && grep -qF '"vram_limit":[3145728000]' "$tmp/out"; then
+	echo "ok   CUDA_DEVICE_MEMORY_LIMIT=3000m"
+else
+	echo "FAIL CUDA_DEVICE_MEMORY_LIMIT=3000m"; cat "$tmp/err" "$tmp/out"; fail=1
+fi
+if run CUDA_DEVICE_MEMORY_LIMIT_0 2g CUDA_DEVICE_MEMORY_LIMIT=1g && [ ! -s "$tmp/err" ] &&
+	grep -qF '"vram_limit":[2147483648]' "$tmp/out"; then
+	echo "ok   CUDA_DEVICE_MEMORY_LIMIT_0 wins over CUDA_DEVICE_MEMORY_LIMIT"
+else
+	echo "FAIL CUDA_DEVICE_MEMORY_LIMIT_0=2g"; cat "$tmp/err" "$tmp/out"; fail=1
+fi
+if run VRAMSHIM_VRAM_LIMIT 4G CUDA_DEVICE_MEMORY_LIMIT=1g && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+	grep -q 'VRAMSHIM_VRAM_LIMIT is set and wins' "$tmp/err" &&
+	grep -qF '"vram_limit":[4294967296]' "$tmp/out"; then
+	echo "ok   VRAMSHIM_VRAM_LIMIT wins over CUDA_DEVICE_MEMORY_LIMIT, one line"
+else
+	echo "FAIL VRAMSHIM_VRAM_LIMIT against CUDA_DEVICE_MEMORY_LIMIT"; cat "$tmp/err" "$tmp/out"; fail=1
+fi
+if run CUDA_DEVICE_SM_LIMIT 50 GPU_CORE_UTILIZATION_POLICY=force && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+	grep -qF 'CUDA_DEVICE_SM_LIMIT="50"' "$tmp/err" && grep -qF 'GPU_CORE_UTILIZATION_POLICY="force"' "$tmp/err"; then
+	echo "ok   CUDA_DEVICE_SM_LIMIT: one line, not enforced"
+else
+	echo "FAIL CUDA_DEVICE_SM_LIMIT"; cat "$tmp/err"; fail=1
+fi
+
 # the log file receives the lines instead of stderr
 if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
 	VRAMSHIM_LOG_FILE="$tmp/log" VRAMSHIM_OFFLOAD=bad "$prog" >/dev/null 2>"$tmp/err" &&

@@ -229,6 +229,130 @@ static void load_bad_each(void **state)
     }
 }
 
+/* HAMi's memory limits: the every-device form and the per-device form
+ * (which wins for its device), in HAMi's own value syntax, silently. */
+static void hami_limits(void **state)
+{
+    (void)state;
+    env_n = 0;
+    env_set("CUDA_DEVICE_MEMORY_LIMIT", "3000m");
+    env_set("CUDA_DEVICE_MEMORY_LIMIT_1", "1048576k");
+    env_set("CUDA_DEVICE_MEMORY_LIMIT_15", "1073741824");
+    env_set("CUDA_DEVICE_MEMORY_LIMIT_16", "1g"); /* past the last device: not read */
+    fixture_log_capture();
+    struct vs_config cfg;
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(fixture_log_lines(), 0);
+    assert_int_equal(cfg.vram_limit_all.kind, VS_SIZE_BYTES);
+    assert_int_equal(cfg.vram_limit_all.bytes, 3000 * MiB);
+    assert_int_equal(cfg.vram_limit_dev[0].kind, VS_SIZE_NONE);
+    assert_int_equal(cfg.vram_limit_dev[1].bytes, GiB);
+    assert_int_equal(cfg.vram_limit_dev[15].bytes, GiB);
+
+    env_n = 0; /* the per-device form alone */
+    env_set("CUDA_DEVICE_MEMORY_LIMIT_0", "2G");
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(cfg.vram_limit_all.kind, VS_SIZE_NONE);
+    assert_int_equal(cfg.vram_limit_dev[0].bytes, 2 * GiB);
+    assert_int_equal(fixture_log_lines(), 0);
+}
+
+/* VRAMSHIM_VRAM_LIMIT wins over either HAMi form, with one line saying so;
+ * a bad VRAMSHIM_VRAM_LIMIT still wins (its own line names the default). */
+static void hami_conflict(void **state)
+{
+    (void)state;
+    const char *hami[] = {"CUDA_DEVICE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT_3"};
+    for (int i = 0; i < 2; i++) {
+        env_n = 0;
+        env_set("VRAMSHIM_VRAM_LIMIT", "4G");
+        env_set(hami[i], "1g");
+        fixture_log_capture();
+        struct vs_config cfg;
+        assert_int_equal(vs_config_load(&cfg, table_env), 0);
+        assert_int_equal(fixture_log_lines(), 1);
+        assert_non_null(strstr(fixture_log(), "VRAMSHIM_VRAM_LIMIT is set and wins"));
+        assert_non_null(strstr(fixture_log(), "CUDA_DEVICE_MEMORY_LIMIT"));
+        assert_int_equal(cfg.vram_limit_all.bytes, 4 * GiB);
+        assert_int_equal(cfg.vram_limit_dev[3].kind, VS_SIZE_NONE);
+    }
+    env_n = 0;
+    env_set("VRAMSHIM_VRAM_LIMIT", "4Q");
+    env_set("CUDA_DEVICE_MEMORY_LIMIT", "1g");
+    fixture_log_capture();
+    struct vs_config cfg, dflt;
+    vs_config_defaults(&dflt);
+    assert_int_equal(vs_config_load(&cfg, table_env), 1);
+    assert_int_equal(fixture_log_lines(), 2);
+    assert_memory_equal(&cfg, &dflt, sizeof cfg);
+}
+
+/* A bad HAMi value: one line naming it, and no limit from it. */
+static void hami_bad(void **state)
+{
+    (void)state;
+    struct { const char *var, *value; } bad[] = {
+        {"CUDA_DEVICE_MEMORY_LIMIT", "1q"},   {"CUDA_DEVICE_MEMORY_LIMIT", "0"},
+        {"CUDA_DEVICE_MEMORY_LIMIT", ""},     {"CUDA_DEVICE_MEMORY_LIMIT", "40%"},
+        {"CUDA_DEVICE_MEMORY_LIMIT_2", "-1"}, {"CUDA_DEVICE_MEMORY_LIMIT_0", "1g "},
+    };
+    struct vs_config dflt;
+    vs_config_defaults(&dflt);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        env_n = 0;
+        env_set(bad[i].var, bad[i].value);
+        fixture_log_capture();
+        struct vs_config cfg;
+        assert_int_equal(vs_config_load(&cfg, table_env), 1);
+        assert_int_equal(fixture_log_lines(), 1);
+        char quoted[128];
+        snprintf(quoted, sizeof quoted, "%s=\"%s\"", bad[i].var, bad[i].value);
+        assert_non_null(strstr(fixture_log(), quoted));
+        assert_memory_equal(&cfg, &dflt, sizeof cfg);
+    }
+    /* one bad form leaves the other in force */
+    env_n = 0;
+    env_set("CUDA_DEVICE_MEMORY_LIMIT", "lots");
+    env_set("CUDA_DEVICE_MEMORY_LIMIT_1", "2g");
+    fixture_log_capture();
+    struct vs_config cfg;
+    assert_int_equal(vs_config_load(&cfg, table_env), 1);
+    assert_int_equal(fixture_log_lines(), 1);
+    assert_int_equal(cfg.vram_limit_all.kind, VS_SIZE_NONE);
+    assert_int_equal(cfg.vram_limit_dev[1].bytes, 2 * GiB);
+}
+
+/* HAMi settings vramshim does not enforce: one line naming every one set,
+ * nothing changed; an SM limit that asks for nothing is not mentioned. */
+static void hami_unenforced(void **state)
+{
+    (void)state;
+    env_n = 0;
+    env_set("CUDA_DEVICE_SM_LIMIT", "50");
+    env_set("CUDA_DEVICE_SM_LIMIT_1", "30");
+    env_set("GPU_CORE_UTILIZATION_POLICY", "force");
+    env_set("CUDA_OVERSUBSCRIBE", "true");
+    fixture_log_capture();
+    struct vs_config cfg, dflt;
+    vs_config_defaults(&dflt);
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(fixture_log_lines(), 1);
+    const char *log = fixture_log();
+    assert_non_null(strstr(log, "does not enforce"));
+    assert_non_null(strstr(log, "CUDA_DEVICE_SM_LIMIT=\"50\""));
+    assert_non_null(strstr(log, "CUDA_DEVICE_SM_LIMIT_1=\"30\""));
+    assert_non_null(strstr(log, "GPU_CORE_UTILIZATION_POLICY=\"force\""));
+    assert_non_null(strstr(log, "CUDA_OVERSUBSCRIBE=\"true\""));
+    assert_memory_equal(&cfg, &dflt, sizeof cfg);
+
+    env_n = 0;
+    env_set("CUDA_DEVICE_SM_LIMIT", "100");
+    env_set("CUDA_DEVICE_SM_LIMIT_0", "0");
+    fixture_log_capture();
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(fixture_log_lines(), 0);
+}
+
 int main(void)
 {
     fixture_reset();
@@ -237,7 +361,9 @@ int main(void)
         cmocka_unit_test(percent_and_size), cmocka_unit_test(device_lists),
         cmocka_unit_test(owner_lists),      cmocka_unit_test(small_parsers),
         cmocka_unit_test(pin_limit_formula), cmocka_unit_test(load_good),
-        cmocka_unit_test(load_bad_each),
+        cmocka_unit_test(load_bad_each),    cmocka_unit_test(hami_limits),
+        cmocka_unit_test(hami_conflict),    cmocka_unit_test(hami_bad),
+        cmocka_unit_test(hami_unenforced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -355,6 +355,8 @@ struct vs_device_query {
     int (*total)(int dev, uint64_t *total);
     /* Free memory now, when the calling thread has a context on dev. */
     int (*free_now)(int dev, uint64_t *free_bytes);
+    /* The device's UUID as nvidia-smi prints it ("GPU-xxxxxxxx-..."). */
+    int (*uuid)(int dev, char *buf, size_t len);
 };
 void vs_query_set(const struct vs_device_query *q);
 /* The query in use: never NULL, its members may be. */

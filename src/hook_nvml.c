@@ -86,15 +86,6 @@ static struct {
 } known[VS_MAX_DEVICES];
 static int n_known;
 
-static void format_uuid(const CUuuid *u, char *out, size_t cap)
-{
-    const unsigned char *b = (const unsigned char *)u->bytes;
-    snprintf(out, cap,
-             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-             b[12], b[13], b[14], b[15]);
-}
-
 static int ordinal_by_uuid(const char *nvml_uuid)
 {
     int count = 0;
@@ -108,7 +99,7 @@ static int ordinal_by_uuid(const char *nvml_uuid)
         if (vs_real.cuDeviceGet(&d, i) != CUDA_SUCCESS ||
             vs_real.cuDeviceGetUuid_v2(&u, d) != CUDA_SUCCESS)
             continue;
-        format_uuid(&u, text, sizeof text);
+        vs_format_uuid(&u, text, sizeof text);
         if (strcasecmp(text, nvml_uuid) == 0)
             return i;
     }

@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 struct vs_real_table vs_real;
@@ -52,6 +53,27 @@ static int query_total(int dev, uint64_t *total)
         vs_real.cuDeviceTotalMem_v2(&bytes, d) != CUDA_SUCCESS)
         return -1;
     *total = bytes;
+    return 0;
+}
+
+void vs_format_uuid(const CUuuid *u, char *out, size_t cap)
+{
+    const unsigned char *b = (const unsigned char *)u->bytes;
+    snprintf(out, cap,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+             b[12], b[13], b[14], b[15]);
+}
+
+static int query_uuid(int dev, char *buf, size_t len)
+{
+    CUdevice d;
+    CUuuid u;
+    if (vs_real.cuDeviceGet == NULL || vs_real.cuDeviceGetUuid_v2 == NULL ||
+        vs_real.cuDeviceGet(&d, dev) != CUDA_SUCCESS ||
+        vs_real.cuDeviceGetUuid_v2(&u, d) != CUDA_SUCCESS)
+        return -1;
+    vs_format_uuid(&u, buf, len);
     return 0;
 }
 
@@ -93,7 +115,7 @@ bool vs_real_load(bool must_load)
     if (!vs_real_loaded) {
         vs_real = table;
         static const struct vs_device_query q = {query_count, query_name, query_total,
-                                                 query_free};
+                                                 query_free, query_uuid};
         vs_query_set(&q);
         atomic_store_explicit(&vs_real_loaded, 1, memory_order_release);
         vs_debug("driver loaded");

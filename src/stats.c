@@ -136,8 +136,15 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
             vs_query()->name(i, name, sizeof name);
         uint64_t total = 0;
         bool has_total = vs_query()->total && vs_query()->total(i, &total) == 0;
+        char uuid[64];
+        bool has_uuid = vs_query()->uuid && vs_query()->uuid(i, uuid, sizeof uuid) == 0;
         put(o, "%s{\"index\":%d,\"name\":", i ? "," : "", i);
         put_json_string(o, name);
+        put(o, ",\"uuid\":");
+        if (has_uuid)
+            put_json_string(o, uuid);
+        else
+            put(o, "null");
         put(o, ",\"vram_total\":");
         put_opt_u64(o, has_total, total);
         uint64_t free_bytes = 0;

@@ -40,10 +40,12 @@ bool client_parse_pid(const char *s, pid_t *out)
     return true;
 }
 
-static int connect_pid(pid_t pid)
+bool client_quiet;
+
+static int connect_pid(const char *dir, pid_t pid)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", client_dir(), (int)pid);
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)pid);
     if (n < 0 || (size_t)n >= sizeof addr.sun_path)
         return -ENAMETOOLONG;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -59,13 +61,18 @@ static int connect_pid(pid_t pid)
 
 json_t *client_request(pid_t pid, const char *request, int *exit_code)
 {
-    int fd = connect_pid(pid);
+    return client_request_in(client_dir(), pid, request, exit_code);
+}
+
+json_t *client_request_in(const char *dir, pid_t pid, const char *request, int *exit_code)
+{
+    int fd = connect_pid(dir, pid);
     if (fd < 0) {
         bool gone = fd == -ENOENT || fd == -ECONNREFUSED;
-        if (gone)
+        if (gone && !client_quiet)
             fprintf(stderr, "vramshim: no process %d is running under vramshim (no socket in %s)\n",
-                    (int)pid, client_dir());
-        else
+                    (int)pid, dir);
+        else if (!client_quiet)
             fprintf(stderr, "vramshim: cannot reach process %d: %s\n", (int)pid, strerror(-fd));
         *exit_code = gone ? EXIT_NO_PROCESS : EXIT_REFUSED;
         return NULL;
@@ -101,7 +108,8 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code)
     }
     free(buf);
     if (answer == NULL || !json_is_object(answer)) {
-        fprintf(stderr, "vramshim: process %d gave no valid answer\n", (int)pid);
+        if (!client_quiet)
+            fprintf(stderr, "vramshim: process %d gave no valid answer\n", (int)pid);
         json_decref(answer);
         *exit_code = EXIT_REFUSED;
         return NULL;
@@ -117,7 +125,12 @@ static int cmp_pid(const void *a, const void *b)
 
 int client_list(pid_t *pids, int cap)
 {
-    DIR *d = opendir(client_dir());
+    return client_list_in(client_dir(), pids, cap);
+}
+
+int client_list_in(const char *dir, pid_t *pids, int cap)
+{
+    DIR *d = opendir(dir);
     if (d == NULL)
         return 0;
     int n = 0;

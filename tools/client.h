@@ -24,6 +24,13 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code);
 /* Every pid with a socket in the directory, ascending; returns the count
  * (at most cap). */
 int client_list(pid_t *pids, int cap);
+/* The same two in another socket directory (the exporter reads a node's
+ * per-pod subdirectories). */
+json_t *client_request_in(const char *dir, pid_t pid, const char *request, int *exit_code);
+int client_list_in(const char *dir, pid_t *pids, int cap);
+/* Set: a process that is gone or gives no answer prints nothing (the
+ * exporter skips it). */
+extern bool client_quiet;
 /* The answer's "ok"; prints its "error" when false. */
 bool client_ok(json_t *answer, pid_t pid);
 

@@ -14,6 +14,7 @@ int cmd_set(int argc, char **argv);
 int cmd_evict(int argc, char **argv);
 int cmd_free(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
+int cmd_exporter(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 
 #endif

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" != "--run-only" ]; then
 	need=""
 	for pkg in autoconf automake libtool pkg-config make gcc uthash-dev libbsd-dev \
-		libcmocka-dev libjansson-dev clang python3-prometheus-client tmux; do
+		libcmocka-dev libjansson-dev libmicrohttpd-dev clang python3-prometheus-client python3-yaml curl tmux; do
 		dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 	done
 	if [ -n "$need" ]; then

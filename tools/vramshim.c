@@ -5,7 +5,7 @@
  * with the library's own parsers (so a value the tool accepts is a value
  * the library accepts), sets LD_PRELOAD and the VRAMSHIM_* variables, and
  * execs. The commands that talk to running processes (ls, stats, top,
- * evict, free, set, metrics) live in cmd_*.c and reach each process through
+ * evict, free, set, metrics, exporter) live in cmd_*.c and reach each process through
  * its control socket (client.c).
  *
  * Exit codes (interface.md): 0 success, 1 the target refused or failed,
@@ -43,6 +43,8 @@ static const char usage_text[] =
     "  evict PID [--owner N] [--bytes S] | free PID\n"
     "                     move idle buffers / everything to host memory now\n"
     "  metrics            every process in the Prometheus text format\n"
+    "  exporter [--listen ADDR:PORT]\n"
+    "                     serve those metrics over HTTP (/metrics, /healthz)\n"
     "  top [--once] [--interval S]\n"
     "                     live view of every process (q quits)\n"
     "Exit codes: 0 done, 1 the target refused or failed, 2 usage error, 3 no such process.\n"
@@ -165,6 +167,17 @@ static int cmd_run(int argc, char **argv)
     return errno == ENOENT ? 127 : 126;
 }
 
+#ifndef VRAMSHIM_EXPORTER
+/* Built without libmicrohttpd: say so rather than "unknown command". */
+static int cmd_exporter(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    fprintf(stderr, "vramshim: this build has no exporter (libmicrohttpd was not found when it "
+                    "was configured; apt-get install libmicrohttpd-dev and build again)\n");
+    return EXIT_REFUSED;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -185,7 +198,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"ls", cmd_ls}, {"stats", cmd_stats}, {"set", cmd_set},
                 {"evict", cmd_evict}, {"free", cmd_free}, {"metrics", cmd_metrics},
-                {"top", cmd_top}};
+                {"exporter", cmd_exporter}, {"top", cmd_top}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);

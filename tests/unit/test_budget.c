@@ -58,7 +58,7 @@ static void with_env(const char *const *pairs)
             assert_int_equal(vs_limits_set(p[0], p[1], why, sizeof why), 0);
         }
     vs_budget_reset();
-    static const struct vs_device_query q = {NULL, NULL, q_total, q_free};
+    static const struct vs_device_query q = {NULL, NULL, q_total, q_free, NULL};
     vs_query_set(&q);
     model_total = 1024 * M;
     model_total_known = true;

@@ -12,10 +12,12 @@
 #include "metrics.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* Where metrics_collect notes the subdirectory a document came from. */
@@ -179,7 +181,12 @@ json_t *metrics_collect(uint64_t deadline_ms)
     DIR *d = opendir(root);
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || e->d_type != DT_DIR)
+        struct stat st;
+        bool is_dir = e->d_type == DT_DIR ||
+                      (e->d_type == DT_UNKNOWN &&
+                       fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                       S_ISDIR(st.st_mode));
+        if (e->d_name[0] == '.' || !is_dir)
             continue;
         char sub[PATH_MAX];
         if (snprintf(sub, sizeof sub, "%s/%s", root, e->d_name) < (int)sizeof sub)
@@ -206,32 +213,36 @@ int cmd_metrics(int argc, char **argv)
 
 void metrics_write(FILE *out, json_t *all)
 {
-    per_process(out, all, "vramshim_uptime_seconds", "gauge", "Seconds since the process loaded vramshim.",
-                NULL, "uptime_s");
+    per_process(out, all, "vramshim_uptime_seconds", "gauge",
+                "Seconds since the process loaded vramshim.", NULL, "uptime_s");
     per_device(out, all, "vramshim_device_allocated_bytes", "Device memory the process allocated.",
                "allocated");
-    per_device(out, all, "vramshim_device_resident_bytes", "Device memory the process holds on the device.",
-               "resident");
+    per_device(out, all, "vramshim_device_resident_bytes",
+               "Device memory the process holds on the device.", "resident");
     per_device(out, all, "vramshim_device_offloaded_pinned_bytes",
-               "Device allocations whose bytes live in page-locked host memory.", "offloaded_pinned");
+               "Device allocations whose bytes live in page-locked host memory.",
+               "offloaded_pinned");
     per_device(out, all, "vramshim_device_offloaded_pageable_bytes",
-               "Device allocations whose bytes live in pageable host memory.", "offloaded_pageable");
+               "Device allocations whose bytes live in pageable host memory.",
+               "offloaded_pageable");
     per_device(out, all, "vramshim_device_peak_resident_bytes", "Most device memory held at once.",
                "peak_resident");
     per_device(out, all, "vramshim_device_total_bytes", "The device's memory.", "vram_total");
-    per_device(out, all, "vramshim_device_free_bytes", "Free device memory, as the driver last said.",
-               "vram_free");
-    per_owner(out, all, "vramshim_owner_allocated_bytes", "Device memory an owner allocated.", "allocated");
-    per_owner(out, all, "vramshim_owner_resident_bytes", "Device memory an owner holds on the device.",
-              "resident");
+    per_device(out, all, "vramshim_device_free_bytes",
+               "Free device memory, as the driver last said.", "vram_free");
+    per_owner(out, all, "vramshim_owner_allocated_bytes", "Device memory an owner allocated.",
+              "allocated");
+    per_owner(out, all, "vramshim_owner_resident_bytes",
+              "Device memory an owner holds on the device.", "resident");
     per_owner(out, all, "vramshim_owner_allocations", "Live device allocations of an owner.",
               "allocations");
-    per_process(out, all, "vramshim_pin_limit_bytes", "gauge", "The cap on page-locked host memory.",
-                "pinned", "limit");
-    per_process(out, all, "vramshim_pinned_app_bytes", "gauge", "Page-locked host memory the program pinned.",
-                "pinned", "app");
+    per_process(out, all, "vramshim_pin_limit_bytes", "gauge",
+                "The cap on page-locked host memory.", "pinned", "limit");
+    per_process(out, all, "vramshim_pinned_app_bytes", "gauge",
+                "Page-locked host memory the program pinned.", "pinned", "app");
     per_process(out, all, "vramshim_pinned_offload_bytes", "gauge",
-                "Page-locked host memory vramshim pinned for offloaded buffers.", "pinned", "offload");
+                "Page-locked host memory vramshim pinned for offloaded buffers.", "pinned",
+                "offload");
     static const char *const counters[][2] = {
         {"allocs", "Device allocations made."},
         {"frees", "Device allocations released."},

@@ -41,6 +41,7 @@ bool client_parse_pid(const char *s, pid_t *out)
 }
 
 bool client_quiet;
+int client_deadline_ms = DEADLINE_MS;
 
 static int connect_pid(const char *dir, pid_t pid)
 {
@@ -84,7 +85,7 @@ json_t *client_request_in(const char *dir, pid_t pid, const char *request, int *
     char *buf = malloc(cap);
     while (sent && buf) {
         struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, DEADLINE_MS) <= 0)
+        if (poll(&p, 1, client_deadline_ms) <= 0)
             break;
         if (used + 1 == cap) {
             char *bigger = realloc(buf, cap * 2);

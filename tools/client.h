@@ -31,6 +31,9 @@ int client_list_in(const char *dir, pid_t *pids, int cap);
 /* Set: a process that is gone or gives no answer prints nothing (the
  * exporter skips it). */
 extern bool client_quiet;
+/* How long a request waits for the answer to move (5000 ms; the exporter
+ * asks for less, to answer within its deadline). */
+extern int client_deadline_ms;
 /* The answer's "ok"; prints its "error" when false. */
 bool client_ok(json_t *answer, pid_t pid);
 

@@ -13,7 +13,10 @@
  * - one collection at a time: scrapes that arrive while one runs wait for
  *   it and share its document, so each program's control socket sees at
  *   most one request from the exporter at a time whatever the scrape rate;
- * - a collection asks no further process after half the deadline.
+ * - a collection asks no further process after half the deadline, and
+ *   waits for each answer a quarter of it at most (one second at most: a
+ *   control thread answers in well under that), so a page is served
+ *   within three quarters of the deadline even when a process hangs.
  * A process that is gone between listing and asking is left out quietly.
  */
 #define _GNU_SOURCE 1
@@ -354,6 +357,7 @@ int cmd_exporter(int argc, char **argv)
                                "exporter: --listen takes ADDR:PORT, like 127.0.0.1:9402, not '%s'",
                                listen_at);
     collect_budget_ms = deadline_s * 500;
+    client_deadline_ms = deadline_s * 250 < 1000 ? (int)deadline_s * 250 : 1000;
     client_quiet = true;
 
     int fd = open_listener(listen_at, host, port);

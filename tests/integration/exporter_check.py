@@ -104,10 +104,11 @@ def scrape_checks(root, ex, a, b):
 def unix_server(path, behaviour):
     """A stand-in for a process that dies while it answers: accepts, reads
     the request, and then closes (behaviour "silent") or writes half a
-    document first ("half")."""
+    document first ("half"); or one that hangs: never answers ("hung")."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(64)
+    held = []
 
     def serve():
         while True:
@@ -116,6 +117,9 @@ def unix_server(path, behaviour):
             except OSError:
                 return
             c.recv(4096)
+            if behaviour == "hung":
+                held.append(c)
+                continue
             if behaviour == "half":
                 c.sendall(b'{"ok":true,"stats":{"pid":')
             c.close()
@@ -125,24 +129,34 @@ def unix_server(path, behaviour):
 
 
 def gone_checks(root, ex, a, b):
-    # a socket whose process died without removing it (nobody listens)
+    # a real process killed outright: its socket stays behind
+    c = Target(root, "doomed", 16)
+    c.proc.kill()
+    c.proc.wait(PATIENCE)
+    # stand-ins, made after the last vramshim process started (a starting
+    # server removes the sockets of pids it cannot find): a socket whose
+    # process died without removing it (nobody listens), one that dies while
+    # answering, one that answers half, and one that hangs: the exporter's
+    # deadline is 3 s here, the tool's own wait for an answer 5 s, and the
+    # page must still come, whole
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(os.path.join(root, "4000001.sock"))
     stale.close()
     silent = unix_server(os.path.join(root, "4000002.sock"), "silent")
     half = unix_server(os.path.join(root, "4000003.sock"), "half")
-    # a real process killed outright: its socket stays behind
-    c = Target(root, "doomed", 16)
-    c.proc.kill()
-    c.proc.wait(PATIENCE)
+    hung = unix_server(os.path.join(root, "4000004.sock"), "hung")
+    want = {f"{c.pid}.sock"} | {f"400000{i}.sock" for i in range(1, 5)}
+    check(want <= set(os.listdir(root)), "the killed process's socket and the stand-ins are there",
+          os.listdir(root))
     code, body = curl(ex.url("/metrics"))
-    fams = page_ok(body, [a, b], "killed, silent and half-answering processes")
+    fams = page_ok(body, [a, b], "killed, silent, half-answering and hung processes")
     check(code == 200 and fams is not None, "a page without the processes that are gone", code)
     if fams is not None:
         pids = {lab.get("pid") for samples in fams.values() for lab, _ in samples}
         check(pids == {str(a.pid), str(b.pid)}, "only the live processes are on it", pids)
     silent.close()
     half.close()
+    hung.close()
 
     # processes that come and go while scrapes run
     stop = threading.Event()

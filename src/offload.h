@@ -66,6 +66,9 @@ static inline void vs_touch_range(uint64_t a, uint64_t b, size_t n)
 void vs_tier_touch_all(uint64_t now);
 /* A kernel launch names its buffers in its parameters. */
 void vs_touch_launch(CUfunction f, void **params, void **extra);
+/* A module or library was unloaded: its function handles may come back for
+ * other functions, so no parameter layout known so far may be trusted. */
+void vs_touch_forget_layouts(void);
 
 /* ---- backed buffers (tier.c) ------------------------------------------- */
 struct vs_tier_view {

@@ -9,6 +9,11 @@
  * the buffers they point into and brings offloaded ones back. Parameters
  * passed as one packed buffer (the `extra` form) are scanned whole.
  *
+ * A function handle dies with its module or library, and the driver may
+ * hand the same handle to a new function with other parameters: every
+ * unload (hook_module.c) bumps a generation, and a layout, remembered
+ * globally or per thread, is used only in the generation it was asked in.
+ *
  * A kernel whose layout the driver will not give is launched unscanned:
  * its buffers may stay in pinned host memory, which it can still reach.
  * An address a kernel reads out of device memory is never seen here, which
@@ -27,13 +32,21 @@
 
 struct layout {
     CUfunction f;
-    int n; /* -1: the driver did not say */
+    uint32_t gen; /* the unload generation it was asked in */
+    int n;        /* -1: the driver did not say */
     uint32_t size[MAX_PARAMS];
     UT_hash_handle hh;
 };
 
 static pthread_rwlock_t layout_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct layout *layouts;
+/* Bumped by every module or library unload; read once per launch. */
+static _Atomic uint32_t unload_gen;
+
+void vs_touch_forget_layouts(void)
+{
+    atomic_fetch_add_explicit(&unload_gen, 1, memory_order_release);
+}
 
 static int ask_layout(CUfunction f, uint32_t *sizes)
 {
@@ -58,31 +71,37 @@ static int ask_layout(CUfunction f, uint32_t *sizes)
 
 /* Each thread remembers the layouts it used last, by function, so that a
  * launch usually finds its layout without the lock or the hash. Layouts are
- * never freed, so a remembered one stays valid. */
+ * never freed (a stale one is replaced in the table, not freed: another
+ * thread may still be reading it), so a remembered one stays valid memory;
+ * its generation says whether it still describes the handle. */
 #define LAYOUT_CACHE 64
 static __thread struct {
     CUfunction f;
     const struct layout *l;
 } recent[LAYOUT_CACHE];
 
-/* Once per function: the only allocation on the launch path. */
-static const struct layout *layout_lookup(CUfunction f)
+/* Once per function and unload generation: the only allocation on the
+ * launch path. */
+static const struct layout *layout_lookup(CUfunction f, uint32_t gen)
 {
     struct layout *l;
     pthread_rwlock_rdlock(&layout_lock);
     HASH_FIND_PTR(layouts, &f, l);
     pthread_rwlock_unlock(&layout_lock);
-    if (VS_LIKELY(l != NULL))
+    if (VS_LIKELY(l != NULL && l->gen == gen))
         return l;
     struct layout *fresh = calloc(1, sizeof *fresh);
     if (fresh == NULL)
         return NULL;
     fresh->f = f;
+    fresh->gen = gen;
     fresh->n = ask_layout(f, fresh->size);
     pthread_rwlock_wrlock(&layout_lock);
     HASH_FIND_PTR(layouts, &f, l);
-    if (l == NULL) {
-        HASH_ADD_PTR(layouts, f, fresh);
+    if (l == NULL || l->gen != gen) {
+        struct layout *stale = NULL;
+        HASH_REPLACE_PTR(layouts, f, fresh, stale);
+        (void)stale; /* kept: a thread may hold it; its generation retires it */
         l = fresh;
         fresh = NULL;
     }
@@ -93,10 +112,11 @@ static const struct layout *layout_lookup(CUfunction f)
 
 static inline const struct layout *layout_of(CUfunction f)
 {
+    uint32_t gen = atomic_load_explicit(&unload_gen, memory_order_acquire);
     unsigned slot = (unsigned)((uintptr_t)f >> 4) & (LAYOUT_CACHE - 1);
-    if (VS_LIKELY(recent[slot].f == f && f != NULL))
+    if (VS_LIKELY(recent[slot].f == f && f != NULL && recent[slot].l->gen == gen))
         return recent[slot].l;
-    const struct layout *l = layout_lookup(f);
+    const struct layout *l = layout_lookup(f, gen);
     if (l) {
         recent[slot].f = f;
         recent[slot].l = l;

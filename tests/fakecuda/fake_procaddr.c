@@ -130,6 +130,9 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuModuleLoadData", 2000, cuModuleLoadData, 0)                         \
     E("cuModuleUnload", 2000, cuModuleUnload, 0)                             \
     E("cuModuleGetFunction", 2000, cuModuleGetFunction, 0)                   \
+    E("cuLibraryLoadData", 12000, cuLibraryLoadData, 0)                      \
+    E("cuLibraryGetKernel", 12000, cuLibraryGetKernel, 0)                    \
+    E("cuLibraryUnload", 12000, cuLibraryUnload, 0)                          \
     E("cuFuncGetParamInfo", 12040, cuFuncGetParamInfo, 0)                    \
     E("cuKernelGetParamInfo", 12040, cuKernelGetParamInfo, 0)                \
     E("cuLaunchKernel", 4000, cuLaunchKernel, 0)                             \

@@ -411,38 +411,105 @@ FK_EXPORT CUfunction fakecuda_register_kernel(const char *name, fakecuda_kernel_
     return (CUfunction)k;
 }
 
-static int dummy_module;
+/* Modules. A CUfunction is the driver's own object for a function of a
+ * loaded module, and it dies with the module: "cuModuleUnload ... unloads
+ * a module hmod from the current context. Attempting to unload a module
+ * which was obtained from the Library Management API ... will return
+ * CUDA_ERROR_NOT_PERMITTED" (driver API reference, Module Management), and
+ * a handle used after its module is unloaded is invalid. The driver reuses
+ * the memory of dead objects for new ones, so a new module's function can
+ * come back with the very handle a dead one had; the test driver makes
+ * that certain by reusing dead function objects last-in first-out. */
+struct fk_module {
+    struct fk_kernel *funcs; /* instances handed out, linked through next */
+};
+static struct fk_kernel *dead_funcs;
 
 FK_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
 {
     FK_ENTER("cuModuleLoadData");
     if (module == NULL || image == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    *module = (CUmodule)&dummy_module;
+    struct fk_module *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *module = (CUmodule)m;
     return CUDA_SUCCESS;
 }
 
 FK_EXPORT CUresult cuModuleUnload(CUmodule hmod)
 {
     FK_ENTER("cuModuleUnload");
-    return hmod ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    if (hmod == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct fk_module *m = (struct fk_module *)hmod;
+    pthread_mutex_lock(&kernels_lock);
+    while (m->funcs) {
+        struct fk_kernel *f = m->funcs;
+        m->funcs = f->next;
+        memset(f, 0, sizeof *f); /* a launch of a dead handle finds nothing */
+        f->next = dead_funcs;
+        dead_funcs = f;
+    }
+    pthread_mutex_unlock(&kernels_lock);
+    free(m);
+    return CUDA_SUCCESS;
 }
 
 FK_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
 {
     FK_ENTER("cuModuleGetFunction");
-    (void)hmod;
-    if (hfunc == NULL || name == NULL)
+    if (hfunc == NULL || name == NULL || hmod == NULL)
         return CUDA_ERROR_INVALID_VALUE;
+    struct fk_module *m = (struct fk_module *)hmod;
     pthread_mutex_lock(&kernels_lock);
     struct fk_kernel *k = kernels;
     while (k && strcmp(k->name, name) != 0)
         k = k->next;
+    struct fk_kernel *f = NULL;
+    if (k) { /* this module's own object for the function */
+        f = dead_funcs ? dead_funcs : malloc(sizeof *f);
+        if (f == dead_funcs && f)
+            dead_funcs = f->next;
+        if (f) {
+            *f = *k;
+            f->next = m->funcs;
+            m->funcs = f;
+        }
+    }
     pthread_mutex_unlock(&kernels_lock);
     if (k == NULL)
         return CUDA_ERROR_NOT_FOUND;
-    *hfunc = (CUfunction)k;
+    if (f == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *hfunc = (CUfunction)f;
     return CUDA_SUCCESS;
+}
+
+/* Libraries (context-independent loading, CUDA 12.0): a CUkernel is, like
+ * a CUfunction, the driver's object for one function, and cuLibraryUnload
+ * ends every kernel of the library (driver API reference, Library
+ * Management). The test driver shares the module code: the same objects,
+ * the same last-in first-out reuse. */
+FK_EXPORT CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jo,
+                                     void **jv, unsigned int nj, CUlibraryOption *lo,
+                                     void **lv, unsigned int nl)
+{
+    FK_ENTER("cuLibraryLoadData");
+    (void)jo, (void)jv, (void)nj, (void)lo, (void)lv, (void)nl;
+    return cuModuleLoadData((CUmodule *)library, code);
+}
+
+FK_EXPORT CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const char *name)
+{
+    FK_ENTER("cuLibraryGetKernel");
+    return cuModuleGetFunction((CUfunction *)kernel, (CUmodule)library, name);
+}
+
+FK_EXPORT CUresult cuLibraryUnload(CUlibrary library)
+{
+    FK_ENTER("cuLibraryUnload");
+    return cuModuleUnload((CUmodule)library);
 }
 
 static CUresult param_info(struct fk_kernel *k, size_t index, size_t *offset,

@@ -118,8 +118,62 @@ static CUresult copy_into_scratch(const struct buffer *b, uint64_t va, uint64_t 
     CUresult rc = set_access(scratch, size, b->dev, false);
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemcpyDtoD_v2(scratch, va, size);
-    vs_real.cuMemUnmap(scratch, size);
+    CUresult un = vs_real.cuMemUnmap(scratch, size);
+    if (un != CUDA_SUCCESS) {
+        /* a window still mapped would make every later move fail: leave it
+         * (its reservation is lost) and take a fresh one next time */
+        vs_warn("offload: unmapping the scratch window failed (%d); a new one is reserved",
+                (int)un);
+        scratch = 0;
+        scratch_size = 0;
+        if (rc == CUDA_SUCCESS)
+            rc = un;
+    }
     return rc;
+}
+
+/* Map a device handle, or a block of host handles, at va with the access
+ * each needs; nothing stays mapped when it fails. */
+static CUresult map_device(const struct buffer *b, uint64_t va, uint64_t size,
+                           CUmemGenericAllocationHandle h)
+{
+    CUresult rc = vs_real.cuMemMap(va, size, 0, h, 0);
+    if (rc == CUDA_SUCCESS && (rc = set_access(va, size, b->dev, false)) != CUDA_SUCCESS)
+        vs_real.cuMemUnmap(va, size);
+    return rc;
+}
+
+static CUresult map_host(const struct buffer *b, uint64_t va, uint64_t size,
+                         const struct vs_host_block *hb)
+{
+    CUresult rc = vs_hostpool_map(hb, va);
+    if (rc == CUDA_SUCCESS && (rc = set_access(va, size, b->dev, true)) != CUDA_SUCCESS)
+        vs_real.cuMemUnmap(va, size);
+    return rc;
+}
+
+/* A move unmapped the chunk's address and could not map its new backing
+ * there. Both backings hold its bytes: map one of them again, the old one
+ * first, a few times each (a failure may be passing). Returns 0 when the
+ * old one is mapped, 1 the new one, -1 neither (logged: the address stays
+ * unreachable; the chunk keeps its old backing, which holds the bytes). */
+#define REMAP_TRIES 3
+static int remap_either(const struct buffer *b, uint64_t va, uint64_t size, bool old_on_device,
+                        CUmemGenericAllocationHandle dev_h, const struct vs_host_block *hb)
+{
+    for (int t = 0; t < REMAP_TRIES; t++) {
+        vs_real.cuMemUnmap(va, size); /* whatever half of a mapping is left */
+        CUresult old = old_on_device ? map_device(b, va, size, dev_h) : map_host(b, va, size, hb);
+        if (old == CUDA_SUCCESS)
+            return 0;
+        CUresult new = old_on_device ? map_host(b, va, size, hb) : map_device(b, va, size, dev_h);
+        if (new == CUDA_SUCCESS)
+            return 1;
+    }
+    vs_error("offload: neither copy of %llu bytes at 0x%llx can be mapped there again; "
+             "the bytes stay in their old place, but the address is unreachable",
+             (unsigned long long)size, (unsigned long long)va);
+    return -1;
 }
 
 static void moved_off(struct buffer *b)
@@ -170,16 +224,16 @@ static CUresult device_to_pinned(struct buffer *b, struct chunk *c)
     rc = vs_hostpool_map(&hb, scratch);
     if (rc == CUDA_SUCCESS)
         rc = copy_into_scratch(b, va, c->size);
+    else if (vs_real.cuMemUnmap(scratch, c->size) != CUDA_SUCCESS)
+        scratch = scratch_size = 0; /* a part may be mapped: take a fresh window */
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemUnmap(va, c->size);
     if (rc == CUDA_SUCCESS) {
-        rc = vs_hostpool_map(&hb, va);
-        if (rc == CUDA_SUCCESS)
-            rc = set_access(va, c->size, b->dev, true);
-        if (rc != CUDA_SUCCESS) { /* put the device handle back: nothing lost */
-            vs_real.cuMemUnmap(va, c->size);
-            vs_real.cuMemMap(va, c->size, 0, c->dev_handle, 0);
-            set_access(va, c->size, b->dev, false);
+        rc = map_host(b, va, c->size, &hb);
+        if (rc != CUDA_SUCCESS) {
+            int mapped = remap_either(b, va, c->size, true, c->dev_handle, &hb);
+            if (mapped == 1)
+                rc = CUDA_SUCCESS; /* the move happened after all */
         }
     }
     if (rc != CUDA_SUCCESS) {
@@ -218,13 +272,11 @@ static CUresult pinned_to_device(struct buffer *b, struct chunk *c)
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemUnmap(va, c->size);
     if (rc == CUDA_SUCCESS) {
-        rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
-        if (rc == CUDA_SUCCESS)
-            rc = set_access(va, c->size, b->dev, false);
-        if (rc != CUDA_SUCCESS) { /* the host copy is still whole: map it again */
-            vs_real.cuMemUnmap(va, c->size);
-            vs_hostpool_map(&c->host, va);
-            set_access(va, c->size, b->dev, true);
+        rc = map_device(b, va, c->size, h);
+        if (rc != CUDA_SUCCESS) {
+            int mapped = remap_either(b, va, c->size, false, h, &c->host);
+            if (mapped == 1)
+                rc = CUDA_SUCCESS; /* the move happened after all */
         }
     }
     if (rc != CUDA_SUCCESS) {

@@ -141,6 +141,16 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuLaunchKernelEx", 11060, cuLaunchKernelEx_ptsz, 1)                   \
     E("cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel, 0)       \
     E("cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel_ptsz, 1)  \
+    E("cuStreamWriteValue32", 11070, cuStreamWriteValue32_v2, 0)             \
+    E("cuStreamWriteValue32", 11070, cuStreamWriteValue32_v2_ptsz, 1)        \
+    E("cuStreamWriteValue64", 11070, cuStreamWriteValue64_v2, 0)             \
+    E("cuStreamWriteValue64", 11070, cuStreamWriteValue64_v2_ptsz, 1)        \
+    E("cuStreamWaitValue32", 11070, cuStreamWaitValue32_v2, 0)               \
+    E("cuStreamWaitValue32", 11070, cuStreamWaitValue32_v2_ptsz, 1)          \
+    E("cuStreamWaitValue64", 11070, cuStreamWaitValue64_v2, 0)               \
+    E("cuStreamWaitValue64", 11070, cuStreamWaitValue64_v2_ptsz, 1)          \
+    E("cuStreamBatchMemOp", 11070, cuStreamBatchMemOp_v2, 0)                 \
+    E("cuStreamBatchMemOp", 11070, cuStreamBatchMemOp_v2_ptsz, 1)            \
     E("cuLaunchHostFunc", 10000, cuLaunchHostFunc, 0)                        \
     E("cuLaunchHostFunc", 10000, cuLaunchHostFunc_ptsz, 1)                   \
     E("cuGraphCreate", 10000, cuGraphCreate, 0)                              \

@@ -481,6 +481,31 @@ int vs_control_dir(const char *configured, char *out, size_t cap);
 /* Parse one request (without its newline): 0, or -EINVAL with `why`. */
 int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
                      size_t why_len);
+/* The answer line to a share request, read strictly: a flat object of
+ * "ok", "error" and, when ok, all of size, span, gran, chunk and n. */
+struct vs_share_answer {
+    bool ok;
+    uint64_t size, span, gran, chunk, n;
+    char error[256];
+};
+int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a);
+/* Token equality in constant time. */
+bool vs_equal_ct(uint64_t a, uint64_t b);
+/* 0 when the layout is exactly what a buffer of handle_size is shared as;
+ * else -EACCES (refused) or -EPROTO, with `why`. */
+int vs_share_answer_check(const struct vs_share_answer *a, uint64_t handle_size, char *why,
+                          size_t why_len);
+
+/* ---- peer.c: the connecting side's checks ------------------------------ */
+uint64_t vs_now_ms(void);
+/* 0 when dir is a directory (not a symlink) of ours, closed to others;
+ * else -errno with `why`. */
+int vs_dir_check(const char *dir, char *why, size_t why_len);
+/* 0 when path is a socket of ours; else -errno with `why`. */
+int vs_entry_check(const char *path, char *why, size_t why_len);
+/* Connect to the socket at path within deadline_ms, after vs_entry_check,
+ * and only to a server running as us or root: the fd, or -errno with `why`. */
+int vs_peer_connect(const char *path, int deadline_ms, char *why, size_t why_len);
 
 /* ---- stats.c ---------------------------------------------------------- */
 /* What the stats ask the driver; hooks fill it in, unit tests leave it. */
@@ -497,6 +522,14 @@ const struct vs_device_query *vs_query(void);
 /* The most recent free figure the driver gave for a device. */
 void vs_stats_note_free(int dev, uint64_t free_bytes);
 int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg);
+/* The document built once into a buffer sized by the pass that wrote it
+ * (malloc'd, NUL-terminated, *len its length); NULL with errno set. */
+char *vs_stats_json_alloc(const struct vs_config *cfg, size_t *len);
+/* The same for any snprintf-like writer (returns the length it needs, or
+ * -errno): retried with a larger buffer until one pass fits. */
+char *vs_build_text(int (*write)(char *buf, size_t cap, void *arg), void *arg, size_t *len);
+/* A share request refused (wrong base or token): counted in the stats. */
+void vs_stats_count_share_refused(void);
 void vs_stats_print_summary(int fd, const struct vs_config *cfg);
 
 /* ---- init.c: process-wide state --------------------------------------- */

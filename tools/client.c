@@ -1,6 +1,11 @@
 /*
- * client.c: see client.h. Every request has a deadline, so a process that
- * stopped answering cannot hang the tool.
+ * client.c: see client.h. The tool trusts nothing it did not check: the
+ * directory (ours, 0700, not a symlink), each socket (ours) and the server
+ * behind it (our uid or root), all through peer.c. A request has one
+ * deadline for the whole exchange and an answer has a size cap, so a
+ * process that stopped answering, or one that never stops, cannot hang or
+ * swell the tool. Strings in an answer are made printable before anyone
+ * prints them: a server's "cmd" or owner name reaches a terminal.
  */
 #define _GNU_SOURCE 1
 #include "client.h"
@@ -17,6 +22,7 @@
 #include <unistd.h>
 
 #define DEADLINE_MS 5000
+#define ANSWER_MAX (16u << 20) /* far above any stats document */
 
 const char *client_dir(void)
 {
@@ -40,65 +46,143 @@ bool client_parse_pid(const char *s, pid_t *out)
     return true;
 }
 
-static int connect_pid(pid_t pid)
+/* The directory, checked once: 0, or a message on stderr and nonzero. */
+static int dir_ok(void)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", client_dir(), (int)pid);
-    if (n < 0 || (size_t)n >= sizeof addr.sun_path)
-        return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
+    static int checked = 1; /* 1: not yet; 0: fine; -errno: refused */
+    if (checked == 1) {
+        char why[VS_PATH_MAX + 128];
+        checked = client_dir()[0] ? vs_dir_check(client_dir(), why, sizeof why) : -ENAMETOOLONG;
+        if (checked == -ENOENT)
+            return checked; /* nobody has made it: no process is running */
+        if (checked != 0)
+            fprintf(stderr, "vramshim: refusing the socket directory: %s\n",
+                    client_dir()[0] ? why : "its name is too long");
     }
-    return fd;
+    return checked;
 }
 
-json_t *client_request(pid_t pid, const char *request, int *exit_code)
+static int connect_pid(pid_t pid, uint64_t deadline)
 {
-    int fd = connect_pid(pid);
-    if (fd < 0) {
-        bool gone = fd == -ENOENT || fd == -ECONNREFUSED;
-        if (gone)
-            fprintf(stderr, "vramshim: no process %d is running under vramshim (no socket in %s)\n",
-                    (int)pid, client_dir());
-        else
-            fprintf(stderr, "vramshim: cannot reach process %d: %s\n", (int)pid, strerror(-fd));
-        *exit_code = gone ? EXIT_NO_PROCESS : EXIT_REFUSED;
+    int rc = dir_ok();
+    if (rc != 0)
+        return rc == -ENOENT ? -ENOENT : -EACCES;
+    char path[VS_PATH_MAX + 32], why[VS_PATH_MAX + 128];
+    snprintf(path, sizeof path, "%s/%d.sock", client_dir(), (int)pid);
+    rc = vs_peer_connect(path, (int)(deadline - vs_now_ms()), why, sizeof why);
+    if (rc == -EPERM)
+        fprintf(stderr, "vramshim: %s\n", why);
+    return rc;
+}
+
+/* Escape what a terminal would obey: C0 controls, DEL and the C1 controls
+ * (U+0080..U+009F, which include CSI). NULL when nothing needs it. */
+static char *escaped(const char *s)
+{
+    size_t extra = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            extra += 5;
+    if (extra == 0)
         return NULL;
+    char *out = malloc(strlen(s) + extra + 1), *o = out;
+    if (out == NULL)
+        return strdup("?");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            o += sprintf(o, "\\x%02x", *p);
+        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            o += sprintf(o, "\\u%04x", *++p);
+        else
+            *o++ = (char)*p;
     }
-    size_t len = strlen(request);
-    bool sent = send(fd, request, len, MSG_NOSIGNAL) == (ssize_t)len &&
-                send(fd, "\n", 1, MSG_NOSIGNAL) == 1;
+    *o = '\0';
+    return out;
+}
+
+static void make_printable(json_t *v)
+{
+    if (json_is_string(v)) {
+        char *e = escaped(json_string_value(v));
+        if (e)
+            json_string_set(v, e);
+        free(e);
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            make_printable(json_array_get(v, i));
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *member;
+        void *tmp;
+        json_object_foreach_safe(v, tmp, key, member) {
+            make_printable(member);
+            char *e = escaped(key);
+            if (e) {
+                json_object_set(v, e, member);
+                json_object_del(v, key);
+            }
+            free(e);
+        }
+    }
+}
+
+/* The answer line, read by the deadline and up to ANSWER_MAX bytes. */
+static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
+{
     size_t cap = 1 << 16, used = 0;
     char *buf = malloc(cap);
-    while (sent && buf) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, DEADLINE_MS) <= 0)
+    while (buf) {
+        uint64_t now = vs_now_ms();
+        if (now >= deadline)
             break;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(deadline - now)) <= 0)
+            continue; /* the deadline ends it, not one quiet poll */
         if (used + 1 == cap) {
+            if (cap >= ANSWER_MAX)
+                break;
             char *bigger = realloc(buf, cap * 2);
             if (bigger == NULL)
                 break;
             buf = bigger;
             cap *= 2;
         }
-        ssize_t r = recv(fd, buf + used, cap - used - 1, 0);
+        ssize_t r = recv(fd, buf + used, cap - used - 1, MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
         if (r <= 0)
             break;
         used += (size_t)r;
-        if (buf[used - 1] == '\n')
-            break;
+        if (buf[used - 1] == '\n') {
+            buf[used] = '\0';
+            *used_out = used;
+            return buf;
+        }
     }
+    free(buf);
+    return NULL;
+}
+
+json_t *client_request(pid_t pid, const char *request, int *exit_code)
+{
+    uint64_t deadline = vs_now_ms() + DEADLINE_MS;
+    int fd = connect_pid(pid, deadline);
+    if (fd < 0) {
+        bool gone = fd == -ENOENT || fd == -ECONNREFUSED;
+        if (gone)
+            fprintf(stderr, "vramshim: no process %d is running under vramshim (no socket in %s)\n",
+                    (int)pid, client_dir());
+        else if (fd != -EPERM && fd != -EACCES)
+            fprintf(stderr, "vramshim: cannot reach process %d: %s\n", (int)pid, strerror(-fd));
+        *exit_code = gone ? EXIT_NO_PROCESS : EXIT_REFUSED;
+        return NULL;
+    }
+    size_t len = strlen(request), used = 0;
+    bool sent = send(fd, request, len, MSG_NOSIGNAL) == (ssize_t)len &&
+                send(fd, "\n", 1, MSG_NOSIGNAL) == 1;
+    char *buf = sent ? read_answer(fd, deadline, &used) : NULL;
     close(fd);
-    json_t *answer = NULL;
-    if (buf && used > 0) {
-        buf[used] = '\0';
-        answer = json_loads(buf, 0, NULL);
-    }
+    json_t *answer = buf ? json_loads(buf, 0, NULL) : NULL;
     free(buf);
     if (answer == NULL || !json_is_object(answer)) {
         fprintf(stderr, "vramshim: process %d gave no valid answer\n", (int)pid);
@@ -106,6 +190,7 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code)
         *exit_code = EXIT_REFUSED;
         return NULL;
     }
+    make_printable(answer);
     return answer;
 }
 
@@ -117,6 +202,8 @@ static int cmp_pid(const void *a, const void *b)
 
 int client_list(pid_t *pids, int cap)
 {
+    if (dir_ok() != 0)
+        return 0;
     DIR *d = opendir(client_dir());
     if (d == NULL)
         return 0;
@@ -125,7 +212,13 @@ int client_list(pid_t *pids, int cap)
     while (n < cap && (e = readdir(d)) != NULL) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
-        if (pid > 0 && strcmp(end, ".sock") == 0)
+        if (pid <= 0 || strcmp(end, ".sock") != 0)
+            continue;
+        char path[VS_PATH_MAX + sizeof e->d_name + 2], why[VS_PATH_MAX + 128];
+        snprintf(path, sizeof path, "%s/%s", client_dir(), e->d_name);
+        if (vs_entry_check(path, why, sizeof why) == -EPERM)
+            fprintf(stderr, "vramshim: %s\n", why);
+        else
             pids[n++] = (pid_t)pid;
     }
     closedir(d);

@@ -333,7 +333,10 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
         if (rc != 0) {
             vs_warn("VRAMSHIM_LOG_FILE=\"%s\" cannot be opened (%s); logging to "
                     "stderr",
-                    cfg->log_file, strerror(-rc));
+                    cfg->log_file,
+                    rc == -EINVAL ? "not a regular file"
+                    : rc == -ELOOP ? "a symbolic link, which is not followed"
+                                   : strerror(-rc));
             cfg->log_file[0] = '\0';
             errors++;
         }

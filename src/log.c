@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static _Atomic int log_level = VS_LOG_WARN;
@@ -27,11 +28,21 @@ void vs_log_set_fd(int fd) { log_fd = fd; }
 int vs_log_get_fd(void) { return log_fd; }
 void vs_log_refresh_pid(void) { log_pid = (int)getpid(); }
 
+/* Only a regular file, opened so that nothing can stall or redirect us: no
+ * symlink is followed (another user's link in /tmp would aim our lines at
+ * our own files), and a FIFO without a reader fails at once (ENXIO) rather
+ * than blocking every process that inherits LD_PRELOAD in its constructor. */
 int vs_log_open_file(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                  0600);
     if (fd < 0)
-        return -errno;
+        return errno == ELOOP ? -ELOOP : -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     log_fd = fd;
     return 0;
 }

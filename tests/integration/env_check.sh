@@ -59,6 +59,23 @@ if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshi
 else
 	echo "FAIL VRAMSHIM_LOG_FILE"; fail=1
 fi
+# a log file that is not a regular file is refused with one line, and the
+# log stays on stderr: a FIFO without a reader must not block the
+# constructor (timeout only bounds a hang), a symlink is not followed
+mkfifo "$tmp/fifo"
+printf 'rc\n' >"$tmp/victim"
+ln -s "$tmp/victim" "$tmp/link"
+for target in fifo link; do
+	timeout 60 env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
+		VRAMSHIM_LOG_FILE="$tmp/$target" "$prog" >/dev/null 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -eq 0 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -qF "VRAMSHIM_LOG_FILE=\"$tmp/$target\"" "$tmp/err" &&
+		[ "$(cat "$tmp/victim")" = rc ]; then
+		echo "ok   VRAMSHIM_LOG_FILE=$target refused"
+	else
+		echo "FAIL VRAMSHIM_LOG_FILE=$target (exit $rc):"; cat "$tmp/err"; fail=1
+	fi
+done
 # VRAMSHIM_LOG=info: a summary at exit, naming the owner and the bytes
 if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
 	VRAMSHIM_LOG=info VRAMSHIM_OWNER=summ "$prog" 3145728 >/dev/null 2>"$tmp/err" &&

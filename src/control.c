@@ -5,8 +5,8 @@
  * every process that merely inherits LD_PRELOAD) and listens on
  * $VRAMSHIM_SOCKET_DIR/<pid>.sock. The directory must be ours and mode
  * 0700, the socket is 0600, and a peer whose uid is neither ours nor root
- * (SO_PEERCRED) is refused. Entries in the directory that are not sockets
- * of ours are removed (logged): one planted while the directory was open
+ * (SO_PEERCRED) is refused. Entries in the directory that are not ours
+ * are removed (logged): one planted while the directory was open
  * must not outlive the chmod. Sockets left by dead processes are removed
  * when a new server starts, and ours goes when the process exits.
  *
@@ -67,8 +67,8 @@ static int prepare_dir(const char *dir)
     return 0;
 }
 
-/* Remove what does not belong: entries that are not sockets of ours
- * (logged), and <pid>.sock files whose process is gone. */
+/* Remove what does not belong: entries of other users (logged), and
+ * <pid>.sock files whose process is gone. */
 static void sweep(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -78,10 +78,12 @@ static void sweep(const char *dir)
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        char path[VS_PATH_MAX + sizeof e->d_name + 2], why[VS_PATH_MAX + 128];
+        char path[VS_PATH_MAX + sizeof e->d_name + 2];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (vs_entry_check(path, why, sizeof why) == -EPERM) {
-            vs_warn("control socket: %s; removed", why);
+        struct stat st;
+        if (lstat(path, &st) == 0 && st.st_uid != getuid()) {
+            vs_warn("control socket: %s belongs to uid %u, not to us; removed", path,
+                    (unsigned)st.st_uid);
             unlink(path);
             continue;
         }

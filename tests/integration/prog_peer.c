@@ -452,7 +452,7 @@ static void cross_user(char **argv, CUipcMemHandle real)
 
     /* 2: our directory, open for a while; another user planted a socket
      * named after a live process (ours) */
-    char open_dir[256];
+    char open_dir[64];
     snprintf(open_dir, sizeof open_dir, "%s-open", sock_dir);
     CHECK(mkdir(open_dir, 0700) == 0 && chmod(open_dir, 0777) == 0, "mkdir %s", open_dir);
     char planted[108];

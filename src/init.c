@@ -54,9 +54,13 @@ static void init_once_body(void)
     vs_log_refresh_pid();
 
     struct vs_config *cfg = &vs_state.cfg;
+    /* what is wrong with the settings is said by the process that loads the
+     * driver (real.c), not by every shell that inherits the variables */
+    vs_log_hold(true);
     vs_config_load(cfg, env_lookup);
     vs_state.disabled = cfg->disable;
     vs_limits_init(cfg, vs_state.ram_bytes);
+    vs_log_hold(false);
     vs_tier_init();
     vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
     if (vs_registry_init() != 0) {

@@ -130,6 +130,7 @@ bool vs_real_load(bool must_load)
         vs_debug("driver loaded, %d of %d entry points hooked", n_pairs, N_HOOKS);
     }
     pthread_mutex_unlock(&publish_lock);
+    vs_log_release_held();
     vs_control_start();
     return true;
 }

@@ -43,6 +43,10 @@ int vs_log_get_fd(void);
 /* Append log lines to path from now on: 0 or -errno. */
 int vs_log_open_file(const char *path);
 void vs_log_refresh_pid(void);
+/* While held, lines are kept (single-threaded start-up only); the kept
+ * lines are written by vs_log_release_held, when the driver is loaded. */
+void vs_log_hold(bool hold);
+void vs_log_release_held(void);
 /* "1.5G", "512.0M", "12B": for log lines and the summary. */
 const char *vs_human_size(uint64_t bytes, char *buf, size_t cap);
 void vs_log(enum vs_log_level level, const char *fmt, ...)

@@ -86,6 +86,9 @@ static struct {
 } known[VS_MAX_DEVICES];
 static int n_known;
 
+/* fork: the cache stays good (the same devices); the lock starts free. */
+void vs_nvml_atfork_child(void) { pthread_mutex_init(&map_lock, NULL); }
+
 static void format_uuid(const CUuuid *u, char *out, size_t cap)
 {
     const unsigned char *b = (const unsigned char *)u->bytes;

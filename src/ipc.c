@@ -50,6 +50,14 @@ struct opened {
 static pthread_mutex_t opened_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct opened *opened_by_base;
 
+/* A forked child has none of the parent's mappings (they belong to its
+ * context) and no lock another thread held at the fork. */
+void vs_ipc_atfork_child(void)
+{
+    pthread_mutex_init(&opened_lock, NULL);
+    opened_by_base = NULL;
+}
+
 CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
 {
     struct vs_share sh;

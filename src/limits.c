@@ -68,7 +68,10 @@ void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes)
     atomic_fetch_add(&vs_limits_gen, 1);
 }
 
-/* A lock another thread held at the fork would never be released. */
+/* fork: held across it, so the child's copy of the settings is whole (not
+ * half of a set), then made anew: its holder does not exist there. */
+void vs_limits_atfork_prepare(void) { pthread_mutex_lock(&live_lock); }
+void vs_limits_atfork_parent(void) { pthread_mutex_unlock(&live_lock); }
 void vs_limits_atfork_child(void)
 {
     pthread_mutex_init(&live_lock, NULL);

@@ -40,6 +40,9 @@ enum { N_HOOKS = 0
 static struct swap_pair pairs[N_HOOKS];
 static int n_pairs;
 static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* fork: what was published stays; a lock held at the fork starts free. */
+void vs_real_atfork_child(void) { pthread_mutex_init(&publish_lock, NULL); }
 static __thread bool loading_here; /* recursion through the linker */
 
 static int query_count(void)

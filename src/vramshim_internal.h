@@ -256,6 +256,8 @@ bool vs_handle_remove(CUmemGenericAllocationHandle h, struct vs_handle_info *out
 extern _Atomic uint32_t vs_limits_gen;
 void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes);
 void vs_limits_config(struct vs_config *out);
+void vs_limits_atfork_prepare(void);
+void vs_limits_atfork_parent(void);
 void vs_limits_atfork_child(void);
 /* A device's limit and reserve in bytes, for a device of `physical` bytes
  * (0: not known, so percentages cannot be worked out yet: *exact is false).
@@ -581,6 +583,9 @@ int vs_current_device(void);
 /* Start the server thread, once (the driver was just loaded). */
 void vs_control_start(void);
 void vs_control_atfork_child(void);
+void vs_ipc_atfork_child(void);
+void vs_nvml_atfork_child(void);
+void vs_real_atfork_child(void);
 
 /* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
 /* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */

@@ -9,6 +9,7 @@
  * the process that answers must run as us or as root (SO_PEERCRED): a
  * socket that passed the checks and was then swapped is still caught.
  */
+#define _GNU_SOURCE 1
 #include "vramshim_internal.h"
 
 #include <errno.h>

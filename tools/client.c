@@ -100,7 +100,7 @@ static char *escaped(const char *s)
     return out;
 }
 
-static void make_printable(json_t *v)
+void client_make_printable(json_t *v)
 {
     if (json_is_string(v)) {
         char *e = escaped(json_string_value(v));
@@ -109,13 +109,13 @@ static void make_printable(json_t *v)
         free(e);
     } else if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v); i++)
-            make_printable(json_array_get(v, i));
+            client_make_printable(json_array_get(v, i));
     } else if (json_is_object(v)) {
         const char *key;
         json_t *member;
         void *tmp;
         json_object_foreach_safe(v, tmp, key, member) {
-            make_printable(member);
+            client_make_printable(member);
             char *e = escaped(key);
             if (e) {
                 json_object_set(v, e, member);
@@ -190,7 +190,7 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code)
         *exit_code = EXIT_REFUSED;
         return NULL;
     }
-    make_printable(answer);
+    client_make_printable(answer);
     return answer;
 }
 

@@ -24,6 +24,9 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code);
 /* Every pid with a socket in the directory, ascending; returns the count
  * (at most cap). */
 int client_list(pid_t *pids, int cap);
+/* Escape, in every string and key of an answer, what a terminal would
+ * obey (C0 and C1 controls, DEL); client_request has done it already. */
+void client_make_printable(json_t *answer);
 /* The answer's "ok"; prints its "error" when false. */
 bool client_ok(json_t *answer, pid_t pid);
 

@@ -30,6 +30,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -164,6 +165,7 @@ static struct fake fake_start(const char *dir, const char *mode, uid_t uid, int 
     CHECK(f.pid >= 0, "fork");
     if (f.pid == 0) { /* no CHECK here: its exit would run the test's atexit */
         setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves no server behind */
         if (uid > 0 && (setgid(uid) != 0 || setuid(uid) != 0))
             _exit(10);
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -183,6 +185,7 @@ static struct fake fake_start(const char *dir, const char *mode, uid_t uid, int 
             if (write(acc[1], "a", 1) != 1)
                 _exit(12);
             if (fork() == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 fake_answer(c, mode);
                 _exit(0);
             }

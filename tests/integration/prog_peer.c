@@ -165,9 +165,11 @@ static struct fake fake_start(const char *dir, const char *mode, uid_t uid, int 
     CHECK(f.pid >= 0, "fork");
     if (f.pid == 0) { /* no CHECK here: its exit would run the test's atexit */
         setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves no server behind */
         if (uid > 0 && (setgid(uid) != 0 || setuid(uid) != 0))
             _exit(10);
+        /* a failed test leaves no server behind (set after setuid, which
+         * clears it) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
         snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)getpid());
         int l = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -392,7 +394,7 @@ static char other_user[32];
 static void remove_user(void)
 {
     char cmd[128];
-    snprintf(cmd, sizeof cmd, "userdel %s >/dev/null 2>&1", other_user);
+    snprintf(cmd, sizeof cmd, "userdel -f %s >/dev/null 2>&1", other_user);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove the user %s\n", other_user);
 }
@@ -411,18 +413,24 @@ static uid_t make_user(void)
     return pw->pw_uid;
 }
 
-static void cross_user(char **argv, CUipcMemHandle real)
+/* The throwaway user, made at the first cross-user case; 0: skip them. */
+static uid_t other_uid(void)
 {
-    if (getuid() != 0) {
+    static uid_t uid = (uid_t)-1;
+    if (uid != (uid_t)-1)
+        return uid;
+    uid = 0;
+    if (getuid() != 0)
         printf("skip the cross-user cases: not root (they need a second user)\n");
-        return;
-    }
-    if (system("command -v useradd >/dev/null 2>&1") != 0) {
+    else if (system("command -v useradd >/dev/null 2>&1") != 0)
         printf("skip the cross-user cases: no useradd\n");
-        return;
-    }
-    uid_t uid = make_user();
-    CHECK(uid > 0, "useradd failed");
+    else
+        CHECK((uid = make_user()) > 0, "useradd failed");
+    return uid;
+}
+
+static void squatted_dir(char **argv, CUipcMemHandle real, uid_t uid)
+{
 
     /* 1: the directory taken first by another user, open to all */
     char squat[256], out[1 << 16];
@@ -452,6 +460,14 @@ static void cross_user(char **argv, CUipcMemHandle real)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "the importer mapped memory from another user's directory (status %d)", status);
     CHECK(fake_stop(&f) == 0, "someone connected to another user's socket");
+    rmdir(squat);
+}
+
+static void planted_socket(char **argv, uid_t uid)
+{
+    char out[1 << 16];
+    int code;
+    struct fake f;
 
     /* 2: our directory, open for a while; another user planted a socket
      * named after a live process (ours) */
@@ -498,7 +514,6 @@ static void cross_user(char **argv, CUipcMemHandle real)
     }
     fake_stop(&f);
     rmdir(open_dir);
-    rmdir(squat);
 }
 
 /* ---- the helpers' roles --------------------------------------------------------- */
@@ -583,7 +598,10 @@ int main(int argc, char **argv)
     PART("many_clients", many_clients());
     PART("accept_errors", accept_errors(argv));
     PART("connect_deadline", connect_deadline(real));
-    PART("cross_user", cross_user(argv, real));
+    if (other_uid() > 0) {
+        PART("squatted_dir", squatted_dir(argv, real, other_uid()));
+        PART("planted_socket", planted_socket(argv, other_uid()));
+    }
     /* last: it leaves share requests refused for a while */
     PART("share_attempts", share_attempts(real));
     CHECK_CU(d.release(buf));

@@ -3,12 +3,13 @@
  *
  * The thread starts when the program first reaches the CUDA driver (not in
  * every process that merely inherits LD_PRELOAD) and listens on
- * $VRAMSHIM_SOCKET_DIR/<pid>.sock. The directory must be ours and mode
+ * $VRAMSHIM_SOCKET_DIR/<pid>-<pid namespace>.sock (peer.c). The directory must be ours and mode
  * 0700, the socket is 0600, and a peer whose uid is neither ours nor root
  * (SO_PEERCRED) is refused. Entries in the directory that are not ours
  * are removed (logged): one planted while the directory was open
- * must not outlive the chmod. Sockets left by dead processes are removed
- * when a new server starts, and ours goes when the process exits.
+ * must not outlive the chmod. Sockets nothing listens on (a refused
+ * connect) are removed when a new server starts, and ours goes when the
+ * process exits.
  *
  * A "share" request (from ipc.c in another process of the same user) is
  * answered with file descriptors for a shared buffer's memory. Failed
@@ -68,7 +69,7 @@ static int prepare_dir(const char *dir)
 }
 
 /* Remove what does not belong: entries of other users (logged), and
- * <pid>.sock files whose process is gone. */
+ * sockets nothing listens on any more. */
 static void sweep(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -87,13 +88,12 @@ static void sweep(const char *dir)
             unlink(path);
             continue;
         }
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (pid <= 0 || strcmp(end, ".sock") != 0)
-            continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue;
-        unlink(path);
+        pid_t pid;
+        uint64_t ns;
+        /* dead only when a connect is refused: a pid this process cannot
+         * see may live in another pid namespace */
+        if (vs_sock_name_parse(e->d_name, &pid, &ns) && vs_sock_dead(path))
+            unlink(path);
     }
     closedir(d);
 }
@@ -531,15 +531,15 @@ void vs_control_start(void)
     }
     sweep(dir);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)getpid());
-    if (n < 0 || (size_t)n >= sizeof addr.sun_path) {
+    if (vs_sock_path(dir, getpid(), vs_pidns_self(), addr.sun_path, sizeof addr.sun_path) != 0) {
         vs_warn("control socket: the path under %s is too long; no socket", dir);
         return;
     }
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (lfd < 0)
         return;
-    unlink(addr.sun_path); /* a previous process with our pid */
+    if (vs_sock_dead(addr.sun_path))
+        unlink(addr.sun_path); /* a previous process with our pid and namespace */
     if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
         chmod(addr.sun_path, 0600) != 0 || listen(lfd, 64) != 0) {
         vs_warn("control socket: cannot listen on %s (%s); no socket", addr.sun_path,

@@ -36,6 +36,7 @@ struct ipc_handle {
     char magic[8];
     int32_t pid, dev;
     uint64_t base, size, token;
+    uint64_t pidns; /* the pid's namespace: its socket's name (peer.c) */
 };
 _Static_assert(sizeof(struct ipc_handle) <= CU_IPC_HANDLE_SIZE, "fits a CUipcMemHandle");
 
@@ -67,7 +68,7 @@ CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
     if (rc != CUDA_SUCCESS)
         return rc;
     struct ipc_handle h = {.pid = (int32_t)getpid(), .dev = sh.dev, .base = sh.base,
-                           .size = sh.size, .token = sh.token};
+                           .size = sh.size, .token = sh.token, .pidns = vs_pidns_self()};
     memcpy(h.magic, IPC_MAGIC, sizeof IPC_MAGIC);
     memset(handle, 0, sizeof *handle);
     memcpy(handle->reserved, &h, sizeof h);
@@ -78,7 +79,8 @@ CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
 
 /* The exporter's socket, checked as peer.c does: our directory, our socket,
  * a server running as us; the connect has part of the deadline. */
-static int connect_to(pid_t pid, uint64_t deadline, char *why, size_t why_len)
+static int connect_to(pid_t pid, uint64_t pidns, uint64_t deadline, char *why,
+                      size_t why_len)
 {
     struct vs_config cfg;
     vs_limits_config(&cfg);
@@ -90,7 +92,7 @@ static int connect_to(pid_t pid, uint64_t deadline, char *why, size_t why_len)
     int rc = vs_dir_check(dir, why, why_len);
     if (rc != 0)
         return rc;
-    snprintf(path, sizeof path, "%s/%d.sock", dir, (int)pid);
+    vs_sock_path(dir, pid, pidns, path, sizeof path);
     uint64_t now = vs_now_ms();
     return vs_peer_connect(path, now < deadline ? (int)(deadline - now) : 1, why, why_len);
 }
@@ -251,7 +253,7 @@ CUresult vs_hook_cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t deadline = vs_now_ms() + OPEN_DEADLINE_MS;
     char why[256];
-    int fd = connect_to((pid_t)h.pid, deadline, why, sizeof why);
+    int fd = connect_to((pid_t)h.pid, h.pidns, deadline, why, sizeof why);
     if (fd < 0) {
         vs_warn("cuIpcOpenMemHandle: process %d, which shared the buffer, cannot be "
                 "reached: %s", (int)h.pid, why);

@@ -512,6 +512,17 @@ int vs_entry_check(const char *path, char *why, size_t why_len);
 /* Connect to the socket at path within deadline_ms, after vs_entry_check,
  * and only to a server running as us or root: the fd, or -errno with `why`. */
 int vs_peer_connect(const char *path, int deadline_ms, char *why, size_t why_len);
+/* This process's pid namespace (its inode; 0 without /proc). */
+uint64_t vs_pidns_self(void);
+/* dir/<pid>-<ns>.sock (dir/<pid>.sock when ns is 0). */
+int vs_sock_path(const char *dir, pid_t pid, uint64_t ns, char *out, size_t cap);
+/* A socket's name back into pid and namespace (0: a name without one). */
+bool vs_sock_name_parse(const char *name, pid_t *pid, uint64_t *ns);
+/* True only when a connect to path is refused: nothing listens there. */
+bool vs_sock_dead(const char *path);
+/* The socket of pid in dir: the one in our namespace, else the only one;
+ * 0, -ENOENT, or -EEXIST when pid is in several other namespaces. */
+int vs_sock_find(const char *dir, pid_t pid, char *out, size_t cap, uint64_t *ns_out);
 
 /* ---- stats.c ---------------------------------------------------------- */
 /* What the stats ask the driver; hooks fill it in, unit tests leave it. */

@@ -62,13 +62,23 @@ static int dir_ok(void)
     return checked;
 }
 
-static int connect_pid(pid_t pid, uint64_t deadline)
+/* pid's socket: in namespace *ns when given, else found (vs_sock_find). */
+static int connect_pid(pid_t pid, const uint64_t *given_ns, uint64_t deadline)
 {
     int rc = dir_ok();
     if (rc != 0)
         return rc == -ENOENT ? -ENOENT : -EACCES;
-    char path[VS_PATH_MAX + 32], why[VS_PATH_MAX + 128];
-    snprintf(path, sizeof path, "%s/%d.sock", client_dir(), (int)pid);
+    char path[VS_PATH_MAX + 48], why[VS_PATH_MAX + 128];
+    uint64_t ns;
+    rc = given_ns ? vs_sock_path(client_dir(), pid, *given_ns, path, sizeof path)
+                  : vs_sock_find(client_dir(), pid, path, sizeof path, &ns);
+    if (rc == -EEXIST) {
+        fprintf(stderr, "vramshim: pid %d runs in several other pid namespaces here; "
+                        "ask from inside the one you mean\n", (int)pid);
+        return -EACCES;
+    }
+    if (rc != 0)
+        return rc;
     rc = vs_peer_connect(path, (int)(deadline - vs_now_ms()), why, sizeof why);
     if (rc == -EPERM)
         fprintf(stderr, "vramshim: %s\n", why);
@@ -163,10 +173,22 @@ static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
     return NULL;
 }
 
-json_t *client_request(pid_t pid, const char *request, int *exit_code)
+static json_t *request(pid_t pid, const uint64_t *ns, const char *request, int *exit_code);
+
+json_t *client_request(pid_t pid, const char *line, int *exit_code)
+{
+    return request(pid, NULL, line, exit_code);
+}
+
+json_t *client_request_ns(pid_t pid, uint64_t ns, const char *line, int *exit_code)
+{
+    return request(pid, &ns, line, exit_code);
+}
+
+static json_t *request(pid_t pid, const uint64_t *ns, const char *request, int *exit_code)
 {
     uint64_t deadline = vs_now_ms() + DEADLINE_MS;
-    int fd = connect_pid(pid, deadline);
+    int fd = connect_pid(pid, ns, deadline);
     if (fd < 0) {
         bool gone = fd == -ENOENT || fd == -ECONNREFUSED;
         if (gone)
@@ -194,13 +216,7 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code)
     return answer;
 }
 
-static int cmp_pid(const void *a, const void *b)
-{
-    pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
-    return (x > y) - (x < y);
-}
-
-int client_list(pid_t *pids, int cap)
+int client_list_all(pid_t *pids, uint64_t *ns, int cap)
 {
     if (dir_ok() != 0)
         return 0;
@@ -210,21 +226,42 @@ int client_list(pid_t *pids, int cap)
     int n = 0;
     struct dirent *e;
     while (n < cap && (e = readdir(d)) != NULL) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (pid <= 0 || strcmp(end, ".sock") != 0)
+        if (!vs_sock_name_parse(e->d_name, &pids[n], &ns[n]))
             continue;
         char path[VS_PATH_MAX + sizeof e->d_name + 2], why[VS_PATH_MAX + 128];
         snprintf(path, sizeof path, "%s/%s", client_dir(), e->d_name);
         if (vs_entry_check(path, why, sizeof why) == -EPERM)
             fprintf(stderr, "vramshim: %s\n", why);
         else
-            pids[n++] = (pid_t)pid;
+            n++;
     }
     closedir(d);
-    qsort(pids, (size_t)n, sizeof *pids, cmp_pid);
+    /* by pid, then namespace: a simple insertion sort keeps the pairs */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && (pids[j - 1] > pids[j] ||
+                                  (pids[j - 1] == pids[j] && ns[j - 1] > ns[j])); j--) {
+            pid_t p = pids[j];
+            pids[j] = pids[j - 1];
+            pids[j - 1] = p;
+            uint64_t x = ns[j];
+            ns[j] = ns[j - 1];
+            ns[j - 1] = x;
+        }
     return n;
 }
+
+int client_list(pid_t *pids, int cap)
+{
+    uint64_t ns[1024];
+    pid_t all[1024];
+    int n_all = client_list_all(all, ns, cap < 1024 ? cap : 1024), n = 0;
+    for (int i = 0; i < n_all; i++)
+        if (n == 0 || pids[n - 1] != all[i]) /* one pid in several namespaces */
+            pids[n++] = all[i];
+    return n;
+}
+
+bool client_pidns_foreign(uint64_t ns) { return ns != 0 && ns != vs_pidns_self(); }
 
 bool client_ok(json_t *answer, pid_t pid)
 {

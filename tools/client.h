@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define EXIT_REFUSED 1
@@ -24,6 +25,13 @@ json_t *client_request(pid_t pid, const char *request, int *exit_code);
 /* Every pid with a socket in the directory, ascending; returns the count
  * (at most cap). */
 int client_list(pid_t *pids, int cap);
+/* Every socket in the directory as (pid, pid namespace), sorted; a pid
+ * can appear once per namespace. Returns the count (at most cap). */
+int client_list_all(pid_t *pids, uint64_t *ns, int cap);
+/* client_request to pid's socket in namespace ns (from client_list_all). */
+json_t *client_request_ns(pid_t pid, uint64_t ns, const char *request, int *exit_code);
+/* Whether a namespace from client_list_all is another than ours. */
+bool client_pidns_foreign(uint64_t ns);
 /* Escape, in every string and key of an answer, what a terminal would
  * obey (C0 and C1 controls, DEL); client_request has done it already. */
 void client_make_printable(json_t *answer);

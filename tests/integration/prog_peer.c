@@ -13,6 +13,9 @@
  *      never connect; a socket planted in our directory while it was open
  *      is removed by the server that starts there, and a foreign entry is
  *      never used by the tool;
+ *   4. (root) two pid namespaces' pid 1 sharing a directory keep a socket
+ *      each, the tool says which namespace a process is in and does not
+ *      guess between two, and a sweep removes only what refuses a connect;
  *   5. ten idle connections cost another client nothing; an accept error
  *      (no descriptors left) pauses the server, which then serves again;
  *      the importer's connect to a server that never accepts has a
@@ -171,7 +174,7 @@ static struct fake fake_start(const char *dir, const char *mode, uid_t uid, int 
          * clears it) */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
-        snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)getpid());
+        check_sock_path(dir, getpid(), addr.sun_path, sizeof addr.sun_path);
         int l = socket(AF_UNIX, SOCK_STREAM, 0);
         if (bind(l, (struct sockaddr *)&addr, sizeof addr) != 0 ||
             chmod(addr.sun_path, 0777) != 0 || listen(l, backlog < 0 ? 0 : 16) != 0)
@@ -199,7 +202,7 @@ static struct fake fake_start(const char *dir, const char *mode, uid_t uid, int 
     char b;
     CHECK(read(ready[0], &b, 1) == 1, "the fake server did not start");
     close(ready[0]);
-    snprintf(f.path, sizeof f.path, "%s/%d.sock", dir, (int)f.pid);
+    check_sock_path(dir, f.pid, f.path, sizeof f.path);
     return f;
 }
 
@@ -277,7 +280,7 @@ static int connect_path(const char *path)
 static void many_clients(void)
 {
     char path[256], out[1 << 16];
-    snprintf(path, sizeof path, "%s/%d.sock", sock_dir, (int)getpid());
+    check_sock_path(sock_dir, getpid(), path, sizeof path);
     int idle[10];
     for (int i = 0; i < 10; i++)
         CHECK((idle[i] = connect_path(path)) >= 0, "connect %d", i);
@@ -316,7 +319,7 @@ static void accept_errors(char **argv)
     struct rlimit low = {(rlim_t)open_fds, old.rlim_max};
     CHECK(prlimit(t, RLIMIT_NOFILE, &low, NULL) == 0, "prlimit: %s", strerror(errno));
     char path[256];
-    snprintf(path, sizeof path, "%s/%d.sock", sock_dir, (int)t);
+    check_sock_path(sock_dir, t, path, sizeof path);
     int c = connect_path(path);
     CHECK(c >= 0, "connect to the target");
     /* wait for the server to meet the error (its log line), not for a time */
@@ -366,7 +369,7 @@ static void share_attempts(CUipcMemHandle real)
     struct ipc_handle h;
     memcpy(&h, real.reserved, sizeof h);
     char path[256], req[256], ans[512];
-    snprintf(path, sizeof path, "%s/%d.sock", sock_dir, (int)getpid());
+    check_sock_path(sock_dir, getpid(), path, sizeof path);
     int busy = 0;
     for (int i = 0; i < 30; i++) {
         int fd = connect_path(path);
@@ -476,7 +479,7 @@ static void planted_socket(char **argv, uid_t uid)
     CHECK(mkdir(open_dir, 0700) == 0 && chmod(open_dir, 0777) == 0, "mkdir %s", open_dir);
     char planted[108];
     f = fake_start(open_dir, "escape", uid, 16);
-    snprintf(planted, sizeof planted, "%s/%d.sock", open_dir, (int)getpid());
+    check_sock_path(open_dir, getpid(), planted, sizeof planted);
     CHECK(rename(f.path, planted) == 0, "rename"); /* a name whose pid is alive */
     pid_t t;
     {
@@ -514,6 +517,60 @@ static void planted_socket(char **argv, uid_t uid)
     }
     fake_stop(&f);
     rmdir(open_dir);
+}
+
+/* ---- 4: pid namespaces sharing a directory --------------------------------------- */
+
+/* The names in dir that start with prefix. */
+static int entries(const char *dir, const char *prefix, char *names, size_t cap)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls %s | grep '^%s'", dir, prefix);
+    capture(cmd, names, cap);
+    int n = 0;
+    for (const char *p = names; (p = strchr(p, '\n')); p++)
+        n++;
+    return n;
+}
+
+static void pid_namespaces(char **argv)
+{
+    if (getuid() != 0 || system("unshare --pid --fork true 2>/dev/null") != 0) {
+        printf("skip pid namespaces: unshare --pid does not work here\n");
+        return;
+    }
+    char dir[64], names[4096], out[1 << 16];
+    snprintf(dir, sizeof dir, "%s-ns", sock_dir);
+    CHECK(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+    setenv("VRAMSHIM_SOCKET_DIR", dir, 1);
+    /* two containers, each with its pid 1, and one process out here */
+    FILE *to[3], *from[3];
+    pid_t pid[3];
+    for (int i = 0; i < 3; i++) {
+        char *ns_args[] = {"unshare", "--pid", "--fork", argv[0], "target", NULL};
+        char *host_args[] = {argv[0], "target", NULL};
+        pid[i] = i < 2 ? check_spawn("/usr/bin/unshare", ns_args, false, &to[i], &from[i])
+                       : check_spawn("/proc/self/exe", host_args, false, &to[i], &from[i]);
+        int ready;
+        CHECK(fscanf(from[i], "ready %d", &ready) == 1, "target %d did not start", i);
+        CHECK(i == 2 || ready == 1, "not pid 1 in its namespace: %d", ready);
+    }
+    setenv("VRAMSHIM_SOCKET_DIR", sock_dir, 1);
+    /* both pid 1 keep their sockets: neither took the other's name, and the
+     * third's sweep did not take a pid it cannot see for dead */
+    CHECK(entries(dir, "1[-.]", names, sizeof names) == 2, "pid 1's sockets: %s", names);
+    int code = run_tool(dir, out, sizeof out, "stats 1");
+    CHECK(code == 1 && strstr(out, "several other pid namespaces"),
+          "stats 1 picked one of two namespaces: %d %s", code, out);
+    CHECK(run_tool(dir, out, sizeof out, "ls") == 0 && strstr(out, "[pid namespace "),
+          "ls does not show the other namespace: %s", out);
+    for (int i = 0; i < 3; i++) {
+        fclose(to[i]);
+        waitpid(pid[i], NULL, 0);
+        fclose(from[i]);
+    }
+    CHECK(entries(dir, "", names, sizeof names) == 0, "sockets left behind: %s", names);
+    rmdir(dir);
 }
 
 /* ---- the helpers' roles --------------------------------------------------------- */
@@ -598,6 +655,7 @@ int main(int argc, char **argv)
     PART("many_clients", many_clients());
     PART("accept_errors", accept_errors(argv));
     PART("connect_deadline", connect_deadline(real));
+    PART("pid_namespaces", pid_namespaces(argv));
     if (other_uid() > 0) {
         PART("squatted_dir", squatted_dir(argv, real, other_uid()));
         PART("planted_socket", planted_socket(argv, other_uid()));

@@ -55,6 +55,8 @@ export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0:handle_segv=
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1
 export VRAMSHIM_SRC VRAMSHIM_BUILD
+# `vramshim run` (prog_control) preloads this library, after the runtime
+export VRAMSHIM_LIBRARY=$work/libvramshim.so
 fail=0
 for p in $progs; do
 	log=$work/$p.log

@@ -17,6 +17,7 @@
  */
 #include "offload_internal.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <string.h>
 
@@ -503,8 +504,13 @@ static CUresult export_chunk(struct buffer *b, struct chunk *c, int *fd)
 {
     if (vs_real.cuMemExportToShareableHandle == NULL)
         return CUDA_ERROR_NOT_SUPPORTED;
-    return vs_real.cuMemExportToShareableHandle(fd, c->dev_handle,
-                                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    CUresult rc = vs_real.cuMemExportToShareableHandle(fd, c->dev_handle,
+                                                       CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    /* the driver's descriptor lacks O_CLOEXEC: set it before anything else,
+     * so an exec elsewhere in the program does not carry it off */
+    if (rc == CUDA_SUCCESS)
+        fcntl(*fd, F_SETFD, FD_CLOEXEC);
+    return rc;
 }
 
 const struct vs_tier_ops vs_chunk_ops = {

@@ -207,7 +207,7 @@ int vs_parse_offload(const char *s, enum vs_offload_mode *out)
 {
     static const char *const names[] = {"off", "pinned", "auto"};
     for (int i = 0; i < 3; i++) {
-        if (s && strcmp(s, names[i]) == 0) {
+        if (s && strcasecmp(s, names[i]) == 0) {
             *out = (enum vs_offload_mode)i;
             return 0;
         }
@@ -430,7 +430,10 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
         if (rc != 0) {
             vs_warn("VRAMSHIM_LOG_FILE=\"%s\" cannot be opened (%s); logging to "
                     "stderr",
-                    cfg->log_file, strerror(-rc));
+                    cfg->log_file,
+                    rc == -EINVAL ? "not a regular file"
+                    : rc == -ELOOP ? "a symbolic link, which is not followed"
+                                   : strerror(-rc));
             cfg->log_file[0] = '\0';
             errors++;
         }
@@ -478,8 +481,13 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
                               &cfg->n_owner_limits))
         errors += bad("VRAMSHIM_OWNER_LIMIT", v,
                       "owner=size pairs like unet=8G,vae=2G", "none");
-    if ((v = env("VRAMSHIM_SOCKET_DIR")))
-        errors += load_path("VRAMSHIM_SOCKET_DIR", v, cfg->socket_dir,
-                            sizeof cfg->socket_dir);
+    if ((v = env("VRAMSHIM_SOCKET_DIR"))) {
+        /* relative, it would name a different place in each working directory */
+        if (v[0] != '\0' && v[0] != '/')
+            errors += bad("VRAMSHIM_SOCKET_DIR", v, "an absolute path", "the usual place");
+        else
+            errors += load_path("VRAMSHIM_SOCKET_DIR", v, cfg->socket_dir,
+                                sizeof cfg->socket_dir);
+    }
     return errors;
 }

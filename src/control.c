@@ -3,20 +3,26 @@
  *
  * The thread starts when the program first reaches the CUDA driver (not in
  * every process that merely inherits LD_PRELOAD) and listens on
- * $VRAMSHIM_SOCKET_DIR/<pid>.sock. The directory must be ours and mode
+ * $VRAMSHIM_SOCKET_DIR/<pid>-<pid namespace>.sock (peer.c). The directory must be ours and mode
  * 0700, the socket is 0600, and a peer whose uid is neither ours nor root
- * (SO_PEERCRED) is refused. Sockets left by dead processes are removed when
- * a new server starts, and ours goes when the process exits.
+ * (SO_PEERCRED) is refused. Entries in the directory that are not ours
+ * are removed (logged): one planted while the directory was open
+ * must not outlive the chmod. Sockets nothing listens on (a refused
+ * connect) are removed when a new server starts, and ours goes when the
+ * process exits.
  *
  * A "share" request (from ipc.c in another process of the same user) is
- * answered with file descriptors for a shared buffer's memory.
+ * answered with file descriptors for a shared buffer's memory. Failed
+ * share attempts are logged, counted in the stats and rate-limited.
  *
- * One connection at a time, one request a connection (protocol.c), with a
- * deadline: a slow or silent client is cut off, never waited for. Answers
- * are built from the same snapshot as vramshim_stats_json and from
- * vs_limits_set, which take the registry lock only for a snapshot and the
- * limits mutex only for a copy, so the program's CUDA calls never wait on
- * the server for longer than a hooked call takes.
+ * One poll loop serves up to CONN_MAX connections at once, one request
+ * each (protocol.c), every connection with its own deadline for the whole
+ * exchange: a slow, silent or non-reading client is cut off and costs the
+ * others nothing. Nothing here blocks. Answers are built from the same
+ * snapshot as vramshim_stats_json and from vs_limits_set, which take the
+ * registry lock only for a snapshot and the limits mutex only for a copy,
+ * so the program's CUDA calls never wait on the server for longer than a
+ * hooked call takes.
  */
 #define _GNU_SOURCE 1
 #include "control.h"
@@ -36,7 +42,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REQUEST_DEADLINE_MS 2000
+#define CONN_DEADLINE_MS 2000 /* for a whole exchange: request and answer */
+#define CONN_MAX 32
+#define ACCEPT_BACKOFF_MS 100
+#define SHARE_FAILS_BURST 10 /* failed share attempts allowed at once ... */
+#define SHARE_FAILS_REFILL_MS 1000 /* ... and one more each second */
 
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static pid_t sock_owner_pid;
@@ -58,23 +68,32 @@ static int prepare_dir(const char *dir)
     return 0;
 }
 
-/* Remove <pid>.sock files whose process is gone. */
-static void sweep_dead(const char *dir)
+/* Remove what does not belong: entries of other users (logged), and
+ * sockets nothing listens on any more. */
+static void sweep(const char *dir)
 {
     DIR *d = opendir(dir);
     if (d == NULL)
         return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (pid <= 0 || strcmp(end, ".sock") != 0)
-            continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         char path[VS_PATH_MAX + sizeof e->d_name + 2];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
+        struct stat st;
+        if (lstat(path, &st) == 0 && st.st_uid != getuid()) {
+            vs_warn("control socket: %s belongs to uid %u, not to us; removed", path,
+                    (unsigned)st.st_uid);
+            unlink(path);
+            continue;
+        }
+        pid_t pid;
+        uint64_t ns;
+        /* dead only when a connect is refused: a pid this process cannot
+         * see may live in another pid namespace */
+        if (vs_sock_name_parse(e->d_name, &pid, &ns) && vs_sock_dead(path))
+            unlink(path);
     }
     closedir(d);
 }
@@ -88,217 +107,348 @@ static bool peer_allowed(int fd)
     return cred.uid == getuid() || cred.uid == 0;
 }
 
-static uint64_t now_ms(void)
+/* ---- connections ------------------------------------------------------------ */
+
+/* One client. Its answer is `out`; a share answer carries descriptors in
+ * batches of VS_SHARE_FDS_PER_MSG: the first with the answer line's first
+ * byte, each further one with one "+" after the line. */
+struct conn {
+    int fd; /* -1: a free slot */
+    uint64_t deadline;
+    char in[VS_REQUEST_MAX + 1];
+    size_t in_len;
+    char *out;
+    size_t out_len, out_off, line_len;
+    int *fds, n_fds, batches_sent;
+};
+
+static struct conn conns[CONN_MAX];
+
+static int batch_count(const struct conn *c)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (c->n_fds + VS_SHARE_FDS_PER_MSG - 1) / VS_SHARE_FDS_PER_MSG;
 }
 
-static void send_all(int fd, const char *buf, size_t len)
+static size_t batch_offset(const struct conn *c, int batch)
 {
-    uint64_t deadline = now_ms() + REQUEST_DEADLINE_MS;
-    while (len > 0) {
-        ssize_t w = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w > 0) {
-            buf += w;
-            len -= (size_t)w;
-            continue;
+    return batch == 0 ? 0 : c->line_len + (size_t)batch - 1;
+}
+
+static void conn_close(struct conn *c)
+{
+    close(c->fd);
+    for (int i = 0; i < c->n_fds; i++)
+        close(c->fds[i]);
+    free(c->fds);
+    free(c->out);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
+/* Send what the socket takes now. True when the exchange is over (all
+ * sent, or the client is gone), false while bytes wait for POLLOUT. */
+static bool conn_flush(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        int batch = -1;
+        size_t stop = c->out_len;
+        if (c->batches_sent < batch_count(c)) {
+            size_t at = batch_offset(c, c->batches_sent);
+            if (c->out_off == at) {
+                batch = c->batches_sent;
+                if (batch + 1 < batch_count(c))
+                    stop = batch_offset(c, batch + 1);
+            } else {
+                stop = at;
+            }
         }
-        if (w < 0 && errno != EAGAIN && errno != EINTR)
-            return;
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return; /* a client that does not read is cut off */
-        struct pollfd p = {fd, POLLOUT, 0};
-        poll(&p, 1, (int)(deadline - now));
+        union {
+            char space[CMSG_SPACE(sizeof(int) * VS_SHARE_FDS_PER_MSG)];
+            struct cmsghdr align;
+        } ctl;
+        struct iovec iov = {.iov_base = c->out + c->out_off, .iov_len = stop - c->out_off};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (batch >= 0) {
+            int first = batch * VS_SHARE_FDS_PER_MSG;
+            int k = c->n_fds - first < VS_SHARE_FDS_PER_MSG ? c->n_fds - first
+                                                            : VS_SHARE_FDS_PER_MSG;
+            memset(&ctl, 0, sizeof ctl);
+            msg.msg_control = ctl.space;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)k);
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)k);
+            memcpy(CMSG_DATA(cm), c->fds + first, sizeof(int) * (size_t)k);
+        }
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno != EAGAIN;
+        }
+        c->out_off += (size_t)w;
+        if (batch >= 0)
+            c->batches_sent++; /* the descriptors went with the first byte */
     }
+    return true;
 }
 
-static void reply_error(int fd, const char *why)
+/* The answer, owned by the connection from now on (NULL: out of memory). */
+static void conn_answer(struct conn *c, char *text, size_t len)
+{
+    static char no_memory[] = "{\"ok\":false,\"error\":\"out of memory\"}\n";
+    free(c->out);
+    if (text == NULL) {
+        text = strdup(no_memory);
+        len = text ? strlen(text) : 0;
+    }
+    c->out = text;
+    c->out_len = len;
+    c->out_off = 0;
+    c->line_len = len;
+}
+
+static void reply_text(struct conn *c, const char *text)
+{
+    char *copy = strdup(text);
+    conn_answer(c, copy, copy ? strlen(copy) : 0);
+}
+
+static void reply_error(struct conn *c, const char *why)
 {
     char buf[512];
     int n = snprintf(buf, sizeof buf, "{\"ok\":false,\"error\":\"");
     for (const char *p = why; *p && n < (int)sizeof buf - 8; p++)
-        if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20 && *p != 0x7f)
             buf[n++] = *p;
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "\"}\n");
-    send_all(fd, buf, (size_t)n);
+    snprintf(buf + n, sizeof buf - (size_t)n, "\"}\n");
+    reply_text(c, buf);
 }
 
-/* Read one line within the deadline: its length, or -1. */
-static ssize_t read_request(int fd, char *buf, size_t cap)
-{
-    uint64_t deadline = now_ms() + REQUEST_DEADLINE_MS;
-    size_t len = 0;
-    for (;;) {
-        char *nl = memchr(buf, '\n', len);
-        if (nl)
-            return nl - buf;
-        if (len == cap)
-            return -1; /* too long */
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return -1;
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, (int)(deadline - now)) <= 0)
-            continue;
-        ssize_t r = recv(fd, buf + len, cap - len, MSG_DONTWAIT);
-        if (r == 0)
-            return -1;
-        if (r < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            return -1;
-        }
-        len += (size_t)r;
-    }
-}
-
-static void answer_stats(int fd, bool hello)
+static void answer_stats(struct conn *c, bool hello)
 {
     struct vs_config cfg;
     vs_limits_config(&cfg);
-    size_t cap = 1 << 16;
-    char *doc = malloc(cap);
+    size_t len;
+    char *doc = vs_stats_json_alloc(&cfg, &len);
     if (doc == NULL)
-        return reply_error(fd, "out of memory");
-    int n = vs_stats_write_json(doc, cap, &cfg);
-    if (n >= (int)cap) {
-        cap = (size_t)n + 1;
-        char *bigger = realloc(doc, cap);
-        if (bigger == NULL) {
-            free(doc);
-            return reply_error(fd, "out of memory");
-        }
-        doc = bigger;
-        n = vs_stats_write_json(doc, cap, &cfg);
-    }
+        return reply_error(c, errno == ENOMEM ? "out of memory" : "cannot build the stats");
     const char *head = hello ? "{\"ok\":true,\"hello\":" : "{\"ok\":true,\"stats\":";
-    send_all(fd, head, strlen(head));
-    send_all(fd, doc, (size_t)n);
-    send_all(fd, "}\n", 2);
+    size_t head_len = strlen(head);
+    char *out = malloc(head_len + len + 3);
+    if (out) {
+        memcpy(out, head, head_len);
+        memcpy(out + head_len, doc, len);
+        memcpy(out + head_len + len, "}\n", 3);
+    }
     free(doc);
+    conn_answer(c, out, head_len + len + 2);
 }
 
 /* evict: idle buffers (of one owner, up to some bytes); free: everything
  * that can move. The answer says how many bytes moved. */
-static void answer_move(int fd, const struct vs_request *req)
+static void answer_move(struct conn *c, const struct vs_request *req)
 {
     if (vs_limits_offload() == VS_OFFLOAD_OFF)
-        return reply_error(fd, "offload is off in this process (set offload=pinned or auto)");
+        return reply_error(c, "offload is off in this process (set offload=pinned or auto)");
     int owner = -1;
     if (req->cmd == VS_REQ_EVICT && req->has_owner) {
         for (int i = 0; i < vs_owner_count(); i++)
             if (strcmp(vs_owner_name(i), req->owner) == 0)
                 owner = i;
         if (owner < 0)
-            return reply_error(fd, "no such owner in this process");
+            return reply_error(c, "no such owner in this process");
     }
     uint64_t want = req->cmd == VS_REQ_EVICT && req->has_bytes ? req->bytes : UINT64_MAX;
     uint64_t moved = vs_tier_evict(owner, want, req->cmd == VS_REQ_EVICT);
     char line[64];
-    int n = snprintf(line, sizeof line, "{\"ok\":true,\"moved\":%llu}\n", (unsigned long long)moved);
-    send_all(fd, line, (size_t)n);
+    snprintf(line, sizeof line, "{\"ok\":true,\"moved\":%llu}\n", (unsigned long long)moved);
+    reply_text(c, line);
 }
 
-/* Send bytes with file descriptors attached, within the deadline. */
-static bool send_fds(int fd, const char *buf, size_t len, const int *fds, int n)
+/* Failed share attempts: a bucket of SHARE_FAILS_BURST, refilled one a
+ * second. While it is empty every share request is refused unexamined, so
+ * guessing tokens goes no faster than that (and the token has 64 random
+ * bits). Only the server thread touches it. */
+static struct {
+    uint64_t refilled_ms;
+    int left;
+    bool said_empty;
+} share_fails = {0, SHARE_FAILS_BURST, false};
+
+static bool share_allowed(void)
 {
-    union {
-        char space[CMSG_SPACE(sizeof(int) * VS_SHARE_FDS_PER_MSG)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (n > 0) {
-        memset(&ctl, 0, sizeof ctl);
-        msg.msg_control = ctl.space;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
+    uint64_t now = vs_now_ms();
+    uint64_t gained = (now - share_fails.refilled_ms) / SHARE_FAILS_REFILL_MS;
+    if (gained > 0) {
+        share_fails.left = gained >= SHARE_FAILS_BURST ? SHARE_FAILS_BURST
+                                                       : share_fails.left + (int)gained;
+        if (share_fails.left > SHARE_FAILS_BURST)
+            share_fails.left = SHARE_FAILS_BURST;
+        share_fails.refilled_ms = now;
     }
-    uint64_t deadline = now_ms() + REQUEST_DEADLINE_MS;
-    for (;;) {
-        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w == (ssize_t)len)
-            return true;
-        if (w >= 0) { /* the descriptors went with the first bytes */
-            send_all(fd, buf + w, len - (size_t)w);
-            return true;
-        }
-        uint64_t now = now_ms();
-        if ((errno != EAGAIN && errno != EINTR) || now >= deadline)
-            return false;
-        struct pollfd p = {fd, POLLOUT, 0};
-        poll(&p, 1, (int)(deadline - now));
+    return share_fails.left > 0;
+}
+
+static void share_refused(const struct vs_request *req, pid_t peer)
+{
+    vs_stats_count_share_refused();
+    if (share_fails.left == SHARE_FAILS_BURST)
+        share_fails.refilled_ms = vs_now_ms();
+    if (share_fails.left > 0) {
+        share_fails.left--;
+        vs_warn("control socket: process %d asked for a shared buffer at 0x%llx with a "
+                "wrong base or token; refused",
+                (int)peer, (unsigned long long)req->base);
+        share_fails.said_empty = false;
+    } else if (!share_fails.said_empty) {
+        share_fails.said_empty = true;
+        vs_warn("control socket: too many failed share attempts; share requests are "
+                "refused for a while");
     }
 }
 
 /* share: another process of ours maps a buffer this one shared
  * (cuIpcGetMemHandle). The answer line carries the layout; the chunks'
- * memory follows as file descriptors, VS_SHARE_FDS_PER_MSG at a time. */
-static void answer_share(int fd, const struct vs_request *req)
+ * memory follows as file descriptors (conn_flush). */
+static void answer_share(struct conn *c, const struct vs_request *req)
 {
-    int fds[VS_SHARE_MAX_CHUNKS];
+    struct ucred cred = {0};
+    socklen_t cred_len = sizeof cred;
+    getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
+    if (!share_allowed()) {
+        share_refused(req, cred.pid);
+        return reply_error(c, "too many failed share attempts; try again later");
+    }
+    int *fds = malloc(sizeof(int) * VS_SHARE_MAX_CHUNKS);
+    if (fds == NULL)
+        return reply_error(c, "out of memory");
     struct vs_share sh;
     int n = vs_tier_export(req->base, req->token, fds, VS_SHARE_MAX_CHUNKS, &sh);
-    if (n == -ENOENT)
-        return reply_error(fd, "no buffer shared under that base and token");
-    if (n < 0)
-        return reply_error(fd, n == -E2BIG ? "buffer too large to share"
-                                           : "the driver cannot export the buffer");
+    if (n < 0) {
+        free(fds);
+        if (n == -ENOENT) {
+            share_refused(req, cred.pid);
+            return reply_error(c, "no buffer shared under that base and token");
+        }
+        return reply_error(c, n == -E2BIG ? "buffer too large to share"
+                                          : "the driver cannot export the buffer");
+    }
+    int batches = (n + VS_SHARE_FDS_PER_MSG - 1) / VS_SHARE_FDS_PER_MSG;
     char line[256];
     int len = snprintf(line, sizeof line,
                        "{\"ok\":true,\"size\":%llu,\"span\":%llu,\"gran\":%llu,"
                        "\"chunk\":%llu,\"n\":%d}\n",
                        (unsigned long long)sh.size, (unsigned long long)sh.span,
                        (unsigned long long)sh.gran, (unsigned long long)sh.chunk, n);
-    int first = n < VS_SHARE_FDS_PER_MSG ? n : VS_SHARE_FDS_PER_MSG;
-    bool ok = send_fds(fd, line, (size_t)len, fds, first);
-    for (int sent = first; ok && sent < n;) {
-        int batch = n - sent < VS_SHARE_FDS_PER_MSG ? n - sent : VS_SHARE_FDS_PER_MSG;
-        ok = send_fds(fd, "+", 1, fds + sent, batch);
-        sent += batch;
+    char *out = malloc((size_t)len + (size_t)batches);
+    if (out == NULL) {
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        free(fds);
+        return reply_error(c, "out of memory");
     }
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
+    memcpy(out, line, (size_t)len);
+    memset(out + len, '+', (size_t)(batches > 0 ? batches - 1 : 0));
+    conn_answer(c, out, (size_t)len + (size_t)(batches > 0 ? batches - 1 : 0));
+    c->line_len = (size_t)len;
+    c->fds = fds;
+    c->n_fds = n;
 }
 
-static void serve_one(int fd)
+static void answer(struct conn *c, size_t len)
 {
-    if (!peer_allowed(fd)) {
-        reply_error(fd, "permission denied: not the process's user");
-        vs_warn("control socket: refused a connection from another user");
-        return;
-    }
-    char buf[VS_REQUEST_MAX + 1];
-    ssize_t len = read_request(fd, buf, sizeof buf);
-    if (len < 0)
-        return reply_error(fd, "no complete request line in time, or longer than 4096 bytes");
     struct vs_request req;
     char why[256];
-    if (vs_request_parse(buf, (size_t)len, &req, why, sizeof why) != 0)
-        return reply_error(fd, why);
+    if (vs_request_parse(c->in, len, &req, why, sizeof why) != 0)
+        return reply_error(c, why);
     switch (req.cmd) {
     case VS_REQ_HELLO:
     case VS_REQ_STATS:
-        return answer_stats(fd, req.cmd == VS_REQ_HELLO);
+        return answer_stats(c, req.cmd == VS_REQ_HELLO);
     case VS_REQ_SET:
         if (vs_limits_set(req.key, req.value, why, sizeof why) != 0)
-            return reply_error(fd, why);
-        send_all(fd, "{\"ok\":true}\n", 12);
-        return;
+            return reply_error(c, why);
+        return reply_text(c, "{\"ok\":true}\n");
     case VS_REQ_EVICT:
     case VS_REQ_FREE:
-        return answer_move(fd, &req);
+        return answer_move(c, &req);
     case VS_REQ_SHARE:
-        return answer_share(fd, &req);
+        return answer_share(c, &req);
     default:
-        return reply_error(fd, "unknown request");
+        return reply_error(c, "unknown request");
+    }
+}
+
+/* Bytes arrived: once a line is complete it is answered. True when the
+ * connection is over. */
+static bool conn_read(struct conn *c)
+{
+    for (;;) {
+        char *nl = memchr(c->in, '\n', c->in_len);
+        if (nl) {
+            answer(c, (size_t)(nl - c->in));
+            return conn_flush(c);
+        }
+        if (c->in_len == sizeof c->in) {
+            reply_error(c, "request longer than 4096 bytes");
+            return conn_flush(c);
+        }
+        ssize_t r = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len, MSG_DONTWAIT);
+        if (r == 0)
+            return true;
+        if (r < 0)
+            return errno != EAGAIN && errno != EINTR;
+        c->in_len += (size_t)r;
+    }
+}
+
+static void conn_open(int fd)
+{
+    struct conn *c = NULL;
+    for (int i = 0; i < CONN_MAX && c == NULL; i++)
+        if (conns[i].fd < 0)
+            c = &conns[i];
+    if (c == NULL) { /* a last word, if the socket takes it now */
+        static const char busy[] = "{\"ok\":false,\"error\":\"the server is busy\"}\n";
+        ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    c->deadline = vs_now_ms() + CONN_DEADLINE_MS;
+    if (!peer_allowed(fd)) {
+        vs_warn("control socket: refused a connection from another user");
+        reply_error(c, "permission denied: not the process's user");
+        if (conn_flush(c))
+            conn_close(c);
+    }
+}
+
+/* Accept what is waiting. An error other than a lost connection (no
+ * descriptors left, no memory) pauses accepting for a moment; the server
+ * goes on. Returns when to accept again (0: when poll says so). */
+static uint64_t accept_all(int lfd)
+{
+    static uint64_t last_said;
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            conn_open(fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN)
+            return 0;
+        uint64_t now = vs_now_ms();
+        if (last_said == 0 || now - last_said >= 10000) {
+            last_said = now;
+            vs_warn("control socket: accept failed (%s); retrying", strerror(errno));
+        }
+        return now + ACCEPT_BACKOFF_MS;
     }
 }
 
@@ -308,17 +458,54 @@ static void *serve(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    for (int i = 0; i < CONN_MAX; i++)
+        conns[i].fd = -1;
+    uint64_t accept_at = 0;
+    struct pollfd p[CONN_MAX + 1];
+    struct conn *who[CONN_MAX + 1];
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            vs_error("control socket: accept failed (%s); the server stops", strerror(errno));
-            return NULL;
+        uint64_t now = vs_now_ms(), wake = UINT64_MAX;
+        int n = 0;
+        if (accept_at <= now) {
+            accept_at = 0;
+            p[n] = (struct pollfd){lfd, POLLIN, 0};
+            who[n++] = NULL;
+        } else {
+            wake = accept_at;
         }
-        serve_one(fd);
-        close(fd);
+        for (int i = 0; i < CONN_MAX; i++) {
+            struct conn *c = &conns[i];
+            if (c->fd < 0)
+                continue;
+            if (now >= c->deadline) { /* cut off, with a reason if it still reads */
+                if (c->out == NULL)
+                    reply_error(c, "no complete request line in time");
+                conn_flush(c);
+                conn_close(c);
+                continue;
+            }
+            if (c->deadline < wake)
+                wake = c->deadline;
+            p[n] = (struct pollfd){c->fd, c->out ? POLLOUT : POLLIN, 0};
+            who[n++] = c;
+        }
+        int timeout = wake == UINT64_MAX ? -1 : (int)(wake - now);
+        if (poll(p, (nfds_t)n, timeout) <= 0)
+            continue;
+        for (int i = 0; i < n; i++) {
+            if (p[i].revents == 0)
+                continue;
+            if (who[i] == NULL) {
+                accept_at = accept_all(lfd);
+                continue;
+            }
+            struct conn *c = who[i];
+            bool over = c->out ? conn_flush(c) : conn_read(c);
+            if (over)
+                conn_close(c);
+        }
     }
+    return NULL;
 }
 
 static void remove_socket(void)
@@ -342,19 +529,19 @@ void vs_control_start(void)
                 dir, strerror(-rc));
         return;
     }
-    sweep_dead(dir);
+    sweep(dir);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)getpid());
-    if (n < 0 || (size_t)n >= sizeof addr.sun_path) {
+    if (vs_sock_path(dir, getpid(), vs_pidns_self(), addr.sun_path, sizeof addr.sun_path) != 0) {
         vs_warn("control socket: the path under %s is too long; no socket", dir);
         return;
     }
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (lfd < 0)
         return;
-    unlink(addr.sun_path); /* a previous process with our pid */
+    if (vs_sock_dead(addr.sun_path))
+        unlink(addr.sun_path); /* a previous process with our pid and namespace */
     if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
-        chmod(addr.sun_path, 0600) != 0 || listen(lfd, 8) != 0) {
+        chmod(addr.sun_path, 0600) != 0 || listen(lfd, 64) != 0) {
         vs_warn("control socket: cannot listen on %s (%s); no socket", addr.sun_path,
                 strerror(errno));
         close(lfd);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "vramshim.h"
 
@@ -49,6 +50,10 @@ int vs_log_get_fd(void);
 /* Append log lines to path from now on: 0 or -errno. */
 int vs_log_open_file(const char *path);
 void vs_log_refresh_pid(void);
+/* While held, lines are kept (single-threaded start-up only); the kept
+ * lines are written by vs_log_release_held, when the driver is loaded. */
+void vs_log_hold(bool hold);
+void vs_log_release_held(void);
 /* "1.5G", "512.0M", "12B": for log lines and the summary. */
 const char *vs_human_size(uint64_t bytes, char *buf, size_t cap);
 void vs_log(enum vs_log_level level, const char *fmt, ...)
@@ -236,6 +241,8 @@ static inline void vs_count_launch(void)
 extern _Atomic uint32_t vs_limits_gen;
 void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes);
 void vs_limits_config(struct vs_config *out);
+void vs_limits_atfork_prepare(void);
+void vs_limits_atfork_parent(void);
 void vs_limits_atfork_child(void);
 /* A device's limit and reserve in bytes, for a device of `physical` bytes
  * (0: not known, so percentages cannot be worked out yet: *exact is false).
@@ -346,6 +353,50 @@ int vs_control_dir(const char *configured, char *out, size_t cap);
 /* Parse one request (without its newline): 0, or -EINVAL with `why`. */
 int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
                      size_t why_len);
+/* A backed buffer is mapped in chunks of at most this many granules; a
+ * shared buffer's chunks travel as file descriptors over the control
+ * socket, VS_SHARE_FDS_PER_MSG to a message (SCM_RIGHTS allows 253), so
+ * 1024 chunks of 64 MiB, 64 GiB, is the largest buffer that can be shared.
+ * The share answer's layout is checked against these. */
+#define VS_CHUNK_GRANULES 32
+#define VS_SHARE_FDS_PER_MSG 128
+#define VS_SHARE_MAX_CHUNKS 1024
+/* The answer line to a share request, read strictly: a flat object of
+ * "ok", "error" and, when ok, all of size, span, gran, chunk and n. */
+struct vs_share_answer {
+    bool ok;
+    uint64_t size, span, gran, chunk, n;
+    char error[256];
+};
+int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a);
+/* Token equality in constant time. */
+bool vs_equal_ct(uint64_t a, uint64_t b);
+/* 0 when the layout is exactly what a buffer of handle_size is shared as;
+ * else -EACCES (refused) or -EPROTO, with `why`. */
+int vs_share_answer_check(const struct vs_share_answer *a, uint64_t handle_size, char *why,
+                          size_t why_len);
+
+/* ---- peer.c: the connecting side's checks ------------------------------ */
+uint64_t vs_now_ms(void);
+/* 0 when dir is a directory (not a symlink) of ours, closed to others;
+ * else -errno with `why`. */
+int vs_dir_check(const char *dir, char *why, size_t why_len);
+/* 0 when path is a socket of ours; else -errno with `why`. */
+int vs_entry_check(const char *path, char *why, size_t why_len);
+/* Connect to the socket at path within deadline_ms, after vs_entry_check,
+ * and only to a server running as us or root: the fd, or -errno with `why`. */
+int vs_peer_connect(const char *path, int deadline_ms, char *why, size_t why_len);
+/* This process's pid namespace (its inode; 0 without /proc). */
+uint64_t vs_pidns_self(void);
+/* dir/<pid>-<ns>.sock (dir/<pid>.sock when ns is 0). */
+int vs_sock_path(const char *dir, pid_t pid, uint64_t ns, char *out, size_t cap);
+/* A socket's name back into pid and namespace (0: a name without one). */
+bool vs_sock_name_parse(const char *name, pid_t *pid, uint64_t *ns);
+/* True only when a connect to path is refused: nothing listens there. */
+bool vs_sock_dead(const char *path);
+/* The socket of pid in dir: the one in our namespace, else the only one;
+ * 0, -ENOENT, or -EEXIST when pid is in several other namespaces. */
+int vs_sock_find(const char *dir, pid_t pid, char *out, size_t cap, uint64_t *ns_out);
 
 /* ---- stats.c ---------------------------------------------------------- */
 /* What the stats ask the driver; hooks fill it in, unit tests leave it. */
@@ -364,6 +415,14 @@ const struct vs_device_query *vs_query(void);
 /* The most recent free figure the driver gave for a device. */
 void vs_stats_note_free(int dev, uint64_t free_bytes);
 int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg);
+/* The document built once into a buffer sized by the pass that wrote it
+ * (malloc'd, NUL-terminated, *len its length); NULL with errno set. */
+char *vs_stats_json_alloc(const struct vs_config *cfg, size_t *len);
+/* The same for any snprintf-like writer (returns the length it needs, or
+ * -errno): retried with a larger buffer until one pass fits. */
+char *vs_build_text(int (*write)(char *buf, size_t cap, void *arg), void *arg, size_t *len);
+/* A share request refused (wrong base or token): counted in the stats. */
+void vs_stats_count_share_refused(void);
 void vs_stats_print_summary(int fd, const struct vs_config *cfg);
 
 /* ---- state.c: process-wide state and the clock ------------------------- */

@@ -38,6 +38,8 @@ static inline bool vs_real_ready(void)
 }
 /* Device of the calling thread's current context, -1 if none. */
 int vs_current_device(void);
+/* A forked child: the table's lock is made anew. */
+void vs_real_atfork_child(void);
 /* A CUDA UUID as nvidia-smi prints it ("GPU-xxxxxxxx-..."); a cap of 41
  * bytes or more holds it. */
 void vs_format_uuid(const CUuuid *u, char *out, size_t cap);

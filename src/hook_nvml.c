@@ -86,6 +86,9 @@ static struct {
 } known[VS_MAX_DEVICES];
 static int n_known;
 
+/* fork: the cache stays good (the same devices); the lock starts free. */
+void vs_nvml_atfork_child(void) { pthread_mutex_init(&map_lock, NULL); }
+
 static int ordinal_by_uuid(const char *nvml_uuid)
 {
     int count = 0;

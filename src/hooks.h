@@ -60,4 +60,8 @@ typedef struct {
 /* dlsym found `sym` for an nvml* name: the hook to hand out instead. */
 void *vs_nvml_swap(const char *name, void *sym);
 
+/* ---- fork: the hooks' own locks and tables, made anew in the child ------ */
+void vs_ipc_atfork_child(void);
+void vs_nvml_atfork_child(void);
+
 #endif

@@ -24,20 +24,31 @@ extern char *program_invocation_short_name;
 
 static const char *env_lookup(const char *name) { return getenv(name); }
 
-/* Lock order: owners, then the registry. */
+/* Set when init_once_body has finished. */
+static _Atomic bool init_done;
+
+/* Lock order: owners, then the registry, then the settings. Every other
+ * lock of the library is made anew in the child. */
 static void on_fork_prepare(void)
 {
     vs_owner_atfork_prepare();
     vs_registry_atfork_prepare();
+    vs_limits_atfork_prepare();
 }
 static void on_fork_parent(void)
 {
+    vs_limits_atfork_parent();
     vs_registry_atfork_parent();
     vs_owner_atfork_parent();
 }
 static void on_fork_child(void)
 {
+    if (!atomic_load(&init_done)) /* forked by another thread mid-init */
+        init_once = PTHREAD_ONCE_INIT;
     vs_log_refresh_pid();
+    vs_real_atfork_child();
+    vs_nvml_atfork_child();
+    vs_ipc_atfork_child();
     vs_limits_atfork_child();
     vs_budget_reset();
     vs_control_atfork_child();
@@ -54,9 +65,13 @@ static void init_once_body(void)
     vs_log_refresh_pid();
 
     struct vs_config *cfg = &vs_state.cfg;
+    /* what is wrong with the settings is said by the process that loads the
+     * driver (vs_driver_ready), not by every shell that inherits the variables */
+    vs_log_hold(true);
     vs_config_load(cfg, env_lookup);
     vs_state.disabled = cfg->disable;
     vs_limits_init(cfg, vs_state.ram_bytes);
+    vs_log_hold(false);
     vs_offload_init();
     vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
     if (vs_registry_init() != 0) {
@@ -67,6 +82,7 @@ static void init_once_body(void)
     pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
     if (vs_state.disabled)
         vs_info("VRAMSHIM_DISABLE: pure pass-through");
+    atomic_store(&init_done, true);
 }
 
 void vs_init(void) { pthread_once(&init_once, init_once_body); }
@@ -79,6 +95,7 @@ bool vs_driver_ready(bool must_load)
     if (!vs_real_load(must_load))
         return false;
     vs_hook_table_init();
+    vs_log_release_held(); /* the settings' lines, now that this is a CUDA process */
     vs_control_start();
     return true;
 }

@@ -36,6 +36,7 @@ struct ipc_handle {
     char magic[8];
     int32_t pid, dev;
     uint64_t base, size, token;
+    uint64_t pidns; /* the pid's namespace: its socket's name (peer.c) */
 };
 _Static_assert(sizeof(struct ipc_handle) <= CU_IPC_HANDLE_SIZE, "fits a CUipcMemHandle");
 
@@ -50,6 +51,14 @@ struct opened {
 static pthread_mutex_t opened_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct opened *opened_by_base;
 
+/* A forked child has none of the parent's mappings (they belong to its
+ * context) and no lock another thread held at the fork. */
+void vs_ipc_atfork_child(void)
+{
+    pthread_mutex_init(&opened_lock, NULL);
+    opened_by_base = NULL;
+}
+
 CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
 {
     struct vs_share sh;
@@ -59,7 +68,7 @@ CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
     if (rc != CUDA_SUCCESS)
         return rc;
     struct ipc_handle h = {.pid = (int32_t)getpid(), .dev = sh.dev, .base = sh.base,
-                           .size = sh.size, .token = sh.token};
+                           .size = sh.size, .token = sh.token, .pidns = vs_pidns_self()};
     memcpy(h.magic, IPC_MAGIC, sizeof IPC_MAGIC);
     memset(handle, 0, sizeof *handle);
     memcpy(handle->reserved, &h, sizeof h);
@@ -68,56 +77,56 @@ CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
 
 /* ---- the importer --------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int connect_to(pid_t pid)
+/* The exporter's socket, checked as peer.c does: our directory, our socket,
+ * a server running as us; the connect has part of the deadline. */
+static int connect_to(pid_t pid, uint64_t pidns, uint64_t deadline, char *why,
+                      size_t why_len)
 {
     struct vs_config cfg;
     vs_limits_config(&cfg);
-    char dir[VS_PATH_MAX];
-    if (vs_control_dir(cfg.socket_dir, dir, sizeof dir) != 0)
-        return -1;
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)pid);
-    if (n < 0 || (size_t)n >= sizeof addr.sun_path)
-        return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        close(fd);
-        fd = -1;
+    char dir[VS_PATH_MAX], path[VS_PATH_MAX + 32];
+    if (vs_control_dir(cfg.socket_dir, dir, sizeof dir) != 0) {
+        snprintf(why, why_len, "the socket directory's name is too long");
+        return -ENAMETOOLONG;
     }
-    return fd;
+    int rc = vs_dir_check(dir, why, why_len);
+    if (rc != 0)
+        return rc;
+    vs_sock_path(dir, pid, pidns, path, sizeof path);
+    uint64_t now = vs_now_ms();
+    return vs_peer_connect(path, now < deadline ? (int)(deadline - now) : 1, why, why_len);
 }
 
 struct answer {
     char line[512];
     size_t len;
+    struct vs_share_answer layout;
     int fds[VS_SHARE_MAX_CHUNKS];
     int n_fds;
 };
 
-/* Read the answer line and, when it says n, n descriptors, by the deadline. */
-static bool receive(int fd, struct answer *a)
+/* Read the answer line, check it against the handle, then read the
+ * descriptors it announces, all by the deadline. */
+static bool receive(int fd, uint64_t handle_size, uint64_t deadline, struct answer *a,
+                    char *why, size_t why_len)
 {
-    uint64_t deadline = now_ms() + OPEN_DEADLINE_MS;
     long want = -1;
+    snprintf(why, why_len, "no complete answer in time");
     for (;;) {
         char *nl = memchr(a->line, '\n', a->len);
         if (nl && want < 0) {
             *nl = '\0';
-            const char *n = strstr(a->line, "\"n\":");
-            want = n ? strtol(n + 4, NULL, 10) : 0;
-            if (want < 0 || want > VS_SHARE_MAX_CHUNKS)
+            if (vs_share_answer_parse(a->line, (size_t)(nl - a->line), &a->layout) != 0) {
+                snprintf(why, why_len, "an answer that is not a share answer");
                 return false;
+            }
+            if (vs_share_answer_check(&a->layout, handle_size, why, why_len) != 0)
+                return false;
+            want = (long)a->layout.n;
         }
         if (want >= 0 && a->n_fds >= want)
             return true;
-        uint64_t now = now_ms();
+        uint64_t now = vs_now_ms();
         if (now >= deadline)
             return false;
         struct pollfd p = {fd, POLLIN, 0};
@@ -131,11 +140,13 @@ static bool receive(int fd, struct answer *a)
         bool in_line = want < 0;
         struct iovec iov = in_line ? (struct iovec){a->line + a->len, sizeof a->line - 1 - a->len}
                                    : (struct iovec){spill, sizeof spill};
-        if (iov.iov_len == 0)
+        if (iov.iov_len == 0) {
+            snprintf(why, why_len, "an answer line longer than %zu bytes", sizeof a->line);
             return false;
+        }
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
                              .msg_controllen = sizeof ctl.space};
-        ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (r == 0)
             return false;
         if (r < 0) {
@@ -161,12 +172,6 @@ static bool receive(int fd, struct answer *a)
     }
 }
 
-static uint64_t field(const char *line, const char *name)
-{
-    const char *p = strstr(line, name);
-    return p ? strtoull(p + strlen(name), NULL, 10) : 0;
-}
-
 static void unmap_opened(struct opened *o, uint32_t mapped)
 {
     uint64_t off = 0;
@@ -184,13 +189,12 @@ static void unmap_opened(struct opened *o, uint32_t mapped)
     free(o);
 }
 
-/* Import the descriptors and map them one after another at a fresh range. */
+/* Import the descriptors and map them one after another at a fresh range.
+ * The layout was checked against the handle (vs_share_answer_check). */
 static CUresult map_answer(const struct answer *a, struct opened **out)
 {
-    uint64_t span = field(a->line, "\"span\":"), gran = field(a->line, "\"gran\":");
-    uint64_t chunk = field(a->line, "\"chunk\":");
-    if (!strstr(a->line, "\"ok\":true") || span == 0 || gran == 0 || chunk == 0 ||
-        (span + chunk - 1) / chunk != (uint64_t)a->n_fds || !vs_real.cuMemImportFromShareableHandle)
+    uint64_t span = a->layout.span, gran = a->layout.gran, chunk = a->layout.chunk;
+    if (a->n_fds != (int)a->layout.n || !vs_real.cuMemImportFromShareableHandle)
         return CUDA_ERROR_INVALID_VALUE;
     struct opened *o = calloc(1, sizeof *o);
     if (o)
@@ -247,10 +251,12 @@ CUresult vs_hook_cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle
         return vs_real.cuIpcOpenMemHandle_v2(pdptr, handle, flags);
     if (pdptr == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    int fd = connect_to((pid_t)h.pid);
+    uint64_t deadline = vs_now_ms() + OPEN_DEADLINE_MS;
+    char why[256];
+    int fd = connect_to((pid_t)h.pid, h.pidns, deadline, why, sizeof why);
     if (fd < 0) {
         vs_warn("cuIpcOpenMemHandle: process %d, which shared the buffer, cannot be "
-                "reached (gone, or not running under vramshim)", (int)h.pid);
+                "reached: %s", (int)h.pid, why);
         return CUDA_ERROR_INVALID_VALUE;
     }
     char req[128];
@@ -259,14 +265,16 @@ CUresult vs_hook_cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle
     struct answer *a = calloc(1, sizeof *a);
     CUresult rc = CUDA_ERROR_INVALID_VALUE;
     struct opened *o = NULL;
-    if (a && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n && receive(fd, a))
+    snprintf(why, sizeof why, "cannot send the request");
+    if (a && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n &&
+        receive(fd, h.size, deadline, a, why, sizeof why))
         rc = map_answer(a, &o);
     else if (a == NULL)
         rc = CUDA_ERROR_OUT_OF_MEMORY;
     if (rc != CUDA_SUCCESS)
         vs_warn("cuIpcOpenMemHandle: process %d did not hand over its buffer at 0x%llx: %s",
                 (int)h.pid, (unsigned long long)h.base,
-                a && a->len ? a->line : "no answer");
+                a == NULL ? "out of memory" : why);
     for (int i = 0; a && i < a->n_fds; i++)
         close(a->fds[i]);
     free(a);

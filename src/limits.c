@@ -52,6 +52,10 @@ static uint64_t pin_bytes_locked(void)
 
 uint32_t vs_limits_changes(void) { return atomic_load(&changes); }
 
+/* Below this a limit refuses every allocation worth making: it is almost
+ * surely a slip (0, or 0.0000001%), and is said once. */
+#define USELESS_LIMIT (1ULL << 20)
+
 void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes)
 {
     atomic_store(&changes, 0);
@@ -59,11 +63,19 @@ void vs_limits_init(const struct vs_config *cfg, uint64_t ram_bytes)
     live = *cfg;
     ram = ram_bytes;
     publish_locked();
+    uint64_t pin = pin_bytes_locked();
     pthread_mutex_unlock(&live_lock);
+    if (cfg->pin_limit.kind != VS_SIZE_NONE && pin < USELESS_LIMIT)
+        vs_warn("VRAMSHIM_PIN_LIMIT comes to %llu bytes: every page-locked allocation is "
+                "refused and offload has no host memory",
+                (unsigned long long)pin);
     atomic_fetch_add(&vs_limits_gen, 1);
 }
 
-/* A lock another thread held at the fork would never be released. */
+/* fork: held across it, so the child's copy of the settings is whole (not
+ * half of a set), then made anew: its holder does not exist there. */
+void vs_limits_atfork_prepare(void) { pthread_mutex_lock(&live_lock); }
+void vs_limits_atfork_parent(void) { pthread_mutex_unlock(&live_lock); }
 void vs_limits_atfork_child(void)
 {
     pthread_mutex_init(&live_lock, NULL);
@@ -91,6 +103,26 @@ static uint64_t resolve(const struct vs_size_spec *spec, uint64_t physical,
     }
 }
 
+/* Once per device: a limit that refuses everything. Once per process: a
+ * limit for a device that does not exist. */
+static void warn_useless(int dev, uint64_t limit, int highest_named)
+{
+    static _Atomic uint32_t said_small;
+    static _Atomic bool said_missing;
+    uint32_t bit = dev >= 0 && dev < 32 ? 1u << dev : 0;
+    if (bit && limit < USELESS_LIMIT && !(atomic_fetch_or(&said_small, bit) & bit))
+        vs_warn("the VRAM limit of device %d comes to %llu bytes: every allocation on it is "
+                "refused (VRAMSHIM_VRAM_LIMIT, or a set)",
+                dev, (unsigned long long)limit);
+    if (highest_named < 0 || atomic_load(&said_missing))
+        return;
+    int count = vs_query()->count ? vs_query()->count() : -1;
+    if (count > 0 && highest_named >= count && !atomic_exchange(&said_missing, true))
+        vs_warn("the VRAM limit names device %d, but this machine has %d device%s: that "
+                "limit applies to nothing",
+                highest_named, count, count == 1 ? "" : "s");
+}
+
 void vs_limits_for_device(int dev, uint64_t physical, uint64_t *limit,
                           uint64_t *reserve, bool *exact)
 {
@@ -101,7 +133,12 @@ void vs_limits_for_device(int dev, uint64_t physical, uint64_t *limit,
         spec = &live.vram_limit_dev[dev];
     *limit = resolve(spec, physical, VS_NO_LIMIT, exact);
     *reserve = resolve(&live.reserve_vram, physical, 0, exact);
+    int highest_named = -1;
+    for (int i = 0; i < VS_MAX_DEVICES; i++)
+        if (live.vram_limit_dev[i].kind != VS_SIZE_NONE)
+            highest_named = i;
     pthread_mutex_unlock(&live_lock);
+    warn_useless(dev, *limit, highest_named);
 }
 
 uint64_t vs_limits_for_owner(const char *name)

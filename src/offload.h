@@ -113,11 +113,6 @@ uint64_t vs_tier_yield_pins(uint64_t bytes);
 void vs_hostpool_fit_budget(void);
 
 /* ---- sharing with another process (tier.c) ----------------------------- */
-/* A shared buffer's chunks travel as file descriptors over the control
- * socket, this many to a message (SCM_RIGHTS allows 253); 1024 chunks of
- * 64 MiB is 64 GiB, the largest buffer that can be shared. */
-#define VS_SHARE_FDS_PER_MSG 128
-#define VS_SHARE_MAX_CHUNKS 1024
 /* A buffer shared with another process: what an importer needs. */
 struct vs_share {
     uint64_t base, size, span, gran, chunk, token;

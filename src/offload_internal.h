@@ -28,7 +28,6 @@
 
 /* ---- hostpool.c: page-locked host handles for offloaded chunks -------- */
 #define VS_HOST_CLASSES 6 /* handles of 1, 2, 4 ... 32 granules */
-#define VS_CHUNK_GRANULES 32 /* the most granules in one chunk */
 struct vs_host_block { /* one handle per set bit of the size in granules */
     CUmemGenericAllocationHandle h[VS_HOST_CLASSES];
     uint64_t gran;

@@ -190,3 +190,101 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
     req->has_bytes = have_bytes;
     return 0;
 }
+
+/* ---- the answer to a share request, as the importer reads it ------------ */
+
+static bool read_bool(struct cursor *c, bool *out)
+{
+    skip_space(c);
+    size_t left = (size_t)(c->end - c->p);
+    if (left >= 4 && memcmp(c->p, "true", 4) == 0) {
+        c->p += 4;
+        *out = true;
+        return true;
+    }
+    if (left >= 5 && memcmp(c->p, "false", 5) == 0) {
+        c->p += 5;
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a)
+{
+    memset(a, 0, sizeof *a);
+    struct cursor c = {buf, buf + len};
+    bool have_ok = false;
+    unsigned seen = 0;
+    static const char *const numbers[] = {"size", "span", "gran", "chunk", "n"};
+    uint64_t *slots[] = {&a->size, &a->span, &a->gran, &a->chunk, &a->n};
+    if (!eat(&c, '{'))
+        return -EINVAL;
+    if (!eat(&c, '}')) {
+        do {
+            char name[16];
+            if (!read_string(&c, name, sizeof name) || !eat(&c, ':'))
+                return -EINVAL;
+            if (strcmp(name, "ok") == 0) {
+                if (have_ok || !read_bool(&c, &a->ok))
+                    return -EINVAL;
+                have_ok = true;
+                continue;
+            }
+            if (strcmp(name, "error") == 0) {
+                if (a->error[0] || !read_string(&c, a->error, sizeof a->error) ||
+                    a->error[0] == '\0')
+                    return -EINVAL;
+                continue;
+            }
+            size_t i = 0;
+            while (i < 5 && strcmp(name, numbers[i]) != 0)
+                i++;
+            if (i == 5 || (seen & (1u << i)) || !read_uint(&c, slots[i]))
+                return -EINVAL;
+            seen |= 1u << i;
+        } while (eat(&c, ','));
+        if (!eat(&c, '}'))
+            return -EINVAL;
+    }
+    skip_space(&c);
+    if (c.p != c.end || !have_ok)
+        return -EINVAL;
+    if (a->ok && seen != 0x1f)
+        return -EINVAL; /* a layout is all five numbers */
+    return 0;
+}
+
+int vs_share_answer_check(const struct vs_share_answer *a, uint64_t handle_size, char *why,
+                          size_t why_len)
+{
+    if (!a->ok) {
+        snprintf(why, why_len, "refused: %s", a->error[0] ? a->error : "no reason given");
+        return -EACCES;
+    }
+    const char *bad = NULL;
+    if (a->size != handle_size)
+        bad = "its size is not the handle's";
+    else if (a->gran == 0 || (a->gran & (a->gran - 1)) != 0 || a->gran > (1ULL << 30))
+        bad = "its granularity is not a power of two up to 1 GiB";
+    else if (a->span != (a->size + a->gran - 1) / a->gran * a->gran || a->span < a->size)
+        bad = "its span is not the size rounded up to the granularity";
+    else if (a->chunk != a->gran * VS_CHUNK_GRANULES)
+        bad = "its chunk is not 32 granules";
+    else if (a->n == 0 || a->n > VS_SHARE_MAX_CHUNKS ||
+             a->n != (a->span + a->chunk - 1) / a->chunk)
+        bad = "its chunk count does not cover the span";
+    if (bad == NULL)
+        return 0;
+    snprintf(why, why_len, "an answer that does not fit the handle (%s)", bad);
+    return -EPROTO;
+}
+
+/* Whether two tokens are equal, in time that does not depend on where they
+ * differ. */
+bool vs_equal_ct(uint64_t a, uint64_t b)
+{
+    volatile uint64_t diff = a ^ b;
+    uint64_t d = diff;
+    return ((d | (0 - d)) >> 63) == 0;
+}

@@ -24,6 +24,9 @@ struct vs_real_table vs_real;
 _Atomic int vs_real_loaded;
 
 static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* fork: what was published stays; a lock held at the fork starts free. */
+void vs_real_atfork_child(void) { pthread_mutex_init(&publish_lock, NULL); }
 static __thread bool loading_here; /* recursion through the linker */
 
 static int query_count(void)

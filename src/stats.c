@@ -189,6 +189,10 @@ static void put_owners(struct out *o, const struct vs_snapshot *s)
     put(o, "]");
 }
 
+static _Atomic uint64_t share_refused;
+
+void vs_stats_count_share_refused(void) { atomic_fetch_add(&share_refused, 1); }
+
 int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
 {
     struct vs_snapshot *s = malloc(sizeof *s);
@@ -219,12 +223,13 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
     put(&o,
         ",\"counters\":{\"allocs\":%llu,\"frees\":%llu,\"oom_returned\":%llu,"
         "\"evictions\":%llu,\"restores\":%llu,\"bytes_evicted\":%llu,"
-        "\"bytes_restored\":%llu,\"launches\":%llu,\"free_queries\":%llu}}",
+        "\"bytes_restored\":%llu,\"launches\":%llu,\"free_queries\":%llu,"
+        "\"share_refused\":%llu}}",
         (unsigned long long)e->allocs, (unsigned long long)e->frees,
         (unsigned long long)e->oom_returned, (unsigned long long)e->evictions,
         (unsigned long long)e->restores, (unsigned long long)e->bytes_evicted,
         (unsigned long long)e->bytes_restored, (unsigned long long)e->launches,
-        (unsigned long long)vs_budget_asks());
+        (unsigned long long)vs_budget_asks(), (unsigned long long)atomic_load(&share_refused));
     free(s);
     if (len > 0 && o.len >= len)
         buf[len - 1] = '\0';
@@ -269,4 +274,40 @@ void vs_stats_print_summary(int fd, const struct vs_config *cfg)
                     vs_human_size(o->peak, b, sizeof b));
         }
     free(s);
+}
+
+char *vs_build_text(int (*write)(char *buf, size_t cap, void *arg), void *arg, size_t *len)
+{
+    size_t cap = 1 << 14;
+    /* the document can grow between passes (owners, devices); each retry
+     * asks for more than the last pass needed, and a few must do */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        char *buf = malloc(cap);
+        if (buf == NULL)
+            return NULL;
+        int n = write(buf, cap, arg);
+        if (n < 0) {
+            free(buf);
+            errno = -n;
+            return NULL;
+        }
+        if ((size_t)n < cap) {
+            *len = (size_t)n;
+            return buf;
+        }
+        free(buf);
+        cap = (size_t)n + (size_t)n / 4 + 1;
+    }
+    errno = EAGAIN;
+    return NULL;
+}
+
+static int write_stats(char *buf, size_t cap, void *cfg)
+{
+    return vs_stats_write_json(buf, cap, cfg);
+}
+
+char *vs_stats_json_alloc(const struct vs_config *cfg, size_t *len)
+{
+    return vs_build_text(write_stats, (void *)cfg, len);
 }

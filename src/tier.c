@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 static int cmp_buffer(const struct buffer *a, const struct buffer *b)
@@ -621,17 +622,25 @@ CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
                 "to be shared (CUDA_ERROR_OUT_OF_MEMORY)", (unsigned long long)b->base);
         rc = CUDA_ERROR_OUT_OF_MEMORY;
     } else if (b) {
-        if (!atomic_load(&b->shared)) {
-            static _Atomic uint64_t tokens;
-            b->share_token = (ops->now() * 0x9e3779b97f4a7c15ULL) ^ b->base ^
-                             (atomic_fetch_add(&tokens, 1) << 32);
-            atomic_store(&b->shared, true);
+        /* the token is all that keeps another process of ours from a
+         * buffer it was not handed: 64 bits from the kernel's generator */
+        uint64_t token;
+        if (!atomic_load(&b->shared) &&
+            getrandom(&token, sizeof token, GRND_NONBLOCK) != (ssize_t)sizeof token) {
+            vs_warn("cuIpcGetMemHandle: no random token for 0x%llx (%s); not shared",
+                    (unsigned long long)b->base, strerror(errno));
+            rc = CUDA_ERROR_OPERATING_SYSTEM;
+        } else {
+            if (!atomic_load(&b->shared)) {
+                b->share_token = token;
+                atomic_store(&b->shared, true);
+            }
+            *out = (struct vs_share){.base = b->base, .size = b->size, .span = b->span,
+                                     .gran = b->gran, .chunk = b->gran * VS_CHUNK_GRANULES,
+                                     .n_chunks = b->n_chunks, .dev = b->dev,
+                                     .token = b->share_token};
+            rc = CUDA_SUCCESS;
         }
-        *out = (struct vs_share){.base = b->base, .size = b->size, .span = b->span,
-                                 .gran = b->gran, .chunk = b->gran * VS_CHUNK_GRANULES,
-                                 .n_chunks = b->n_chunks, .dev = b->dev,
-                                 .token = b->share_token};
-        rc = CUDA_SUCCESS;
     }
     pthread_mutex_unlock(&move_lock);
     return rc;
@@ -645,7 +654,7 @@ int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct
     struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
     pthread_rwlock_unlock(&tier_lock);
     int rc = 0;
-    if (b == NULL || !atomic_load(&b->shared) || b->share_token != token)
+    if (b == NULL || !atomic_load(&b->shared) || !vs_equal_ct(b->share_token, token))
         rc = -ENOENT;
     else if (b->n_chunks > cap)
         rc = -E2BIG;

@@ -1,6 +1,11 @@
 /*
- * client.c: see client.h. Every request has a deadline, so a process that
- * stopped answering cannot hang the tool.
+ * client.c: see client.h. The tool trusts nothing it did not check: the
+ * directory (ours, 0700, not a symlink), each socket (ours) and the server
+ * behind it (our uid or root), all through peer.c. A request has one
+ * deadline for the whole exchange and an answer has a size cap, so a
+ * process that stopped answering, or one that never stops, cannot hang or
+ * swell the tool. Strings in an answer are made printable before anyone
+ * prints them: a server's "cmd" or owner name reaches a terminal.
  */
 #define _GNU_SOURCE 1
 #include "client.h"
@@ -17,6 +22,10 @@
 #include <unistd.h>
 
 #define DEADLINE_MS 5000
+#define ANSWER_MAX (16u << 20) /* far above any stats document */
+
+bool client_quiet;
+int client_deadline_ms = DEADLINE_MS;
 
 const char *client_dir(void)
 {
@@ -40,73 +49,175 @@ bool client_parse_pid(const char *s, pid_t *out)
     return true;
 }
 
-bool client_quiet;
-int client_deadline_ms = DEADLINE_MS;
-
-static int connect_pid(const char *dir, pid_t pid)
+/* A socket directory, checked (the default one once): 0, or a message on
+ * stderr and nonzero; -ENOENT when nobody has made it (no process runs). */
+static int dir_ok(const char *dir)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)pid);
-    if (n < 0 || (size_t)n >= sizeof addr.sun_path)
-        return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
+    static int default_checked = 1; /* 1: not yet; 0: fine; -errno: refused */
+    bool is_default = dir == client_dir();
+    if (is_default && default_checked != 1)
+        return default_checked;
+    char why[VS_PATH_MAX + 128];
+    int rc = dir[0] ? vs_dir_check(dir, why, sizeof why) : -ENAMETOOLONG;
+    if (rc != 0 && rc != -ENOENT && !client_quiet)
+        fprintf(stderr, "vramshim: refusing the socket directory: %s\n",
+                dir[0] ? why : "its name is too long");
+    if (is_default)
+        default_checked = rc;
+    return rc;
+}
+
+/* pid's socket: in namespace *ns when given, else found (vs_sock_find). */
+static int connect_pid(const char *dir, pid_t pid, const uint64_t *given_ns, uint64_t deadline)
+{
+    int rc = dir_ok(dir);
+    if (rc != 0)
+        return rc == -ENOENT ? -ENOENT : -EACCES;
+    char path[VS_PATH_MAX + 48], why[VS_PATH_MAX + 128];
+    uint64_t ns;
+    rc = given_ns ? vs_sock_path(dir, pid, *given_ns, path, sizeof path)
+                  : vs_sock_find(dir, pid, path, sizeof path, &ns);
+    if (rc == -EEXIST) {
+        if (!client_quiet)
+            fprintf(stderr, "vramshim: pid %d runs in several other pid namespaces here; "
+                        "ask from inside the one you mean\n", (int)pid);
+        return -EACCES;
     }
-    return fd;
+    if (rc != 0)
+        return rc;
+    rc = vs_peer_connect(path, (int)(deadline - vs_now_ms()), why, sizeof why);
+    if (rc == -EPERM && !client_quiet)
+        fprintf(stderr, "vramshim: %s\n", why);
+    return rc;
 }
 
-json_t *client_request(pid_t pid, const char *request, int *exit_code)
+/* Escape what a terminal would obey: C0 controls, DEL and the C1 controls
+ * (U+0080..U+009F, which include CSI). NULL when nothing needs it. */
+static char *escaped(const char *s)
 {
-    return client_request_in(client_dir(), pid, request, exit_code);
-}
-
-json_t *client_request_in(const char *dir, pid_t pid, const char *request, int *exit_code)
-{
-    int fd = connect_pid(dir, pid);
-    if (fd < 0) {
-        bool gone = fd == -ENOENT || fd == -ECONNREFUSED;
-        if (gone && !client_quiet)
-            fprintf(stderr, "vramshim: no process %d is running under vramshim (no socket in %s)\n",
-                    (int)pid, dir);
-        else if (!client_quiet)
-            fprintf(stderr, "vramshim: cannot reach process %d: %s\n", (int)pid, strerror(-fd));
-        *exit_code = gone ? EXIT_NO_PROCESS : EXIT_REFUSED;
+    size_t extra = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            extra += 5;
+    if (extra == 0)
         return NULL;
+    char *out = malloc(strlen(s) + extra + 1), *o = out;
+    if (out == NULL)
+        return strdup("?");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            o += sprintf(o, "\\x%02x", *p);
+        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            o += sprintf(o, "\\u%04x", *++p);
+        else
+            *o++ = (char)*p;
     }
-    size_t len = strlen(request);
-    bool sent = send(fd, request, len, MSG_NOSIGNAL) == (ssize_t)len &&
-                send(fd, "\n", 1, MSG_NOSIGNAL) == 1;
+    *o = '\0';
+    return out;
+}
+
+void client_make_printable(json_t *v)
+{
+    if (json_is_string(v)) {
+        char *e = escaped(json_string_value(v));
+        if (e)
+            json_string_set(v, e);
+        free(e);
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            client_make_printable(json_array_get(v, i));
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *member;
+        void *tmp;
+        json_object_foreach_safe(v, tmp, key, member) {
+            client_make_printable(member);
+            char *e = escaped(key);
+            if (e) {
+                json_object_set(v, e, member);
+                json_object_del(v, key);
+            }
+            free(e);
+        }
+    }
+}
+
+/* The answer line, read by the deadline and up to ANSWER_MAX bytes. */
+static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
+{
     size_t cap = 1 << 16, used = 0;
     char *buf = malloc(cap);
-    while (sent && buf) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, client_deadline_ms) <= 0)
+    while (buf) {
+        uint64_t now = vs_now_ms();
+        if (now >= deadline)
             break;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(deadline - now)) <= 0)
+            continue; /* the deadline ends it, not one quiet poll */
         if (used + 1 == cap) {
+            if (cap >= ANSWER_MAX)
+                break;
             char *bigger = realloc(buf, cap * 2);
             if (bigger == NULL)
                 break;
             buf = bigger;
             cap *= 2;
         }
-        ssize_t r = recv(fd, buf + used, cap - used - 1, 0);
+        ssize_t r = recv(fd, buf + used, cap - used - 1, MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
         if (r <= 0)
             break;
         used += (size_t)r;
-        if (buf[used - 1] == '\n')
-            break;
+        if (buf[used - 1] == '\n') {
+            buf[used] = '\0';
+            *used_out = used;
+            return buf;
+        }
     }
+    free(buf);
+    return NULL;
+}
+
+static json_t *request(const char *dir, pid_t pid, const uint64_t *ns, const char *request,
+                       int *exit_code);
+
+json_t *client_request(pid_t pid, const char *line, int *exit_code)
+{
+    return request(client_dir(), pid, NULL, line, exit_code);
+}
+
+json_t *client_request_in(const char *dir, pid_t pid, const char *line, int *exit_code)
+{
+    return request(dir, pid, NULL, line, exit_code);
+}
+
+json_t *client_request_ns(pid_t pid, uint64_t ns, const char *line, int *exit_code)
+{
+    return request(client_dir(), pid, &ns, line, exit_code);
+}
+
+static json_t *request(const char *dir, pid_t pid, const uint64_t *ns, const char *request,
+                       int *exit_code)
+{
+    uint64_t deadline = vs_now_ms() + (uint64_t)client_deadline_ms;
+    int fd = connect_pid(dir, pid, ns, deadline);
+    if (fd < 0) {
+        bool gone = fd == -ENOENT || fd == -ECONNREFUSED;
+        if (gone && !client_quiet)
+            fprintf(stderr, "vramshim: no process %d is running under vramshim (no socket in %s)\n",
+                    (int)pid, dir);
+        else if (fd != -EPERM && fd != -EACCES && !client_quiet)
+            fprintf(stderr, "vramshim: cannot reach process %d: %s\n", (int)pid, strerror(-fd));
+        *exit_code = gone ? EXIT_NO_PROCESS : EXIT_REFUSED;
+        return NULL;
+    }
+    size_t len = strlen(request), used = 0;
+    bool sent = send(fd, request, len, MSG_NOSIGNAL) == (ssize_t)len &&
+                send(fd, "\n", 1, MSG_NOSIGNAL) == 1;
+    char *buf = sent ? read_answer(fd, deadline, &used) : NULL;
     close(fd);
-    json_t *answer = NULL;
-    if (buf && used > 0) {
-        buf[used] = '\0';
-        answer = json_loads(buf, 0, NULL);
-    }
+    json_t *answer = buf ? json_loads(buf, 0, NULL) : NULL;
     free(buf);
     if (answer == NULL || !json_is_object(answer)) {
         if (!client_quiet)
@@ -115,13 +226,60 @@ json_t *client_request_in(const char *dir, pid_t pid, const char *request, int *
         *exit_code = EXIT_REFUSED;
         return NULL;
     }
+    client_make_printable(answer);
     return answer;
 }
 
-static int cmp_pid(const void *a, const void *b)
+static int list_all_in(const char *dir, pid_t *pids, uint64_t *ns, int cap)
 {
-    pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
-    return (x > y) - (x < y);
+    if (dir_ok(dir) != 0)
+        return 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while (n < cap && (e = readdir(d)) != NULL) {
+        if (!vs_sock_name_parse(e->d_name, &pids[n], &ns[n]))
+            continue;
+        char path[VS_PATH_MAX + sizeof e->d_name + 2], why[VS_PATH_MAX + 128];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (vs_entry_check(path, why, sizeof why) == -EPERM) {
+            if (!client_quiet)
+                fprintf(stderr, "vramshim: %s\n", why);
+        } else {
+            n++;
+        }
+    }
+    closedir(d);
+    /* by pid, then namespace: a simple insertion sort keeps the pairs */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && (pids[j - 1] > pids[j] ||
+                                  (pids[j - 1] == pids[j] && ns[j - 1] > ns[j])); j--) {
+            pid_t p = pids[j];
+            pids[j] = pids[j - 1];
+            pids[j - 1] = p;
+            uint64_t x = ns[j];
+            ns[j] = ns[j - 1];
+            ns[j - 1] = x;
+        }
+    return n;
+}
+
+int client_list_all(pid_t *pids, uint64_t *ns, int cap)
+{
+    return list_all_in(client_dir(), pids, ns, cap);
+}
+
+int client_list_in(const char *dir, pid_t *pids, int cap)
+{
+    uint64_t ns[1024];
+    pid_t all[1024];
+    int n_all = list_all_in(dir, all, ns, cap < 1024 ? cap : 1024), n = 0;
+    for (int i = 0; i < n_all; i++)
+        if (n == 0 || pids[n - 1] != all[i]) /* one pid in several namespaces */
+            pids[n++] = all[i];
+    return n;
 }
 
 int client_list(pid_t *pids, int cap)
@@ -129,23 +287,7 @@ int client_list(pid_t *pids, int cap)
     return client_list_in(client_dir(), pids, cap);
 }
 
-int client_list_in(const char *dir, pid_t *pids, int cap)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
-    int n = 0;
-    struct dirent *e;
-    while (n < cap && (e = readdir(d)) != NULL) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (pid > 0 && strcmp(end, ".sock") == 0)
-            pids[n++] = (pid_t)pid;
-    }
-    closedir(d);
-    qsort(pids, (size_t)n, sizeof *pids, cmp_pid);
-    return n;
-}
+bool client_pidns_foreign(uint64_t ns) { return ns != 0 && ns != vs_pidns_self(); }
 
 bool client_ok(json_t *answer, pid_t pid)
 {

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define EXIT_REFUSED 1
@@ -34,6 +35,16 @@ extern bool client_quiet;
 /* How long a request waits for the answer to move (5000 ms; the exporter
  * asks for less, to answer within its deadline). */
 extern int client_deadline_ms;
+/* Every socket in the directory as (pid, pid namespace), sorted; a pid
+ * can appear once per namespace. Returns the count (at most cap). */
+int client_list_all(pid_t *pids, uint64_t *ns, int cap);
+/* client_request to pid's socket in namespace ns (from client_list_all). */
+json_t *client_request_ns(pid_t pid, uint64_t ns, const char *request, int *exit_code);
+/* Whether a namespace from client_list_all is another than ours. */
+bool client_pidns_foreign(uint64_t ns);
+/* Escape, in every string and key of an answer, what a terminal would
+ * obey (C0 and C1 controls, DEL); client_request has done it already. */
+void client_make_printable(json_t *answer);
 /* The answer's "ok"; prints its "error" when false. */
 bool client_ok(json_t *answer, pid_t pid);
 

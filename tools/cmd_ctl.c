@@ -67,13 +67,14 @@ int cmd_ls(int argc, char **argv)
             return cmd_usage_error(ls_usage, "ls: unexpected argument '%s'", argv[i]);
     }
     pid_t pids[1024];
-    int n = client_list(pids, 1024);
+    uint64_t ns[1024];
+    int n = client_list_all(pids, ns, 1024);
     json_t *all = json_array();
     if (!json)
         printf("%-8s %-14s %-8s %s\n", "PID", "RESIDENT", "UPTIME", "COMMAND");
     for (int i = 0; i < n; i++) {
         int code;
-        json_t *answer = client_request(pids[i], "{\"cmd\":\"hello\"}", &code);
+        json_t *answer = client_request_ns(pids[i], ns[i], "{\"cmd\":\"hello\"}", &code);
         if (answer == NULL)
             continue; /* gone between the listing and the question */
         json_t *st = json_object_get(answer, "hello");
@@ -85,9 +86,13 @@ int cmd_ls(int argc, char **argv)
             json_t *dev;
             json_array_foreach(json_object_get(st, "devices"), d, dev) resident += num(dev, "resident");
             char b[32];
-            printf("%-8d %-14s %-8.0f %s\n", (int)pids[i], mib(resident, b, sizeof b),
+            char where[48] = "";
+            if (client_pidns_foreign(ns[i]))
+                snprintf(where, sizeof where, "  [pid namespace %llu]",
+                         (unsigned long long)ns[i]);
+            printf("%-8d %-14s %-8.0f %s%s\n", (int)pids[i], mib(resident, b, sizeof b),
                    json_number_value(json_object_get(st, "uptime_s")),
-                   json_string_value(json_object_get(st, "cmd")));
+                   json_string_value(json_object_get(st, "cmd")), where);
         }
         json_decref(answer);
     }

@@ -158,7 +158,16 @@ static int cmd_run(int argc, char **argv)
     }
     const char *old = getenv("LD_PRELOAD");
     char preload[8192];
-    snprintf(preload, sizeof preload, "%s%s%s", lib, old && *old ? ":" : "", old ? old : "");
+    /* a sanitizer's runtime must stay first in the list (it says so and
+     * exits otherwise): the library goes right after it */
+    size_t first = old ? strcspn(old, ": ") : 0;
+    const char *base = old ? (const char *)memrchr(old, '/', first) : NULL;
+    base = base ? base + 1 : old;
+    if (old && (strncmp(base, "libasan", 7) == 0 || strncmp(base, "libtsan", 7) == 0 ||
+                strncmp(base, "libclang_rt.", 12) == 0))
+        snprintf(preload, sizeof preload, "%.*s:%s%s", (int)first, old, lib, old + first);
+    else
+        snprintf(preload, sizeof preload, "%s%s%s", lib, old && *old ? ":" : "", old ? old : "");
     setenv("LD_PRELOAD", preload, 1);
     for (int i = 0; i < nset; i++)
         setenv(set[i].var, set[i].value, 1);

@@ -1,7 +1,9 @@
 #!/bin/sh
-# tests/fuzz/run.sh: build the request parser's libFuzzer target with clang
-# (AddressSanitizer and UBSan on) and run it for FUZZ_SECONDS (default 20)
-# from a seed corpus of the requests the tool sends. A crash, a leak or a
+# tests/fuzz/run.sh: build the libFuzzer targets with clang (AddressSanitizer
+# and UBSan on) and run each for FUZZ_SECONDS (default 20): the request
+# parser, from a seed corpus of the requests the tool sends, and the
+# connecting sides' reading of answers (fuzz_answer), from answers servers
+# send. A crash, a leak or a
 # sanitizer report fails the test; without clang it is skipped (exit 77).
 set -eu
 src=${VRAMSHIM_SRC:?run through make check}
@@ -24,3 +26,22 @@ done
 "$work/fuzz_request" -max_total_time="${FUZZ_SECONDS:-20}" -max_len=4200 \
 	-print_final_stats=1 "$work/corpus" 2>"$work/log" || { tail -40 "$work/log"; exit 1; }
 tail -12 "$work/log"
+
+jansson=$(pkg-config --cflags --libs jansson)
+clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-I"$src/src" -I"$src/include" -I"$src/tools" -I"$b" $cuda_inc \
+	"$src/tests/fuzz/fuzz_answer.c" "$src/tools/client.c" "$src/src/protocol.c" \
+	"$src/src/peer.c" $jansson -o "$work/fuzz_answer"
+mkdir -p "$work/answers"
+i=0
+for seed in '0{"ok":true,"size":8388608,"span":8388608,"gran":2097152,"chunk":67108864,"n":1}' \
+	'0{"ok":false,"error":"no buffer shared under that base and token"}' \
+	'1{"ok":true,"hello":{"pid":7,"cmd":"\u001b[2Jpython","owners":[{"name":"a\u009bb"}]}}' \
+	'1{"ok":false,"error":"\u0007bell"}'; do
+	printf '%s' "$seed" >"$work/answers/seed$i"
+	i=$((i + 1))
+done
+"$work/fuzz_answer" -max_total_time="${FUZZ_SECONDS:-20}" -max_len=4200 \
+	-print_final_stats=1 "$work/answers" 2>"$work/log-answer" ||
+	{ tail -40 "$work/log-answer"; exit 1; }
+tail -12 "$work/log-answer"

@@ -5,7 +5,9 @@
 #include "check.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void *check_libcuda(void)
@@ -145,7 +147,8 @@ pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **
                   FILE **from)
 {
     int down[2], up[2];
-    CHECK(pipe(down) == 0 && pipe(up) == 0, "pipe");
+    /* close-on-exec: a later child must not hold this one's stdin open */
+    CHECK(pipe2(down, O_CLOEXEC) == 0 && pipe2(up, O_CLOEXEC) == 0, "pipe");
     pid_t child = fork();
     CHECK(child >= 0, "fork");
     if (child == 0) {
@@ -228,4 +231,19 @@ void check_device_bytes(CUresult (*dtoh)(void *, CUdeviceptr, size_t), CUdevicep
         bad++;
     CHECK(bad == n, "%s: byte %zu is %u, expected %u", what, bad, got[bad], want[bad]);
     free(got);
+}
+
+void check_sock_path(const char *dir, pid_t pid, char *out, size_t cap)
+{
+    char ns_path[64];
+    struct stat st;
+    snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/pid", (int)pid);
+    CHECK(stat(ns_path, &st) == 0, "stat %s", ns_path);
+    snprintf(out, cap, "%s/%d-%llu.sock", dir, (int)pid, (unsigned long long)st.st_ino);
+}
+
+int check_ops(int n)
+{
+    const char *quick = getenv("CHECK_QUICK");
+    return quick && strcmp(quick, "1") == 0 ? n / 10 : n;
 }

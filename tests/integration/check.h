@@ -84,11 +84,18 @@ pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **
 /* The test pattern of `seed`: every byte depends on its offset, so a
  * misplaced or stale chunk shows. */
 void check_fill(unsigned char *buf, size_t n, unsigned seed);
+/* How many operations a randomized test runs: n, or n/10 with
+ * CHECK_QUICK=1 (the sanitizer runs in .ci/run, where everything is 2-10x
+ * slower; never the default). */
+int check_ops(int n);
 /* xorshift64: the randomized tests' reproducible draws. */
 uint64_t check_rnd(uint64_t *state);
 /* Read n bytes at p with dtoh and fail at the first that differs from want. */
 void check_device_bytes(CUresult (*dtoh)(void *, CUdeviceptr, size_t), CUdeviceptr p,
                         const unsigned char *want, size_t n, const char *what);
+
+/* The control socket of pid in dir: <pid>-<pid namespace inode>.sock. */
+void check_sock_path(const char *dir, pid_t pid, char *out, size_t cap);
 
 /* A function of vramshim's public API, failing the test if absent. */
 void *check_api(const char *name);

@@ -90,6 +90,52 @@ if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshi
 else
 	echo "FAIL VRAMSHIM_LOG_FILE"; fail=1
 fi
+# a log file that is not a regular file is refused with one line, and the
+# log stays on stderr: a FIFO without a reader must not block the
+# constructor (timeout only bounds a hang), a symlink is not followed
+mkfifo "$tmp/fifo"
+printf 'rc\n' >"$tmp/victim"
+ln -s "$tmp/victim" "$tmp/link"
+for target in fifo link; do
+	timeout 60 env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
+		VRAMSHIM_LOG_FILE="$tmp/$target" "$prog" >/dev/null 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -eq 0 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -qF "VRAMSHIM_LOG_FILE=\"$tmp/$target\"" "$tmp/err" &&
+		[ "$(cat "$tmp/victim")" = rc ]; then
+		echo "ok   VRAMSHIM_LOG_FILE=$target refused"
+	else
+		echo "FAIL VRAMSHIM_LOG_FILE=$target (exit $rc):"; cat "$tmp/err"; fail=1
+	fi
+done
+# settings that refuse everything, or name what is not there: one line each
+warns() { # VAR VALUE PATTERN: exactly one line, matching
+	run "$1" "$2"
+	if [ "$(wc -l <"$tmp/err")" -ge 1 ] && [ "$(grep -c "$3" "$tmp/err")" -eq 1 ]; then
+		echo "ok   $1=$2 warned"
+	else
+		echo "FAIL $1=$2: expected one line matching '$3', got:"; cat "$tmp/err"; fail=1
+	fi
+}
+warns VRAMSHIM_VRAM_LIMIT 0 'VRAM limit of device 0 comes to 0 bytes'
+warns VRAMSHIM_VRAM_LIMIT 0.0000001% 'VRAM limit of device 0 comes to 1 bytes'
+warns VRAMSHIM_VRAM_LIMIT 15:1G 'names device 15, but this machine has 1 device'
+warns VRAMSHIM_PIN_LIMIT 0 'PIN_LIMIT comes to 0 bytes'
+check VRAMSHIM_SOCKET_DIR 'relative/dir' ''
+# keywords in any case
+if run VRAMSHIM_OFFLOAD PINNED && [ ! -s "$tmp/err" ] && grep -qF '"offload":"pinned"' "$tmp/out"; then
+	echo "ok   VRAMSHIM_OFFLOAD=PINNED"
+else
+	echo "FAIL VRAMSHIM_OFFLOAD=PINNED"; cat "$tmp/err"; fail=1
+fi
+# a bad value is said once in a process tree: by the program that loads
+# CUDA, not by the shells in between
+env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
+	VRAMSHIM_OFFLOAD=bad sh -c "sh -c '$prog >/dev/null'" 2>"$tmp/err"
+if [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -qF 'VRAMSHIM_OFFLOAD="bad"' "$tmp/err"; then
+	echo "ok   a bad value said once per process tree"
+else
+	echo "FAIL a bad value in a process tree:"; cat "$tmp/err"; fail=1
+fi
 # VRAMSHIM_LOG=info: a summary at exit, naming the owner and the bytes
 if env LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD="$b/.libs/libvramshim.so" \
 	VRAMSHIM_LOG=info VRAMSHIM_OWNER=summ "$prog" 3145728 >/dev/null 2>"$tmp/err" &&

@@ -316,7 +316,7 @@ static void raw(const void *req, size_t len, char *out, size_t cap)
 
 static void socket_checks(void)
 {
-    snprintf(sock_path, sizeof sock_path, "%s/%d.sock", sock_dir, target_pid);
+    check_sock_path(sock_dir, target_pid, sock_path, sizeof sock_path);
     struct stat st;
     CHECK(stat(sock_dir, &st) == 0 && (st.st_mode & 0777) == 0700, "directory mode %o",
           st.st_mode & 0777);

@@ -214,7 +214,7 @@ static void move_under_kernel(void)
  * the unmovable allocations, under a granule, can hold: one slot per
  * thread, 4 x 2M; above it, only moves can make room) ------------------------------------------------------- */
 #define THREADS 4
-#define OPS_PER_THREAD 25000
+#define OPS_PER_THREAD check_ops(25000)
 #define SLOTS 6
 /* every this many operations the threads meet, and vramshim's books are
  * checked (vramshim_check) while none of them runs */

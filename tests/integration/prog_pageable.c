@@ -354,7 +354,7 @@ static void pins_yield(void)
 
 /* ---- 5: randomized, handed-over buffers under a small pin budget ----------------- */
 #define THREADS 4
-#define OPS_PER_THREAD 5000
+#define OPS_PER_THREAD check_ops(5000)
 #define SLOTS 4
 #define PHASE_OPS 1000 /* the threads meet and vramshim's books are checked */
 

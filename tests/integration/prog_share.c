@@ -90,9 +90,20 @@ int main(int argc, char **argv)
     static char sock_dir[] = "/tmp/vramshim-share-XXXXXX";
     char var[128] = "VRAMSHIM_SOCKET_DIR=";
     if (getenv("CHECK_REEXECED") == NULL) {
+        /* the test runs in a child; the directory is removed once every
+         * process that had a socket in it has gone (and so has its socket) */
         CHECK(mkdtemp(sock_dir) != NULL, "mkdtemp");
         rmdir(sock_dir); /* the library makes it, with its mode */
         strcat(var, sock_dir);
+        pid_t test = fork();
+        CHECK(test >= 0, "fork");
+        if (test > 0) {
+            int status;
+            CHECK(waitpid(test, &status, 0) == test, "waitpid");
+            CHECK(rmdir(sock_dir) == 0, "%s: %s (a socket outlived its process?)", sock_dir,
+                  strerror(errno));
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+        }
     }
     const char *env[] = {"FAKECUDA_MEM=1G", "VRAMSHIM_VRAM_LIMIT=128M",
                          "VRAMSHIM_OFFLOAD=auto", "VRAMSHIM_LOG=error", var, NULL};
@@ -147,7 +158,6 @@ int main(int argc, char **argv)
     CHECK_CU(d.release(s));
     free(want);
     free(got);
-    rmdir(getenv("VRAMSHIM_SOCKET_DIR"));
     printf("share: ok\n");
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,67 @@ static void config_in_document(void **state)
     json_decref(root);
 }
 
+/* A document that grows between passes, as stats do when owners or
+ * devices appear while they are written: what comes back is only ever
+ * bytes the writer wrote, and its length is the length it wrote. */
+struct growing {
+    int calls, size;
+};
+
+static int grow_writer(char *buf, size_t cap, void *arg)
+{
+    struct growing *g = arg;
+    g->calls++;
+    g->size = g->size * 2 + 1000; /* every pass needs more than the last */
+    if (g->calls >= 4)
+        g->size = 70000; /* then it settles */
+    for (int i = 0; i < g->size && (size_t)i + 1 < cap; i++)
+        buf[i] = 'a' + (char)(i % 26);
+    if (cap > 0)
+        buf[(size_t)g->size < cap ? (size_t)g->size : cap - 1] = '\0';
+    return g->size;
+}
+
+static void built_by_the_pass_that_fits(void **state)
+{
+    struct growing g = {0, 40000};
+    size_t len = 0;
+    char *doc = vs_build_text(grow_writer, &g, &len);
+    assert_non_null(doc);
+    assert_int_equal(len, 70000);
+    assert_int_equal(strlen(doc), len); /* no byte past what was written */
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(doc[i], 'a' + (char)(i % 26));
+    free(doc);
+}
+
+static int failing_writer(char *buf, size_t cap, void *arg) { return -ENOMEM; }
+
+static void a_failed_pass_is_an_error(void **state)
+{
+    size_t len = 12345;
+    errno = 0;
+    assert_null(vs_build_text(failing_writer, NULL, &len));
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(len, 12345);
+}
+
+static void stats_document_whole(void **state)
+{
+    struct vs_config cfg;
+    vs_config_defaults(&cfg);
+    size_t len;
+    char *doc = vs_stats_json_alloc(&cfg, &len);
+    assert_non_null(doc);
+    assert_int_equal(strlen(doc), len);
+    json_t *root = json_loads(doc, 0, NULL);
+    assert_non_null(root);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(root, "counters"),
+                                                        "share_refused")), 0);
+    json_decref(root);
+    free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +211,9 @@ int main(void)
         cmocka_unit_test_setup(names_are_escaped, setup),
         cmocka_unit_test_setup(short_buffer, setup),
         cmocka_unit_test_setup(config_in_document, setup),
+        cmocka_unit_test_setup(built_by_the_pass_that_fits, setup),
+        cmocka_unit_test_setup(a_failed_pass_is_an_error, setup),
+        cmocka_unit_test_setup(stats_document_whole, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,7 @@
  * buffer moved out with vramshim_offload and back with vramshim_prefetch:
  * to pinned memory when the pin budget holds it, to pageable memory when
  * run with a small VRAMSHIM_PIN_LIMIT (bench/run.sh runs it both ways).
- * Then loading: cuMemHostRegister of 1 GiB of fresh memory (under
+ * Then loading: cuMemHostRegister of 1 GiB (BENCH_REGISTER_MB) of fresh memory (under
  * vramshim it is prefaulted first by the copy threads; its time is printed
  * as register_fresh_ms), and a host-to-device copy from a mapped file of
  * SIZE bytes, cold (its pages dropped with posix_fadvise(DONTNEED) before
@@ -171,7 +171,8 @@ int main(void)
         printf("move_%s_out %.2f\nmove_%s_in %.2f\n", tier, gbps(size, best_out), tier,
                gbps(size, best_in));
     }
-    register_fresh(lib, 1ULL << 30);
+    register_fresh(lib, (size_t)(getenv("BENCH_REGISTER_MB") ? atol(getenv("BENCH_REGISTER_MB"))
+                                                             : 1024) << 20);
     mapped_file(dev, want, size);
     BENCH_CHECK(dtoh(pageable, dev, size));
     if (memcmp(pageable, want, size) != 0) {

@@ -151,11 +151,15 @@ static void tool_commands(void)
     /* metrics: parsed by the Prometheus client library's own parser */
     CHECK(run_tool(out, sizeof out, "metrics") == 0, "metrics: %s", out);
     CHECK(strstr(out, "# TYPE vramshim_allocs_total counter") != NULL, "metrics: %s", out);
+    /* the target's fast copy: its sample line (after its labels) holds 16M */
     char sample[128];
-    snprintf(sample, sizeof sample, "vramshim_fast_copy_bytes_total{pid=\"%d\"} %llu\n",
-             target_pid, 16 * M);
-    CHECK(strstr(out, sample) != NULL, "metrics, fast copies: %s", out);
-    snprintf(sample, sizeof sample, "vramshim_fast_copy_seconds_total{pid=\"%d\"} ", target_pid);
+    snprintf(sample, sizeof sample, "vramshim_fast_copy_bytes_total{pid=\"%d\",", target_pid);
+    const char *line = strstr(out, sample);
+    CHECK(line != NULL, "metrics, fast copies: %s", out);
+    const char *eol = strchr(line, '\n');
+    CHECK(eol && eol - line > 9 && strncmp(eol - 9, " 16777216", 9) == 0,
+          "metrics, fast copy bytes: %.200s", line);
+    snprintf(sample, sizeof sample, "vramshim_fast_copy_seconds_total{pid=\"%d\",", target_pid);
     CHECK(strstr(out, sample) != NULL, "metrics, fast copy time: %s", out);
     if (system("/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null") == 0) {
         char cmd[1024];

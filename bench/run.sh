@@ -70,6 +70,7 @@ line "launches naming one of 8 backed buffers, per second"
 
 # ---- moves: one run each (bench_move takes the best of 5 inside) ----------
 "$b/bench/bench_move" >"$tmp/move.native"
+LD_PRELOAD=$lib "$b/bench/bench_move" >"$tmp/move.shim"
 VRAMSHIM_OFFLOAD=pinned LD_PRELOAD=$lib "$b/bench/bench_move" >"$tmp/move.pinned"
 VRAMSHIM_OFFLOAD=auto VRAMSHIM_PIN_LIMIT=256M BENCH_MOVE_TIER=pageable VRAMSHIM_LOG=error \
 	LD_PRELOAD=$lib "$b/bench/bench_move" >"$tmp/move.pageable"
@@ -88,3 +89,22 @@ for tier in pinned pageable; do
 	echo "| vramshim offload to $tier | $(get move_${tier}_out $tier) | $(frac "$(get move_${tier}_out $tier)" "$out") |"
 	echo "| vramshim bring-back from $tier | $(get move_${tier}_in $tier) | $(frac "$(get move_${tier}_in $tier)" "$in") |"
 done
+
+# ---- loading: vramshim's fast copies against the driver's pageable copy ----
+echo
+echo "| loading (${BENCH_MOVE_MB:-1024} MiB) | driver alone | vramshim | driver, fraction of pinned | vramshim, fraction of pinned |"
+echo "| --- | --- | --- | --- | --- |"
+for dir in htod dtoh; do
+	pin=$(get copy_pinned_$dir native)
+	d=$(get copy_pageable_$dir native)
+	v=$(get copy_pageable_$dir shim)
+	echo "| pageable copy, $dir, GB/s | $d | $v | $(frac "$d" "$pin") | $(frac "$v" "$pin") |"
+done
+for temp in cold warm; do
+	d=$(get file_${temp}_htod native)
+	v=$(get file_${temp}_htod shim)
+	echo "| mapped file, $temp, htod, GB/s | $d | $v | $(frac "$d" "$in") | $(frac "$v" "$in") |"
+done
+d=$(get register_fresh_ms native)
+v=$(get register_fresh_ms shim)
+echo "| cuMemHostRegister of 1 GiB fresh memory, ms (vramshim: prefaulted) | $d | $v | - | speed-up $(frac "$d" "$v") |"

@@ -296,6 +296,8 @@ void vs_config_defaults(struct vs_config *cfg)
     cfg->offload = VS_OFFLOAD_AUTO;
     cfg->idle_ms = 1000;
     cfg->free_query_ms = 100;
+    cfg->fast_copy_min = VS_FAST_COPY_MIN_DEFAULT;
+    cfg->staging_bytes = VS_STAGING_DEFAULT;
     cfg->log_level = VS_LOG_WARN;
     cfg->reserve_vram.kind = VS_SIZE_BYTES; /* 0 */
 }
@@ -467,6 +469,19 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
         vs_parse_uint32(v, 0, 60000, &cfg->free_query_ms))
         errors += bad("VRAMSHIM_FREE_QUERY_MS", v,
                       "milliseconds from 0 to 60000", "100");
+    if ((v = env("VRAMSHIM_FAST_COPY_MIN")) && vs_parse_size(v, &cfg->fast_copy_min))
+        errors += bad("VRAMSHIM_FAST_COPY_MIN", v, "a size like 8M, or 0 for off", "8M");
+    if ((v = env("VRAMSHIM_COPY_THREADS")) &&
+        vs_parse_uint32(v, 1, VS_COPY_THREADS_MAX, &cfg->copy_threads))
+        errors += bad("VRAMSHIM_COPY_THREADS", v, "a number of threads from 1 to 64",
+                      "half the cores, 2 to 8");
+    if ((v = env("VRAMSHIM_STAGING"))) {
+        uint64_t bytes;
+        if (vs_parse_size(v, &bytes) || bytes < VS_STAGING_PIECE || bytes > VS_STAGING_MAX)
+            errors += bad("VRAMSHIM_STAGING", v, "a size from 4M to 1G", "64M");
+        else
+            cfg->staging_bytes = bytes;
+    }
     if ((v = env("VRAMSHIM_OWNER"))) {
         if (owner_name_ok(v))
             snprintf(cfg->owner, sizeof cfg->owner, "%s", v);

@@ -30,6 +30,13 @@
 #define VS_MAX_OWNER_LIMITS 32
 #define VS_PATH_MAX 256
 
+/* Fast copies (staging.c in the offload layer; config.c parses the settings) */
+#define VS_STAGING_PIECE (4ULL << 20) /* one slot, one piece of a copy */
+#define VS_STAGING_MAX (1ULL << 30)
+#define VS_COPY_THREADS_MAX 64
+#define VS_FAST_COPY_MIN_DEFAULT (8ULL << 20)
+#define VS_STAGING_DEFAULT (64ULL << 20)
+
 /* Debug builds (./configure --enable-debug) check invariants; VS_ASSERT
  * costs nothing otherwise. */
 #ifdef VS_DEBUG
@@ -92,6 +99,12 @@ struct vs_config {
     struct vs_owner_limit owner_limits[VS_MAX_OWNER_LIMITS];
     int n_owner_limits;
     char socket_dir[VS_PATH_MAX];
+    /* VRAMSHIM_FAST_COPY_MIN: smallest pageable copy staged (0: off);
+     * VRAMSHIM_COPY_THREADS (0: the default for the machine);
+     * VRAMSHIM_STAGING: page-locked bytes of staging slots */
+    uint64_t fast_copy_min;
+    uint32_t copy_threads;
+    uint64_t staging_bytes;
     enum vs_log_level log_level;
     char log_file[VS_PATH_MAX];
     bool disable;
@@ -182,6 +195,9 @@ struct vs_owner_counts {
 struct vs_event_counts {
     uint64_t allocs, frees, oom_returned, evictions, restores;
     uint64_t bytes_evicted, bytes_restored, launches;
+    /* program copies staged by vramshim, and ranges prefaulted before pinning */
+    uint64_t fast_copies, fast_copy_bytes, fast_copy_ns;
+    uint64_t prefaults, prefault_bytes, prefault_ns;
 };
 struct vs_pinned_counts {
     uint64_t app, offload, staging;
@@ -233,6 +249,9 @@ static inline void vs_count_launch(void)
 {
     atomic_fetch_add_explicit(&vs_launch_count, 1, memory_order_relaxed);
 }
+/* Fast copies and prefaults are counted outside the lock too. */
+void vs_count_fast_copy(uint64_t bytes, uint64_t ns);
+void vs_count_prefault(uint64_t bytes, uint64_t ns);
 
 /* ---- limits.c: the limits as they stand now ------------------------- */
 /* The configuration as first read from the environment and since changed

@@ -4,7 +4,9 @@
  * Charged against VRAMSHIM_PIN_LIMIT before the driver pins anything, so
  * the total never passes the cap, not even for a moment. Counted under
  * pinned.app in the stats, never under a device; kept in the same registry
- * because a kernel may be handed a mapped pinned pointer.
+ * because a kernel may be handed a mapped pinned pointer. A large range
+ * about to be registered is faulted in first by the copy threads
+ * (staging.c), so the driver's single-threaded walk finds it present.
  */
 #include "hooks.h"
 
@@ -71,6 +73,8 @@ CUresult vs_hook_cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Fla
     CUresult rc = vs_admit_pinned("cuMemHostRegister", bytesize, &ch);
     if (rc != CUDA_SUCCESS)
         return rc;
+    if (bytesize >= VS_PREFAULT_MIN && p && !(Flags & CU_MEMHOSTREGISTER_IOMEMORY))
+        vs_staging_prefault(p, bytesize, !(Flags & CU_MEMHOSTREGISTER_READ_ONLY));
     rc = vs_real.cuMemHostRegister_v2(p, bytesize, Flags);
     return finish(&ch, rc, p, bytesize, VS_KIND_HOST_REGISTERED);
 }

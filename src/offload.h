@@ -50,6 +50,27 @@ static inline void vs_gate_leave(int entered)
         vs_gate_leave_slow();
 }
 
+/* ---- staging.c: the program's large pageable copies -------------------- */
+/* The smallest pageable copy staged; UINT64_MAX: off. The copy hooks
+ * compare against it and nothing else on their way to the driver. */
+extern uint64_t vs_fast_copy_min;
+/* From vs_init: VRAMSHIM_FAST_COPY_MIN (0: off), VRAMSHIM_COPY_THREADS (0:
+ * half the cores, 2 to 8), VRAMSHIM_STAGING. */
+void vs_staging_setup(uint64_t fast_copy_min, uint32_t threads, uint64_t staging_bytes);
+#define VS_COPY_TO_DEVICE 1u
+#define VS_COPY_SYNC 2u       /* the sync forms: return once the device has it */
+#define VS_COPY_PER_THREAD 4u /* the _ptds/_ptsz forms: NULL names the per-thread stream */
+/* vs_fastcopy's answer when the driver should copy as if vramshim were not there. */
+#define VS_COPY_PASS ((CUresult)0x7fff0001)
+/* A program copy of n bytes between device memory at dev and host memory
+ * that may be pageable, on stream s: the driver's result, or VS_COPY_PASS
+ * (host memory pinned or not all mapped, device range unknown or too short,
+ * stream capturing, no staging slot). */
+CUresult vs_fastcopy(uint64_t dev, void *host, uint64_t n, CUstream s, unsigned flags);
+#define VS_PREFAULT_MIN (64ULL << 20) /* cuMemHostRegister ranges prefaulted */
+/* Fault in [p, p+n) on the copy threads before the driver pins it. */
+void vs_staging_prefault(void *p, uint64_t n, bool write);
+
 /* ---- touch tracking (tier.c, touch.c) ---------------------------------- */
 /* The program is about to use these addresses (kernel parameters: len 1;
  * a copy's range: its length): stamp them, bring offloaded ones back. */

@@ -45,12 +45,13 @@ uint64_t vs_hostpool_trim(uint64_t bytes);
 void vs_hostpool_ahead(uint64_t gran, CUcontext ctx);
 void vs_hostpool_atfork_child(void);
 
-/* ---- staging.c: pageable <-> device copies through staging buffers ---- */
+/* ---- staging.c: pageable <-> device copies through staging slots ------ */
 /* Copy size bytes between dev_va (in ctx) and pageable host memory on the
- * copy threads. */
+ * copy threads, synchronously (the program's copies: vs_fastcopy). */
 CUresult vs_staging_copy(CUcontext ctx, uint64_t dev_va, void *host, uint64_t size,
                          bool to_device);
-/* Free the staging buffers unless a copy is running; returns bytes freed. */
+/* Free the staging slots the device is done with, unless a copy is
+ * running; returns bytes freed. */
 uint64_t vs_staging_release(void);
 void vs_staging_atfork_child(void);
 

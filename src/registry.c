@@ -86,6 +86,8 @@ static struct vs_pinned_counts pinned;
 static uint64_t live_records;
 _Atomic uint64_t vs_launch_count;
 static _Atomic uint64_t oom_count; /* counted without the lock, like launches */
+/* fast copies and prefaults: count, bytes, nanoseconds */
+static _Atomic uint64_t fast_copy[3], prefault[3];
 
 /* The free list is refilled with a whole chunk from mmap: rare, and the
  * chunks are never returned (the records are reused). */
@@ -385,6 +387,15 @@ void vs_registry_count_oom(void)
     atomic_fetch_add_explicit(&oom_count, 1, memory_order_relaxed);
 }
 
+static void count3(_Atomic uint64_t *c, uint64_t bytes, uint64_t ns)
+{
+    atomic_fetch_add_explicit(&c[0], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[1], bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[2], ns, memory_order_relaxed);
+}
+void vs_count_fast_copy(uint64_t bytes, uint64_t ns) { count3(fast_copy, bytes, ns); }
+void vs_count_prefault(uint64_t bytes, uint64_t ns) { count3(prefault, bytes, ns); }
+
 void vs_registry_staging(int64_t delta)
 {
     pthread_rwlock_wrlock(&reg_lock);
@@ -406,6 +417,12 @@ void vs_registry_snapshot(struct vs_snapshot *snap)
     snap->events.launches =
         atomic_load_explicit(&vs_launch_count, memory_order_relaxed);
     snap->events.oom_returned = atomic_load_explicit(&oom_count, memory_order_relaxed);
+    snap->events.fast_copies = atomic_load_explicit(&fast_copy[0], memory_order_relaxed);
+    snap->events.fast_copy_bytes = atomic_load_explicit(&fast_copy[1], memory_order_relaxed);
+    snap->events.fast_copy_ns = atomic_load_explicit(&fast_copy[2], memory_order_relaxed);
+    snap->events.prefaults = atomic_load_explicit(&prefault[0], memory_order_relaxed);
+    snap->events.prefault_bytes = atomic_load_explicit(&prefault[1], memory_order_relaxed);
+    snap->events.prefault_ns = atomic_load_explicit(&prefault[2], memory_order_relaxed);
 }
 
 static void reset_locked(void)
@@ -431,6 +448,10 @@ static void reset_locked(void)
     live_records = 0;
     atomic_store(&vs_launch_count, 0);
     atomic_store(&oom_count, 0);
+    for (int i = 0; i < 3; i++) {
+        atomic_store(&fast_copy[i], 0);
+        atomic_store(&prefault[i], 0);
+    }
 }
 
 void vs_registry_reset(void)

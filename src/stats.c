@@ -224,17 +224,26 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
         ",\"counters\":{\"allocs\":%llu,\"frees\":%llu,\"oom_returned\":%llu,"
         "\"evictions\":%llu,\"restores\":%llu,\"bytes_evicted\":%llu,"
         "\"bytes_restored\":%llu,\"launches\":%llu,\"free_queries\":%llu,"
-        "\"share_refused\":%llu}}",
+        "\"share_refused\":%llu,"
+        "\"fast_copies\":%llu,\"fast_copy_bytes\":%llu,\"fast_copy_ns\":%llu,"
+        "\"prefaults\":%llu,\"prefault_bytes\":%llu,\"prefault_ns\":%llu}}",
         (unsigned long long)e->allocs, (unsigned long long)e->frees,
         (unsigned long long)e->oom_returned, (unsigned long long)e->evictions,
         (unsigned long long)e->restores, (unsigned long long)e->bytes_evicted,
         (unsigned long long)e->bytes_restored, (unsigned long long)e->launches,
-        (unsigned long long)vs_budget_asks(), (unsigned long long)atomic_load(&share_refused));
+        (unsigned long long)vs_budget_asks(), (unsigned long long)atomic_load(&share_refused),
+        (unsigned long long)e->fast_copies,
+        (unsigned long long)e->fast_copy_bytes, (unsigned long long)e->fast_copy_ns,
+        (unsigned long long)e->prefaults, (unsigned long long)e->prefault_bytes,
+        (unsigned long long)e->prefault_ns);
     free(s);
     if (len > 0 && o.len >= len)
         buf[len - 1] = '\0';
     return o.len > (size_t)INT32_MAX ? INT32_MAX : (int)o.len;
 }
+
+/* bytes per nanosecond is GB/s (10^9 bytes a second) */
+static double gb_per_s(uint64_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0; }
 
 void vs_stats_print_summary(int fd, const struct vs_config *cfg)
 {
@@ -255,6 +264,16 @@ void vs_stats_print_summary(int fd, const struct vs_config *cfg)
                 vs_human_size(s->events.bytes_evicted, a, sizeof a),
                 (unsigned long long)s->events.restores,
                 vs_human_size(s->events.bytes_restored, b, sizeof b));
+    if (s->events.fast_copies)
+        dprintf(fd, "  loaded: %llu fast copies, %s at %.1f GB/s\n",
+                (unsigned long long)s->events.fast_copies,
+                vs_human_size(s->events.fast_copy_bytes, a, sizeof a),
+                gb_per_s(s->events.fast_copy_bytes, s->events.fast_copy_ns));
+    if (s->events.prefaults)
+        dprintf(fd, "  prefaulted before pinning: %llu ranges, %s at %.1f GB/s\n",
+                (unsigned long long)s->events.prefaults,
+                vs_human_size(s->events.prefault_bytes, a, sizeof a),
+                gb_per_s(s->events.prefault_bytes, s->events.prefault_ns));
     for (int i = 0; i < device_count(s); i++)
         dprintf(fd, "  device %d: allocated %s, resident %s, peak %s\n", i,
                 vs_human_size(s->dev[i].allocated, a, sizeof a),

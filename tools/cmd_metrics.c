@@ -99,8 +99,9 @@ static void device_labels(FILE *out, json_t *st, long long index)
 
 /* Per process: one sample from a member of the document's top level object
  * `section` (or the top level itself when section is NULL). */
-static void per_process(FILE *out, json_t *all, const char *name, const char *type,
-                        const char *help, const char *section, const char *key)
+static void per_process_scaled(FILE *out, json_t *all, const char *name, const char *type,
+                               const char *help, const char *section, const char *key,
+                               double scale)
 {
     family(out, name, type, help);
     size_t i;
@@ -111,8 +112,14 @@ static void per_process(FILE *out, json_t *all, const char *name, const char *ty
         if (!json_is_number(v))
             continue;
         process_labels(out, name, st);
-        fprintf(out, "} %.17g\n", json_number_value(v));
+        fprintf(out, "} %.17g\n", json_number_value(v) * scale);
     }
+}
+
+static void per_process(FILE *out, json_t *all, const char *name, const char *type,
+                        const char *help, const char *section, const char *key)
+{
+    per_process_scaled(out, all, name, type, help, section, key, 1);
 }
 
 static void per_device(FILE *out, json_t *all, const char *name, const char *help, const char *key)
@@ -252,10 +259,21 @@ void metrics_write(FILE *out, json_t *all)
         {"bytes_evicted", "Bytes moved to host memory."},
         {"bytes_restored", "Bytes brought back to the device."},
         {"launches", "Kernel and graph launches."},
+        {"fast_copies", "Pageable copies vramshim staged with its copy threads."},
+        {"fast_copy_bytes", "Bytes moved by those copies."},
+        {"prefaults", "Ranges faulted in by the copy threads before the driver pinned them."},
+        {"prefault_bytes", "Bytes faulted in before pinning."},
     };
     for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
         char name[64];
         snprintf(name, sizeof name, "vramshim_%s_total", counters[c][0]);
         per_process(out, all, name, "counter", counters[c][1], "counters", counters[c][0]);
     }
+    /* the time they took, so a rate() of bytes over seconds is GB/s */
+    per_process_scaled(out, all, "vramshim_fast_copy_seconds_total", "counter",
+                       "Seconds the program spent in staged copies.", "counters",
+                       "fast_copy_ns", 1e-9);
+    per_process_scaled(out, all, "vramshim_prefault_seconds_total", "counter",
+                       "Seconds spent faulting in ranges before pinning.", "counters",
+                       "prefault_ns", 1e-9);
 }

@@ -31,7 +31,8 @@ static const char top_usage[] =
     "Live view of every process running under vramshim for this user, redrawn every\n"
     "second (or every SECONDS, 0.1 to 60); q quits. Per device: memory in use by all of\n"
     "them, the device's total and free. Per process and device: resident, limit,\n"
-    "offloaded (pinned + pageable), evictions per second, OOM returned, top owners.\n"
+    "offloaded (pinned + pageable), evictions per second, OOM returned, top owners;\n"
+    "below, what each process loaded through vramshim's fast copies (bytes, count, GB/s).\n"
     "--once prints one frame to stdout and exits (evictions per second show as -).\n";
 
 #define TOP_MAX_PIDS 1024
@@ -236,6 +237,16 @@ static void draw(struct frame *f, json_t *all, bool rates)
         if (!any)
             emit(f, "%-8d %-3s %9s %9s %9s %8s %5llu %-16.16s\n", (int)pid, "-", "0B", "-", "0B",
                  "-", (unsigned long long)num(counters, "oom_returned"), cmd);
+    }
+    json_array_foreach(all, i, st) { /* fast copies: bytes per nanosecond is GB/s */
+        json_t *counters = json_object_get(st, "counters");
+        uint64_t copies = num(counters, "fast_copies"), ns = num(counters, "fast_copy_ns");
+        if (copies == 0)
+            continue;
+        emit(f, "%-8d loaded %s in %llu fast copies, %.1f GB/s\n", (int)num(st, "pid"),
+             size_text(num(counters, "fast_copy_bytes"), a, sizeof a),
+             (unsigned long long)copies,
+             ns ? (double)num(counters, "fast_copy_bytes") / (double)ns : 0.0);
     }
     memcpy(prev, cur, sizeof cur[0] * (size_t)n_cur);
     n_prev = n_cur;

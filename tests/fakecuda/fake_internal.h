@@ -68,6 +68,15 @@ void fk_uncharge(int dev, uint64_t bytes);
 /* Device allocations made by cuMemAlloc and friends (fake_mem.c). */
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *managed);
+/* Is addr inside page-locked host memory (cuMemHostAlloc, cuMemHostRegister)? */
+bool fk_host_pinned(uint64_t addr);
+/* Is all of [addr, addr+n) device memory: one cuMemAlloc allocation, or
+ * VMM mappings end to end? */
+bool fk_device_range(uint64_t addr, uint64_t n);
+/* Which way a copy between dst and src crosses the bus, by what each is. */
+enum fk_host_side { FK_NO_HOST_SIDE, FK_PINNED_TO_DEVICE, FK_PAGEABLE_TO_DEVICE,
+                    FK_DEVICE_TO_PINNED, FK_DEVICE_TO_PAGEABLE };
+enum fk_host_side fk_host_side(uint64_t dst, uint64_t src);
 /* VMM mappings (fake_vmm.c). */
 bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *on_host);

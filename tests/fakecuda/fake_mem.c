@@ -96,6 +96,49 @@ bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
     return found;
 }
 
+bool fk_host_pinned(uint64_t addr)
+{
+    bool found = false;
+    pthread_mutex_lock(&mem_lock);
+    for (struct fk_alloc *a = allocs; a && !found; a = a->hh.next)
+        found = (a->kind == FK_HOST || a->kind == FK_REGISTERED) && addr >= a->base &&
+                addr < a->base + a->size;
+    pthread_mutex_unlock(&mem_lock);
+    return found;
+}
+
+static bool is_device(uint64_t addr)
+{
+    uint64_t base, size;
+    int dev;
+    bool flag;
+    return fk_mem_lookup(addr, &base, &size, &dev, &flag) ||
+           (fk_vmm_lookup(addr, &base, &size, &dev, &flag) && !flag);
+}
+
+bool fk_device_range(uint64_t addr, uint64_t n)
+{
+    uint64_t base, size;
+    int dev;
+    bool flag;
+    if (fk_mem_lookup(addr, &base, &size, &dev, &flag))
+        return addr + n <= base + size;
+    /* VMM: a range may cross mappings, each of which must be there */
+    for (uint64_t at = addr; at < addr + n; at = base + size)
+        if (!fk_vmm_lookup(at, &base, &size, &dev, &flag))
+            return false;
+    return true;
+}
+
+enum fk_host_side fk_host_side(uint64_t dst, uint64_t src)
+{
+    if (is_device(dst) && !is_device(src))
+        return fk_host_pinned(src) ? FK_PINNED_TO_DEVICE : FK_PAGEABLE_TO_DEVICE;
+    if (is_device(src) && !is_device(dst))
+        return fk_host_pinned(dst) ? FK_DEVICE_TO_PINNED : FK_DEVICE_TO_PAGEABLE;
+    return FK_NO_HOST_SIDE;
+}
+
 FK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
     FK_ENTER("cuMemAlloc_v2");

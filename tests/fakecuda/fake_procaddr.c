@@ -120,6 +120,8 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuStreamSynchronize", 2000, cuStreamSynchronize, 0)                   \
     E("cuStreamSynchronize", 7000, cuStreamSynchronize_ptsz, 1)              \
     E("cuStreamQuery", 2000, cuStreamQuery, 0)                               \
+    E("cuStreamIsCapturing", 10000, cuStreamIsCapturing, 0)                  \
+    E("cuStreamIsCapturing", 10000, cuStreamIsCapturing_ptsz, 1)             \
     E("cuStreamQuery", 7000, cuStreamQuery_ptsz, 1)                          \
     E("cuEventCreate", 2000, cuEventCreate, 0)                               \
     E("cuEventDestroy", 4000, cuEventDestroy_v2, 0)                          \

@@ -186,6 +186,20 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
 FK_SYNC_FAMILY()
 FK_SYNC_FAMILY(_ptsz)
 
+/* No stream capture in the test driver: a stream is never capturing. */
+#define FK_CAPTURE_FAMILY(suffix)                                              \
+    FK_EXPORT CUresult cuStreamIsCapturing##suffix(CUstream hStream,           \
+                                                   CUstreamCaptureStatus *cs)  \
+    {                                                                          \
+        FK_ENTER("cuStreamIsCapturing" #suffix);                               \
+        if (cs == NULL || fk_stream_of(hStream) == NULL)                       \
+            return CUDA_ERROR_INVALID_VALUE;                                   \
+        *cs = CU_STREAM_CAPTURE_STATUS_NONE;                                   \
+        return CUDA_SUCCESS;                                                   \
+    }
+FK_CAPTURE_FAMILY()
+FK_CAPTURE_FAMILY(_ptsz)
+
 /* ---- events ------------------------------------------------------------ */
 struct fk_event {
     pthread_mutex_t mu;
@@ -301,6 +315,7 @@ CUresult fk_queue_op(CUstream s, struct fk_op *op, bool wait)
 {
     struct fk_stream *st = fk_stream_of(s);
     if (st == NULL) {
+        free(op->blob);
         free(op);
         return CUDA_ERROR_INVALID_HANDLE;
     }
@@ -310,15 +325,47 @@ CUresult fk_queue_op(CUstream s, struct fk_op *op, bool wait)
     return CUDA_SUCCESS;
 }
 
-static CUresult copy(uint64_t dst, uint64_t src, size_t n, CUstream s, bool wait)
+/* Pageable host memory, as NVIDIA's "API synchronization behavior" page of
+ * the driver API documents it: a copy from pageable memory to the device
+ * returns once the source has been copied to staging memory (the transfer
+ * itself may still be queued), so the program may overwrite its buffer at
+ * once; an async copy from the device to pageable memory returns only once
+ * the copy has completed. Pinned memory is read or written when the
+ * stream gets there. */
+enum { ON_DEVICE_DST = 1, ON_DEVICE_SRC = 2 };
+/* `on_device`: the sides the entry point says are device memory (none for
+ * the unified cuMemcpy); a copy that runs off the end of its allocation, or
+ * names no device memory there, is CUDA_ERROR_INVALID_VALUE, as the driver
+ * answers rather than write past an allocation. */
+static CUresult copy(uint64_t dst, uint64_t src, size_t n, CUstream s, bool wait,
+                     int on_device)
 {
     if (n == 0)
         return CUDA_SUCCESS;
     if (dst == 0 || src == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (((on_device & ON_DEVICE_DST) && !fk_device_range(dst, n)) ||
+        ((on_device & ON_DEVICE_SRC) && !fk_device_range(src, n)))
+        return CUDA_ERROR_INVALID_VALUE;
     struct fk_op *op = fk_op_new(run_copy);
     if (op == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
+    switch (fk_host_side(dst, src)) {
+    case FK_PAGEABLE_TO_DEVICE:
+        op->blob = malloc(n);
+        if (op->blob == NULL) {
+            free(op);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        memcpy(op->blob, (const void *)(uintptr_t)src, n);
+        src = (uint64_t)(uintptr_t)op->blob;
+        break;
+    case FK_DEVICE_TO_PAGEABLE:
+        wait = true;
+        break;
+    default:
+        break;
+    }
     op->a = dst;
     op->b = src;
     op->c = n;
@@ -343,26 +390,26 @@ static CUresult fill(uint64_t dst, uint32_t value, size_t elem, size_t n,
 #define H(p) ((uint64_t)(uintptr_t)(p))
 #define FK_COPY_SYNC(suffix)                                                   \
     FK_EXPORT CUresult cuMemcpyHtoD_v2##suffix(CUdeviceptr d, const void *h, size_t n) \
-    { FK_ENTER("cuMemcpyHtoD_v2" #suffix); return copy(d, H(h), n, NULL, true); } \
+    { FK_ENTER("cuMemcpyHtoD_v2" #suffix); return copy(d, H(h), n, NULL, true, ON_DEVICE_DST); } \
     FK_EXPORT CUresult cuMemcpyDtoH_v2##suffix(void *h, CUdeviceptr d, size_t n) \
-    { FK_ENTER("cuMemcpyDtoH_v2" #suffix); return copy(H(h), d, n, NULL, true); } \
+    { FK_ENTER("cuMemcpyDtoH_v2" #suffix); return copy(H(h), d, n, NULL, true, ON_DEVICE_SRC); } \
     FK_EXPORT CUresult cuMemcpyDtoD_v2##suffix(CUdeviceptr d, CUdeviceptr s, size_t n) \
-    { FK_ENTER("cuMemcpyDtoD_v2" #suffix); return copy(d, s, n, NULL, true); } \
+    { FK_ENTER("cuMemcpyDtoD_v2" #suffix); return copy(d, s, n, NULL, true, ON_DEVICE_DST | ON_DEVICE_SRC); } \
     FK_EXPORT CUresult cuMemcpy##suffix(CUdeviceptr d, CUdeviceptr s, size_t n) \
-    { FK_ENTER("cuMemcpy" #suffix); return copy(d, s, n, NULL, true); }        \
+    { FK_ENTER("cuMemcpy" #suffix); return copy(d, s, n, NULL, true, 0); }        \
     FK_EXPORT CUresult cuMemsetD8_v2##suffix(CUdeviceptr d, unsigned char v, size_t n) \
     { FK_ENTER("cuMemsetD8_v2" #suffix); return fill(d, v, 1, n, NULL, true); } \
     FK_EXPORT CUresult cuMemsetD32_v2##suffix(CUdeviceptr d, unsigned int v, size_t n) \
     { FK_ENTER("cuMemsetD32_v2" #suffix); return fill(d, v, 4, n, NULL, true); }
 #define FK_COPY_ASYNC(suffix)                                                  \
     FK_EXPORT CUresult cuMemcpyHtoDAsync_v2##suffix(CUdeviceptr d, const void *h, size_t n, CUstream s) \
-    { FK_ENTER("cuMemcpyHtoDAsync_v2" #suffix); return copy(d, H(h), n, s, false); } \
+    { FK_ENTER("cuMemcpyHtoDAsync_v2" #suffix); return copy(d, H(h), n, s, false, ON_DEVICE_DST); } \
     FK_EXPORT CUresult cuMemcpyDtoHAsync_v2##suffix(void *h, CUdeviceptr d, size_t n, CUstream s) \
-    { FK_ENTER("cuMemcpyDtoHAsync_v2" #suffix); return copy(H(h), d, n, s, false); } \
+    { FK_ENTER("cuMemcpyDtoHAsync_v2" #suffix); return copy(H(h), d, n, s, false, ON_DEVICE_SRC); } \
     FK_EXPORT CUresult cuMemcpyDtoDAsync_v2##suffix(CUdeviceptr d, CUdeviceptr src, size_t n, CUstream s) \
-    { FK_ENTER("cuMemcpyDtoDAsync_v2" #suffix); return copy(d, src, n, s, false); } \
+    { FK_ENTER("cuMemcpyDtoDAsync_v2" #suffix); return copy(d, src, n, s, false, ON_DEVICE_DST | ON_DEVICE_SRC); } \
     FK_EXPORT CUresult cuMemcpyAsync##suffix(CUdeviceptr d, CUdeviceptr src, size_t n, CUstream s) \
-    { FK_ENTER("cuMemcpyAsync" #suffix); return copy(d, src, n, s, false); }   \
+    { FK_ENTER("cuMemcpyAsync" #suffix); return copy(d, src, n, s, false, 0); }   \
     FK_EXPORT CUresult cuMemsetD8Async##suffix(CUdeviceptr d, unsigned char v, size_t n, CUstream s) \
     { FK_ENTER("cuMemsetD8Async" #suffix); return fill(d, v, 1, n, s, false); } \
     FK_EXPORT CUresult cuMemsetD32Async##suffix(CUdeviceptr d, unsigned int v, size_t n, CUstream s) \

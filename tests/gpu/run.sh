@@ -101,10 +101,40 @@ else
 	row "nvcc program, buffers moving under running kernels" FAIL "nvcc failed (see moves-build.log)"
 fi
 
-# 6. benchmarks, on request (they take about a minute)
+# 6. benchmarks, on request (they take a few minutes)
 if [ "${1:-}" = "--bench" ]; then
 	VRAMSHIM_BUILD=$b ROUNDS=${ROUNDS:-7} sh bench/run.sh >"$out/bench.md" 2>&1
 	row "benchmarks" PASS "table in bench.md"
+	ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "?" }'; }
+	# loading at bus speed (issue 14): PyTorch loading a 4 GiB
+	# safetensors-style file from the page cache with mmap and .to("cuda")
+	python3 tests/gpu/torch_load.py --out "$out/load-native.txt" >"$out/load-native.log" 2>&1; n=$?
+	LD_PRELOAD=$lib python3 tests/gpu/torch_load.py --out "$out/load-shim.txt" >"$out/load-shim.log" 2>&1; v=$?
+	t_n=$(awk '/^load_s/ {print $2}' "$out/load-native.log")
+	t_v=$(awk '/^load_s/ {print $2}' "$out/load-shim.log")
+	speedup=$(ratio "${t_n:-0}" "${t_v:-0}")
+	detail="native ${t_n:-?} s, vramshim ${t_v:-?} s: ${speedup}x (target 3x)"
+	if [ $n -eq 0 ] && [ $v -eq 0 ] && cmp -s "$out/load-native.txt" "$out/load-shim.txt" &&
+		awk -v s="$speedup" 'BEGIN{exit !(s >= 3)}'; then
+		row "PyTorch loading 4 GiB (mmap, .to(\"cuda\"))" PASS "tensors identical; $detail"
+	else
+		row "PyTorch loading 4 GiB (mmap, .to(\"cuda\"))" FAIL "native exit $n, vramshim exit $v; $detail (see load-*.log)"
+	fi
+	# pageable copies against pinned, and cuMemHostRegister of 4 GiB fresh memory
+	BENCH_MOVE_MB=1024 BENCH_REGISTER_MB=4096 bench/bench_move >"$out/register-native.log" 2>&1
+	BENCH_MOVE_MB=1024 BENCH_REGISTER_MB=4096 LD_PRELOAD=$lib bench/bench_move >"$out/register-shim.log" 2>&1
+	get() { awk -v k="$1" '$1==k {print $2}' "$2"; }
+	r_n=$(get register_fresh_ms "$out/register-native.log")
+	r_v=$(get register_fresh_ms "$out/register-shim.log")
+	speedup=$(ratio "${r_n:-0}" "${r_v:-0}")
+	if awk -v s="$speedup" 'BEGIN{exit !(s >= 3)}'; then res=PASS; else res=FAIL; fi
+	row "cuMemHostRegister of 4 GiB fresh memory" $res "driver ${r_n:-?} ms, prefaulted ${r_v:-?} ms: ${speedup}x (target 3x)"
+	pin=$(get copy_pinned_htod "$out/register-native.log")
+	p_n=$(get copy_pageable_htod "$out/register-native.log")
+	p_v=$(get copy_pageable_htod "$out/register-shim.log")
+	frac=$(ratio "${p_v:-0}" "${pin:-0}")
+	if awk -v s="$frac" 'BEGIN{exit !(s >= 0.8)}'; then res=PASS; else res=FAIL; fi
+	row "pageable host-to-device copy, 1 GiB" $res "pinned ${pin:-?} GB/s, driver ${p_n:-?}, vramshim ${p_v:-?}: ${frac} of pinned (target 0.8)"
 fi
 
 echo

@@ -42,6 +42,11 @@ static int target(void)
     CHECK_CU(alloc(&a, 64 * M));
     check_owner_pop();
     CHECK_CU(alloc(&b, 32 * M));
+    /* a model's weights loaded from pageable memory: one fast copy */
+    CUresult (*htod)(CUdeviceptr, const void *, size_t) = check_sym(lib, "cuMemcpyHtoD_v2");
+    unsigned char *weights = calloc(1, 16 * M);
+    CHECK_CU(htod(b, weights, 16 * M));
+    free(weights);
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
     char line[64];
@@ -134,6 +139,8 @@ static void tool_commands(void)
     CHECK_EQ_U64(stats_u64(st, "pid"), target_pid);
     CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 96 * M);
     CHECK_EQ_U64(stats_u64(st, "counters.allocs"), 2);
+    CHECK_EQ_U64(stats_u64(st, "counters.fast_copies"), 1);
+    CHECK_EQ_U64(stats_u64(st, "counters.fast_copy_bytes"), 16 * M);
     CHECK_EQ_U64(stats_u64(st, "config.vram_limit.0"), 256 * M);
     check_owner(st, "unet", 0, 64 * M, 1);
     check_owner(st, "prog_control", 0, 32 * M, 1);
@@ -144,6 +151,16 @@ static void tool_commands(void)
     /* metrics: parsed by the Prometheus client library's own parser */
     CHECK(run_tool(out, sizeof out, "metrics") == 0, "metrics: %s", out);
     CHECK(strstr(out, "# TYPE vramshim_allocs_total counter") != NULL, "metrics: %s", out);
+    /* the target's fast copy: its sample line (after its labels) holds 16M */
+    char sample[128];
+    snprintf(sample, sizeof sample, "vramshim_fast_copy_bytes_total{pid=\"%d\",", target_pid);
+    const char *line = strstr(out, sample);
+    CHECK(line != NULL, "metrics, fast copies: %s", out);
+    const char *eol = strchr(line, '\n');
+    CHECK(eol && eol - line > 9 && strncmp(eol - 9, " 16777216", 9) == 0,
+          "metrics, fast copy bytes: %.200s", line);
+    snprintf(sample, sizeof sample, "vramshim_fast_copy_seconds_total{pid=\"%d\",", target_pid);
+    CHECK(strstr(out, sample) != NULL, "metrics, fast copy time: %s", out);
     if (system("/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null") == 0) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd,
@@ -259,6 +276,8 @@ static void top_checks(void)
     CHECK(strstr(out, row) && strstr(out, "96.0M") && strstr(out, "256.0M") &&
               strstr(out, "unet 64.0M, prog_control 32.0M"),
           "top --once: %s", out);
+    snprintf(row, sizeof row, "\n%-8d loaded 16.0M in 1 fast copies, ", target_pid);
+    CHECK(strstr(out, row) && strstr(out, " GB/s"), "top --once, fast copies: %s", out);
     if (shell(out, sizeof out, "tmux -V") != 0) {
         printf("skip top in tmux: tmux is not installed\n");
         return;

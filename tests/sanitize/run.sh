@@ -23,7 +23,7 @@ address)
 	progs=${SANITIZE_PROGS:-"prog_linked prog_dlsym prog_gpa prog_threads prog_fork prog_launch
 		prog_vmm prog_rtld_next prog_disabled prog_late_load prog_limits prog_offload
 		prog_pageable prog_share prog_reserve prog_nvml prog_control prog_peer prog_stats
-		prog_unload prog_faults prog_memop"}
+		prog_unload prog_faults prog_memop prog_fastcopy"}
 	;;
 thread)
 	flags="-fsanitize=thread"

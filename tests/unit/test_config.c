@@ -178,9 +178,15 @@ static void load_good(void **state)
     env_set("VRAMSHIM_OWNER_LIMIT", "unet=8G");
     env_set("VRAMSHIM_SOCKET_DIR", "/tmp/x");
     env_set("VRAMSHIM_DISABLE", "0");
+    env_set("VRAMSHIM_FAST_COPY_MIN", "32M");
+    env_set("VRAMSHIM_COPY_THREADS", "6");
+    env_set("VRAMSHIM_STAGING", "128M");
     fixture_log_capture();
     struct vs_config cfg;
     assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(cfg.fast_copy_min, 32 * MiB);
+    assert_int_equal(cfg.copy_threads, 6);
+    assert_int_equal(cfg.staging_bytes, 128 * MiB);
     assert_int_equal(fixture_log_lines(), 0);
     assert_int_equal(cfg.vram_limit_dev[0].bytes, 8 * GiB);
     assert_int_equal(cfg.vram_limit_dev[1].kind, VS_SIZE_PERCENT);
@@ -195,6 +201,21 @@ static void load_good(void **state)
     assert_false(cfg.disable);
 }
 
+/* The fast copy defaults, and 0 turning it off. */
+static void fast_copy_settings(void **state)
+{
+    (void)state;
+    struct vs_config cfg;
+    env_n = 0;
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(cfg.fast_copy_min, 8 * MiB);
+    assert_int_equal(cfg.copy_threads, 0); /* the machine's default */
+    assert_int_equal(cfg.staging_bytes, 64 * MiB);
+    env_set("VRAMSHIM_FAST_COPY_MIN", "0");
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(cfg.fast_copy_min, 0);
+}
+
 /* Each bad value: exactly one line, naming the variable and the value, and
  * the setting at its default. */
 static void load_bad_each(void **state)
@@ -207,7 +228,9 @@ static void load_bad_each(void **state)
         {"VRAMSHIM_OWNER_LIMIT", "unet:8G"}, {"VRAMSHIM_SOCKET_DIR", ""},
         {"VRAMSHIM_LOG", "loud"},          {"VRAMSHIM_LOG_FILE", ""},
         {"VRAMSHIM_DISABLE", "maybe"},     {"VRAMSHIM_FREE_QUERY_MS", "60001"},
-        {"VRAMSHIM_FREE_QUERY_MS", "soon"},
+        {"VRAMSHIM_FREE_QUERY_MS", "soon"}, {"VRAMSHIM_FAST_COPY_MIN", "big"},
+        {"VRAMSHIM_COPY_THREADS", "0"},    {"VRAMSHIM_COPY_THREADS", "65"},
+        {"VRAMSHIM_STAGING", "1M"},        {"VRAMSHIM_STAGING", "2G"},
     };
     struct vs_config dflt;
     vs_config_defaults(&dflt);
@@ -363,7 +386,7 @@ int main(void)
         cmocka_unit_test(pin_limit_formula), cmocka_unit_test(load_good),
         cmocka_unit_test(load_bad_each),    cmocka_unit_test(hami_limits),
         cmocka_unit_test(hami_conflict),    cmocka_unit_test(hami_bad),
-        cmocka_unit_test(hami_unenforced),
+        cmocka_unit_test(hami_unenforced),  cmocka_unit_test(fast_copy_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

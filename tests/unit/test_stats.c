@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fixture.h"
 
@@ -49,8 +50,10 @@ static void every_field(void **state)
     for (size_t i = 0; i < 4; i++)
         assert_non_null(json_object_get(json_object_get(root, "pinned"), pinned[i]));
     const char *counters[] = {"allocs", "frees", "oom_returned", "evictions", "restores",
-                              "bytes_evicted", "bytes_restored", "launches"};
-    for (size_t i = 0; i < 8; i++)
+                              "bytes_evicted", "bytes_restored", "launches", "fast_copies",
+                              "fast_copy_bytes", "fast_copy_ns", "prefaults",
+                              "prefault_bytes", "prefault_ns"};
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         assert_non_null(json_object_get(json_object_get(root, "counters"), counters[i]));
     assert_string_equal(json_string_value(json_object_get(json_object_get(root, "config"),
                                                           "offload")), "auto");
@@ -99,6 +102,37 @@ static void figures_follow_registry(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(root, "pinned"),
                                                         "app")), 4096);
     json_decref(root);
+}
+
+/* Fast copies and prefaults: counted, in the document and the summary. */
+static void fast_copies_counted(void **state)
+{
+    (void)state;
+    vs_count_fast_copy(24ULL << 20, 2000000); /* 24 MiB in 2 ms */
+    vs_count_fast_copy(8ULL << 20, 1000000);
+    vs_count_prefault(1ULL << 30, 100000000);
+    json_t *root = document();
+    json_t *c = json_object_get(root, "counters");
+    assert_int_equal(json_integer_value(json_object_get(c, "fast_copies")), 2);
+    assert_int_equal(json_integer_value(json_object_get(c, "fast_copy_bytes")), 32 << 20);
+    assert_int_equal(json_integer_value(json_object_get(c, "fast_copy_ns")), 3000000);
+    assert_int_equal(json_integer_value(json_object_get(c, "prefaults")), 1);
+    assert_int_equal(json_integer_value(json_object_get(c, "prefault_bytes")), 1 << 30);
+    assert_int_equal(json_integer_value(json_object_get(c, "prefault_ns")), 100000000);
+    json_decref(root);
+    char path[] = "/tmp/vramshim-summary-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    struct vs_config cfg;
+    vs_config_defaults(&cfg);
+    vs_stats_print_summary(fd, &cfg);
+    char text[4096] = {0};
+    assert_true(pread(fd, text, sizeof text - 1, 0) > 0);
+    close(fd);
+    /* 32 MiB in 3 ms: 11.2 GB/s; 1 GiB in 100 ms: 10.7 GB/s */
+    assert_non_null(strstr(text, "loaded: 2 fast copies, 32.0M at 11.2 GB/s"));
+    assert_non_null(strstr(text, "prefaulted before pinning: 1 ranges, 1.0G at 10.7 GB/s"));
 }
 
 static void names_are_escaped(void **state)
@@ -209,6 +243,7 @@ int main(void)
         cmocka_unit_test_setup(every_field, setup),
         cmocka_unit_test_setup(figures_follow_registry, setup),
         cmocka_unit_test_setup(names_are_escaped, setup),
+        cmocka_unit_test_setup(fast_copies_counted, setup),
         cmocka_unit_test_setup(short_buffer, setup),
         cmocka_unit_test_setup(config_in_document, setup),
         cmocka_unit_test_setup(built_by_the_pass_that_fits, setup),

@@ -24,6 +24,7 @@
 #ifndef __unused
 #define __unused __attribute__((unused))
 #endif
+#include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
 
 /* ---- hostpool.c: page-locked host handles for offloaded chunks -------- */
@@ -88,6 +89,16 @@ struct chunk {
 
 struct buffer {
     RB_ENTRY(buffer) rb;
+    /* tier.c's victim order and lists (under its lru_lock): while the
+     * buffer may move, it sits in its (device, owner) tree ordered by
+     * lru_key, the last touch it had when last placed there (touches only
+     * stamp last_touch_ns; the order catches up when a victim is chosen);
+     * with pinned chunks on the pinned list; with pageable chunks on the
+     * pageable or the handed-over list. `lists` says which. */
+    RB_ENTRY(buffer) lru;
+    uint64_t lru_key;
+    TAILQ_ENTRY(buffer) pinned_link, pageable_link;
+    uint8_t lists;
     uint64_t base, size, span, gran;
     int dev, owner;
     CUcontext ctx;

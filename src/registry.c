@@ -11,7 +11,9 @@
  *
  * The hot path (a hooked allocation or free) takes the write side of one
  * reader-writer lock for a few hundred nanoseconds and never allocates:
- * records come from a free list refilled a chunk at a time, and the hash
+ * records come from a free list, else from the newest chunk of records,
+ * carved one at a time so that a chunk's pages are touched only as records
+ * are first used (a process that never allocates faults none in), and the hash
  * table starts with enough buckets for thousands of records. Refills and
  * bucket doublings happen once per thousands of allocations.
  *
@@ -70,6 +72,7 @@ static pthread_rwlock_t reg_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct vs_alloc *by_base;        /* uthash head */
 static struct vs_tree by_range = RB_INITIALIZER(&by_range);
 static struct vs_alloc *free_records;   /* linked through hh.next */
+static struct vs_alloc *fresh, *fresh_end; /* the newest chunk's never-used records */
 static struct vs_handle_rec *handles;   /* uthash head */
 /* uthash frees its bucket table when the last item leaves and allocates it
  * again on the next insert; a record that never leaves keeps an alloc/free
@@ -89,8 +92,8 @@ static _Atomic uint64_t oom_count; /* counted without the lock, like launches */
 /* fast copies and prefaults: count, bytes, nanoseconds */
 static _Atomic uint64_t fast_copy[3], prefault[3];
 
-/* The free list is refilled with a whole chunk from mmap: rare, and the
- * chunks are never returned (the records are reused). */
+/* A whole chunk from mmap: rare, never returned (the records are reused),
+ * and left untouched until its records are carved. */
 static int refill_records(void)
 {
     size_t bytes = sizeof(struct vs_alloc) * RECORDS_PER_CHUNK;
@@ -98,20 +101,21 @@ static int refill_records(void)
                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (chunk == MAP_FAILED)
         return -ENOMEM;
-    for (int i = 0; i < RECORDS_PER_CHUNK; i++) {
-        chunk[i].hh.next = free_records;
-        free_records = &chunk[i];
-    }
+    fresh = chunk;
+    fresh_end = chunk + RECORDS_PER_CHUNK;
     return 0;
 }
 
 static struct vs_alloc *take_record(void)
 {
-    if (free_records == NULL && refill_records() != 0)
-        return NULL;
     struct vs_alloc *r = free_records;
-    free_records = r->hh.next;
-    return r;
+    if (r) {
+        free_records = r->hh.next;
+        return r;
+    }
+    if (fresh == fresh_end && refill_records() != 0)
+        return NULL;
+    return fresh++;
 }
 
 static void give_record(struct vs_alloc *r)
@@ -120,12 +124,11 @@ static void give_record(struct vs_alloc *r)
     free_records = r;
 }
 
+/* Nothing to set up: the first record maps the first chunk (start-up of a
+ * process that never calls CUDA stays free, issue 13). */
 int vs_registry_init(void)
 {
-    pthread_rwlock_wrlock(&reg_lock);
-    int rc = free_records ? 0 : refill_records();
-    pthread_rwlock_unlock(&reg_lock);
-    return rc;
+    return 0;
 }
 
 const char *vs_kind_name(enum vs_kind k)

@@ -31,7 +31,26 @@
  *     work can reach a chunk between the last copy of its bytes and its new
  *     mapping;
  *   - tier_lock (reader-writer): the tree of buffers by address, read by
- *     touch tracking on every launch, written only to add or remove a buffer.
+ *     touch tracking on every launch, written only to add or remove a buffer;
+ *   - lru_lock (mutex, held briefly, innermost of tier.c's): the order in
+ *     which buffers are chosen to move and the lists of buffers with pinned
+ *     or pageable chunks.
+ *
+ * Choosing what moves costs O(log n) per victim, never a walk: each device
+ * and owner has a tree of its movable buffers ordered by lru_key, the last
+ * touch a buffer had when it was last placed there. A launch only stamps
+ * last_touch_ns, and a graph launch only raises touch_epoch (every buffer's
+ * effective last touch is the later of its stamp and the epoch), so the
+ * launch path never reorders anything. The order catches up lazily: the
+ * tree's first buffer is the least recently touched one unless it was
+ * stamped since it was placed (after the epoch), in which case it is placed
+ * again by its stamp and the next first is looked at; since no buffer's
+ * stamp is older than its key, the first buffer that was not stamped since
+ * has the oldest effective touch of all (ties: any of them). Each re-placing
+ * is paid for by a touch. A list could not be kept in exact order without
+ * moving buffers on the launch path, and CLOCK's referenced bit would lose
+ * the order the policy promises (idle buffers first, then the least
+ * recently touched); the tree keeps it exactly, for one log n.
  */
 #include "offload_internal.h"
 
@@ -41,6 +60,16 @@
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
+
+static int cmp_lru(const struct buffer *a, const struct buffer *b)
+{
+    if (a->lru_key != b->lru_key)
+        return a->lru_key < b->lru_key ? -1 : 1;
+    return a->base < b->base ? -1 : a->base > b->base;
+}
+RB_HEAD(lru_tree, buffer);
+RB_GENERATE_STATIC(lru_tree, buffer, lru, cmp_lru)
+TAILQ_HEAD(buffer_list, buffer);
 
 static int cmp_buffer(const struct buffer *a, const struct buffer *b)
 {
@@ -60,6 +89,17 @@ static _Atomic uint64_t lowest = UINT64_MAX, highest;
  * It only decides whether the process counts as idle; safety comes from
  * the gate's check of vs_pageable_reachable, however late the stamp. */
 static _Atomic uint64_t last_submit_ns;
+/* The last graph launch: every buffer counts as touched then (a graph may
+ * reach any of them). */
+static _Atomic uint64_t touch_epoch;
+
+/* Guarded by lru_lock. */
+static pthread_mutex_t lru_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lru_tree lru[VS_MAX_DEVICES][VS_MAX_OWNERS];
+static uint64_t lru_owners[VS_MAX_DEVICES][VS_MAX_OWNERS / 64]; /* trees not empty */
+static struct buffer_list pinned_list = TAILQ_HEAD_INITIALIZER(pinned_list);
+static struct buffer_list pageable_list = TAILQ_HEAD_INITIALIZER(pageable_list);
+static struct buffer_list handed_list = TAILQ_HEAD_INITIALIZER(handed_list);
 
 static inline void stamp_submit(uint64_t now)
 {
@@ -122,6 +162,136 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
     }
     pthread_rwlock_unlock(&tier_lock);
     return b != NULL;
+}
+
+/* ---- the victim order and the lists ------------------------------------------ */
+
+enum {
+    LISTED = 1,    /* published and not freed */
+    ON_LRU = 2,    /* in its (device, owner) tree: it may move */
+    ON_PINNED = 4, /* on pinned_list: some chunk is pinned */
+    ON_PAGEABLE = 8, /* on pageable_list: pageable chunks work may reach */
+    ON_HANDED = 16, /* on handed_list: pageable chunks of a handed-over buffer */
+    HELD = 32       /* being brought back: not a victim meanwhile */
+};
+
+static bool has_resident(const struct buffer *b)
+{
+    return atomic_load(&b->n_off) < b->n_chunks;
+}
+
+static inline unsigned dev_slot(int dev)
+{
+    return dev >= 0 && dev < VS_MAX_DEVICES ? (unsigned)dev : 0;
+}
+
+static inline unsigned owner_slot(int owner)
+{
+    return owner >= 0 && owner < VS_MAX_OWNERS ? (unsigned)owner : VS_MAX_OWNERS - 1;
+}
+
+static inline uint64_t stamp_of(const struct buffer *b)
+{
+    return atomic_load_explicit(&b->last_touch_ns, memory_order_relaxed);
+}
+
+/* The lists b belongs on, by its state now. */
+static uint8_t lists_wanted(const struct buffer *b)
+{
+    if (!(b->lists & LISTED))
+        return 0;
+    uint8_t want = LISTED | (b->lists & HELD);
+    if (has_resident(b) && !atomic_load(&b->shared) && !(b->lists & HELD))
+        want |= ON_LRU;
+    if (atomic_load(&b->n_off) > b->n_pageable)
+        want |= ON_PINNED;
+    if (b->n_pageable)
+        want |= atomic_load(&b->handed_over) ? ON_HANDED : ON_PAGEABLE;
+    return want;
+}
+
+/* Put b where its state says (after a move, a hand-over, a share, a free).
+ * Caller holds lru_lock. */
+static void relist_locked(struct buffer *b)
+{
+    uint8_t want = lists_wanted(b), have = b->lists;
+    unsigned d = dev_slot(b->dev), o = owner_slot(b->owner);
+    if ((have ^ want) & ON_LRU) {
+        if (want & ON_LRU) {
+            b->lru_key = stamp_of(b);
+            RB_INSERT(lru_tree, &lru[d][o], b);
+            lru_owners[d][o / 64] |= 1ULL << (o % 64);
+        } else {
+            RB_REMOVE(lru_tree, &lru[d][o], b);
+            if (RB_EMPTY(&lru[d][o]))
+                lru_owners[d][o / 64] &= ~(1ULL << (o % 64));
+        }
+    }
+    if ((have ^ want) & ON_PINNED) {
+        if (want & ON_PINNED)
+            TAILQ_INSERT_TAIL(&pinned_list, b, pinned_link);
+        else
+            TAILQ_REMOVE(&pinned_list, b, pinned_link);
+    }
+    if ((have ^ want) & (ON_PAGEABLE | ON_HANDED)) {
+        if (have & ON_PAGEABLE)
+            TAILQ_REMOVE(&pageable_list, b, pageable_link);
+        else if (have & ON_HANDED)
+            TAILQ_REMOVE(&handed_list, b, pageable_link);
+        if (want & ON_PAGEABLE)
+            TAILQ_INSERT_TAIL(&pageable_list, b, pageable_link);
+        else if (want & ON_HANDED)
+            TAILQ_INSERT_TAIL(&handed_list, b, pageable_link);
+    }
+    b->lists = want;
+}
+
+static void relist(struct buffer *b)
+{
+    pthread_mutex_lock(&lru_lock);
+    relist_locked(b);
+    pthread_mutex_unlock(&lru_lock);
+}
+
+/* Every fence a move opens is closed here: the move may have changed which
+ * lists the buffer belongs on. */
+static void fence_end(struct buffer *b)
+{
+    ops->fence_end(b);
+    relist(b);
+}
+
+/* The next buffer of a list taken whole to be worked through with
+ * move_lock held (take it with TAILQ_CONCAT under lru_lock): off it, and
+ * marked off its list so that relist puts it back when it still belongs. */
+#define TAKE_NEXT(todo, link, bits)                      \
+    ({                                                   \
+        pthread_mutex_lock(&lru_lock);                   \
+        struct buffer *next_ = TAILQ_FIRST(todo);        \
+        if (next_) {                                     \
+            TAILQ_REMOVE(todo, next_, link);             \
+            next_->lists &= (uint8_t) ~(bits);           \
+        }                                                \
+        pthread_mutex_unlock(&lru_lock);                 \
+        next_;                                           \
+    })
+
+/* The least recently touched buffer of one tree: its first, once the first
+ * was not stamped since it was placed (see the top of the file). Caller
+ * holds lru_lock. */
+static struct buffer *lru_first(struct lru_tree *t, uint64_t epoch)
+{
+    for (;;) {
+        struct buffer *h = RB_MIN(lru_tree, t);
+        if (h == NULL)
+            return NULL;
+        uint64_t s = stamp_of(h);
+        if (s <= h->lru_key || s <= epoch)
+            return h;
+        RB_REMOVE(lru_tree, t, h);
+        h->lru_key = s;
+        RB_INSERT(lru_tree, t, h);
+    }
 }
 
 /* ---- allocation and free --------------------------------------------------- */
@@ -221,6 +391,10 @@ void vs_tier_publish(struct vs_backing *pending)
     pthread_rwlock_wrlock(&tier_lock);
     RB_INSERT(buffer_tree, &buffers, b);
     pthread_rwlock_unlock(&tier_lock);
+    pthread_mutex_lock(&lru_lock);
+    b->lists = LISTED;
+    relist_locked(b);
+    pthread_mutex_unlock(&lru_lock);
     atomic_fetch_add(&vs_tier_buffers, 1);
     uint64_t lo = atomic_load(&lowest);
     while (b->base < lo && !atomic_compare_exchange_weak(&lowest, &lo, b->base))
@@ -246,6 +420,10 @@ CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec)
         return CUDA_ERROR_NOT_FOUND;
     }
     atomic_fetch_sub(&vs_tier_buffers, 1);
+    pthread_mutex_lock(&lru_lock);
+    b->lists &= (uint8_t)~LISTED;
+    relist_locked(b);
+    pthread_mutex_unlock(&lru_lock);
     /* Out of the tree with move_lock held, its chunks stay where they are:
      * their places are what the budget holds for them now, whatever the
      * record said when the hook took it out (a move may have run since). */
@@ -304,7 +482,7 @@ static uint64_t buffer_out(struct buffer *b, uint64_t want)
             break;
         moved += c->counted;
     }
-    ops->fence_end(b);
+    fence_end(b);
     if (pinned_any) /* under pressure: have host memory ready for the next */
         ops->host_ahead(b->gran, b->ctx);
     return moved;
@@ -339,29 +517,8 @@ static bool buffer_in(struct buffer *b)
         else if (c->where == CHUNK_PINNED && !device_full)
             device_full = ops->pinned_to_device(b, c) != CUDA_SUCCESS;
     }
-    ops->fence_end(b);
+    fence_end(b);
     return atomic_load(&b->n_off) == 0;
-}
-
-/* The first buffer (after `after`) holding pageable chunks that work may
- * reach (or, when `handed_too`, any pageable chunks). Caller holds move_lock. */
-static struct buffer *next_pageable(const struct buffer *after, bool handed_too)
-{
-    pthread_rwlock_rdlock(&tier_lock);
-    struct buffer *b;
-    if (after) {
-        struct buffer key = {.base = after->base};
-        b = RB_NFIND(buffer_tree, &buffers, &key);
-        if (b == after)
-            b = RB_NEXT(buffer_tree, &buffers, b);
-    } else {
-        b = RB_MIN(buffer_tree, &buffers);
-    }
-    for (; b; b = RB_NEXT(buffer_tree, &buffers, b))
-        if (b->n_pageable && (handed_too || !atomic_load(&b->handed_over)))
-            break;
-    pthread_rwlock_unlock(&tier_lock);
-    return b;
 }
 
 /* Bring every pageable chunk that work may reach (with `handed_too`, every
@@ -369,16 +526,24 @@ static struct buffer *next_pageable(const struct buffer *after, bool handed_too)
 static bool restore_pageable(bool handed_too)
 {
     pthread_mutex_lock(&move_lock);
-    for (struct buffer *b = next_pageable(NULL, handed_too); b;
-         b = next_pageable(b, handed_too)) {
-        if (!ops->fence_begin(b))
+    struct buffer_list todo = TAILQ_HEAD_INITIALIZER(todo);
+    pthread_mutex_lock(&lru_lock);
+    TAILQ_CONCAT(&todo, &pageable_list, pageable_link);
+    if (handed_too)
+        TAILQ_CONCAT(&todo, &handed_list, pageable_link);
+    pthread_mutex_unlock(&lru_lock);
+    struct buffer *b;
+    while ((b = TAKE_NEXT(&todo, pageable_link, ON_PAGEABLE | ON_HANDED))) {
+        if (!ops->fence_begin(b)) {
+            relist(b);
             continue;
+        }
         if (handed_too)
             take_back(b);
         for (uint32_t i = 0; i < b->n_chunks; i++)
             if (b->chunk[i].where == CHUNK_PAGEABLE)
                 ops->from_pageable(b, &b->chunk[i], true);
-        ops->fence_end(b);
+        fence_end(b);
     }
     bool ok = atomic_load(&vs_pageable_reachable) == 0;
     pthread_mutex_unlock(&move_lock);
@@ -411,53 +576,66 @@ void vs_gate_leave_slow(void)
 
 /* ---- choosing what moves ------------------------------------------------------- */
 
-static bool has_resident(const struct buffer *b)
+/* The least recently touched buffer that may move (of dev and owner, where
+ * >= 0), if idle_only only when untouched for idle_ms: idle buffers are the
+ * least recently touched, so they come first. Caller holds move_lock. */
+static struct buffer *pick_victim(int dev, int owner, bool idle_only, uint64_t now,
+                                  uint64_t idle_ns)
 {
-    return atomic_load(&b->n_off) < b->n_chunks;
-}
-
-/* The least recently touched buffer that may move: idle ones first (untouched
- * for idle_ms), then the rest unless idle_only. Caller holds move_lock. */
-static struct buffer *pick_victim(int dev, int owner, bool idle_only, const struct buffer *spare,
-                                  uint64_t now, uint64_t idle_ns)
-{
+    uint64_t epoch = atomic_load_explicit(&touch_epoch, memory_order_relaxed);
     struct buffer *best = NULL;
-    bool best_idle = false;
     uint64_t best_touch = 0;
-    pthread_rwlock_rdlock(&tier_lock);
-    struct buffer *b;
-    RB_FOREACH(b, buffer_tree, &buffers) {
-        if (b == spare || (dev >= 0 && b->dev != dev) || (owner >= 0 && b->owner != owner) ||
-            !has_resident(b) || atomic_load(&b->shared))
-            continue;
-        uint64_t touch = atomic_load(&b->last_touch_ns);
-        bool idle = now > touch && now - touch >= idle_ns;
-        if (idle_only && !idle)
-            continue;
-        if (best == NULL || (idle && !best_idle) || (idle == best_idle && touch < best_touch)) {
-            best = b;
-            best_idle = idle;
-            best_touch = touch;
+    pthread_mutex_lock(&lru_lock);
+    for (unsigned d = dev >= 0 ? dev_slot(dev) : 0; d < VS_MAX_DEVICES; d++) {
+        for (unsigned w = 0; w < VS_MAX_OWNERS / 64; w++) {
+            uint64_t set = lru_owners[d][w];
+            if (owner >= 0)
+                set &= owner_slot(owner) / 64 == w ? 1ULL << (owner_slot(owner) % 64) : 0;
+            for (; set; set &= set - 1) {
+                struct buffer *b = lru_first(&lru[d][w * 64 + __builtin_ctzll(set)], epoch);
+                if (b == NULL || (owner >= 0 && b->owner != owner))
+                    continue;
+                uint64_t touch = stamp_of(b) > epoch ? stamp_of(b) : epoch;
+                if (best == NULL || touch < best_touch) {
+                    best = b;
+                    best_touch = touch;
+                }
+            }
         }
+        if (dev >= 0)
+            break;
     }
-    pthread_rwlock_unlock(&tier_lock);
-    return best;
+    pthread_mutex_unlock(&lru_lock);
+    bool idle = now > best_touch && now - best_touch >= idle_ns;
+    return best && (idle || !idle_only) ? best : NULL;
 }
 
-/* Caller holds move_lock. */
+/* Caller holds move_lock. `spare` (being brought back) is not chosen. */
 static uint64_t make_room_locked(int dev, int owner, uint64_t want, bool idle_only,
-                                 const struct buffer *spare)
+                                 struct buffer *spare)
 {
     uint64_t moved = 0, now = ops->now();
     uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
+    if (spare) {
+        pthread_mutex_lock(&lru_lock);
+        spare->lists |= HELD;
+        relist_locked(spare);
+        pthread_mutex_unlock(&lru_lock);
+    }
     while (moved < want) {
-        struct buffer *b = pick_victim(dev, owner, idle_only, spare, now, idle_ns);
+        struct buffer *b = pick_victim(dev, owner, idle_only, now, idle_ns);
         if (b == NULL)
             break;
         uint64_t got = buffer_out(b, want - moved);
         if (got == 0)
             break; /* the pin budget is spent or the driver refused */
         moved += got;
+    }
+    if (spare) {
+        pthread_mutex_lock(&lru_lock);
+        spare->lists &= (uint8_t)~HELD;
+        relist_locked(spare);
+        pthread_mutex_unlock(&lru_lock);
     }
     return moved;
 }
@@ -547,11 +725,12 @@ void vs_tier_touch_all(uint64_t now)
     if (atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
         return;
     stamp_submit(now);
-    pthread_rwlock_rdlock(&tier_lock);
-    struct buffer *b;
-    RB_FOREACH(b, buffer_tree, &buffers)
-        atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
-    pthread_rwlock_unlock(&tier_lock);
+    /* O(1): every buffer's effective last touch is now at least the epoch */
+    uint64_t epoch = atomic_load_explicit(&touch_epoch, memory_order_relaxed);
+    while (now > epoch && !atomic_compare_exchange_weak_explicit(
+                              &touch_epoch, &epoch, now, memory_order_relaxed,
+                              memory_order_relaxed))
+        ;
     /* a graph may reach even what the program handed over */
     if (atomic_load_explicit(&vs_pageable_total, memory_order_relaxed) !=
         atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed))
@@ -583,6 +762,7 @@ int vs_tier_offload(uint64_t p)
          * touch vramshim sees: its chunks may go pageable */
         if (!atomic_exchange(&b->handed_over, true) && b->n_pageable)
             atomic_fetch_sub(&vs_pageable_reachable, b->n_pageable);
+        relist(b);
         buffer_out(b, UINT64_MAX);
         rc = has_resident(b) ? -ENOMEM : 0;
     }
@@ -634,6 +814,7 @@ CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
             if (!atomic_load(&b->shared)) {
                 b->share_token = token;
                 atomic_store(&b->shared, true);
+                relist(b); /* never a victim again */
             }
             *out = (struct vs_share){.base = b->base, .size = b->size, .span = b->span,
                                      .gran = b->gran, .chunk = b->gran * VS_CHUNK_GRANULES,
@@ -691,18 +872,16 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
     if (freed >= bytes || vs_limits_offload() == VS_OFFLOAD_OFF)
         return freed;
     pthread_mutex_lock(&move_lock);
-    struct buffer *held[64];
-    int n = 0;
-    pthread_rwlock_rdlock(&tier_lock);
+    struct buffer_list todo = TAILQ_HEAD_INITIALIZER(todo);
+    pthread_mutex_lock(&lru_lock);
+    TAILQ_CONCAT(&todo, &pinned_list, pinned_link);
+    pthread_mutex_unlock(&lru_lock);
     struct buffer *b;
-    RB_FOREACH(b, buffer_tree, &buffers)
-        if (atomic_load(&b->n_off) > b->n_pageable && n < 64)
-            held[n++] = b;
-    pthread_rwlock_unlock(&tier_lock);
-    for (int i = 0; i < n && freed < bytes; i++) {
-        b = held[i];
-        if (!ops->fence_begin(b))
+    while (freed < bytes && (b = TAKE_NEXT(&todo, pinned_link, ON_PINNED))) {
+        if (!ops->fence_begin(b)) {
+            relist(b);
             continue;
+        }
         for (uint32_t k = 0; k < b->n_chunks && freed < bytes; k++) {
             struct chunk *c = &b->chunk[k];
             if (c->where != CHUNK_PINNED)
@@ -711,8 +890,13 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
                 (may_go_pageable(b) && ops->to_pageable(b, c) == CUDA_SUCCESS))
                 freed += c->counted;
         }
-        ops->fence_end(b);
+        fence_end(b);
     }
+    /* the rest go back first, in their order */
+    pthread_mutex_lock(&lru_lock);
+    TAILQ_CONCAT(&todo, &pinned_list, pinned_link);
+    TAILQ_CONCAT(&pinned_list, &todo, pinned_link);
+    pthread_mutex_unlock(&lru_lock);
     pthread_mutex_unlock(&move_lock);
     return freed;
 }
@@ -738,8 +922,10 @@ int vs_tier_check(void)
 {
     bool ok = true;
     uint32_t n_buffers = 0, pageable = 0, reachable = 0;
+    uint32_t on[5] = {0}; /* buffers that say they are in a tree, on each list */
     pthread_mutex_lock(&move_lock);
     pthread_rwlock_rdlock(&tier_lock);
+    pthread_mutex_lock(&lru_lock);
     struct buffer *b;
     RB_FOREACH(b, buffer_tree, &buffers) {
         uint32_t off = 0, pg = 0;
@@ -763,6 +949,13 @@ int vs_tier_check(void)
             BROKEN("shared buffer 0x%llx has chunks off the device", (unsigned long long)b->base);
         if (b->base < atomic_load(&lowest) || b->base + b->span > atomic_load(&highest))
             BROKEN("buffer 0x%llx lies outside [lowest, highest)", (unsigned long long)b->base);
+        if (b->lists != lists_wanted(b) || !(b->lists & LISTED))
+            BROKEN("buffer 0x%llx is on lists 0x%x, should be on 0x%x",
+                   (unsigned long long)b->base, b->lists, lists_wanted(b));
+        on[0] += !!(b->lists & ON_LRU);
+        on[1] += !!(b->lists & ON_PINNED);
+        on[2] += !!(b->lists & ON_PAGEABLE);
+        on[3] += !!(b->lists & ON_HANDED);
         n_buffers++;
         pageable += pg;
         reachable += atomic_load(&b->handed_over) ? 0 : pg;
@@ -773,7 +966,32 @@ int vs_tier_check(void)
         reachable != atomic_load(&vs_pageable_reachable))
         BROKEN("%u pageable chunks (%u reachable), counted %u (%u)", pageable, reachable,
                atomic_load(&vs_pageable_total), atomic_load(&vs_pageable_reachable));
+    uint32_t in[5] = {0};
+    for (unsigned d = 0; d < VS_MAX_DEVICES; d++)
+        for (unsigned o = 0; o < VS_MAX_OWNERS; o++) {
+            bool bit = lru_owners[d][o / 64] >> (o % 64) & 1;
+            if (bit == RB_EMPTY(&lru[d][o]))
+                BROKEN("the victim tree of device %u, owner %u is %sempty, marked otherwise", d,
+                       o, bit ? "" : "not ");
+            RB_FOREACH(b, lru_tree, &lru[d][o]) {
+                if (dev_slot(b->dev) != d || owner_slot(b->owner) != o || !(b->lists & ON_LRU))
+                    BROKEN("buffer 0x%llx is in the wrong victim tree",
+                           (unsigned long long)b->base);
+                in[0]++;
+            }
+        }
+    TAILQ_FOREACH(b, &pinned_list, pinned_link)
+        in[1]++;
+    TAILQ_FOREACH(b, &pageable_list, pageable_link)
+        in[2]++;
+    TAILQ_FOREACH(b, &handed_list, pageable_link)
+        in[3]++;
+    if (memcmp(in, on, sizeof in))
+        BROKEN("%u/%u/%u/%u buffers in the victim trees and the pinned, pageable and handed "
+               "lists; %u/%u/%u/%u say so", in[0], in[1], in[2], in[3], on[0], on[1], on[2],
+               on[3]);
 out:
+    pthread_mutex_unlock(&lru_lock);
     pthread_rwlock_unlock(&tier_lock);
     pthread_mutex_unlock(&move_lock);
     return ok ? 0 : -1;
@@ -790,4 +1008,11 @@ void vs_tier_atfork_child(void)
     atomic_store(&lowest, UINT64_MAX);
     atomic_store(&highest, 0);
     atomic_store(&last_submit_ns, 0);
+    atomic_store(&touch_epoch, 0);
+    pthread_mutex_init(&lru_lock, NULL);
+    memset(lru, 0, sizeof lru);
+    memset(lru_owners, 0, sizeof lru_owners);
+    TAILQ_INIT(&pinned_list);
+    TAILQ_INIT(&pageable_list);
+    TAILQ_INIT(&handed_list);
 }

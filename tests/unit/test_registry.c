@@ -225,10 +225,37 @@ static void owner_stack(void **state)
     assert_int_equal(vs_owner_pop(), 0);
 }
 
+/* Records are carved from a chunk only as they are first used, and reused
+ * after a free: 10,000 live records cross two chunk boundaries, every one
+ * is found at its own base, and a second round reuses the freed ones. */
+static void records_carved_and_reused(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        for (uint64_t i = 0; i < 10000; i++)
+            assert_int_equal(vs_registry_add(0x100000000ULL + i * 0x1000, 0x800, 0,
+                                             VS_KIND_DEVICE, 0), 0);
+        struct vs_snapshot snap;
+        vs_registry_snapshot(&snap);
+        assert_int_equal(snap.live_records, 10000);
+        struct vs_alloc_info info;
+        for (uint64_t i = 0; i < 10000; i++) {
+            assert_true(vs_registry_find(0x100000000ULL + i * 0x1000 + 0x7ff, &info));
+            assert_int_equal(info.base, 0x100000000ULL + i * 0x1000);
+            assert_int_equal(info.size, 0x800);
+        }
+        for (uint64_t i = 0; i < 10000; i++)
+            assert_int_equal(vs_registry_remove(0x100000000ULL + i * 0x1000, NULL), 0);
+        vs_registry_snapshot(&snap);
+        assert_int_equal(snap.live_records, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(add_find_remove, setup),
+        cmocka_unit_test_setup(records_carved_and_reused, setup),
         cmocka_unit_test_setup(counters_and_peaks, setup),
         cmocka_unit_test_setup(overlap_replaces_stale, setup),
         cmocka_unit_test_setup(remove_range, setup),

@@ -34,6 +34,7 @@ static uint64_t pin_cap, pin_used;
 static uint64_t next_va;
 static bool fence_fails;
 static int fences, aheads;
+static uint64_t last_moved; /* the buffer the last move out was of */
 static uint64_t staged;
 
 static uint64_t fake_now(void) { return clock_ns; }
@@ -88,6 +89,7 @@ static CUresult fake_device_to_pinned(struct buffer *b, struct chunk *c)
     pin_used += c->counted;
     dev_used -= c->counted;
     c->where = CHUNK_PINNED;
+    last_moved = b->base;
     atomic_fetch_add(&b->n_off, 1);
     return CUDA_SUCCESS;
 }
@@ -176,7 +178,7 @@ static const struct vs_tier_ops fake_ops = {
 };
 
 /* ---- helpers --------------------------------------------------------------- */
-static uint64_t live[64];
+static uint64_t live[1024];
 static int n_live;
 
 static int setup(void **state)
@@ -195,6 +197,7 @@ static int setup(void **state)
     next_va = 1ULL << 40;
     fence_fails = false;
     fences = aheads = 0;
+    last_moved = 0;
     staged = 0;
     n_live = 0;
     return 0;
@@ -457,6 +460,187 @@ static void unpublished_never_moves(void **state)
     assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 8 * M);
 }
 
+/* A graph launch touches every buffer at once, in O(1): each counts as
+ * touched then, unless touched on its own later or allocated since. */
+static void graph_launch_touches_all(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t b = alloc_at(8 * M, 0, 102 * SEC);
+    uint64_t c = alloc_at(8 * M, 0, 103 * SEC);
+    clock_ns = 104 * SEC;
+    vs_tier_touch_all(clock_ns);
+    uint64_t d = alloc_at(8 * M, 0, 104 * SEC + 200 * 1000000ULL);
+    touch_at(a, 104 * SEC + 500 * 1000000ULL);
+    clock_ns = 104 * SEC + 900 * 1000000ULL; /* nothing untouched for idle_ms */
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 0);
+    /* b and c, touched by the graph at 104 s, go before d (104.2 s), then a */
+    assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M);
+    assert_true(last_moved == b || last_moved == c);
+    clock_ns = 105 * SEC + 100 * 1000000ULL; /* b and c idle; d and a not */
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_true(offloaded(b) && offloaded(c));
+    assert_false(offloaded(d) || offloaded(a));
+    assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M);
+    assert_int_equal(last_moved, d);
+    assert_false(offloaded(a));
+    /* a graph launch after a buffer's own touch: the later counts */
+    touch_at(d, 106 * SEC); /* d comes back */
+    clock_ns = 105 * SEC + 500 * 1000000ULL; /* a thread's earlier clock */
+    vs_tier_touch_all(clock_ns);
+    clock_ns = 106 * SEC + 600 * 1000000ULL; /* a idle (from the graph), d not */
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_true(offloaded(a));
+    assert_false(offloaded(d));
+}
+
+/* The victim order against a reference model over 10^5 random steps driven
+ * by the fake clock: allocations (of three owners), frees, touches, graph
+ * launches, shares, make-room with and without an owner, and idle-only
+ * evictions. The model keeps every buffer's last touch as the test made it
+ * and chooses by a whole scan, as LRU defines it: the least recently touched
+ * movable buffer (resident, not shared, of the owner asked), its last touch
+ * being the later of its own and the last graph launch, and for idle-only
+ * none unless that one is idle. The tier must move exactly one buffer whose
+ * last touch equals the model's least; where several buffers share that
+ * last touch (the clock often stands still, and a graph launch touches all
+ * at once) any of them is as least recently touched as the others, and
+ * which one the tier takes is the one deliberate freedom; where one buffer
+ * is the least, it must be that one. */
+#define REF_MAX 400
+static struct ref {
+    uint64_t base, touch;
+    int owner;
+    bool resident, shared;
+} ref[REF_MAX];
+static int n_ref;
+
+static uint64_t ref_touch(const struct ref *r, uint64_t epoch)
+{
+    return r->touch > epoch ? r->touch : epoch;
+}
+
+/* The model's choice: the least last touch among movable buffers (UINT64_MAX:
+ * none), and how many have it. */
+static uint64_t ref_least(int owner, uint64_t epoch, int *how_many)
+{
+    uint64_t least = UINT64_MAX;
+    *how_many = 0;
+    for (int i = 0; i < n_ref; i++) {
+        if (!ref[i].resident || ref[i].shared || (owner >= 0 && ref[i].owner != owner))
+            continue;
+        uint64_t t = ref_touch(&ref[i], epoch);
+        if (t < least) {
+            least = t;
+            *how_many = 0;
+        }
+        *how_many += t == least;
+    }
+    return least;
+}
+
+static struct ref *ref_of(uint64_t base)
+{
+    for (int i = 0; i < n_ref; i++)
+        if (ref[i].base == base)
+            return &ref[i];
+    return NULL;
+}
+
+static void lru_matches_reference(void **state)
+{
+    (void)state;
+    dev_cap = pin_cap = 64ULL << 30; /* no move is ever refused */
+    uint64_t epoch = 0, idle_ns = 1000 * 1000000ULL, x = 0x2545f4914f6cdd1dULL;
+    int picks = 0, ties = 0, idle_refusals = 0;
+    n_ref = 0;
+    for (int step = 0; step < 100000; step++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* a quarter of steps at the same instant: ties */
+        if ((x >> 60) % 4)
+            clock_ns += (x >> 24) % (400 * 1000000ULL);
+        struct ref *pick = n_ref ? &ref[(x >> 8) % (uint64_t)n_ref] : NULL;
+        int owner = (int)((x >> 44) % 4) - 1;
+        switch ((x >> 3) % 16) {
+        case 0:
+        case 1:
+        case 2:
+            if (n_ref < REF_MAX) {
+                CUdeviceptr p;
+                struct vs_backing *pending;
+                int o = (int)((x >> 50) % 3);
+                assert_int_equal(vs_tier_alloc(&p, 8 * M, 0, o, &pending), CUDA_SUCCESS);
+                vs_tier_publish(pending);
+                ref[n_ref++] = (struct ref){.base = p, .touch = clock_ns, .owner = o,
+                                            .resident = true};
+            }
+            break;
+        case 3:
+            if (pick) {
+                assert_int_equal(vs_tier_free(pick->base, NULL), CUDA_SUCCESS);
+                *pick = ref[--n_ref];
+            }
+            break;
+        case 4:
+        case 5:
+        case 6:
+        case 7:
+            if (pick) { /* anywhere inside it; an offloaded one comes back */
+                touch_at(pick->base + (x >> 32) % (8 * M), clock_ns);
+                pick->touch = clock_ns;
+                pick->resident = true;
+            }
+            break;
+        case 8:
+            vs_tier_touch_all(clock_ns);
+            epoch = clock_ns > epoch ? clock_ns : epoch;
+            break;
+        case 9:
+            if (pick && (x >> 40) % 8 == 0) {
+                struct vs_share sh;
+                assert_int_equal(vs_tier_share(pick->base, &sh), CUDA_SUCCESS);
+                pick->resident = pick->shared = true;
+            }
+            break;
+        default: {
+            bool idle_only = (x >> 3) % 16 >= 13;
+            int n_least;
+            uint64_t least = ref_least(owner, epoch, &n_least);
+            bool want = least != UINT64_MAX &&
+                        (!idle_only || (clock_ns > least && clock_ns - least >= idle_ns));
+            last_moved = 0;
+            uint64_t moved = idle_only ? vs_tier_evict(owner, 8 * M, true)
+                                       : vs_tier_make_room(0, owner, 8 * M, 0);
+            if (!want) {
+                idle_refusals += idle_only && least != UINT64_MAX;
+                assert_int_equal(moved, 0);
+                break;
+            }
+            assert_int_equal(moved, 8 * M);
+            struct ref *r = ref_of(last_moved);
+            assert_non_null(r);
+            assert_true(r->resident && !r->shared);
+            assert_true(owner < 0 || r->owner == owner);
+            assert_int_equal(ref_touch(r, epoch), least);
+            r->resident = false;
+            picks++;
+            ties += n_least > 1;
+            break;
+        }
+        }
+        if (step % 1000 == 0)
+            assert_int_equal(vs_tier_check(), 0);
+    }
+    /* the walk reached every case it is meant to check */
+    assert_true(picks > 10000);
+    assert_true(ties > 100 && ties < picks);
+    assert_true(idle_refusals > 100);
+    for (int i = 0; i < n_ref; i++)
+        live[n_live++] = ref[i].base;
+}
+
 /* A random walk of allocations, frees, touches, make-room, evictions,
  * hand-overs and prefetches with the clock driven by the test: after every
  * step the layer's invariants hold and the device holds no more than its
@@ -537,6 +721,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(free_offloaded, setup, teardown),
         cmocka_unit_test_setup_teardown(unpublished_never_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(random_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(graph_launch_touches_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(lru_matches_reference, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

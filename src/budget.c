@@ -70,7 +70,6 @@ static void take_away(_Atomic uint64_t *counter, uint64_t bytes)
     if (VS_UNLIKELY(old < bytes))
         vs_debug("budget: gave back %llu bytes more than were charged",
                  (unsigned long long)(bytes - old));
-    VS_ASSERT(old >= bytes);
 }
 
 /* Add bytes unless the total would pass limit. */

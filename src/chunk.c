@@ -179,11 +179,13 @@ static int remap_either(const struct buffer *b, uint64_t va, uint64_t size, bool
 
 static void moved_off(struct buffer *b)
 {
+    VS_ASSERT(atomic_load(&b->n_off) < b->n_chunks);
     atomic_fetch_add(&b->n_off, 1);
 }
 
 static void moved_on(struct buffer *b)
 {
+    VS_ASSERT(atomic_load(&b->n_off) > b->n_pageable);
     atomic_fetch_sub(&b->n_off, 1);
 }
 

@@ -185,6 +185,7 @@ static void account(const struct vs_alloc *r, int sign)
         events.allocs++;
     } else {
         uint64_t off = r->off_pinned + r->off_pageable;
+        VS_ASSERT(d->allocated >= r->size && o->allocated >= r->size && off <= r->size);
         d->allocated -= r->size;
         d->resident -= r->size - off;
         d->offloaded_pinned -= r->off_pinned;

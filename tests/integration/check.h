@@ -85,7 +85,7 @@ pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **
  * misplaced or stale chunk shows. */
 void check_fill(unsigned char *buf, size_t n, unsigned seed);
 /* How many operations a randomized test runs: n, or n/10 with
- * CHECK_QUICK=1 (the sanitizer runs in .ci/run, where everything is 2-10x
+ * CHECK_QUICK=1 (the sanitizer runs of the test command, where everything is 2-10x
  * slower; never the default). */
 int check_ops(int n);
 /* xorshift64: the randomized tests' reproducible draws. */

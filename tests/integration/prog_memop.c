@@ -15,7 +15,7 @@
 #define M (1ULL << 20)
 #define BUFS 4
 #define SIZE (8 * M)
-#define WRITES 20000
+#define WRITES ((uint32_t)check_ops(20000))
 
 typedef CUresult (*word_fn)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
 static struct {
@@ -129,8 +129,8 @@ int main(int argc, char **argv)
         for (size_t w = 0; w < SIZE / 4; w++)
             lost += got[w] != shadow[b][w];
     }
-    CHECK(lost == 0, "%lu of %d writes lost while buffers moved", lost, WRITES);
+    CHECK(lost == 0, "%lu of %u writes lost while buffers moved", lost, WRITES);
     CHECK((unsigned long)(uintptr_t)moves > 0, "nothing moved: the test tests nothing");
-    printf("memop: %d writes, %lu moves, 0 lost\n", WRITES, (unsigned long)(uintptr_t)moves);
+    printf("memop: %u writes, %lu moves, 0 lost\n", WRITES, (unsigned long)(uintptr_t)moves);
     return 0;
 }

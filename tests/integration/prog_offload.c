@@ -338,7 +338,10 @@ static void randomized(void)
            (unsigned long)ops_done, (unsigned long long)stats_u64(st, "counters.evictions"),
            (unsigned long long)stats_u64(st, "counters.restores"));
     CHECK_EQ_U64(ops_done, THREADS * OPS_PER_THREAD);
-    CHECK(stats_u64(st, "counters.evictions") > 1000, "too few evictions to mean anything");
+    /* about one operation in fifteen evicts: 1,000 of 100,000, 100 of the
+     * 10,000 a CHECK_QUICK run makes */
+    CHECK(stats_u64(st, "counters.evictions") > (uint64_t)THREADS * OPS_PER_THREAD / 100,
+          "too few evictions to mean anything");
     CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 0);
     CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), 0);
     CHECK_EQ_U64(stats_u64(st, "pinned.offload"), 0);

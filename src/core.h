@@ -197,6 +197,7 @@ struct vs_event_counts {
     uint64_t bytes_evicted, bytes_restored, launches;
     /* program copies staged by vramshim, and ranges prefaulted before pinning */
     uint64_t fast_copies, fast_copy_bytes, fast_copy_ns;
+    uint64_t fast_copy_fallbacks; /* offered, but no staging slot was free */
     uint64_t prefaults, prefault_bytes, prefault_ns;
 };
 struct vs_pinned_counts {
@@ -252,6 +253,7 @@ static inline void vs_count_launch(void)
 /* Fast copies and prefaults are counted outside the lock too. */
 void vs_count_fast_copy(uint64_t bytes, uint64_t ns);
 void vs_count_prefault(uint64_t bytes, uint64_t ns);
+void vs_count_fast_copy_fallback(void);
 
 /* ---- limits.c: the limits as they stand now ------------------------- */
 /* The configuration as first read from the environment and since changed

@@ -91,6 +91,7 @@ _Atomic uint64_t vs_launch_count;
 static _Atomic uint64_t oom_count; /* counted without the lock, like launches */
 /* fast copies and prefaults: count, bytes, nanoseconds */
 static _Atomic uint64_t fast_copy[3], prefault[3];
+static _Atomic uint64_t fast_copy_fallbacks;
 
 /* A whole chunk from mmap: rare, never returned (the records are reused),
  * and left untouched until its records are carved. */
@@ -399,6 +400,10 @@ static void count3(_Atomic uint64_t *c, uint64_t bytes, uint64_t ns)
 }
 void vs_count_fast_copy(uint64_t bytes, uint64_t ns) { count3(fast_copy, bytes, ns); }
 void vs_count_prefault(uint64_t bytes, uint64_t ns) { count3(prefault, bytes, ns); }
+void vs_count_fast_copy_fallback(void)
+{
+    atomic_fetch_add_explicit(&fast_copy_fallbacks, 1, memory_order_relaxed);
+}
 
 void vs_registry_staging(int64_t delta)
 {
@@ -424,6 +429,8 @@ void vs_registry_snapshot(struct vs_snapshot *snap)
     snap->events.fast_copies = atomic_load_explicit(&fast_copy[0], memory_order_relaxed);
     snap->events.fast_copy_bytes = atomic_load_explicit(&fast_copy[1], memory_order_relaxed);
     snap->events.fast_copy_ns = atomic_load_explicit(&fast_copy[2], memory_order_relaxed);
+    snap->events.fast_copy_fallbacks =
+        atomic_load_explicit(&fast_copy_fallbacks, memory_order_relaxed);
     snap->events.prefaults = atomic_load_explicit(&prefault[0], memory_order_relaxed);
     snap->events.prefault_bytes = atomic_load_explicit(&prefault[1], memory_order_relaxed);
     snap->events.prefault_ns = atomic_load_explicit(&prefault[2], memory_order_relaxed);
@@ -452,6 +459,7 @@ static void reset_locked(void)
     live_records = 0;
     atomic_store(&vs_launch_count, 0);
     atomic_store(&oom_count, 0);
+    atomic_store(&fast_copy_fallbacks, 0);
     for (int i = 0; i < 3; i++) {
         atomic_store(&fast_copy[i], 0);
         atomic_store(&prefault[i], 0);

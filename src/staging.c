@@ -517,6 +517,8 @@ CUresult vs_fastcopy(uint64_t dev, void *host, uint64_t n, CUstream s, unsigned 
                            flags & VS_COPY_SYNC);
     if (rc == CUDA_SUCCESS)
         vs_count_fast_copy(n, vs_now_ns() - t0);
+    else if (rc == VS_COPY_PASS) /* every slot busy on another stream: the driver copies */
+        vs_count_fast_copy_fallback();
     return rc;
 }
 

@@ -226,6 +226,7 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
         "\"bytes_restored\":%llu,\"launches\":%llu,\"free_queries\":%llu,"
         "\"share_refused\":%llu,"
         "\"fast_copies\":%llu,\"fast_copy_bytes\":%llu,\"fast_copy_ns\":%llu,"
+        "\"fast_copy_fallbacks\":%llu,"
         "\"prefaults\":%llu,\"prefault_bytes\":%llu,\"prefault_ns\":%llu}}",
         (unsigned long long)e->allocs, (unsigned long long)e->frees,
         (unsigned long long)e->oom_returned, (unsigned long long)e->evictions,
@@ -234,6 +235,7 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
         (unsigned long long)vs_budget_asks(), (unsigned long long)atomic_load(&share_refused),
         (unsigned long long)e->fast_copies,
         (unsigned long long)e->fast_copy_bytes, (unsigned long long)e->fast_copy_ns,
+        (unsigned long long)e->fast_copy_fallbacks,
         (unsigned long long)e->prefaults, (unsigned long long)e->prefault_bytes,
         (unsigned long long)e->prefault_ns);
     free(s);

@@ -261,6 +261,8 @@ void metrics_write(FILE *out, json_t *all)
         {"launches", "Kernel and graph launches."},
         {"fast_copies", "Pageable copies vramshim staged with its copy threads."},
         {"fast_copy_bytes", "Bytes moved by those copies."},
+        {"fast_copy_fallbacks",
+         "Copies big enough to stage that went to the driver: every staging slot was busy."},
         {"prefaults", "Ranges faulted in by the copy threads before the driver pinned them."},
         {"prefault_bytes", "Bytes faulted in before pinning."},
     };

@@ -10,14 +10,22 @@
  *      parent's bytes and writes its own; the parent sees them (the same
  *      memory, not a copy); a handle with a wrong token is refused;
  *      closing unmaps;
- *   4. a pointer vramshim does not back goes to the driver untouched.
+ *   4. a pointer vramshim does not back goes to the driver untouched;
+ *   5. every descriptor vramshim sends is close-on-exec already when it is
+ *      sent (the driver's export lacks it, and the program execs its child
+ *      meanwhile): this program defines sendmsg itself, exported with
+ *      -rdynamic, so the library's call comes here first.
  */
 #include "check.h"
 #include "fakecuda.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +36,31 @@ static CUresult (*memset8)(CUdeviceptr, unsigned char, size_t);
 static CUresult (*get_handle)(CUipcMemHandle *, CUdeviceptr);
 static CUresult (*open_handle)(CUdeviceptr *, CUipcMemHandle, unsigned);
 static CUresult (*close_handle)(CUdeviceptr);
+
+/* 5: the descriptors passed, and those that would have leaked into an exec */
+static _Atomic unsigned fds_sent, fds_inheritable;
+
+__attribute__((visibility("default"))) ssize_t sendmsg(int fd, const struct msghdr *msg,
+                                                       int flags)
+{
+    static ssize_t (*next)(int, const struct msghdr *, int);
+    if (next == NULL)
+        next = (ssize_t(*)(int, const struct msghdr *, int))dlsym(RTLD_NEXT, "sendmsg");
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c != NULL;
+         c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int passed;
+            memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+            fds_sent++;
+            if (!(fcntl(passed, F_GETFD) & FD_CLOEXEC))
+                fds_inheritable++;
+        }
+    }
+    return next(fd, msg, flags);
+}
 
 static void open_driver(void)
 {
@@ -143,6 +176,10 @@ int main(int argc, char **argv)
     int status;
     CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed (status %d)", status);
+    /* 5: the child took the buffer's chunks (64M: at least one) */
+    CHECK(fds_sent > 0, "no descriptor went through sendmsg");
+    CHECK(fds_inheritable == 0, "%u of %u descriptors sent were not close-on-exec",
+          (unsigned)fds_inheritable, (unsigned)fds_sent);
     check_fill(want, M, 2); /* the child's write */
     CHECK_CU(d.dtoh(got, s, n));
     CHECK(memcmp(got, want, n) == 0, "the parent does not see the child's write");

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <semaphore.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -42,8 +43,42 @@ struct inject {
 static struct inject injects[INJECT_SLOTS];
 static _Atomic int inject_active;
 
+/* A test control, not driver behaviour: the next call of one entry point
+ * stops at its door (before any lock of this driver is taken) until the
+ * test lets it go, so a test can fork or race while a caller is inside. */
+static struct {
+    char name[64];
+    sem_t *reached, *resume;
+} hold;
+static _Atomic bool hold_armed;
+
+FK_EXPORT int fakecuda_hold(const char *name, sem_t *reached, sem_t *resume)
+{
+    if (atomic_load(&hold_armed) || strlen(name) >= sizeof hold.name)
+        return -1;
+    snprintf(hold.name, sizeof hold.name, "%s", name);
+    hold.reached = reached;
+    hold.resume = resume;
+    atomic_store(&hold_armed, true);
+    return 0;
+}
+
+static void held_here(const char *name)
+{
+    if (strcmp(hold.name, name) != 0)
+        return;
+    bool armed = true;
+    if (!atomic_compare_exchange_strong(&hold_armed, &armed, false))
+        return; /* another thread took it */
+    sem_post(hold.reached);
+    while (sem_wait(hold.resume) != 0)
+        ;
+}
+
 CUresult fk_injected(const char *name)
 {
+    if (atomic_load_explicit(&hold_armed, memory_order_acquire))
+        held_here(name);
     if (atomic_load_explicit(&inject_active, memory_order_relaxed) == 0)
         return CUDA_SUCCESS;
     for (int i = 0; i < INJECT_SLOTS; i++) {

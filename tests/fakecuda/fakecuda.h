@@ -27,6 +27,7 @@
 
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
+#include <semaphore.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,6 +52,11 @@ CUfunction fakecuda_register_kernel(const char *name, fakecuda_kernel_fn fn,
 int fakecuda_inject(const char *name, unsigned skip, unsigned count,
                     CUresult error);
 void fakecuda_inject_clear(void);
+
+/* The next call of `name` posts `reached`, then waits for `resume` before
+ * it does anything (it holds none of this driver's locks meanwhile).
+ * Returns 0, or -1 when a hold is armed already. */
+int fakecuda_hold(const char *name, sem_t *reached, sem_t *resume);
 
 /* Bytes of device memory used on `dev`, by every process sharing it. */
 unsigned long long fakecuda_used(int dev);

@@ -161,6 +161,8 @@ enum vs_kind {
     VS_KIND_HOST_ALLOC, /* cuMemHostAlloc, cuMemAllocHost */
     VS_KIND_HOST_REGISTERED, /* cuMemHostRegister */
     VS_KIND_HOST_VMM,   /* a mapping of the program's cuMemCreate on a host location */
+    VS_KIND_IMPORTED,   /* a mapping of an imported or multicast handle: another
+                           process's memory, shown apart and not charged */
     VS_KIND_COUNT
 };
 enum vs_tier { VS_TIER_RESIDENT, VS_TIER_PINNED, VS_TIER_PAGEABLE };
@@ -188,6 +190,7 @@ struct vs_alloc_info {
 struct vs_device_counts {
     uint64_t allocated, resident, offloaded_pinned, offloaded_pageable;
     uint64_t peak_resident;
+    uint64_t imported; /* mapped from imported handles: not in allocated */
 };
 struct vs_owner_counts {
     uint64_t allocated, resident, offloaded, allocations, peak;
@@ -220,6 +223,13 @@ int vs_registry_init(void);
  * record pool cannot grow. */
 int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
                     int owner);
+/* A mapping of the program's VMM handle (cuMemMap). A handle vramshim
+ * knows (vs_handle_add) gives the mapping its kind, device and owner, and
+ * its bytes are counted once by the handle however often it is mapped;
+ * else the mapping is counted as an allocation of `kind` on `device`.
+ * Return values as vs_registry_add. */
+int vs_registry_map(uint64_t base, uint64_t size, uint64_t handle, int device,
+                    enum vs_kind kind, int owner);
 /* Remove the record starting exactly at base. -ENOENT if none. */
 int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed);
 /* Remove every record lying inside [base, base+size); returns how many. */
@@ -340,20 +350,24 @@ void vs_budget_reset(void);
 
 /* ---- VMM physical handles of the program (registry.c) ----------------- */
 /* Keyed by the driver's CUmemGenericAllocationHandle, which is a 64-bit
- * number (the core does not include cuda.h). */
+ * number (the core does not include cuda.h). A handle holds its memory,
+ * counted in the registry's counters and charged to the budget, until it
+ * is released and its last mapping is gone, as the driver frees it. */
 struct vs_handle_info {
     uint64_t size;
     int device; /* -1: a host location */
     int owner;
     bool on_host;
+    bool imported; /* another process's memory (or multicast): not counted */
     struct vs_charge charge; /* what cuMemCreate charged to the budget */
 };
-/* -ENOMEM, or 0 (a stale entry for the same handle is replaced; *stale
- * then holds it and stale_found is set). */
-int vs_handle_add(uint64_t h, const struct vs_handle_info *info,
-                  struct vs_handle_info *stale, bool *stale_found);
-bool vs_handle_find(uint64_t h, struct vs_handle_info *out);
-bool vs_handle_remove(uint64_t h, struct vs_handle_info *out);
+/* A handle the driver made: 0, or -ENOMEM. An entry for the same number
+ * (a release vramshim did not see) is dropped with its mappings and its
+ * charge given back. */
+int vs_handle_add(uint64_t h, const struct vs_handle_info *info);
+/* The program released the handle: its memory goes, and its charge with
+ * it, once it is no longer mapped. false: not a handle vramshim knows. */
+bool vs_handle_release(uint64_t h);
 
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096

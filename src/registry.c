@@ -46,15 +46,26 @@ struct vs_alloc {
     uint8_t kind;
     uint8_t tier;
     uint16_t owner;
+    /* A mapping of a VMM handle vramshim saw made or imported: its bytes
+     * are counted once, by the handle (the same handle may be mapped
+     * several times), so the record itself adds nothing to the counters
+     * except, for an imported one, to the device's imported bytes. */
+    bool of_handle;
+    uint64_t handle;
     uint64_t last_touch_ns;
     uint64_t off_pinned, off_pageable; /* bytes of it on the host now */
     UT_hash_handle hh;
     RB_ENTRY(vs_alloc) rb;
 };
 
+/* A physical handle lives, and holds its charge, until it is released and
+ * its last mapping is gone: the driver frees the memory only then. */
 struct vs_handle_rec {
     uint64_t handle;
     struct vs_handle_info info;
+    uint32_t maps;  /* records of its mappings */
+    uint32_t check_maps; /* vs_registry_check's own count */
+    bool released;
     UT_hash_handle hh;
 };
 
@@ -135,7 +146,7 @@ int vs_registry_init(void)
 const char *vs_kind_name(enum vs_kind k)
 {
     static const char *const names[] = {"device", "managed", "async", "vmm",
-                                        "host", "registered", "host-vmm"};
+                                        "host", "registered", "host-vmm", "imported"};
     return (unsigned)k < VS_KIND_COUNT ? names[k] : "?";
 }
 
@@ -162,42 +173,67 @@ static struct vs_alloc *find_containing(uint64_t addr)
     return NULL;
 }
 
-static void account(const struct vs_alloc *r, int sign)
+/* Add (sign > 0) or take away one allocation of `size` bytes, `off` of
+ * them offloaded, in the counters. Caller holds reg_lock. */
+static void account_bytes(int device, int owner, bool host, uint64_t size,
+                          uint64_t off_pinned, uint64_t off_pageable, int sign)
 {
-    if (vs_kind_is_host((enum vs_kind)r->kind)) {
-        pinned.app += sign > 0 ? r->size : -r->size;
+    if (host) {
+        pinned.app += sign > 0 ? size : -size;
         return;
     }
-    if (!device_ok(r->device))
+    if (!device_ok(device))
         return;
-    struct vs_device_counts *d = &dev_counts[r->device];
-    struct vs_owner_counts *o = &owner_counts[r->owner][r->device];
+    struct vs_device_counts *d = &dev_counts[device];
+    struct vs_owner_counts *o = &owner_counts[owner][device];
     if (sign > 0) {
-        d->allocated += r->size;
-        d->resident += r->size;
+        d->allocated += size;
+        d->resident += size;
         if (d->resident > d->peak_resident)
             d->peak_resident = d->resident;
-        o->allocated += r->size;
-        o->resident += r->size;
+        o->allocated += size;
+        o->resident += size;
         o->allocations++;
         if (o->allocated > o->peak)
             o->peak = o->allocated;
-        devices_seen |= 1u << r->device;
+        devices_seen |= 1u << device;
         events.allocs++;
     } else {
-        uint64_t off = r->off_pinned + r->off_pageable;
-        VS_ASSERT(d->allocated >= r->size && o->allocated >= r->size && off <= r->size);
-        d->allocated -= r->size;
-        d->resident -= r->size - off;
-        d->offloaded_pinned -= r->off_pinned;
-        d->offloaded_pageable -= r->off_pageable;
-        pinned.offload -= r->off_pinned;
-        o->allocated -= r->size;
-        o->resident -= r->size - off;
+        uint64_t off = off_pinned + off_pageable;
+        VS_ASSERT(d->allocated >= size && o->allocated >= size && off <= size);
+        d->allocated -= size;
+        d->resident -= size - off;
+        d->offloaded_pinned -= off_pinned;
+        d->offloaded_pageable -= off_pageable;
+        pinned.offload -= off_pinned;
+        o->allocated -= size;
+        o->resident -= size - off;
         o->offloaded -= off;
         o->allocations--;
         events.frees++;
     }
+}
+
+static void account_handle(const struct vs_handle_rec *h, int sign)
+{
+    if (!h->info.imported)
+        account_bytes(h->info.device, h->info.owner, h->info.on_host, h->info.size, 0, 0,
+                      sign);
+}
+
+static void handle_unmapped_locked(uint64_t handle);
+
+static void account(const struct vs_alloc *r, int sign)
+{
+    if (r->of_handle) {
+        if (r->kind == VS_KIND_IMPORTED && device_ok(r->device))
+            dev_counts[r->device].imported += sign > 0 ? r->size : -r->size;
+        if (sign < 0)
+            handle_unmapped_locked(r->handle);
+        return;
+    }
+    account_bytes(r->device, r->owner, vs_kind_is_host((enum vs_kind)r->kind), r->size,
+                  r->off_pinned, r->off_pageable, sign);
 }
 
 static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
@@ -222,8 +258,12 @@ static void drop_locked(struct vs_alloc *r)
     live_records--;
 }
 
+/* handle: NULL for an allocation; else the VMM handle mapped at base,
+ * whose record, when vramshim knows the handle, gives the mapping its
+ * kind, device and owner. */
 static int add_record(uint64_t base, uint64_t size, int device,
-                      enum vs_kind kind, int owner, bool undoing_free)
+                      enum vs_kind kind, int owner, bool undoing_free,
+                      const uint64_t *handle)
 {
     if (size == 0)
         size = 1; /* a zero-byte range still has an identity */
@@ -252,6 +292,15 @@ static int add_record(uint64_t base, uint64_t size, int device,
         vs_budget_release(&gone); /* its charge would otherwise stay forever */
         drop_locked(stale);
     }
+    struct vs_handle_rec *h = NULL;
+    if (handle) /* looked up after the stale mappings of it went */
+        HASH_FIND(hh, handles, handle, sizeof *handle, h);
+    if (h) {
+        kind = h->info.imported ? VS_KIND_IMPORTED
+             : h->info.on_host ? VS_KIND_HOST_VMM : VS_KIND_VMM;
+        device = h->info.device;
+        owner = h->info.owner;
+    }
     struct vs_alloc *r = take_record();
     if (r == NULL) {
         pthread_rwlock_unlock(&reg_lock);
@@ -265,11 +314,15 @@ static int add_record(uint64_t base, uint64_t size, int device,
     r->owner = (uint16_t)owner;
     r->last_touch_ns = now;
     r->off_pinned = r->off_pageable = 0;
+    r->of_handle = h != NULL;
+    r->handle = h ? h->handle : 0;
+    if (h)
+        h->maps++;
     HASH_ADD(hh, by_base, base, sizeof r->base, r);
     RB_INSERT(vs_tree, &by_range, r);
     live_records++;
     account(r, +1);
-    if (undoing_free && !vs_kind_is_host(kind) && device_ok(r->device)) {
+    if (undoing_free && !r->of_handle && !vs_kind_is_host(kind) && device_ok(r->device)) {
         events.allocs--;
         events.frees--;
     }
@@ -280,12 +333,18 @@ static int add_record(uint64_t base, uint64_t size, int device,
 int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
                     int owner)
 {
-    return add_record(base, size, device, kind, owner, false);
+    return add_record(base, size, device, kind, owner, false, NULL);
+}
+
+int vs_registry_map(uint64_t base, uint64_t size, uint64_t handle, int device,
+                    enum vs_kind kind, int owner)
+{
+    return add_record(base, size, device, kind, owner, false, &handle);
 }
 
 void vs_registry_restore(const struct vs_alloc_info *info)
 {
-    add_record(info->base, info->size, info->device, info->kind, info->owner, true);
+    add_record(info->base, info->size, info->device, info->kind, info->owner, true, NULL);
 }
 
 static uint64_t *tier_bytes(struct vs_alloc *r, enum vs_tier t)
@@ -507,6 +566,21 @@ int vs_registry_check(struct vs_expected_charges *exp)
     memset(dev, 0, sizeof dev);
     pthread_rwlock_rdlock(&reg_lock);
     memset(own, 0, sizeof own);
+    struct vs_handle_rec *h, *htmp;
+    HASH_ITER(hh, handles, h, htmp) {
+        h->check_maps = 0;
+        if (h->info.imported)
+            continue;
+        if (h->info.on_host) {
+            app += h->info.size;
+        } else if (device_ok(h->info.device)) {
+            dev[h->info.device].allocated += h->info.size;
+            dev[h->info.device].resident += h->info.size;
+            own[h->info.owner][h->info.device].allocated += h->info.size;
+            own[h->info.owner][h->info.device].resident += h->info.size;
+            own[h->info.owner][h->info.device].allocations++;
+        }
+    }
     struct vs_alloc *r;
     RB_FOREACH(r, vs_tree, &by_range) {
         struct vs_alloc *same;
@@ -518,6 +592,17 @@ int vs_registry_check(struct vs_expected_charges *exp)
         if (next && r->base + r->size > next->base)
             BROKEN("records 0x%llx and 0x%llx overlap", (unsigned long long)r->base,
                    (unsigned long long)next->base);
+        if (r->of_handle) {
+            struct vs_handle_rec *h;
+            HASH_FIND(hh, handles, &r->handle, sizeof r->handle, h);
+            if (h == NULL)
+                BROKEN("mapping 0x%llx of a handle vramshim no longer knows",
+                       (unsigned long long)r->base);
+            h->check_maps++;
+            if (r->kind == VS_KIND_IMPORTED && device_ok(r->device))
+                dev[r->device].imported += r->size;
+            continue;
+        }
         if (vs_kind_is_host((enum vs_kind)r->kind)) {
             app += r->size;
             exp->pin += r->size;
@@ -551,7 +636,8 @@ int vs_registry_check(struct vs_expected_charges *exp)
         const struct vs_device_counts *c = &dev_counts[d];
         if (c->allocated != dev[d].allocated || c->resident != dev[d].resident ||
             c->offloaded_pinned != dev[d].offloaded_pinned ||
-            c->offloaded_pageable != dev[d].offloaded_pageable)
+            c->offloaded_pageable != dev[d].offloaded_pageable ||
+            c->imported != dev[d].imported)
             BROKEN("device %d: counted %llu allocated, %llu resident; the records say "
                    "%llu and %llu", d, (unsigned long long)c->allocated,
                    (unsigned long long)c->resident, (unsigned long long)dev[d].allocated,
@@ -571,8 +657,13 @@ int vs_registry_check(struct vs_expected_charges *exp)
                "%llu and %llu", (unsigned long long)pinned.app,
                (unsigned long long)pinned.offload, (unsigned long long)app,
                (unsigned long long)offload);
-    struct vs_handle_rec *h, *htmp;
     HASH_ITER(hh, handles, h, htmp) {
+        if (h->maps != h->check_maps)
+            BROKEN("handle 0x%llx: %u mappings counted, %u recorded",
+                   (unsigned long long)h->handle, h->maps, h->check_maps);
+        if (h->released && h->maps == 0)
+            BROKEN("handle 0x%llx released and unmapped but still held",
+                   (unsigned long long)h->handle);
         const struct vs_charge *c = &h->info.charge;
         if (c->dev < 0) {
             exp->pin += c->bytes;
@@ -587,55 +678,77 @@ out:
     return ok ? 0 : -1;
 }
 
-/* ---- VMM handles: size and place of the program's own cuMemCreate ----- */
+/* ---- VMM handles: the program's own cuMemCreate and imports ---------- */
 
-int vs_handle_add(uint64_t h, const struct vs_handle_info *info,
-                  struct vs_handle_info *stale, bool *stale_found)
+/* The handle's memory is gone: out of the counters, its charge given back.
+ * Caller holds reg_lock. */
+static void handle_free_locked(struct vs_handle_rec *h)
+{
+    account_handle(h, -1);
+    vs_budget_refund(&h->info.charge);
+    HASH_DEL(handles, h);
+    free(h);
+}
+
+/* One mapping of `handle` went (its record was dropped). */
+static void handle_unmapped_locked(uint64_t handle)
+{
+    struct vs_handle_rec *h;
+    HASH_FIND(hh, handles, &handle, sizeof handle, h);
+    if (h == NULL)
+        return;
+    VS_ASSERT(h->maps > 0);
+    if (h->maps > 0)
+        h->maps--;
+    if (h->released && h->maps == 0)
+        handle_free_locked(h);
+}
+
+int vs_handle_add(uint64_t handle, const struct vs_handle_info *info)
 {
     /* cuMemCreate is not a per-launch path; one malloc here is cheaper
      * than a second pool. */
-    struct vs_handle_rec *rec = malloc(sizeof *rec);
-    *stale_found = false;
+    struct vs_handle_rec *rec = calloc(1, sizeof *rec);
     if (rec == NULL)
         return -ENOMEM;
-    rec->handle = h;
+    rec->handle = handle;
     rec->info = *info;
     pthread_rwlock_wrlock(&reg_lock);
     struct vs_handle_rec *old;
-    HASH_FIND(hh, handles, &h, sizeof h, old);
-    if (old) { /* the driver reused a handle whose release we missed */
-        HASH_DEL(handles, old);
-        *stale = old->info;
-        *stale_found = true;
+    HASH_FIND(hh, handles, &handle, sizeof handle, old);
+    if (old) {
+        /* The driver handed out the same number again, so it freed the old
+         * handle: its release and unmaps bypassed vramshim. Its mappings'
+         * records go, and the last of them frees it. */
+        old->released = true;
+        if (old->maps == 0) {
+            handle_free_locked(old);
+        } else {
+            struct vs_alloc *r = RB_MIN(vs_tree, &by_range);
+            while (r) {
+                struct vs_alloc *next = RB_NEXT(vs_tree, &by_range, r);
+                if (r->of_handle && r->handle == handle)
+                    drop_locked(r);
+                r = next;
+            }
+        }
     }
     HASH_ADD(hh, handles, handle, sizeof rec->handle, rec);
+    account_handle(rec, +1);
     pthread_rwlock_unlock(&reg_lock);
-    free(old);
     return 0;
 }
 
-bool vs_handle_find(uint64_t h, struct vs_handle_info *out)
-{
-    pthread_rwlock_rdlock(&reg_lock);
-    struct vs_handle_rec *rec;
-    HASH_FIND(hh, handles, &h, sizeof h, rec);
-    if (rec)
-        *out = rec->info;
-    pthread_rwlock_unlock(&reg_lock);
-    return rec != NULL;
-}
-
-bool vs_handle_remove(uint64_t h, struct vs_handle_info *out)
+bool vs_handle_release(uint64_t handle)
 {
     pthread_rwlock_wrlock(&reg_lock);
-    struct vs_handle_rec *rec;
-    HASH_FIND(hh, handles, &h, sizeof h, rec);
-    if (rec) {
-        HASH_DEL(handles, rec);
-        *out = rec->info;
+    struct vs_handle_rec *h;
+    HASH_FIND(hh, handles, &handle, sizeof handle, h);
+    if (h && !h->released) {
+        h->released = true;
+        if (h->maps == 0)
+            handle_free_locked(h);
     }
     pthread_rwlock_unlock(&reg_lock);
-    bool found = rec != NULL;
-    free(rec);
-    return found;
+    return h != NULL;
 }

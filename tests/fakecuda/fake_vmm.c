@@ -171,6 +171,52 @@ FK_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *
     return CUDA_SUCCESS;
 }
 
+/* cuda.h: "Retrieve the contents of the property structure defining
+ * properties for this handle" (of cuMemCreate or an import). */
+FK_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop,
+                                                          CUmemGenericAllocationHandle handle)
+{
+    FK_ENTER("cuMemGetAllocationPropertiesFromHandle");
+    struct fk_handle *h = (struct fk_handle *)(uintptr_t)handle;
+    if (prop == NULL || h == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(prop, 0, sizeof *prop);
+    prop->type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop->location.type = h->device >= 0 ? CU_MEM_LOCATION_TYPE_DEVICE
+                                         : CU_MEM_LOCATION_TYPE_HOST;
+    prop->location.id = h->device >= 0 ? h->device : 0;
+    return CUDA_SUCCESS;
+}
+
+/* cuda.h, Multicast Object Management: a multicast object is a handle of
+ * prop->size (a multiple of the granularity) that cuMemMap maps like any
+ * other; the memory behind it is what each device binds to it
+ * (cuMulticastBindMem), handles with their own charge, so the object
+ * itself charges no device. Released with cuMemRelease. Binding is not
+ * modelled: a mapping of the object reads its own pages. */
+FK_EXPORT CUresult cuMulticastCreate(CUmemGenericAllocationHandle *mcHandle,
+                                     const CUmulticastObjectProp *prop)
+{
+    FK_ENTER("cuMulticastCreate");
+    if (mcHandle == NULL || prop == NULL || prop->size == 0 || !granular(prop->size) ||
+        prop->numDevices == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_handle *h = calloc(1, sizeof *h);
+    int fd = h ? memfd_create("fakecuda-multicast", MFD_CLOEXEC) : -1;
+    if (fd < 0 || ftruncate(fd, (off_t)prop->size) != 0) {
+        if (fd >= 0)
+            close(fd);
+        free(h);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    h->fd = fd;
+    h->size = prop->size;
+    h->device = 0;
+    h->imported = true; /* charges nothing when dropped */
+    *mcHandle = (CUmemGenericAllocationHandle)(uintptr_t)h;
+    return CUDA_SUCCESS;
+}
+
 static void handle_drop_if_unused(struct fk_handle *h)
 {
     if (!h->released || h->mappings > 0)

@@ -45,7 +45,9 @@ int main(void)
     CHECK_CU(create(&hh, G, &host_prop, 0));
 
     json_t *st = stats_get();
-    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 0); /* not mapped yet */
+    /* physical memory is held from cuMemCreate, mapped or not */
+    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), 3 * G);
+    CHECK_EQ_U64(stats_u64(st, "pinned.app"), G);
     json_decref(st);
 
     CUmemAccessDesc rw = {.location = {CU_MEM_LOCATION_TYPE_DEVICE, 0},

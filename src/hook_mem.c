@@ -30,15 +30,21 @@ static void track(struct vs_charge *ch, CUdeviceptr base, uint64_t size,
     }
 }
 
-static CUresult finish(struct vs_charge *ch, CUresult rc, CUdeviceptr *dptr,
-                       uint64_t size, enum vs_kind kind)
+CUresult vs_alloc_finish(struct vs_charge *ch, CUresult rc, uint64_t base, uint64_t size,
+                         enum vs_kind kind)
 {
     vs_budget_settle(ch, rc == CUDA_SUCCESS);
     if (rc == CUDA_SUCCESS)
-        track(ch, *dptr, size, kind);
+        track(ch, base, size, kind);
     else if (rc == CUDA_ERROR_OUT_OF_MEMORY)
         vs_registry_count_oom();
     return rc;
+}
+
+static CUresult finish(struct vs_charge *ch, CUresult rc, CUdeviceptr *dptr,
+                       uint64_t size, enum vs_kind kind)
+{
+    return vs_alloc_finish(ch, rc, rc == CUDA_SUCCESS ? *dptr : 0, size, kind);
 }
 
 /* Charge `bytes` to the current device or return the refusal. */
@@ -51,7 +57,7 @@ static CUresult finish(struct vs_charge *ch, CUresult rc, CUdeviceptr *dptr,
     } while (0)
 
 /* The driver answered a release of a record taken out beforehand. */
-static CUresult released(bool had, const struct vs_alloc_info *removed, CUresult rc)
+CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresult rc)
 {
     if (rc == CUDA_SUCCESS && had)
         vs_budget_release(removed);
@@ -65,7 +71,7 @@ static CUresult released(bool had, const struct vs_alloc_info *removed, CUresult
     do {                                                      \
         struct vs_alloc_info removed;                         \
         bool had = vs_registry_remove((base), &removed) == 0; \
-        return released(had, &removed, (call));               \
+        return vs_alloc_released(had, &removed, (call));               \
     } while (0)
 
 /* With offload on, a buffer of a granule or more is backed by tier.c so
@@ -94,14 +100,19 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 /* The pitch is known only afterwards: charge the width rounded up to 512
  * bytes (the texture pitch alignment of every GPU so far), then settle on
  * the pitch the driver chose. */
+uint64_t vs_pitch_guess(uint64_t width, uint64_t height)
+{
+    uint64_t guess;
+    if (__builtin_mul_overflow((width + 511) & ~511ULL, height, &guess))
+        guess = 0; /* absurd; the driver will refuse it */
+    return guess;
+}
+
 CUresult vs_hook_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch,
                                     size_t WidthInBytes, size_t Height,
                                     unsigned int ElementSizeBytes)
 {
-    uint64_t guess;
-    if (__builtin_mul_overflow(((uint64_t)WidthInBytes + 511) & ~511ULL,
-                               (uint64_t)Height, &guess))
-        guess = 0; /* absurd; the driver will refuse it */
+    uint64_t guess = vs_pitch_guess(WidthInBytes, Height);
     struct vs_charge ch;
     ADMIT("cuMemAllocPitch", guess, &ch);
     CUresult rc = vs_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height,
@@ -130,7 +141,7 @@ CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
     CUresult rc = vs_tier_free(dptr, had ? &removed : NULL);
     if (rc == CUDA_ERROR_NOT_FOUND)
         rc = vs_real.cuMemFree_v2(dptr);
-    return released(had, &removed, rc);
+    return vs_alloc_released(had, &removed, rc);
 }
 
 /* The stream-ordered family comes in legacy and per-thread-stream variants

@@ -46,6 +46,15 @@ CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out);
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
 
+/* ---- hook_mem.c: the allocation hooks' common steps, for other families */
+/* The driver answered an allocation charged as ch: settle, record, count. */
+CUresult vs_alloc_finish(struct vs_charge *ch, CUresult rc, uint64_t base, uint64_t size,
+                         enum vs_kind kind);
+/* The driver answered the release of a record removed beforehand. */
+CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresult rc);
+/* What a pitched allocation is charged before the driver picks the pitch. */
+uint64_t vs_pitch_guess(uint64_t width, uint64_t height);
+
 /* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
 /* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
 typedef int nvmlReturn_t;

@@ -68,6 +68,8 @@ void fk_uncharge(int dev, uint64_t bytes);
 /* Device allocations made by cuMemAlloc and friends (fake_mem.c). */
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *managed);
+/* A device allocation whose address fits the old ABI's 32 bits (fake_v1.c). */
+CUresult fk_device_alloc_low(CUdeviceptr *dptr, size_t bytesize);
 /* Is addr inside page-locked host memory (cuMemHostAlloc, cuMemHostRegister)? */
 bool fk_host_pinned(uint64_t addr);
 /* Is all of [addr, addr+n) device memory: one cuMemAlloc allocation, or

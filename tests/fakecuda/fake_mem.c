@@ -27,8 +27,8 @@ static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t page_round(uint64_t n) { return (n + FK_PAGE - 1) & ~(FK_PAGE - 1); }
 
-static CUresult device_alloc(CUdeviceptr *dptr, size_t bytesize,
-                             enum fk_alloc_kind kind)
+static CUresult device_alloc_flags(CUdeviceptr *dptr, size_t bytesize,
+                                   enum fk_alloc_kind kind, int map_flags)
 {
     if (dptr == NULL || bytesize == 0)
         return CUDA_ERROR_INVALID_VALUE;
@@ -37,7 +37,7 @@ static CUresult device_alloc(CUdeviceptr *dptr, size_t bytesize,
     if (!fk_charge(c->device, charge))
         return CUDA_ERROR_OUT_OF_MEMORY;
     void *p = mmap(NULL, charge, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | map_flags, -1, 0);
     struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
     if (a == NULL) {
         if (p != MAP_FAILED)
@@ -52,6 +52,29 @@ static CUresult device_alloc(CUdeviceptr *dptr, size_t bytesize,
     pthread_mutex_unlock(&mem_lock);
     *dptr = a->base;
     return CUDA_SUCCESS;
+}
+
+static CUresult device_alloc(CUdeviceptr *dptr, size_t bytesize, enum fk_alloc_kind kind)
+{
+    return device_alloc_flags(dptr, bytesize, kind, 0);
+}
+
+/* The old ABI's device pointers are 32 bits wide: the first 2 GiB of the
+ * address space (MAP_32BIT, x86-64), else none. */
+CUresult fk_device_alloc_low(CUdeviceptr *dptr, size_t bytesize)
+{
+#ifdef MAP_32BIT
+    CUresult rc = device_alloc_flags(dptr, bytesize, FK_DEVICE, MAP_32BIT);
+    if (rc == CUDA_SUCCESS && *dptr > UINT32_MAX) {
+        cuMemFree_v2(*dptr);
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return rc;
+#else
+    (void)dptr;
+    (void)bytesize;
+    return CUDA_ERROR_OUT_OF_MEMORY;
+#endif
 }
 
 static struct fk_alloc *take(uint64_t base, bool host)

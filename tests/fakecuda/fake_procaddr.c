@@ -2,7 +2,9 @@
  * fake_procaddr.c: cuGetProcAddress and cuGetProcAddress_v2 of the test
  * driver, answering as the real one does for cudart: a base name and the
  * CUDA version the caller was built for give the newest ABI variant not
- * newer than that version (cuMemAlloc at 12000 gives cuMemAlloc_v2); the
+ * newer than that version (cuMemAlloc at 12000 gives cuMemAlloc_v2, at
+ * 3000 the old ABI's cuMemAlloc; cuMemHostRegister_v2 came with 6.5,
+ * cuIpcOpenMemHandle_v2 with 11.0, per cuda.h's renames); the
  * per-thread-default-stream flag picks the _ptsz/_ptds variant where one
  * exists; symbolStatus may be NULL.
  *
@@ -29,6 +31,7 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuDeviceGet", 2000, cuDeviceGet, 0)                                   \
     E("cuDeviceGetCount", 2000, cuDeviceGetCount, 0)                         \
     E("cuDeviceGetName", 2000, cuDeviceGetName, 0)                           \
+    E("cuDeviceTotalMem", 2000, cuDeviceTotalMem, 0)                         \
     E("cuDeviceTotalMem", 3020, cuDeviceTotalMem_v2, 0)                      \
     E("cuDeviceGetAttribute", 2000, cuDeviceGetAttribute, 0)                 \
     E("cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain, 0)         \
@@ -41,9 +44,13 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2, 0)                        \
     E("cuCtxGetDevice", 2000, cuCtxGetDevice, 0)                             \
     E("cuCtxSynchronize", 2000, cuCtxSynchronize, 0)                         \
+    E("cuMemGetInfo", 2000, cuMemGetInfo, 0)                                 \
     E("cuMemGetInfo", 3020, cuMemGetInfo_v2, 0)                              \
+    E("cuMemAlloc", 2000, cuMemAlloc, 0)                                     \
     E("cuMemAlloc", 3020, cuMemAlloc_v2, 0)                                  \
+    E("cuMemAllocPitch", 2000, cuMemAllocPitch, 0)                           \
     E("cuMemAllocPitch", 3020, cuMemAllocPitch_v2, 0)                        \
+    E("cuMemFree", 2000, cuMemFree, 0)                                       \
     E("cuMemFree", 3020, cuMemFree_v2, 0)                                    \
     E("cuMemAllocManaged", 6000, cuMemAllocManaged, 0)                       \
     E("cuMemAllocAsync", 11020, cuMemAllocAsync, 0)                          \
@@ -54,8 +61,10 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemFreeAsync", 11020, cuMemFreeAsync_ptsz, 1)                       \
     E("cuDeviceGetDefaultMemPool", 11020, cuDeviceGetDefaultMemPool, 0)      \
     E("cuMemHostAlloc", 2020, cuMemHostAlloc, 0)                             \
+    E("cuMemAllocHost", 2000, cuMemAllocHost, 0)                             \
     E("cuMemAllocHost", 3020, cuMemAllocHost_v2, 0)                          \
     E("cuMemFreeHost", 2000, cuMemFreeHost, 0)                               \
+    E("cuMemHostRegister", 4000, cuMemHostRegister, 0)                       \
     E("cuMemHostRegister", 6050, cuMemHostRegister_v2, 0)                    \
     E("cuMemHostUnregister", 4000, cuMemHostUnregister, 0)                   \
     E("cuPointerGetAttribute", 4000, cuPointerGetAttribute, 0)               \
@@ -172,6 +181,7 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemExportToShareableHandle", 10020, cuMemExportToShareableHandle, 0)\
     E("cuMemImportFromShareableHandle", 10020, cuMemImportFromShareableHandle, 0)\
     E("cuIpcGetMemHandle", 4010, cuIpcGetMemHandle, 0)                       \
+    E("cuIpcOpenMemHandle", 4010, cuIpcOpenMemHandle, 0)                     \
     E("cuIpcOpenMemHandle", 11000, cuIpcOpenMemHandle_v2, 0)                 \
     E("cuIpcCloseMemHandle", 4010, cuIpcCloseMemHandle, 0)                   \
     E("cuMemSetAccess", 10020, cuMemSetAccess, 0)

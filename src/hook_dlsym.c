@@ -15,6 +15,12 @@
  * never run our C code for it). Elsewhere vs_dl_next walks the link maps.
  * RTLD_NEXT answers are not swapped: "the next definition" of a driver name
  * is the driver's.
+ *
+ * Both are exported under libc's own symbol versions too (src/vramshim.map:
+ * dlsym@GLIBC_2.2.5 and the default dlsym@@GLIBC_2.34 on x86-64), because
+ * dlvsym(..., "dlsym", "GLIBC_2.34") matches hidden-versioned definitions
+ * only: an unversioned export is skipped, and an interposer that forwards
+ * that way would reach libc's dlsym past vramshim.
  */
 #define _GNU_SOURCE 1
 #include "init.h"
@@ -51,9 +57,14 @@ void *vs_dlvsym_body(void *handle, const char *name, const char *version)
  * For RTLD_NEXT (-1): fetch libc's function with the argument registers
  * saved and the stack 16-byte aligned, then jump to it. */
 __asm__(".text\n"
-        ".globl dlsym\n"
-        ".type dlsym, @function\n"
-        "dlsym:\n"
+        ".globl vs_dlsym_glibc_2_2_5\n"
+        ".globl vs_dlsym_glibc_2_34\n"
+        ".type vs_dlsym_glibc_2_2_5, @function\n"
+        ".type vs_dlsym_glibc_2_34, @function\n"
+        ".symver vs_dlsym_glibc_2_2_5, dlsym@GLIBC_2.2.5\n"
+        ".symver vs_dlsym_glibc_2_34, dlsym@@GLIBC_2.34\n"
+        "vs_dlsym_glibc_2_2_5:\n"
+        "vs_dlsym_glibc_2_34:\n"
         "  endbr64\n"
         "  cmpq $-1, %rdi\n"
         "  jne vs_dlsym_body\n"
@@ -69,10 +80,16 @@ __asm__(".text\n"
         "  jmp *%rax\n"
         "1:\n"
         "  ret\n"
-        ".size dlsym, .-dlsym\n"
-        ".globl dlvsym\n"
-        ".type dlvsym, @function\n"
-        "dlvsym:\n"
+        ".size vs_dlsym_glibc_2_2_5, .-vs_dlsym_glibc_2_2_5\n"
+        ".size vs_dlsym_glibc_2_34, .-vs_dlsym_glibc_2_34\n"
+        ".globl vs_dlvsym_glibc_2_2_5\n"
+        ".globl vs_dlvsym_glibc_2_34\n"
+        ".type vs_dlvsym_glibc_2_2_5, @function\n"
+        ".type vs_dlvsym_glibc_2_34, @function\n"
+        ".symver vs_dlvsym_glibc_2_2_5, dlvsym@GLIBC_2.2.5\n"
+        ".symver vs_dlvsym_glibc_2_34, dlvsym@@GLIBC_2.34\n"
+        "vs_dlvsym_glibc_2_2_5:\n"
+        "vs_dlvsym_glibc_2_34:\n"
         "  endbr64\n"
         "  cmpq $-1, %rdi\n"
         "  jne vs_dlvsym_body\n"
@@ -88,7 +105,8 @@ __asm__(".text\n"
         "  jmp *%rax\n"
         "2:\n"
         "  ret\n"
-        ".size dlvsym, .-dlvsym\n");
+        ".size vs_dlvsym_glibc_2_2_5, .-vs_dlvsym_glibc_2_2_5\n"
+        ".size vs_dlvsym_glibc_2_34, .-vs_dlvsym_glibc_2_34\n");
 #else
 VS_EXPORT void *dlsym(void *handle, const char *name)
 {

@@ -191,6 +191,7 @@ struct vs_device_counts {
     uint64_t allocated, resident, offloaded_pinned, offloaded_pageable;
     uint64_t peak_resident;
     uint64_t imported; /* mapped from imported handles: not in allocated */
+    uint64_t arrays;   /* CUDA arrays: inside allocated */
 };
 struct vs_owner_counts {
     uint64_t allocated, resident, offloaded, allocations, peak;
@@ -349,11 +350,15 @@ uint64_t vs_budget_asks(void);
 void vs_budget_reset(void);
 
 /* ---- VMM physical handles of the program (registry.c) ----------------- */
-/* Keyed by the driver's CUmemGenericAllocationHandle, which is a 64-bit
- * number (the core does not include cuda.h). A handle holds its memory,
+/* Keyed by the driver's CUmemGenericAllocationHandle (or CUarray,
+ * CUmipmappedArray: VS_HANDLE_ARRAY, a handle that is never mapped), a
+ * 64-bit number (the core does not include cuda.h). A handle holds its memory,
  * counted in the registry's counters and charged to the budget, until it
  * is released and its last mapping is gone, as the driver frees it. */
+/* Handles of different driver objects live in different spaces. */
+enum vs_handle_space { VS_HANDLE_VMM, VS_HANDLE_ARRAY };
 struct vs_handle_info {
+    enum vs_handle_space space;
     uint64_t size;
     int device; /* -1: a host location */
     int owner;
@@ -367,7 +372,7 @@ struct vs_handle_info {
 int vs_handle_add(uint64_t h, const struct vs_handle_info *info);
 /* The program released the handle: its memory goes, and its charge with
  * it, once it is no longer mapped. false: not a handle vramshim knows. */
-bool vs_handle_release(uint64_t h);
+bool vs_handle_release(uint64_t h, enum vs_handle_space space);
 
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096

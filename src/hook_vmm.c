@@ -121,7 +121,7 @@ CUresult vs_hook_cuMemRelease(CUmemGenericAllocationHandle handle)
     pthread_mutex_lock(&vmm_order);
     CUresult rc = vs_real.cuMemRelease(handle);
     if (rc == CUDA_SUCCESS)
-        vs_handle_release(handle);
+        vs_handle_release(handle, VS_HANDLE_VMM);
     pthread_mutex_unlock(&vmm_order);
     return rc;
 }

@@ -60,8 +60,12 @@ struct vs_alloc {
 
 /* A physical handle lives, and holds its charge, until it is released and
  * its last mapping is gone: the driver frees the memory only then. */
-struct vs_handle_rec {
+struct vs_handle_key {
     uint64_t handle;
+    uint64_t space; /* enum vs_handle_space */
+};
+struct vs_handle_rec {
+    struct vs_handle_key key;
     struct vs_handle_info info;
     uint32_t maps;  /* records of its mappings */
     uint32_t check_maps; /* vs_registry_check's own count */
@@ -216,9 +220,19 @@ static void account_bytes(int device, int owner, bool host, uint64_t size,
 
 static void account_handle(const struct vs_handle_rec *h, int sign)
 {
-    if (!h->info.imported)
-        account_bytes(h->info.device, h->info.owner, h->info.on_host, h->info.size, 0, 0,
-                      sign);
+    if (h->info.imported)
+        return;
+    account_bytes(h->info.device, h->info.owner, h->info.on_host, h->info.size, 0, 0, sign);
+    if (h->info.space == VS_HANDLE_ARRAY && device_ok(h->info.device))
+        dev_counts[h->info.device].arrays += sign > 0 ? h->info.size : -h->info.size;
+}
+
+static struct vs_handle_rec *handle_find_locked(uint64_t handle, enum vs_handle_space space)
+{
+    struct vs_handle_key key = {.handle = handle, .space = space};
+    struct vs_handle_rec *h;
+    HASH_FIND(hh, handles, &key, sizeof key, h);
+    return h;
 }
 
 static void handle_unmapped_locked(uint64_t handle);
@@ -294,7 +308,7 @@ static int add_record(uint64_t base, uint64_t size, int device,
     }
     struct vs_handle_rec *h = NULL;
     if (handle) /* looked up after the stale mappings of it went */
-        HASH_FIND(hh, handles, handle, sizeof *handle, h);
+        h = handle_find_locked(*handle, VS_HANDLE_VMM);
     if (h) {
         kind = h->info.imported ? VS_KIND_IMPORTED
              : h->info.on_host ? VS_KIND_HOST_VMM : VS_KIND_VMM;
@@ -315,7 +329,7 @@ static int add_record(uint64_t base, uint64_t size, int device,
     r->last_touch_ns = now;
     r->off_pinned = r->off_pageable = 0;
     r->of_handle = h != NULL;
-    r->handle = h ? h->handle : 0;
+    r->handle = h ? h->key.handle : 0;
     if (h)
         h->maps++;
     HASH_ADD(hh, by_base, base, sizeof r->base, r);
@@ -579,6 +593,8 @@ int vs_registry_check(struct vs_expected_charges *exp)
             own[h->info.owner][h->info.device].allocated += h->info.size;
             own[h->info.owner][h->info.device].resident += h->info.size;
             own[h->info.owner][h->info.device].allocations++;
+            if (h->info.space == VS_HANDLE_ARRAY)
+                dev[h->info.device].arrays += h->info.size;
         }
     }
     struct vs_alloc *r;
@@ -593,8 +609,7 @@ int vs_registry_check(struct vs_expected_charges *exp)
             BROKEN("records 0x%llx and 0x%llx overlap", (unsigned long long)r->base,
                    (unsigned long long)next->base);
         if (r->of_handle) {
-            struct vs_handle_rec *h;
-            HASH_FIND(hh, handles, &r->handle, sizeof r->handle, h);
+            struct vs_handle_rec *h = handle_find_locked(r->handle, VS_HANDLE_VMM);
             if (h == NULL)
                 BROKEN("mapping 0x%llx of a handle vramshim no longer knows",
                        (unsigned long long)r->base);
@@ -637,7 +652,7 @@ int vs_registry_check(struct vs_expected_charges *exp)
         if (c->allocated != dev[d].allocated || c->resident != dev[d].resident ||
             c->offloaded_pinned != dev[d].offloaded_pinned ||
             c->offloaded_pageable != dev[d].offloaded_pageable ||
-            c->imported != dev[d].imported)
+            c->imported != dev[d].imported || c->arrays != dev[d].arrays)
             BROKEN("device %d: counted %llu allocated, %llu resident; the records say "
                    "%llu and %llu", d, (unsigned long long)c->allocated,
                    (unsigned long long)c->resident, (unsigned long long)dev[d].allocated,
@@ -660,10 +675,10 @@ int vs_registry_check(struct vs_expected_charges *exp)
     HASH_ITER(hh, handles, h, htmp) {
         if (h->maps != h->check_maps)
             BROKEN("handle 0x%llx: %u mappings counted, %u recorded",
-                   (unsigned long long)h->handle, h->maps, h->check_maps);
+                   (unsigned long long)h->key.handle, h->maps, h->check_maps);
         if (h->released && h->maps == 0)
             BROKEN("handle 0x%llx released and unmapped but still held",
-                   (unsigned long long)h->handle);
+                   (unsigned long long)h->key.handle);
         const struct vs_charge *c = &h->info.charge;
         if (c->dev < 0) {
             exp->pin += c->bytes;
@@ -693,8 +708,7 @@ static void handle_free_locked(struct vs_handle_rec *h)
 /* One mapping of `handle` went (its record was dropped). */
 static void handle_unmapped_locked(uint64_t handle)
 {
-    struct vs_handle_rec *h;
-    HASH_FIND(hh, handles, &handle, sizeof handle, h);
+    struct vs_handle_rec *h = handle_find_locked(handle, VS_HANDLE_VMM);
     if (h == NULL)
         return;
     VS_ASSERT(h->maps > 0);
@@ -711,11 +725,11 @@ int vs_handle_add(uint64_t handle, const struct vs_handle_info *info)
     struct vs_handle_rec *rec = calloc(1, sizeof *rec);
     if (rec == NULL)
         return -ENOMEM;
-    rec->handle = handle;
+    rec->key.handle = handle;
+    rec->key.space = info->space;
     rec->info = *info;
     pthread_rwlock_wrlock(&reg_lock);
-    struct vs_handle_rec *old;
-    HASH_FIND(hh, handles, &handle, sizeof handle, old);
+    struct vs_handle_rec *old = handle_find_locked(handle, info->space);
     if (old) {
         /* The driver handed out the same number again, so it freed the old
          * handle: its release and unmaps bypassed vramshim. Its mappings'
@@ -733,17 +747,16 @@ int vs_handle_add(uint64_t handle, const struct vs_handle_info *info)
             }
         }
     }
-    HASH_ADD(hh, handles, handle, sizeof rec->handle, rec);
+    HASH_ADD(hh, handles, key, sizeof rec->key, rec);
     account_handle(rec, +1);
     pthread_rwlock_unlock(&reg_lock);
     return 0;
 }
 
-bool vs_handle_release(uint64_t handle)
+bool vs_handle_release(uint64_t handle, enum vs_handle_space space)
 {
     pthread_rwlock_wrlock(&reg_lock);
-    struct vs_handle_rec *h;
-    HASH_FIND(hh, handles, &handle, sizeof handle, h);
+    struct vs_handle_rec *h = handle_find_locked(handle, space);
     if (h && !h->released) {
         h->released = true;
         if (h->maps == 0)

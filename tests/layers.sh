@@ -24,7 +24,7 @@ layer_of() { # a file name -> layer
 	driver.h | hooks.def | real.c | dl_real.c) echo driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
 		staging.c | touch.c) echo offload ;;
-	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_v1.c | hook_host.c | hook_info.c | \
+	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_v1.c | hook_array.c | hook_host.c | hook_info.c | \
 		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_ptr.c | hook_gpa.c | hook_module.c | hook_memop.c | \
 		ipc.c) echo hooks ;;
 	control.h | control.c) echo control ;;

@@ -231,7 +231,9 @@ int vs_registry_add(uint64_t base, uint64_t size, int device, enum vs_kind kind,
  * Return values as vs_registry_add. */
 int vs_registry_map(uint64_t base, uint64_t size, uint64_t handle, int device,
                     enum vs_kind kind, int owner);
-/* Remove the record starting exactly at base. -ENOENT if none. */
+/* Remove the record starting exactly at base. -ENOENT if none, or if it
+ * is the mapping of a known handle (only vs_registry_remove_range, at
+ * cuMemUnmap, takes those out). */
 int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed);
 /* Remove every record lying inside [base, base+size); returns how many. */
 int vs_registry_remove_range(uint64_t base, uint64_t size);

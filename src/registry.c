@@ -421,7 +421,9 @@ int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed)
     pthread_rwlock_wrlock(&reg_lock);
     struct vs_alloc *r;
     HASH_FIND(hh, by_base, &base, sizeof base, r);
-    if (r == NULL) {
+    /* A handle's mapping goes only at cuMemUnmap: a cuMemFree of its
+     * address is the program's mistake, which the driver refuses. */
+    if (r == NULL || r->of_handle) {
         pthread_rwlock_unlock(&reg_lock);
         return -ENOENT;
     }

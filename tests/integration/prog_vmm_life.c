@@ -139,6 +139,13 @@ int main(int argc, char **argv)
     CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), fk_used(0) - used0);
     check_owner(st, "prog_vmm_life", 0, 32 * M, 1);
     json_decref(st);
+    /* cuMemFree of a mapping is refused by the driver and changes nothing */
+    CUresult (*mem_free)(CUdeviceptr) = check_sym(lib, "cuMemFree_v2");
+    CHECK(mem_free(va) != CUDA_SUCCESS, "cuMemFree of a VMM mapping must be refused");
+    st = stats_get();
+    check_owner(st, "prog_vmm_life", 0, 32 * M, 1);
+    json_decref(st);
+    check_invariants("a refused cuMemFree of a mapping");
     CHECK_CU(release(h));
     CHECK_CU(unmap(va, 32 * M));
     st = stats_get();

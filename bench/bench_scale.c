@@ -45,6 +45,7 @@ extern char **environ;
 #define BACKED (2u << 20)
 #define LEVELS 3
 #define ROWS 6
+#define LAUNCH_COUNTED 20000 /* launches of one --launches run */
 
 static const char *const row_name[ROWS] = {"alloc+free small (256 B)",  "alloc+free backed (2 MiB)",
                                            "launch, 1 pointer",         "launch, 8 pointers",
@@ -255,7 +256,7 @@ static bool time_startup(int reps, double *us, long *kb)
     return true;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     void *lib = bench_open();
     mem_alloc = bench_sym(lib, "cuMemAlloc_v2");
@@ -276,6 +277,18 @@ int main(void)
     BENCH_CHECK(graph_create(&g, 0));
     BENCH_CHECK(graph_inst(&graph, g, 0));
 
+    if (argc == 4 && strcmp(argv[1], "--launches") == 0) {
+        /* bench/launch_instr.sh: only launches naming `pointers` random
+         * buffers among `live` backed ones, for callgrind to count */
+        long live = atol(argv[2]);
+        int pointers = atoi(argv[3]);
+        backed = calloc((size_t)live, sizeof *backed);
+        small = NULL;
+        for (n_backed = 0; backed && n_backed < live; n_backed++)
+            BENCH_CHECK(mem_alloc(&backed[n_backed], BACKED));
+        time_launch(pointers, LAUNCH_COUNTED);
+        return 0;
+    }
     const long level[LEVELS] = {10, 1000, 100000};
     backed = calloc(BACKED_CAP, sizeof *backed);
     small = calloc((size_t)level[LEVELS - 1], sizeof *small);

@@ -46,6 +46,7 @@ static void on_fork_child(void)
     if (!atomic_load(&init_done)) /* forked by another thread mid-init */
         init_once = PTHREAD_ONCE_INIT;
     vs_log_refresh_pid();
+    vs_thread_atfork_child();
     vs_real_atfork_child();
     vs_nvml_atfork_child();
     vs_ipc_atfork_child();

@@ -492,6 +492,17 @@ struct vs_state {
     uint64_t ram_bytes;
 };
 extern struct vs_state vs_state;
+/* Nothing is set up until a process first calls CUDA, NVML or vramshim's
+ * API (a shell that merely inherits LD_PRELOAD pays nothing): every way in
+ * calls vs_init (init.c), or, from below the init layer, vs_ensure_init,
+ * which reaches it through the pointer init.c's constructor leaves here. */
+extern void (*vs_init_fn)(void);
+extern _Atomic bool vs_init_done;
+static inline void vs_ensure_init(void)
+{
+    if (VS_UNLIKELY(!atomic_load_explicit(&vs_init_done, memory_order_acquire)) && vs_init_fn)
+        vs_init_fn();
+}
 /* CLOCK_MONOTONIC_COARSE through the vDSO: no system call. */
 uint64_t vs_now_ns(void);
 

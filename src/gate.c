@@ -36,7 +36,6 @@ _Atomic uint32_t vs_pageable_reachable, vs_pageable_total;
 
 void vs_gate_init(void)
 {
-    vs_rw_atfork_child();
     atomic_store(&vs_pageable_reachable, 0);
     atomic_store(&vs_pageable_total, 0);
 }
@@ -79,7 +78,7 @@ void vs_rw_atfork_child(void)
         pthread_mutex_init(&vs_rw[l].writing, NULL);
         atomic_store(&vs_rw[l].writer, 0);
         vs_me.reading[l] = 0;
-        for (unsigned i = 0; i < VS_THREAD_SLOTS; i++)
+        for (unsigned i = 0; i < atomic_load(&vs_thread_slots_used); i++)
             atomic_store(&vs_readers[i].depth[l], 0);
     }
 }

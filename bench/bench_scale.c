@@ -28,6 +28,9 @@
  * or by hand:
  *   FAKECUDA_MEM=64G LD_LIBRARY_PATH=tests/fakecuda/.libs \
  *   LD_PRELOAD=.libs/libvramshim.so bench/bench_scale
+ * Two parts alone: `--startup` prints only the start-up table;
+ * `--launches LIVE P` backs LIVE buffers and makes 20,000 launches naming P
+ * random ones, for bench/launch_instr.sh to count under callgrind.
  */
 #include "bench_common.h"
 

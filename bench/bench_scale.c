@@ -28,6 +28,9 @@
  * or by hand:
  *   FAKECUDA_MEM=64G LD_LIBRARY_PATH=tests/fakecuda/.libs \
  *   LD_PRELOAD=.libs/libvramshim.so bench/bench_scale
+ * Two parts alone: `--startup` prints only the start-up table;
+ * `--launches LIVE P` backs LIVE buffers and makes 20,000 launches naming P
+ * random ones, for bench/launch_instr.sh to count under callgrind.
  */
 #include "bench_common.h"
 
@@ -45,6 +48,7 @@ extern char **environ;
 #define BACKED (2u << 20)
 #define LEVELS 3
 #define ROWS 6
+#define LAUNCH_COUNTED 20000 /* launches of one --launches run */
 
 static const char *const row_name[ROWS] = {"alloc+free small (256 B)",  "alloc+free backed (2 MiB)",
                                            "launch, 1 pointer",         "launch, 8 pointers",
@@ -255,8 +259,24 @@ static bool time_startup(int reps, double *us, long *kb)
     return true;
 }
 
-int main(void)
+static void print_startup(void)
 {
+    double us;
+    long kb;
+    if (time_startup(200, &us, &kb))
+        printf("\n| start-up of a process that never calls CUDA (/bin/true) | extra | target | "
+               "pass |\n| --- | --- | --- | --- |\n"
+               "| wall time, least of 200 | %.0f us | under 100 us | %s |\n"
+               "| peak resident set (VmHWM of cat) | %ld KB | under 64 KB | %s |\n",
+               us, us < 100 ? "pass" : "FAIL", kb, kb < 64 ? "pass" : "FAIL");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "--startup") == 0) { /* that table alone */
+        print_startup();
+        return 0;
+    }
     void *lib = bench_open();
     mem_alloc = bench_sym(lib, "cuMemAlloc_v2");
     mem_free = bench_sym(lib, "cuMemFree_v2");
@@ -276,6 +296,18 @@ int main(void)
     BENCH_CHECK(graph_create(&g, 0));
     BENCH_CHECK(graph_inst(&graph, g, 0));
 
+    if (argc == 4 && strcmp(argv[1], "--launches") == 0) {
+        /* bench/launch_instr.sh: only launches naming `pointers` random
+         * buffers among `live` backed ones, for callgrind to count */
+        long live = atol(argv[2]);
+        int pointers = atoi(argv[3]);
+        backed = calloc((size_t)live, sizeof *backed);
+        small = NULL;
+        for (n_backed = 0; backed && n_backed < live; n_backed++)
+            BENCH_CHECK(mem_alloc(&backed[n_backed], BACKED));
+        time_launch(pointers, LAUNCH_COUNTED);
+        return 0;
+    }
     const long level[LEVELS] = {10, 1000, 100000};
     backed = calloc(BACKED_CAP, sizeof *backed);
     small = calloc((size_t)level[LEVELS - 1], sizeof *small);
@@ -314,13 +346,6 @@ int main(void)
         else
             printf("- |\n");
     }
-    double us;
-    long kb;
-    if (time_startup(200, &us, &kb))
-        printf("\n| start-up of a process that never calls CUDA (/bin/true) | extra | target | "
-               "pass |\n| --- | --- | --- | --- |\n"
-               "| wall time, least of 200 | %.0f us | under 100 us | %s |\n"
-               "| peak resident set (VmHWM of cat) | %ld KB | under 64 KB | %s |\n",
-               us, us < 100 ? "pass" : "FAIL", kb, kb < 64 ? "pass" : "FAIL");
+    print_startup();
     return 0;
 }

@@ -257,11 +257,49 @@ void vs_registry_atfork_prepare(void);
 void vs_registry_atfork_parent(void);
 void vs_registry_atfork_child(void);
 
-/* Launches are counted outside the lock: one relaxed atomic add. */
-extern _Atomic uint64_t vs_launch_count;
+/* ---- thread.c: per-thread slots ----------------------------------------- */
+/* What every launch writes goes to the calling thread's own slot (a cache
+ * line no other thread writes); readers sum the slots. Slot
+ * VS_THREAD_SHARED is shared by threads beyond the others and is updated
+ * atomically. */
+#define VS_THREAD_SLOTS 256
+#define VS_THREAD_SHARED (VS_THREAD_SLOTS - 1)
+/* A preloaded library's thread-local data sits in the static TLS block:
+ * reached in two instructions, not through __tls_get_addr. */
+#define VS_TLS_FAST __attribute__((tls_model("initial-exec")))
+struct vs_thread_local {
+    unsigned slot;         /* 0: none yet; else the slot + 1 */
+    uint32_t reading[2];   /* the offload layer's read depths (gate.c) */
+};
+extern __thread struct vs_thread_local vs_me VS_TLS_FAST;
+struct vs_thread_counts {
+    _Alignas(64) _Atomic uint64_t launches;
+};
+extern struct vs_thread_counts vs_thread_counts[VS_THREAD_SLOTS];
+extern _Atomic uint32_t vs_thread_slots_used; /* one past the highest taken */
+unsigned vs_thread_slot_slow(void);
+static inline unsigned vs_thread_slot(void)
+{
+    unsigned s = vs_me.slot;
+    return VS_LIKELY(s != 0) ? s - 1 : vs_thread_slot_slow();
+}
+/* Add one to a counter of the calling thread's slot. */
+static inline void vs_thread_add(_Atomic uint64_t *counter, unsigned slot)
+{
+    if (VS_LIKELY(slot != VS_THREAD_SHARED))
+        atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+uint64_t vs_thread_launches(void);
+void vs_thread_atfork_child(void);
+
+/* Launches are counted in the launching thread's slot: no shared line. */
 static inline void vs_count_launch(void)
 {
-    atomic_fetch_add_explicit(&vs_launch_count, 1, memory_order_relaxed);
+    unsigned s = vs_thread_slot();
+    vs_thread_add(&vs_thread_counts[s].launches, s);
 }
 /* Fast copies and prefaults are counted outside the lock too. */
 void vs_count_fast_copy(uint64_t bytes, uint64_t ns);
@@ -475,6 +513,17 @@ struct vs_state {
     uint64_t ram_bytes;
 };
 extern struct vs_state vs_state;
+/* Nothing is set up until a process first calls CUDA, NVML or vramshim's
+ * API (a shell that merely inherits LD_PRELOAD pays nothing): every way in
+ * calls vs_init (init.c), or, from below the init layer, vs_ensure_init,
+ * which reaches it through the pointer init.c's constructor leaves here. */
+extern void (*vs_init_fn)(void);
+extern _Atomic bool vs_init_done;
+static inline void vs_ensure_init(void)
+{
+    if (VS_UNLIKELY(!atomic_load_explicit(&vs_init_done, memory_order_acquire)) && vs_init_fn)
+        vs_init_fn();
+}
 /* CLOCK_MONOTONIC_COARSE through the vDSO: no system call. */
 uint64_t vs_now_ns(void);
 

@@ -1,12 +1,23 @@
 /*
- * gate.c: the move gate.
+ * gate.c: the move gate, and the reader-writer locks whose read side runs
+ * on every launch.
  *
- * A reader-writer lock that prefers writers: every launch, copy and memset
- * holds the read side for the length of its driver call (tier.c's
- * vs_gate_enter_slow, behind offload.h's one-load fast path), and a move
- * holds the write side from its fence to its remap (chunk.c), so no work
- * can reach a chunk between the last copy of its bytes and its new mapping.
- * Writers first, so that a steady stream of launches cannot starve a move.
+ * Two locks have a read side on the launch path: the gate (every launch,
+ * copy and memset holds it for the length of its driver call; a move holds
+ * the write side from its fence to its remap, so no work can reach a chunk
+ * between the last copy of its bytes and its new mapping) and the tree of
+ * backed buffers (read by touch tracking, written to add or remove one).
+ * A pthread rwlock's read side is an atomic read-modify-write on the lock's
+ * own line, shared by every launching thread; here a reader marks only its
+ * thread's slot (core.h's vs_thread_slot) and then looks at the writer's
+ * flag, and the rare writer raises its flag and waits until no slot is
+ * marked. The mark is a sequentially consistent store and the look a
+ * sequentially consistent load on each side (Dekker's pattern): either the
+ * reader sees the flag and steps back, or the writer sees the mark and
+ * waits. Writers first, as before: a reader that sees the flag steps back
+ * and queues behind the writer's mutex, so a steady stream of launches
+ * cannot starve a move. A thread's nested read (its own depth, in TLS)
+ * never steps back, so holding the read side twice cannot deadlock.
  *
  * The pageable counts live here because the gate guards them: they are
  * raised only under the write side, so a submitter holding the read side
@@ -15,22 +26,59 @@
 #include "offload_internal.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <time.h>
 
-static pthread_rwlock_t gate;
+_Alignas(64) struct vs_readers vs_readers[VS_THREAD_SLOTS];
+struct vs_rw vs_rw[VS_RW_LOCKS] = {[VS_RW_GATE] = {.writing = PTHREAD_MUTEX_INITIALIZER},
+                                   [VS_RW_TREE] = {.writing = PTHREAD_MUTEX_INITIALIZER}};
 _Atomic uint32_t vs_pageable_reachable, vs_pageable_total;
 
 void vs_gate_init(void)
 {
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&gate, &attr);
-    pthread_rwlockattr_destroy(&attr);
     atomic_store(&vs_pageable_reachable, 0);
     atomic_store(&vs_pageable_total, 0);
 }
 
-void vs_gate_read_lock(void) { pthread_rwlock_rdlock(&gate); }
-void vs_gate_read_unlock(void) { pthread_rwlock_unlock(&gate); }
-void vs_gate_write_lock(void) { pthread_rwlock_wrlock(&gate); }
-void vs_gate_write_unlock(void) { pthread_rwlock_unlock(&gate); }
+void vs_rw_read_wait(int lock)
+{
+    /* the writer holds its mutex until it is done */
+    pthread_mutex_lock(&vs_rw[lock].writing);
+    pthread_mutex_unlock(&vs_rw[lock].writing);
+}
+
+void vs_rw_write_lock(int lock)
+{
+    pthread_mutex_lock(&vs_rw[lock].writing);
+    atomic_store(&vs_rw[lock].writer, 1);
+    uint32_t used = atomic_load(&vs_thread_slots_used);
+    for (uint32_t i = 0; i < used; i++)
+        for (unsigned spins = 0; atomic_load(&vs_readers[i].depth[lock]) != 0; spins++) {
+            /* readers hold it for one driver call: usually gone at once */
+            if (spins < 64)
+                sched_yield();
+            else
+                nanosleep(&(struct timespec){0, 20000}, NULL);
+        }
+}
+
+void vs_rw_write_unlock(int lock)
+{
+    atomic_store_explicit(&vs_rw[lock].writer, 0, memory_order_release);
+    pthread_mutex_unlock(&vs_rw[lock].writing);
+}
+
+void vs_gate_write_lock(void) { vs_rw_write_lock(VS_RW_GATE); }
+void vs_gate_write_unlock(void) { vs_rw_write_unlock(VS_RW_GATE); }
+
+/* Only the forking thread lives on, and it holds neither lock's read side. */
+void vs_rw_atfork_child(void)
+{
+    for (int l = 0; l < VS_RW_LOCKS; l++) {
+        pthread_mutex_init(&vs_rw[l].writing, NULL);
+        atomic_store(&vs_rw[l].writer, 0);
+        vs_me.reading[l] = 0;
+        for (unsigned i = 0; i < atomic_load(&vs_thread_slots_used); i++)
+            atomic_store(&vs_readers[i].depth[l], 0);
+    }
+}

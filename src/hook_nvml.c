@@ -181,6 +181,7 @@ static nvmlReturn_t get_info_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory)
 #define VS_NVML_HOOK(name, params, args)                                      \
     VS_EXPORT nvmlReturn_t name params                                        \
     {                                                                         \
+        vs_ensure_init();                                                     \
         if (atomic_load(&nvml_real.name) == NULL) {                           \
             void *found = loaded_nvml(#name);                                 \
             if (found == NULL || found == (void *)name)                       \
@@ -198,6 +199,7 @@ static nvmlReturn_t get_info_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory)
 
 void *vs_nvml_swap(const char *name, void *sym)
 {
+    vs_ensure_init();
     if (vs_state.disabled)
         return sym;
 #define VS_NVML_HOOK(hook, params, args)                                       \

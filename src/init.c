@@ -2,14 +2,17 @@
  * init.c: process-wide state, set up once.
  *
  * The constructor runs in every process that inherits LD_PRELOAD, shells and
- * `ls` included, so it does only what is cheap: read the environment, set
- * up logging and the registry. The driver is opened later, by the first
- * intercepted CUDA call, through vs_driver_ready: every way in (exported
- * symbols, dlsym, and cuGetProcAddress behind them) goes through it, and it
- * is the one place that orders set-up, loading the driver, pairing hooks
- * and starting the control socket. vs_init can also be reached before the
- * constructor (another library's constructor calling dlsym or a CUDA entry
- * point), hence pthread_once rather than constructor order.
+ * `ls` included, so it does nothing but leave vs_init where the layers
+ * below can reach it: the settings are read, and the registry, owners and
+ * offload layer set up, by the first CUDA, NVML or vramshim_* call (so
+ * the settings are those of the environment at that call). The driver is
+ * opened by the first intercepted CUDA call, through vs_driver_ready:
+ * every way in (exported symbols, dlsym, and cuGetProcAddress behind them)
+ * goes through it, and it is the one place that orders set-up, loading the
+ * driver, pairing hooks and starting the control socket. vs_init can also
+ * be reached before the constructor (another library's constructor calling
+ * dlsym or a CUDA entry point), hence pthread_once rather than constructor
+ * order.
  */
 #include "init.h"
 
@@ -23,9 +26,6 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 extern char *program_invocation_short_name;
 
 static const char *env_lookup(const char *name) { return getenv(name); }
-
-/* Set when init_once_body has finished. */
-static _Atomic bool init_done;
 
 /* Lock order: owners, then the registry, then the settings. Every other
  * lock of the library is made anew in the child. */
@@ -43,9 +43,10 @@ static void on_fork_parent(void)
 }
 static void on_fork_child(void)
 {
-    if (!atomic_load(&init_done)) /* forked by another thread mid-init */
+    if (!atomic_load(&vs_init_done)) /* forked by another thread mid-init */
         init_once = PTHREAD_ONCE_INIT;
     vs_log_refresh_pid();
+    vs_thread_atfork_child();
     vs_real_atfork_child();
     vs_nvml_atfork_child();
     vs_ipc_atfork_child();
@@ -83,7 +84,7 @@ static void init_once_body(void)
     pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
     if (vs_state.disabled)
         vs_info("VRAMSHIM_DISABLE: pure pass-through");
-    atomic_store(&init_done, true);
+    atomic_store_explicit(&vs_init_done, true, memory_order_release);
 }
 
 void vs_init(void) { pthread_once(&init_once, init_once_body); }
@@ -101,7 +102,7 @@ bool vs_driver_ready(bool must_load)
     return true;
 }
 
-__attribute__((constructor)) static void vs_constructor(void) { vs_init(); }
+__attribute__((constructor)) static void vs_constructor(void) { vs_init_fn = vs_init; }
 
 /* The summary goes only to processes that used CUDA: a shell that merely
  * inherited LD_PRELOAD stays quiet. */
@@ -120,7 +121,11 @@ VS_EXPORT int vramshim_owner_push(const char *name)
     return vs_owner_push(name);
 }
 
-VS_EXPORT int vramshim_owner_pop(void) { return vs_owner_pop(); }
+VS_EXPORT int vramshim_owner_pop(void)
+{
+    vs_init();
+    return vs_owner_pop();
+}
 
 VS_EXPORT int vramshim_stats_json(char *buf, size_t len)
 {

@@ -15,6 +15,7 @@ void vs_offload_atfork_child(void)
 {
     vs_tier_atfork_child();
     vs_chunk_atfork_child();
+    vs_rw_atfork_child();
     vs_gate_init();
     vs_touch_atfork_child();
     vs_hostpool_atfork_child();

@@ -15,6 +15,8 @@
 
 #include "driver.h"
 
+#include <pthread.h>
+
 /* ---- offload.c: the layer as a whole ----------------------------------- */
 /* Set up the layer with the real movers (chunk.c), once, from vs_init. */
 void vs_offload_init(void);
@@ -33,21 +35,75 @@ int vs_offload_check(void);
  * back (its address is unmapped: a kernel reaching it would fault). With no
  * backed buffer the gate costs one relaxed load. */
 extern _Atomic uint32_t vs_tier_buffers; /* backed buffers alive */
-/* 1: the read side is held; -1: a pageable chunk could not come back. */
+/* Every chunk that is pageable in a buffer not handed over: while it is not
+ * zero, no work may be submitted (vs_gate_enter_slow brings them back
+ * first). Raised only under the gate's write side, so it is stable while
+ * the read side is held. */
+extern _Atomic uint32_t vs_pageable_reachable;
+/* Reader-writer locks whose read side writes only the reading thread's
+ * slot (gate.c says how). */
+#define VS_RW_GATE 0 /* the move gate */
+#define VS_RW_TREE 1 /* tier.c's tree of buffers by address */
+#define VS_RW_LOCKS 2
+struct vs_readers { /* one per thread slot, its own line */
+    _Alignas(64) _Atomic uint32_t depth[VS_RW_LOCKS];
+};
+extern struct vs_readers vs_readers[VS_THREAD_SLOTS];
+struct vs_rw {
+    _Alignas(64) _Atomic uint32_t writer; /* read by every reader: nothing hot beside it */
+    pthread_mutex_t writing;              /* held by the writer throughout */
+};
+extern struct vs_rw vs_rw[VS_RW_LOCKS];
+void vs_rw_read_wait(int lock);
+static inline void vs_rw_read_lock(int lock)
+{
+    if (vs_me.reading[lock]++ > 0)
+        return; /* nested: counted already, and the writer waits for us */
+    unsigned s = vs_thread_slot();
+    _Atomic uint32_t *mark = &vs_readers[s].depth[lock];
+    for (;;) {
+        if (VS_LIKELY(s != VS_THREAD_SHARED))
+            atomic_store(mark, 1);
+        else
+            atomic_fetch_add(mark, 1);
+        if (VS_LIKELY(atomic_load(&vs_rw[lock].writer) == 0))
+            return;
+        if (s != VS_THREAD_SHARED)
+            atomic_store_explicit(mark, 0, memory_order_release);
+        else
+            atomic_fetch_sub_explicit(mark, 1, memory_order_release);
+        vs_rw_read_wait(lock);
+    }
+}
+static inline void vs_rw_read_unlock(int lock)
+{
+    if (--vs_me.reading[lock] > 0)
+        return;
+    unsigned s = vs_me.slot - 1;
+    if (VS_LIKELY(s != VS_THREAD_SHARED))
+        atomic_store_explicit(&vs_readers[s].depth[lock], 0, memory_order_release);
+    else
+        atomic_fetch_sub_explicit(&vs_readers[s].depth[lock], 1, memory_order_release);
+}
+/* -1: a pageable chunk could not come back; 1: the read side is held. */
 int vs_gate_enter_slow(void);
-void vs_gate_leave_slow(void);
 /* 0: no gate needed; 1: held; -1: refuse the submission with
  * CUDA_ERROR_OUT_OF_MEMORY, nothing was submitted. */
 static inline int vs_gate_enter(void)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
         return 0;
+    vs_rw_read_lock(VS_RW_GATE);
+    /* raised only under the write side: stable while we hold the read side */
+    if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
+        return 1;
+    vs_rw_read_unlock(VS_RW_GATE);
     return vs_gate_enter_slow();
 }
 static inline void vs_gate_leave(int entered)
 {
     if (entered > 0)
-        vs_gate_leave_slow();
+        vs_rw_read_unlock(VS_RW_GATE);
 }
 
 /* ---- staging.c: the program's large pageable copies -------------------- */

@@ -56,17 +56,14 @@ CUresult vs_staging_copy(CUcontext ctx, uint64_t dev_va, void *host, uint64_t si
 uint64_t vs_staging_release(void);
 void vs_staging_atfork_child(void);
 
-/* ---- gate.c: the move gate ---------------------------------------------- */
+/* ---- gate.c: the move gate and the tree's lock -------------------------- */
+/* The locks' read side is in offload.h (the gate's fast path needs it). */
+void vs_rw_write_lock(int lock);
+void vs_rw_write_unlock(int lock);
+void vs_rw_atfork_child(void);
 void vs_gate_init(void);
-void vs_gate_read_lock(void);
-void vs_gate_read_unlock(void);
 void vs_gate_write_lock(void);
 void vs_gate_write_unlock(void);
-/* Every chunk that is pageable in a buffer not handed over: while it is not
- * zero, no work may be submitted (vs_gate_enter_slow brings them back
- * first). Raised only under the gate's write side, so it is stable while
- * the read side is held. */
-extern _Atomic uint32_t vs_pageable_reachable;
 /* Every pageable chunk, handed over or not. */
 extern _Atomic uint32_t vs_pageable_total;
 
@@ -142,6 +139,37 @@ struct vs_tier_ops {
 };
 
 /* ---- tier.c ---------------------------------------------------------------- */
+/* Read by every launch (touch.c's fast path), written rarely: every backed
+ * buffer lies in [vs_tier_lowest, vs_tier_highest); vs_tree_gen is bumped
+ * when a buffer leaves the tree and when a move begins or ends. */
+extern _Atomic uint64_t vs_tier_lowest, vs_tier_highest, vs_tree_gen;
+/* When the program last submitted work, to the millisecond: it only decides
+ * whether the process counts as idle (safety is the gate's). */
+extern _Atomic uint64_t vs_last_submit_ns;
+static inline void vs_tier_submitted(uint64_t now)
+{
+    /* threads launching at once rarely write the shared line */
+    if (now - atomic_load_explicit(&vs_last_submit_ns, memory_order_relaxed) > 1000000)
+        atomic_store_explicit(&vs_last_submit_ns, now, memory_order_relaxed);
+}
+/* Each thread's recent look-ups (tier.c fills them, touch.c reads them),
+ * by the 2 MiB page of the address: buffers found resident and not handed
+ * over, and the stamp this thread last gave each. Good only while
+ * vs_tree_gen holds the value `gen`. A hit needs no lock and, while the
+ * coarse clock stays on one tick, touches no buffer node. None for the
+ * shared thread slot. */
+#define VS_TOUCH_CACHE 32
+#define VS_TOUCH_INDEX(a) (((a) >> 21) % VS_TOUCH_CACHE)
+struct vs_touch_entry {
+    uint64_t base, span; /* span 0: empty */
+    struct buffer *b;
+    uint64_t stamped;
+};
+struct vs_touch_cache {
+    uint64_t gen; /* 0: none */
+    struct vs_touch_entry e[VS_TOUCH_CACHE];
+};
+extern struct vs_touch_cache vs_touch_caches[VS_THREAD_SHARED];
 /* Start the policy with these movers (chunk.c's in the library, fakes in
  * the unit tests). */
 void vs_tier_init(const struct vs_tier_ops *ops);

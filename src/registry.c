@@ -102,7 +102,8 @@ static struct vs_owner_counts owner_counts[VS_MAX_OWNERS][VS_MAX_DEVICES];
 static struct vs_event_counts events;
 static struct vs_pinned_counts pinned;
 static uint64_t live_records;
-_Atomic uint64_t vs_launch_count;
+/* launches counted before the last reset (the per-thread counts only grow) */
+static _Atomic uint64_t launches_before_reset;
 static _Atomic uint64_t oom_count; /* counted without the lock, like launches */
 /* fast copies and prefaults: count, bytes, nanoseconds */
 static _Atomic uint64_t fast_copy[3], prefault[3];
@@ -499,7 +500,7 @@ void vs_registry_snapshot(struct vs_snapshot *snap)
     snap->live_records = live_records;
     pthread_rwlock_unlock(&reg_lock);
     snap->events.launches =
-        atomic_load_explicit(&vs_launch_count, memory_order_relaxed);
+        vs_thread_launches() - atomic_load_explicit(&launches_before_reset, memory_order_relaxed);
     snap->events.oom_returned = atomic_load_explicit(&oom_count, memory_order_relaxed);
     snap->events.fast_copies = atomic_load_explicit(&fast_copy[0], memory_order_relaxed);
     snap->events.fast_copy_bytes = atomic_load_explicit(&fast_copy[1], memory_order_relaxed);
@@ -532,7 +533,7 @@ static void reset_locked(void)
     memset(&pinned, 0, sizeof pinned);
     devices_seen = 0;
     live_records = 0;
-    atomic_store(&vs_launch_count, 0);
+    atomic_store(&launches_before_reset, vs_thread_launches());
     atomic_store(&oom_count, 0);
     atomic_store(&fast_copy_fallbacks, 0);
     for (int i = 0; i < 3; i++) {

@@ -97,7 +97,10 @@ static uintptr_t page_down(uintptr_t p) { return p & ~(uintptr_t)(sysconf(_SC_PA
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static void probe_populate(void)
 {
-    static char page[1] __attribute__((aligned(65536)));
+    /* any page of our own will do (populating it changes no byte); no
+     * over-alignment, which would put .bss in a load segment of its own,
+     * one more mapping per process, and one valgrind cannot attribute */
+    static char page[1];
     if (madvise((void *)page_down((uintptr_t)page), 1, MADV_POPULATE_WRITE) != 0 &&
         errno == EINVAL)
         atomic_store(&populate_unsupported, true);

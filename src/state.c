@@ -10,6 +10,9 @@
 
 struct vs_state vs_state;
 
+void (*vs_init_fn)(void);
+_Atomic bool vs_init_done;
+
 uint64_t vs_now_ns(void)
 {
     struct timespec ts;

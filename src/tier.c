@@ -30,8 +30,10 @@
  *     synchronise of the buffer's context) until the remap is done, so no
  *     work can reach a chunk between the last copy of its bytes and its new
  *     mapping;
- *   - tier_lock (reader-writer): the tree of buffers by address, read by
- *     touch tracking on every launch, written only to add or remove a buffer;
+ *   - the tree's lock (gate.c's VS_RW_TREE, reader-writer, the read side
+ *     writing only the reader's thread slot): the tree of buffers by
+ *     address, read by touch tracking, written only to add or remove a
+ *     buffer;
  *   - lru_lock (mutex, held briefly, innermost of tier.c's): the order in
  *     which buffers are chosen to move and the lists of buffers with pinned
  *     or pageable chunks.
@@ -78,20 +80,32 @@ static int cmp_buffer(const struct buffer *a, const struct buffer *b)
 RB_HEAD(buffer_tree, buffer);
 RB_GENERATE_STATIC(buffer_tree, buffer, rb, cmp_buffer)
 
+/* Globals by how often they are written: what every launch reads shares
+ * its line only with what is written as rarely (a buffer added, removed or
+ * moved); what a launch may write has lines of its own. */
 static struct buffer_tree buffers = RB_INITIALIZER(&buffers);
-static pthread_rwlock_t tier_lock = PTHREAD_RWLOCK_INITIALIZER;
-static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct vs_tier_ops *ops = &(const struct vs_tier_ops){0};
-_Atomic uint32_t vs_tier_buffers;
-static _Atomic uint64_t lowest = UINT64_MAX, highest;
+_Alignas(64) _Atomic uint32_t vs_tier_buffers;
+_Atomic uint64_t vs_tier_lowest = UINT64_MAX, vs_tier_highest;
+/* Bumped when a buffer leaves the tree or a move begins or ends: the
+ * per-thread caches of touched buffers are good only within one value. */
+_Atomic uint64_t vs_tree_gen = 1;
+/* The last graph launch: every buffer counts as touched then (a graph may
+ * reach any of them). */
+static _Atomic uint64_t touch_epoch;
 /* When the program last submitted work (a launch, copy or memset), to the
  * millisecond: the touch that precedes every submission's gate stamps it.
  * It only decides whether the process counts as idle; safety comes from
  * the gate's check of vs_pageable_reachable, however late the stamp. */
-static _Atomic uint64_t last_submit_ns;
-/* The last graph launch: every buffer counts as touched then (a graph may
- * reach any of them). */
-static _Atomic uint64_t touch_epoch;
+_Alignas(64) _Atomic uint64_t vs_last_submit_ns;
+struct vs_touch_cache vs_touch_caches[VS_THREAD_SHARED]; /* .bss: touched only when used */
+static _Alignas(64) pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+static inline void tree_changed(void)
+{
+    atomic_fetch_add_explicit(&vs_tree_gen, 1, memory_order_release);
+}
 
 /* Guarded by lru_lock. */
 static pthread_mutex_t lru_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -101,12 +115,6 @@ static struct buffer_list pinned_list = TAILQ_HEAD_INITIALIZER(pinned_list);
 static struct buffer_list pageable_list = TAILQ_HEAD_INITIALIZER(pageable_list);
 static struct buffer_list handed_list = TAILQ_HEAD_INITIALIZER(handed_list);
 
-static inline void stamp_submit(uint64_t now)
-{
-    /* threads launching at once rarely write the shared line */
-    if (now - atomic_load_explicit(&last_submit_ns, memory_order_relaxed) > 1000000)
-        atomic_store_explicit(&last_submit_ns, now, memory_order_relaxed);
-}
 
 void vs_tier_init(const struct vs_tier_ops *movers)
 {
@@ -151,7 +159,7 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
 {
     if (atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
         return false;
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     struct buffer *b = find_containing(addr);
     if (b) {
         out->base = b->base;
@@ -160,7 +168,7 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
         out->ctx = b->ctx;
         out->offloaded = atomic_load(&b->n_off) > 0;
     }
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     return b != NULL;
 }
 
@@ -257,8 +265,17 @@ static void relist(struct buffer *b)
  * lists the buffer belongs on. */
 static void fence_end(struct buffer *b)
 {
+    tree_changed(); /* what the touch caches hold of b may be stale now */
     ops->fence_end(b);
     relist(b);
+}
+
+/* Every move opens its fence here: a touch during the move looks at the
+ * buffer itself, as fence_end makes it do after. */
+static bool fence_begin(struct buffer *b)
+{
+    tree_changed();
+    return ops->fence_begin(b);
 }
 
 /* The next buffer of a list taken whole to be worked through with
@@ -388,19 +405,20 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner,
 void vs_tier_publish(struct vs_backing *pending)
 {
     struct buffer *b = (struct buffer *)pending;
-    pthread_rwlock_wrlock(&tier_lock);
+    vs_rw_write_lock(VS_RW_TREE);
     RB_INSERT(buffer_tree, &buffers, b);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_write_unlock(VS_RW_TREE);
     pthread_mutex_lock(&lru_lock);
     b->lists = LISTED;
     relist_locked(b);
     pthread_mutex_unlock(&lru_lock);
     atomic_fetch_add(&vs_tier_buffers, 1);
-    uint64_t lo = atomic_load(&lowest);
-    while (b->base < lo && !atomic_compare_exchange_weak(&lowest, &lo, b->base))
+    uint64_t lo = atomic_load(&vs_tier_lowest);
+    while (b->base < lo && !atomic_compare_exchange_weak(&vs_tier_lowest, &lo, b->base))
         ;
-    uint64_t hi = atomic_load(&highest);
-    while (b->base + b->span > hi && !atomic_compare_exchange_weak(&highest, &hi, b->base + b->span))
+    uint64_t hi = atomic_load(&vs_tier_highest);
+    while (b->base + b->span > hi &&
+           !atomic_compare_exchange_weak(&vs_tier_highest, &hi, b->base + b->span))
         ;
 }
 
@@ -409,12 +427,14 @@ CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec)
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
         return CUDA_ERROR_NOT_FOUND;
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_wrlock(&tier_lock);
+    vs_rw_write_lock(VS_RW_TREE);
     struct buffer key = {.base = base};
     struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
-    if (b)
+    if (b) {
         RB_REMOVE(buffer_tree, &buffers, b);
-    pthread_rwlock_unlock(&tier_lock);
+        tree_changed();
+    }
+    vs_rw_write_unlock(VS_RW_TREE);
     if (b == NULL) {
         pthread_mutex_unlock(&move_lock);
         return CUDA_ERROR_NOT_FOUND;
@@ -457,7 +477,7 @@ static bool may_go_pageable(const struct buffer *b)
     if (atomic_load(&b->handed_over))
         return true;
     uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
-    uint64_t now = ops->now(), last = atomic_load(&last_submit_ns);
+    uint64_t now = ops->now(), last = atomic_load(&vs_last_submit_ns);
     return now < last || now - last >= idle_ns;
 }
 
@@ -468,7 +488,7 @@ static uint64_t buffer_out(struct buffer *b, uint64_t want)
 {
     uint64_t moved = 0;
     bool pinned_any = false;
-    if (!ops->fence_begin(b))
+    if (!fence_begin(b))
         return 0;
     for (uint32_t i = b->n_chunks; i-- > 0 && moved < want;) {
         struct chunk *c = &b->chunk[i];
@@ -506,7 +526,7 @@ static bool buffer_in(struct buffer *b)
         atomic_store(&b->handed_over, false);
         return true;
     }
-    if (!ops->fence_begin(b))
+    if (!fence_begin(b))
         return false;
     take_back(b);
     bool device_full = false;
@@ -534,7 +554,7 @@ static bool restore_pageable(bool handed_too)
     pthread_mutex_unlock(&lru_lock);
     struct buffer *b;
     while ((b = TAKE_NEXT(&todo, pageable_link, ON_PAGEABLE | ON_HANDED))) {
-        if (!ops->fence_begin(b)) {
+        if (!fence_begin(b)) {
             relist(b);
             continue;
         }
@@ -555,23 +575,19 @@ bool vs_tier_restore_pageable(void)
     return restore_pageable(false);
 }
 
-/* The gate's slow path (offload.h has the fast one): some buffer is backed. */
+/* The gate's slow path (offload.h has the fast one): pageable chunks work
+ * may reach come back first. */
 int vs_gate_enter_slow(void)
 {
     for (;;) {
-        vs_gate_read_lock();
+        vs_rw_read_lock(VS_RW_GATE);
         /* raised only under the write side: stable while we hold the read side */
         if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
             return 1;
-        vs_gate_read_unlock();
+        vs_rw_read_unlock(VS_RW_GATE);
         if (!vs_tier_restore_pageable())
             return -1;
     }
-}
-
-void vs_gate_leave_slow(void)
-{
-    vs_gate_read_unlock();
 }
 
 /* ---- choosing what moves ------------------------------------------------------- */
@@ -677,20 +693,34 @@ static bool bring_back_locked(struct buffer *b, bool idle_only)
 static void bring_back(uint64_t base)
 {
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     struct buffer key = {.base = base};
     struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     if (b)
         bring_back_locked(b, true);
     pthread_mutex_unlock(&move_lock);
 }
 
+/* Stamp b touched now; false when it must come back first (offloaded, or
+ * handed over: only a launch may name a handed-over buffer after all).
+ * Caller holds the tree's read side. */
+static inline bool stamp(struct buffer *b, uint64_t now)
+{
+    if (atomic_load_explicit(&b->last_touch_ns, memory_order_relaxed) != now)
+        atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
+    return !atomic_load_explicit(&b->n_off, memory_order_relaxed) &&
+           !atomic_load_explicit(&b->handed_over, memory_order_relaxed);
+}
+
 void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now)
 {
-    stamp_submit(now);
-    uint64_t lo = atomic_load_explicit(&lowest, memory_order_relaxed);
-    uint64_t hi = atomic_load_explicit(&highest, memory_order_relaxed);
+    vs_tier_submitted(now);
+    uint64_t lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
+    uint64_t hi = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed);
+    uint64_t gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
+    unsigned slot = vs_thread_slot();
+    struct vs_touch_cache *tc = len == 1 && slot != VS_THREAD_SHARED ? &vs_touch_caches[slot] : NULL;
     uint64_t back[8];
     int n_back = 0;
     bool locked = false;
@@ -698,24 +728,40 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
         uint64_t a = words[i];
         if (a + len <= lo || a >= hi)
             continue; /* most words: sizes, strides, scalars */
+        struct vs_touch_entry *e = tc ? &tc->e[VS_TOUCH_INDEX(a)] : NULL;
+        if (e && VS_LIKELY(tc->gen == gen && a - e->base < e->span && e->stamped == now))
+            continue; /* stamped by this thread at this tick: nothing to write */
         if (!locked) {
-            pthread_rwlock_rdlock(&tier_lock);
+            vs_rw_read_lock(VS_RW_TREE);
             locked = true;
+            gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
+            if (tc && tc->gen != gen) {
+                memset(tc->e, 0, sizeof tc->e);
+                tc->gen = gen;
+            }
+        }
+        if (e && a - e->base < e->span) {
+            stamp(e->b, now); /* resident when cached; a move since bumped gen */
+            e->stamped = now;
+            continue;
         }
         for (struct buffer *b = find_from(a); b && b->base < a + len;
              b = RB_NEXT(buffer_tree, &buffers, b)) {
-            if (atomic_load_explicit(&b->last_touch_ns, memory_order_relaxed) != now)
-                atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
-            if ((atomic_load_explicit(&b->n_off, memory_order_relaxed) ||
-                 atomic_load_explicit(&b->handed_over, memory_order_relaxed)) &&
-                n_back < 8)
-                back[n_back++] = b->base;
+            if (!stamp(b, now)) {
+                if (n_back < 8)
+                    back[n_back++] = b->base;
+            } else if (e && a >= b->base) {
+                e->base = b->base;
+                e->span = b->span;
+                e->b = b;
+                e->stamped = now;
+            }
             if (len == 1)
                 break;
         }
     }
     if (locked)
-        pthread_rwlock_unlock(&tier_lock);
+        vs_rw_read_unlock(VS_RW_TREE);
     for (int i = 0; i < n_back; i++)
         bring_back(back[i]);
 }
@@ -724,7 +770,7 @@ void vs_tier_touch_all(uint64_t now)
 {
     if (atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
         return;
-    stamp_submit(now);
+    vs_tier_submitted(now);
     /* O(1): every buffer's effective last touch is now at least the epoch */
     uint64_t epoch = atomic_load_explicit(&touch_epoch, memory_order_relaxed);
     while (now > epoch && !atomic_compare_exchange_weak_explicit(
@@ -751,9 +797,9 @@ static int unmovable_or_unknown(uint64_t p)
 int vs_tier_offload(uint64_t p)
 {
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     struct buffer *b = find_containing(p);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     int rc = -ENOENT;
     if (b && atomic_load(&b->shared)) {
         rc = -EBUSY; /* another process may be using it */
@@ -773,9 +819,9 @@ int vs_tier_offload(uint64_t p)
 int vs_tier_prefetch(uint64_t p)
 {
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     struct buffer *b = find_containing(p);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     int rc = -ENOENT;
     if (b) /* asked for by name: any colder buffer may make way */
         rc = bring_back_locked(b, false) ? 0 : -ENOMEM;
@@ -793,9 +839,9 @@ int vs_tier_prefetch(uint64_t p)
 CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
 {
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     struct buffer *b = find_containing(dptr);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     CUresult rc = CUDA_ERROR_NOT_FOUND;
     if (b && !atomic_load(&b->shared) && !bring_back_locked(b, false)) {
         vs_warn("cuIpcGetMemHandle: the buffer at 0x%llx cannot come back to the device "
@@ -830,10 +876,10 @@ CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
 int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out)
 {
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     struct buffer key = {.base = base};
     struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     int rc = 0;
     if (b == NULL || !atomic_load(&b->shared) || !vs_equal_ct(b->share_token, token))
         rc = -ENOENT;
@@ -878,7 +924,7 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
     pthread_mutex_unlock(&lru_lock);
     struct buffer *b;
     while (freed < bytes && (b = TAKE_NEXT(&todo, pinned_link, ON_PINNED))) {
-        if (!ops->fence_begin(b)) {
+        if (!fence_begin(b)) {
             relist(b);
             continue;
         }
@@ -924,7 +970,7 @@ int vs_tier_check(void)
     uint32_t n_buffers = 0, pageable = 0, reachable = 0;
     uint32_t on[5] = {0}; /* buffers that say they are in a tree, on each list */
     pthread_mutex_lock(&move_lock);
-    pthread_rwlock_rdlock(&tier_lock);
+    vs_rw_read_lock(VS_RW_TREE);
     pthread_mutex_lock(&lru_lock);
     struct buffer *b;
     RB_FOREACH(b, buffer_tree, &buffers) {
@@ -947,7 +993,8 @@ int vs_tier_check(void)
                    (unsigned long long)counted, (unsigned long long)b->size);
         if (atomic_load(&b->shared) && off)
             BROKEN("shared buffer 0x%llx has chunks off the device", (unsigned long long)b->base);
-        if (b->base < atomic_load(&lowest) || b->base + b->span > atomic_load(&highest))
+        if (b->base < atomic_load(&vs_tier_lowest) ||
+            b->base + b->span > atomic_load(&vs_tier_highest))
             BROKEN("buffer 0x%llx lies outside [lowest, highest)", (unsigned long long)b->base);
         if (b->lists != lists_wanted(b) || !(b->lists & LISTED))
             BROKEN("buffer 0x%llx is on lists 0x%x, should be on 0x%x",
@@ -992,7 +1039,7 @@ int vs_tier_check(void)
                on[3]);
 out:
     pthread_mutex_unlock(&lru_lock);
-    pthread_rwlock_unlock(&tier_lock);
+    vs_rw_read_unlock(VS_RW_TREE);
     pthread_mutex_unlock(&move_lock);
     return ok ? 0 : -1;
 }
@@ -1002,12 +1049,12 @@ void vs_tier_atfork_child(void)
 {
     pthread_mutex_init(&spare_lock, NULL);
     pthread_mutex_init(&move_lock, NULL);
-    pthread_rwlock_init(&tier_lock, NULL);
+    tree_changed(); /* the caches' buffers were the parent's */
     RB_INIT(&buffers); /* the records leak: they describe the parent's memory */
     atomic_store(&vs_tier_buffers, 0);
-    atomic_store(&lowest, UINT64_MAX);
-    atomic_store(&highest, 0);
-    atomic_store(&last_submit_ns, 0);
+    atomic_store(&vs_tier_lowest, UINT64_MAX);
+    atomic_store(&vs_tier_highest, 0);
+    atomic_store(&vs_last_submit_ns, 0);
     atomic_store(&touch_epoch, 0);
     pthread_mutex_init(&lru_lock, NULL);
     memset(lru, 0, sizeof lru);

@@ -78,7 +78,7 @@ static int ask_layout(CUfunction f, uint32_t *sizes)
 static __thread struct {
     CUfunction f;
     const struct layout *l;
-} recent[LAYOUT_CACHE];
+} recent[LAYOUT_CACHE] VS_TLS_FAST;
 
 /* Once per function and unload generation: the only allocation on the
  * launch path. */
@@ -124,24 +124,63 @@ static inline const struct layout *layout_of(CUfunction f)
     return l;
 }
 
-static int words_of(const void *p, size_t size, uint64_t *words, int n)
+/* The words of a launch's parameters that may name a backed buffer and are
+ * not answered by the thread's cache; a miss goes to tier.c's look-up. */
+struct scan {
+    uint64_t lo, hi, gen, now;
+    struct vs_touch_cache *tc;
+    int n;
+    uint64_t words[MAX_WORDS];
+};
+
+static inline void scan_word(struct scan *s, uint64_t a)
 {
-    for (size_t k = 0; k + 8 <= size && n < MAX_WORDS; k += 8)
-        memcpy(&words[n++], (const char *)p + k, 8);
-    return n;
+    if (a < s->lo || a >= s->hi)
+        return; /* most words: sizes, strides, scalars */
+    if (VS_LIKELY(s->tc != NULL)) {
+        const struct vs_touch_entry *e = &s->tc->e[VS_TOUCH_INDEX(a)];
+        if (VS_LIKELY(s->tc->gen == s->gen && a - e->base < e->span && e->stamped == s->now))
+            return; /* this thread stamped it on this tick: nothing to write */
+    }
+    if (s->n < MAX_WORDS)
+        s->words[s->n++] = a;
+}
+
+static void scan_bytes(struct scan *s, const void *p, size_t size)
+{
+    for (size_t k = 0; k + 8 <= size; k += 8) {
+        uint64_t a;
+        memcpy(&a, (const char *)p + k, 8);
+        scan_word(s, a);
+    }
 }
 
 void vs_touch_launch(CUfunction f, void **params, void **extra)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
         return;
-    uint64_t words[MAX_WORDS];
-    int n = 0;
+    struct scan s;
+    s.now = vs_now_ns();
+    vs_tier_submitted(s.now);
+    s.lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
+    s.hi = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed);
+    s.gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
+    unsigned slot = vs_thread_slot();
+    s.tc = slot != VS_THREAD_SHARED ? &vs_touch_caches[slot] : NULL;
+    s.n = 0;
     if (params) {
         const struct layout *l = layout_of(f);
-        for (int i = 0; l && i < l->n && n < MAX_WORDS; i++)
-            if (params[i])
-                n = words_of(params[i], l->size[i], words, n);
+        for (int i = 0; l && i < l->n; i++) {
+            if (params[i] == NULL)
+                continue;
+            if (VS_LIKELY(l->size[i] == 8)) { /* a pointer, most often */
+                uint64_t a;
+                memcpy(&a, params[i], 8);
+                scan_word(&s, a);
+            } else {
+                scan_bytes(&s, params[i], l->size[i]);
+            }
+        }
     } else if (extra) {
         const void *buf = NULL;
         size_t size = 0;
@@ -152,9 +191,10 @@ void vs_touch_launch(CUfunction f, void **params, void **extra)
                 size = *(const size_t *)extra[i + 1];
         }
         if (buf)
-            n = words_of(buf, size, words, n);
+            scan_bytes(&s, buf, size);
     }
-    vs_tier_touch_words(words, n, 1, vs_now_ns());
+    if (s.n)
+        vs_tier_touch_words(s.words, s.n, 1, s.now);
 }
 
 void vs_touch_atfork_child(void)

@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "fixture.h"
@@ -706,9 +708,105 @@ static void random_walk(void **state)
     }
 }
 
+/* ---- gate.c's per-thread reader-writer locks, and per-thread counts ------ */
+/* A writer moves `pair` from (k, k) to (k+1, k+1) in two steps under the
+ * write side; readers, some nesting the read side, must never see the two
+ * apart, and every reader's and the writer's rounds must finish (a reader
+ * stepping back for the writer while nested would deadlock). More threads
+ * than there are private slots, so the shared slot's atomic path runs too
+ * (each thread gives its slot back on exit: VS_THREAD_SLOTS per wave). */
+#define RW_READERS 6
+#define RW_ROUNDS 20000
+static uint64_t pair[2];
+static _Atomic int rw_seen_apart;
+static _Atomic bool rw_stop;
+
+static void *rw_reader(void *arg)
+{
+    bool nest = (uintptr_t)arg & 1;
+    for (int i = 0; i < RW_ROUNDS && !atomic_load(&rw_stop); i++) {
+        vs_rw_read_lock(VS_RW_TREE);
+        if (nest)
+            vs_rw_read_lock(VS_RW_TREE);
+        uint64_t a = __atomic_load_n(&pair[0], __ATOMIC_RELAXED);
+        uint64_t b = __atomic_load_n(&pair[1], __ATOMIC_RELAXED);
+        if (a != b)
+            atomic_fetch_add(&rw_seen_apart, 1);
+        if (nest)
+            vs_rw_read_unlock(VS_RW_TREE);
+        vs_rw_read_unlock(VS_RW_TREE);
+        vs_count_launch();
+    }
+    return NULL;
+}
+
+static void *rw_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < RW_ROUNDS / 10; i++) {
+        vs_rw_write_lock(VS_RW_TREE);
+        __atomic_store_n(&pair[0], pair[0] + 1, __ATOMIC_RELAXED);
+        sched_yield(); /* let readers try to come in between */
+        __atomic_store_n(&pair[1], pair[1] + 1, __ATOMIC_RELAXED);
+        vs_rw_write_unlock(VS_RW_TREE);
+    }
+    return NULL;
+}
+
+static void readers_never_see_a_write_half_done(void **state)
+{
+    (void)state;
+    uint64_t before = vs_thread_launches();
+    pthread_t w, r[RW_READERS];
+    assert_int_equal(pthread_create(&w, NULL, rw_writer, NULL), 0);
+    for (uintptr_t i = 0; i < RW_READERS; i++)
+        assert_int_equal(pthread_create(&r[i], NULL, rw_reader, (void *)i), 0);
+    pthread_join(w, NULL);
+    for (int i = 0; i < RW_READERS; i++)
+        pthread_join(r[i], NULL);
+    assert_int_equal(atomic_load(&rw_seen_apart), 0);
+    assert_int_equal(pair[0], RW_ROUNDS / 10);
+    assert_int_equal(pair[1], RW_ROUNDS / 10);
+    /* the readers' slots went back on exit; their counts stayed */
+    assert_int_equal(vs_thread_launches() - before, (uint64_t)RW_READERS * RW_ROUNDS);
+}
+
+static pthread_barrier_t all_alive;
+static _Atomic int shared_users;
+
+static void *count_some(void *arg)
+{
+    for (int i = 0; i < 100; i++)
+        vs_count_launch();
+    if (vs_thread_slot() == VS_THREAD_SHARED)
+        atomic_fetch_add(&shared_users, 1);
+    pthread_barrier_wait(&all_alive); /* nobody gives a slot back before all took one */
+    return arg;
+}
+
+/* More live threads than private slots: the rest share the last one,
+ * atomically, and no launch is lost. */
+static void launch_counts_survive_slot_sharing(void **state)
+{
+    (void)state;
+    uint64_t before = vs_thread_launches();
+    enum { N = VS_THREAD_SLOTS + 16 };
+    static pthread_t t[N];
+    pthread_barrier_init(&all_alive, NULL, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, count_some, NULL), 0);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&all_alive);
+    assert_true(atomic_load(&shared_users) >= 16);
+    assert_int_equal(vs_thread_launches() - before, (uint64_t)N * 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(readers_never_see_a_write_half_done),
+        cmocka_unit_test(launch_counts_survive_slot_sharing),
         cmocka_unit_test_setup_teardown(least_recently_touched_first, setup, teardown),
         cmocka_unit_test_setup_teardown(shortfall_plus_margin, setup, teardown),
         cmocka_unit_test_setup_teardown(owner_limit_moves_the_owner, setup, teardown),

@@ -27,30 +27,62 @@ static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
 
 /* ---- fence --------------------------------------------------------------- */
 
+/* The contexts whose queued work may reach b: its own, and those given
+ * peer access to its device (reach.c). */
+static int reaching(const struct buffer *b, CUcontext *ctxs)
+{
+    ctxs[0] = b->ctx;
+    return 1 + vs_reach_contexts(b->dev, ctxs + 1, VS_FENCE_MAX_CTX - 1);
+}
+
 /* Fence the buffer: every piece of work submitted so far by any context
- * that can reach it (its own, and those given peer access to its device)
- * is done. Holds the gate's write side until fence_end, so none can be
- * added, and leaves the buffer's context current for the move's copies.
- * The wait is bounded (fence.c): false when the work did not finish in
- * time, a stream capture is under way, or the driver failed; nothing may
- * move then, and the caller falls back. */
+ * that can reach it is done. Holds the gate's write side until fence_end,
+ * so none can be added, and leaves the buffer's context current for the
+ * move's copies. The waits are bounded (fence.c): false when the work did
+ * not finish in time, a stream capture is under way, or the driver failed;
+ * nothing may move then, and the caller falls back. The first wait runs
+ * without the gate, so that other threads keep submitting (a callback may
+ * be waiting for one of them); the second, under it, only drains what
+ * they queued meanwhile. */
 static bool fence_begin(struct buffer *b)
 {
     CUcontext ctxs[VS_FENCE_MAX_CTX];
-    ctxs[0] = b->ctx;
-    int n = 1 + vs_reach_contexts(b->dev, ctxs + 1, VS_FENCE_MAX_CTX - 1);
-    vs_gate_write_lock();
+    int n = reaching(b, ctxs);
     CUresult rc = vs_fence_wait(ctxs, n);
-    if (rc == CUDA_SUCCESS && b->ctx)
-        rc = vs_real.cuCtxPushCurrent_v2(b->ctx);
-    if (rc != CUDA_SUCCESS) {
-        if (rc != CUDA_ERROR_NOT_READY && rc != CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)
-            vs_warn("offload: synchronising device %d failed (%d); nothing moved", b->dev,
-                    (int)rc);
-        vs_gate_write_unlock();
-        return false;
+    if (rc == CUDA_SUCCESS) {
+        vs_gate_write_lock();
+        rc = vs_fence_wait(ctxs, n);
+        if (rc == CUDA_SUCCESS && b->ctx)
+            rc = vs_real.cuCtxPushCurrent_v2(b->ctx);
+        if (rc != CUDA_SUCCESS)
+            vs_gate_write_unlock();
     }
-    return true;
+    if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_NOT_READY &&
+        rc != CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)
+        vs_warn("offload: synchronising device %d failed (%d); nothing moved", b->dev, (int)rc);
+    return rc == CUDA_SUCCESS;
+}
+
+/* A free: cuMemFree waits for the device without a deadline, and so does
+ * the free of a backed buffer (the driver's own would block as long), for
+ * every context that can reach it, before its memory is unmapped. */
+static void drain(struct buffer *b)
+{
+    CUcontext ctxs[VS_FENCE_MAX_CTX];
+    int n = reaching(b, ctxs);
+    vs_gate_write_lock();
+    for (int i = 0; i < n; i++) {
+        CUcontext popped;
+        if (ctxs[i] && vs_real.cuCtxPushCurrent_v2(ctxs[i]) != CUDA_SUCCESS)
+            continue;
+        CUresult rc = vs_real.cuCtxSynchronize();
+        if (rc != CUDA_SUCCESS)
+            vs_warn("offload: synchronising before freeing 0x%llx failed (%d)",
+                    (unsigned long long)b->base, (int)rc);
+        if (ctxs[i])
+            vs_real.cuCtxPopCurrent_v2(&popped);
+    }
+    vs_gate_write_unlock();
 }
 
 static void fence_end(struct buffer *b)
@@ -553,6 +585,7 @@ const struct vs_tier_ops vs_chunk_ops = {
     .unback = unback,
     .fence_begin = fence_begin,
     .fence_end = fence_end,
+    .drain = drain,
     .device_to_pinned = device_to_pinned,
     .pinned_to_device = pinned_to_device,
     .to_pageable = to_pageable,

@@ -149,6 +149,9 @@ struct vs_tier_ops {
      * until fence_end. false: the fence failed, nothing may move. */
     bool (*fence_begin)(struct buffer *b);
     void (*fence_end)(struct buffer *b);
+    /* Before a free: wait, without a deadline as cuMemFree does, until no
+     * submitted work can reach b. NULL: fence_begin and fence_end. */
+    void (*drain)(struct buffer *b);
     CUresult (*device_to_pinned)(struct buffer *b, struct chunk *c);
     CUresult (*pinned_to_device)(struct buffer *b, struct chunk *c);
     CUresult (*to_pageable)(struct buffer *b, struct chunk *c);

@@ -438,7 +438,9 @@ CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec)
         }
     }
     /* cuMemFree waits for the device; cuMemUnmap does not */
-    if (ops->fence_begin(b))
+    if (ops->drain)
+        ops->drain(b);
+    else if (ops->fence_begin(b))
         ops->fence_end(b);
     unback(b);
     pthread_mutex_unlock(&move_lock);

@@ -61,7 +61,7 @@ int main(void)
             BENCH_CHECK(sync());
             t[r] = (bench_now() - t0) * 1e6;
         }
-        printf("sync_us%s %.1f\n", busy ? "_queued" : "", median(t, ROUNDS));
+        printf("sync_us%s %.2f\n", busy ? "_queued" : "", median(t, ROUNDS));
     }
     if (offload == NULL)
         return 0;
@@ -82,7 +82,7 @@ int main(void)
             }
             t[r] = (bench_now() - t0) * 1e6;
         }
-        printf("fence_us%s %.1f\n", busy ? "_queued" : "", median(t, ROUNDS));
+        printf("fence_us%s %.2f\n", busy ? "_queued" : "", median(t, ROUNDS));
     }
     return 0;
 }

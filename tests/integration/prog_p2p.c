@@ -7,8 +7,9 @@
  *   1. Device 1 enables peer access to device 0; a kernel on device 1
  *      reads a backed buffer of device 0 (made before the grant) and one
  *      made after it, and a copy queued on device 1's stream copies
- *      device 0's buffer into device 1's (P2P). A buffer that moved to
- *      pinned memory and back keeps the access.
+ *      device 0's buffer into device 1's (P2P). A buffer in pinned memory
+ *      (read by a graph, which leaves it there) and one moved to pageable
+ *      memory and back keep the access.
  *   2. The fence covers every context that can reach the buffer: a kernel
  *      queued on device 1 that will read device 0's buffer, held behind a
  *      wait on a value, keeps that buffer from moving where nothing could
@@ -45,6 +46,12 @@ static struct {
     CUresult (*host_alloc)(void **, size_t, unsigned int);
     CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                        unsigned, CUstream, void **, void **);
+    CUresult (*memset8)(CUdeviceptr, unsigned char, size_t);
+    CUresult (*graph_create)(CUgraph *, unsigned int);
+    CUresult (*graph_add_kernel)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                                 const CUDA_KERNEL_NODE_PARAMS *);
+    CUresult (*instantiate)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*graph_launch)(CUgraphExec, CUstream);
     int (*offload)(uint64_t);
     int (*prefetch)(uint64_t);
     CUfunction copy;
@@ -88,6 +95,11 @@ static void open_driver(void)
     cu.wait32 = check_sym(cu.lib, "cuStreamWaitValue32_v2");
     cu.host_alloc = check_sym(cu.lib, "cuMemHostAlloc");
     cu.launch = check_sym(cu.lib, "cuLaunchKernel");
+    cu.memset8 = check_sym(cu.lib, "cuMemsetD8_v2");
+    cu.graph_create = check_sym(cu.lib, "cuGraphCreate");
+    cu.graph_add_kernel = check_sym(cu.lib, "cuGraphAddKernelNode_v2");
+    cu.instantiate = check_sym(cu.lib, "cuGraphInstantiateWithFlags");
+    cu.graph_launch = check_sym(cu.lib, "cuGraphLaunch");
     cu.offload = check_api("vramshim_offload");
     cu.prefetch = check_api("vramshim_prefetch");
     CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
@@ -129,8 +141,8 @@ static void expect(CUdeviceptr p, unsigned seed, const char *what)
 int main(int argc, char **argv)
 {
     const char *env[] = {"FAKECUDA_DEVICES=2",  "FAKECUDA_MEM=256M", "VRAMSHIM_OFFLOAD=auto",
-                         "VRAMSHIM_PIN_LIMIT=1M", "VRAMSHIM_IDLE_MS=0", "VRAMSHIM_FENCE_MS=300",
-                         "VRAMSHIM_LOG=error",  NULL};
+                         "VRAMSHIM_PIN_LIMIT=12M", "VRAMSHIM_IDLE_MS=0", "VRAMSHIM_FENCE_MS=300",
+                         "VRAMSHIM_FAST_COPY_MIN=0", "VRAMSHIM_LOG=error", NULL};
     check_reexec_env(argv, env);
     signal(SIGALRM, fault);
     signal(SIGSEGV, fault);
@@ -157,12 +169,34 @@ int main(int argc, char **argv)
     CHECK_CU(cu.dtod_async(b, a, N, s1));
     CHECK_CU(cu.stream_sync(s1));
     expect(b, 1, "P2P copy on device 1's stream");
-    /* moved off the device and back: the new mappings carry the grant */
+    /* in pinned memory (8 of 12 MiB of pin budget): a graph launch does not bring
+     * it back, so device 1's kernel reads the host handles' mapping */
     CHECK_CU(cu.set_ctx(ctx0));
-    CHECK(cu.offload(a) == 0, "vramshim_offload");
-    CHECK(cu.prefetch(a) == 0, "vramshim_prefetch");
-    CHECK_CU(peer_kernel(s1, b, a));
-    expect(b, 1, "peer kernel after a round trip");
+    CHECK(cu.offload(a) == 0, "vramshim_offload to pinned memory");
+    json_t *st = stats_get();
+    CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), N);
+    json_decref(st);
+    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.memset8(b, 0, N));
+    CUgraph g;
+    CUgraphExec exec;
+    uint64_t n = N;
+    void *gparams[] = {&b, &a, &n};
+    CUDA_KERNEL_NODE_PARAMS node = {.func = cu.copy, .gridDimX = 1, .gridDimY = 1,
+                                    .gridDimZ = 1, .blockDimX = 1, .blockDimY = 1,
+                                    .blockDimZ = 1, .kernelParams = gparams};
+    CHECK_CU(cu.graph_create(&g, 0));
+    CHECK_CU(cu.graph_add_kernel(NULL, g, NULL, 0, &node));
+    CHECK_CU(cu.instantiate(&exec, g, 0));
+    CHECK_CU(cu.graph_launch(exec, s1));
+    CHECK_CU(cu.ctx_sync());
+    expect(b, 1, "peer graph kernel reading a buffer in pinned memory");
+    /* to pageable memory (the pin budget is spent) and back */
+    CHECK_CU(cu.set_ctx(ctx0));
+    CHECK(cu.offload(a2) == 0, "vramshim_offload to pageable memory");
+    CHECK(cu.prefetch(a2) == 0, "vramshim_prefetch");
+    CHECK_CU(peer_kernel(s1, b, a2));
+    expect(b, 3, "peer kernel after a round trip through pageable memory");
     check_invariants("peer access");
 
     /* 2: the fence waits for device 1's queued work on a2; it cannot (the
@@ -172,11 +206,10 @@ int main(int argc, char **argv)
     *word = 0;
     CHECK_CU(cu.set_ctx(ctx1));
     CHECK_CU(cu.wait32(s1, (CUdeviceptr)(uintptr_t)word, 1, CU_STREAM_WAIT_VALUE_GEQ));
-    uint64_t n = N;
     void *params[] = {&b, &a2, &n};
     CHECK_CU(cu.launch(cu.copy, 1, 1, 1, 1, 1, 1, 0, s1, params, NULL));
     CHECK_CU(cu.set_ctx(ctx0));
-    int rc = cu.offload(a2); /* pinned budget 1M: it could only go pageable */
+    int rc = cu.offload(a2); /* a holds the pin budget: a2 could only go pageable */
     CHECK(rc == -12, "vramshim_offload of a buffer a peer's queued kernel reads: %d", rc);
     __atomic_store_n(word, 1, __ATOMIC_SEQ_CST);
     CHECK_CU(cu.set_ctx(ctx1));

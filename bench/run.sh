@@ -130,4 +130,13 @@ done
 d=$(get register_fresh_ms native)
 v=$(get register_fresh_ms shim)
 echo "| cuMemHostRegister of 1 GiB fresh memory, ms (vramshim: prefaulted) | $d | $v | - | speed-up $(frac "$d" "$v") |"
+
+# ---- the move fence against the synchronise it replaced ------------------
+VRAMSHIM_OFFLOAD=pinned LD_PRELOAD=$lib "$b/bench/bench_fence" >"$tmp/fence"
+fence() { awk -v k="$1" '$1==k {print $2}' "$tmp/fence"; }
+echo
+echo "| median of 2001, microseconds | idle context | 4 kernels queued |"
+echo "| --- | --- | --- |"
+echo "| cuCtxSynchronize | $(fence sync_us) | $(fence sync_us_queued) |"
+echo "| a move's fence (waiter thread, deadline) | $(fence fence_us) | $(fence fence_us_queued) |"
 scale

@@ -27,25 +27,62 @@ static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
 
 /* ---- fence --------------------------------------------------------------- */
 
-/* Fence the buffer's context: every piece of work submitted so far is done.
- * Holds the gate's write side until fence_end, so none can be added. */
+/* The contexts whose queued work may reach b: its own, and those given
+ * peer access to its device (reach.c). */
+static int reaching(const struct buffer *b, CUcontext *ctxs)
+{
+    ctxs[0] = b->ctx;
+    return 1 + vs_reach_contexts(b->dev, ctxs + 1, VS_FENCE_MAX_CTX - 1);
+}
+
+/* Fence the buffer: every piece of work submitted so far by any context
+ * that can reach it is done. Holds the gate's write side until fence_end,
+ * so none can be added, and leaves the buffer's context current for the
+ * move's copies. The waits are bounded (fence.c): false when the work did
+ * not finish in time, a stream capture is under way, or the driver failed;
+ * nothing may move then, and the caller falls back. The first wait runs
+ * without the gate, so that other threads keep submitting (a callback may
+ * be waiting for one of them); the second, under it, only drains what
+ * they queued meanwhile. */
 static bool fence_begin(struct buffer *b)
 {
-    vs_gate_write_lock();
-    if (b->ctx && vs_real.cuCtxPushCurrent_v2(b->ctx) != CUDA_SUCCESS) {
-        vs_gate_write_unlock();
-        return false;
+    CUcontext ctxs[VS_FENCE_MAX_CTX];
+    int n = reaching(b, ctxs);
+    CUresult rc = vs_fence_wait(ctxs, n);
+    if (rc == CUDA_SUCCESS) {
+        vs_gate_write_lock();
+        rc = vs_fence_wait(ctxs, n);
+        if (rc == CUDA_SUCCESS && b->ctx)
+            rc = vs_real.cuCtxPushCurrent_v2(b->ctx);
+        if (rc != CUDA_SUCCESS)
+            vs_gate_write_unlock();
     }
-    CUresult rc = vs_real.cuCtxSynchronize();
-    if (rc != CUDA_SUCCESS) {
+    if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_NOT_READY &&
+        rc != CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)
         vs_warn("offload: synchronising device %d failed (%d); nothing moved", b->dev, (int)rc);
+    return rc == CUDA_SUCCESS;
+}
+
+/* A free: cuMemFree waits for the device without a deadline, and so does
+ * the free of a backed buffer (the driver's own would block as long), for
+ * every context that can reach it, before its memory is unmapped. */
+static void drain(struct buffer *b)
+{
+    CUcontext ctxs[VS_FENCE_MAX_CTX];
+    int n = reaching(b, ctxs);
+    vs_gate_write_lock();
+    for (int i = 0; i < n; i++) {
         CUcontext popped;
-        if (b->ctx)
+        if (ctxs[i] && vs_real.cuCtxPushCurrent_v2(ctxs[i]) != CUDA_SUCCESS)
+            continue;
+        CUresult rc = vs_real.cuCtxSynchronize();
+        if (rc != CUDA_SUCCESS)
+            vs_warn("offload: synchronising before freeing 0x%llx failed (%d)",
+                    (unsigned long long)b->base, (int)rc);
+        if (ctxs[i])
             vs_real.cuCtxPopCurrent_v2(&popped);
-        vs_gate_write_unlock();
-        return false;
     }
-    return true;
+    vs_gate_write_unlock();
 }
 
 static void fence_end(struct buffer *b)
@@ -58,19 +95,30 @@ static void fence_end(struct buffer *b)
 
 /* ---- pieces ------------------------------------------------------------------ */
 
+/* Access for the buffer's own device, every device peer access lets reach
+ * it (reach.c), the host for pinned chunks when the driver allows it; none
+ * for devices whose peer access was taken back. */
 static CUresult set_access(uint64_t va, uint64_t size, int dev, bool host_too)
 {
-    CUmemAccessDesc d[2];
+    CUmemAccessDesc d[VS_MAX_DEVICES + 1];
     memset(d, 0, sizeof d);
-    d[0].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    d[0].location.id = dev;
-    d[0].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    d[1].location.type = CU_MEM_LOCATION_TYPE_HOST;
-    d[1].location.id = 0;
-    d[1].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    if (host_too && vs_real.cuMemSetAccess(va, size, d, 2) == CUDA_SUCCESS)
+    size_t n = 0;
+    uint32_t peers = vs_reach_mask(dev), revoked = vs_reach_revoked(dev);
+    for (int i = 0; i < VS_MAX_DEVICES; i++) {
+        if (i != dev && !((peers | revoked) >> i & 1))
+            continue;
+        d[n].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        d[n].location.id = i;
+        d[n].flags = i == dev || (peers >> i & 1) ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+                                                  : CU_MEM_ACCESS_FLAGS_PROT_NONE;
+        n++;
+    }
+    d[n].location.type = CU_MEM_LOCATION_TYPE_HOST;
+    d[n].location.id = 0;
+    d[n].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    if (host_too && vs_real.cuMemSetAccess(va, size, d, n + 1) == CUDA_SUCCESS)
         return CUDA_SUCCESS;
-    return vs_real.cuMemSetAccess(va, size, d, 1);
+    return vs_real.cuMemSetAccess(va, size, d, n);
 }
 
 static CUresult create_device(int dev, uint64_t size, CUmemGenericAllocationHandle *h)
@@ -502,6 +550,21 @@ static CUresult back(struct buffer *b)
     return rc;
 }
 
+/* Peer access to b's device changed: every mapped chunk gets the access
+ * set_access gives now (pageable chunks are mapped later, with it). */
+static void refresh_access(struct buffer *b)
+{
+    for (uint32_t i = 0; i < b->n_chunks; i++) {
+        const struct chunk *c = &b->chunk[i];
+        if (c->where == CHUNK_PAGEABLE)
+            continue;
+        CUresult rc = set_access(b->base + c->offset, c->size, b->dev, c->where == CHUNK_PINNED);
+        if (rc != CUDA_SUCCESS)
+            vs_warn("peer access: cannot set the access of 0x%llx (%d); peers may not reach it",
+                    (unsigned long long)(b->base + c->offset), (int)rc);
+    }
+}
+
 static CUresult export_chunk(struct buffer *b, struct chunk *c, int *fd)
 {
     if (vs_real.cuMemExportToShareableHandle == NULL)
@@ -522,6 +585,7 @@ const struct vs_tier_ops vs_chunk_ops = {
     .unback = unback,
     .fence_begin = fence_begin,
     .fence_end = fence_end,
+    .drain = drain,
     .device_to_pinned = device_to_pinned,
     .pinned_to_device = pinned_to_device,
     .to_pageable = to_pageable,
@@ -529,6 +593,7 @@ const struct vs_tier_ops vs_chunk_ops = {
     .export_chunk = export_chunk,
     .host_ahead = vs_hostpool_ahead,
     .release_staging = vs_staging_release,
+    .refresh_access = refresh_access,
 };
 
 void vs_chunk_atfork_child(void)

@@ -295,6 +295,7 @@ void vs_config_defaults(struct vs_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->offload = VS_OFFLOAD_AUTO;
     cfg->idle_ms = 1000;
+    cfg->fence_ms = 5000;
     cfg->free_query_ms = 100;
     cfg->fast_copy_min = VS_FAST_COPY_MIN_DEFAULT;
     cfg->staging_bytes = VS_STAGING_DEFAULT;
@@ -465,6 +466,10 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
         vs_parse_uint32(v, 0, 86400000, &cfg->idle_ms))
         errors += bad("VRAMSHIM_IDLE_MS", v,
                       "milliseconds from 0 to 86400000", "1000");
+    if ((v = env("VRAMSHIM_FENCE_MS")) &&
+        vs_parse_uint32(v, 0, 86400000, &cfg->fence_ms))
+        errors += bad("VRAMSHIM_FENCE_MS", v,
+                      "milliseconds from 0 to 86400000", "5000");
     if ((v = env("VRAMSHIM_FREE_QUERY_MS")) &&
         vs_parse_uint32(v, 0, 60000, &cfg->free_query_ms))
         errors += bad("VRAMSHIM_FREE_QUERY_MS", v,

@@ -92,6 +92,9 @@ struct vs_config {
     struct vs_size_spec pin_limit; /* NONE: the default formula over RAM */
     enum vs_offload_mode offload;
     uint32_t idle_ms;
+    /* VRAMSHIM_FENCE_MS: the longest a move waits inside the program's call
+     * for the device to finish the work already queued (chunk.c's fence) */
+    uint32_t fence_ms;
     /* how long the count of free device memory is trusted between asks of
      * the driver, when a reserve is set; 0: ask before every allocation */
     uint32_t free_query_ms;

@@ -74,6 +74,7 @@ static void init_once_body(void)
     vs_limits_init(cfg, vs_state.ram_bytes);
     vs_log_hold(false);
     vs_staging_setup(cfg->fast_copy_min, cfg->copy_threads, cfg->staging_bytes);
+    vs_fence_setup(cfg->fence_ms);
     vs_offload_init();
     vs_owner_init(cfg->owner[0] ? cfg->owner : program_invocation_short_name);
     if (vs_registry_init() != 0) {

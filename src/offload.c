@@ -20,6 +20,8 @@ void vs_offload_atfork_child(void)
     vs_touch_atfork_child();
     vs_hostpool_atfork_child();
     vs_staging_atfork_child();
+    vs_fence_atfork_child();
+    vs_reach_atfork_child();
 }
 
 int vs_offload_check(void)

@@ -28,6 +28,18 @@ void vs_offload_atfork_child(void);
  * move can be under way in the calling thread. */
 int vs_offload_check(void);
 
+/* ---- the fence (fence.c) and peer access (reach.c) --------------------- */
+/* From vs_init: VRAMSHIM_FENCE_MS, the longest a move waits inside the
+ * program's call for queued work to finish. */
+void vs_fence_setup(uint32_t fence_ms);
+/* The capture hooks: a stream capture begins (before the driver call) or
+ * ends (or failed to begin). While any is under way no move synchronises. */
+void vs_capture_begin(void);
+void vs_capture_end(void);
+/* The peer hooks: by_ctx (on device by_dev) may, or no longer may, reach
+ * the memory of device mem_dev; backed buffers there get the access. */
+void vs_reach_set(int mem_dev, int by_dev, CUcontext by_ctx, bool on);
+
 /* ---- the move gate (gate.c, tier.c) ------------------------------------ */
 /* Every launch, copy and memset holds the gate's read side for the length
  * of its driver call; a move holds the write side from its fence to its

@@ -67,6 +67,26 @@ void vs_gate_write_unlock(void);
 /* Every pageable chunk, handed over or not. */
 extern _Atomic uint32_t vs_pageable_total;
 
+/* ---- fence.c: waiting for queued work, with a deadline ------------------ */
+#define VS_FENCE_MAX_CTX 16
+/* Wait, at most VRAMSHIM_FENCE_MS, until every context of ctxs (NULL: the
+ * calling thread's) has finished its queued work. CUDA_SUCCESS; or
+ * CUDA_ERROR_NOT_READY (not within the deadline, or an earlier wait is
+ * still under way), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED (a capture is
+ * under way: no synchronise), or the driver's error: nothing may move. */
+CUresult vs_fence_wait(const CUcontext *ctxs, int n);
+bool vs_capture_active(void);
+void vs_fence_atfork_child(void);
+
+/* ---- reach.c: who else reaches a device's memory ------------------------ */
+/* Devices (a bit each) that may reach mem_dev's memory besides itself. */
+uint32_t vs_reach_mask(int mem_dev);
+/* Devices that could once and may no longer. */
+uint32_t vs_reach_revoked(int mem_dev);
+/* The contexts that may reach mem_dev's memory (up to cap); their number. */
+int vs_reach_contexts(int mem_dev, CUcontext *out, int cap);
+void vs_reach_atfork_child(void);
+
 /* ---- the records: a backed buffer and its chunks ------------------------ */
 /* Where a chunk's bytes are. */
 enum chunk_where {
@@ -126,6 +146,9 @@ struct vs_tier_ops {
      * until fence_end. false: the fence failed, nothing may move. */
     bool (*fence_begin)(struct buffer *b);
     void (*fence_end)(struct buffer *b);
+    /* Before a free: wait, without a deadline as cuMemFree does, until no
+     * submitted work can reach b. NULL: fence_begin and fence_end. */
+    void (*drain)(struct buffer *b);
     CUresult (*device_to_pinned)(struct buffer *b, struct chunk *c);
     CUresult (*pinned_to_device)(struct buffer *b, struct chunk *c);
     CUresult (*to_pageable)(struct buffer *b, struct chunk *c);
@@ -136,6 +159,10 @@ struct vs_tier_ops {
     void (*host_ahead)(uint64_t gran, CUcontext ctx);
     /* Give back vramshim's staging buffers; returns the bytes freed. */
     uint64_t (*release_staging)(void);
+    /* Give every device and context that may reach b's device (reach.c)
+     * access to b's mapped chunks, and take it from those that no longer
+     * may. Caller holds move_lock. */
+    void (*refresh_access)(struct buffer *b);
 };
 
 /* ---- tier.c ---------------------------------------------------------------- */
@@ -173,6 +200,9 @@ extern struct vs_touch_cache vs_touch_caches[VS_THREAD_SHARED];
 /* Start the policy with these movers (chunk.c's in the library, fakes in
  * the unit tests). */
 void vs_tier_init(const struct vs_tier_ops *ops);
+/* Peer access to dev's memory changed: apply it to every backed buffer
+ * there (reach.c). */
+void vs_tier_refresh_access(int dev);
 /* false when a pageable chunk could not come back (logged). */
 bool vs_tier_restore_pageable(void);
 /* 0, or -1 after logging the first broken invariant. */

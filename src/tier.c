@@ -458,7 +458,9 @@ CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec)
         }
     }
     /* cuMemFree waits for the device; cuMemUnmap does not */
-    if (ops->fence_begin(b))
+    if (ops->drain)
+        ops->drain(b);
+    else if (ops->fence_begin(b))
         ops->fence_end(b);
     unback(b);
     pthread_mutex_unlock(&move_lock);
@@ -526,8 +528,14 @@ static bool buffer_in(struct buffer *b)
         atomic_store(&b->handed_over, false);
         return true;
     }
-    if (!fence_begin(b))
+    if (!fence_begin(b)) {
+        /* the program touched it: the hand-over is over even though nothing
+         * could move (its pageable chunks now stop the next submission) */
+        vs_gate_write_lock();
+        take_back(b);
+        vs_gate_write_unlock();
         return false;
+    }
     take_back(b);
     bool device_full = false;
     for (uint32_t i = 0; i < b->n_chunks; i++) {
@@ -945,6 +953,22 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
     pthread_mutex_unlock(&lru_lock);
     pthread_mutex_unlock(&move_lock);
     return freed;
+}
+
+void vs_tier_refresh_access(int dev)
+{
+    if (ops->refresh_access == NULL)
+        return;
+    /* under move_lock: no move is between its unmap and its new mapping,
+     * and every later one maps with the new access (chunk.c) */
+    pthread_mutex_lock(&move_lock);
+    vs_rw_read_lock(VS_RW_TREE);
+    struct buffer *b;
+    RB_FOREACH(b, buffer_tree, &buffers)
+        if (b->dev == dev)
+            ops->refresh_access(b);
+    vs_rw_read_unlock(VS_RW_TREE);
+    pthread_mutex_unlock(&move_lock);
 }
 
 uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only)

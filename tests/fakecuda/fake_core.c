@@ -476,9 +476,70 @@ FK_EXPORT CUresult cuCtxSynchronize(void)
 {
     FK_ENTER("cuCtxSynchronize");
     FK_NEED_CTX(c);
-    (void)c;
-    fk_sync_all();
+    return fk_sync_ctx(c);
+}
+
+/* ---- peer access -------------------------------------------------------
+ * Driver API reference, Peer Context Memory Access: cuCtxEnablePeerAccess
+ * makes "all allocations from peerContext ... immediately accessible by the
+ * current context"; access is one way; enabling it twice is
+ * CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED, disabling what was never enabled
+ * CUDA_ERROR_PEER_ACCESS_NOT_ENABLED, Flags must be 0. It covers the
+ * cuMemAlloc family only: VMM memory is reached by the devices
+ * cuMemSetAccess names (fake_vmm.c). Every pair of test devices can peer. */
+FK_EXPORT CUresult cuDeviceCanAccessPeer(int *can, CUdevice dev, CUdevice peer)
+{
+    FK_ENTER("cuDeviceCanAccessPeer");
+    if (can == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices || peer < 0 || peer >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    *can = dev != peer;
     return CUDA_SUCCESS;
+}
+
+static CUresult peer_access(CUcontext peer_ctx, bool on)
+{
+    FK_NEED_CTX(c);
+    struct fk_ctx *p = (struct fk_ctx *)peer_ctx;
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (p->device == c->device)
+        return on ? CUDA_ERROR_PEER_ACCESS_UNSUPPORTED : CUDA_ERROR_PEER_ACCESS_NOT_ENABLED;
+    uint32_t bit = 1u << p->device;
+    uint32_t was = on ? atomic_fetch_or(&c->peer_devs, bit) : atomic_fetch_and(&c->peer_devs, ~bit);
+    if (on && (was & bit))
+        return CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED;
+    if (!on && !(was & bit))
+        return CUDA_ERROR_PEER_ACCESS_NOT_ENABLED;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuCtxEnablePeerAccess(CUcontext peer, unsigned int flags)
+{
+    FK_ENTER("cuCtxEnablePeerAccess");
+    if (flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    return peer_access(peer, true);
+}
+
+FK_EXPORT CUresult cuCtxDisablePeerAccess(CUcontext peer)
+{
+    FK_ENTER("cuCtxDisablePeerAccess");
+    return peer_access(peer, false);
+}
+
+bool fk_reachable(struct fk_ctx *c, uint64_t addr)
+{
+    int vmm = fk_vmm_reachable(addr, c->device);
+    if (vmm >= 0)
+        return vmm == 1;
+    uint64_t base, size;
+    int dev;
+    bool managed;
+    if (!fk_mem_lookup(addr, &base, &size, &dev, &managed) || managed || dev == c->device)
+        return true;
+    return (atomic_load(&c->peer_devs) >> dev) & 1;
 }
 
 FK_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)

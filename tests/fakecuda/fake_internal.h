@@ -22,10 +22,19 @@ struct fk_shared { /* in FAKECUDA_SHM when set, else private */
     _Atomic uint64_t used[FK_MAX_DEVICES];
 };
 
+struct fk_stream;
 struct fk_ctx {
     int device;
     bool primary;
     int refcount;
+    /* the context's own legacy (NULL) stream, made on first use */
+    struct fk_stream *legacy;
+    /* devices whose cuMemAlloc memory this context may reach
+     * (cuCtxEnablePeerAccess); VMM memory ignores it (fake_vmm.c) */
+    _Atomic uint32_t peer_devs;
+    /* a kernel touched memory it could not reach: every later
+     * synchronise answers this (CUDA_ERROR_ILLEGAL_ADDRESS is sticky) */
+    _Atomic int sticky;
 };
 
 struct fk_global {
@@ -82,6 +91,12 @@ enum fk_host_side fk_host_side(uint64_t dst, uint64_t src);
 /* VMM mappings (fake_vmm.c). */
 bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *on_host);
+/* Can work of device dev reach a VMM mapping holding addr? -1: addr is not
+ * VMM memory; 0: no (cuMemSetAccess never granted dev); 1: yes. */
+int fk_vmm_reachable(uint64_t addr, int dev);
+/* Can work of context c reach addr (VMM access, peer access for another
+ * device's cuMemAlloc memory)? Host and unknown addresses: yes. */
+bool fk_reachable(struct fk_ctx *c, uint64_t addr);
 
 /* Streams (fake_stream.c). */
 struct fk_op;
@@ -92,8 +107,23 @@ struct fk_op {
     uint64_t a, b, c, d; /* arguments, by op */
     void *ptr;
     void *blob;          /* freed after run */
+    size_t blob_size;    /* so that a captured op can be cloned for replay */
+    struct fk_stream *st; /* the stream it runs on (set when queued) */
 };
-struct fk_stream;
+struct fk_stream {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    struct fk_op *head, *tail;
+    uint64_t submitted, completed;
+    pthread_t thread;
+    bool stop;
+    struct fk_ctx *ctx;
+    struct fk_stream *next_all;
+    /* stream capture (fake_capture.c), under mu */
+    int capture; /* CU_STREAM_CAPTURE_STATUS_NONE, _ACTIVE or _INVALIDATED */
+    uint64_t capture_id;
+    struct fk_op *cap_head, *cap_tail;
+};
 struct fk_stream *fk_stream_of(CUstream s);
 /* Queue op on the stream; its thread runs it later. */
 void fk_enqueue(struct fk_stream *st, struct fk_op *op);
@@ -102,5 +132,15 @@ struct fk_op *fk_op_new(fk_op_fn run);
 CUresult fk_queue_op(CUstream s, struct fk_op *op, bool wait);
 void fk_stream_wait(struct fk_stream *st);
 void fk_sync_all(void);
+/* The context a stream belongs to (NULL: made with none current). */
+struct fk_ctx *fk_stream_ctx(struct fk_stream *st);
+/* cuCtxSynchronize: wait for the streams of c only. */
+CUresult fk_sync_ctx(struct fk_ctx *c);
+/* Stream capture (fake_capture.c). */
+bool fk_capture_take(struct fk_stream *st, struct fk_op *op); /* true: recorded, not run */
+bool fk_capturing(struct fk_stream *st);
+void fk_capture_invalidate(struct fk_stream *st);
+struct fk_op *fk_op_clone(const struct fk_op *op);
+CUgraph fk_graph_of_ops(struct fk_op *ops);
 
 #endif

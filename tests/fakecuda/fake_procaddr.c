@@ -129,6 +129,15 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuStreamSynchronize", 2000, cuStreamSynchronize, 0)                   \
     E("cuStreamSynchronize", 7000, cuStreamSynchronize_ptsz, 1)              \
     E("cuStreamQuery", 2000, cuStreamQuery, 0)                               \
+    E("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2, 0)             \
+    E("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2_ptsz, 1)        \
+    E("cuStreamEndCapture", 10000, cuStreamEndCapture, 0)                    \
+    E("cuStreamEndCapture", 10000, cuStreamEndCapture_ptsz, 1)               \
+    E("cuStreamGetCaptureInfo", 12030, cuStreamGetCaptureInfo_v3, 0)         \
+    E("cuStreamGetCaptureInfo", 12030, cuStreamGetCaptureInfo_v3_ptsz, 1)    \
+    E("cuCtxEnablePeerAccess", 4000, cuCtxEnablePeerAccess, 0)               \
+    E("cuCtxDisablePeerAccess", 4000, cuCtxDisablePeerAccess, 0)             \
+    E("cuDeviceCanAccessPeer", 4000, cuDeviceCanAccessPeer, 0)               \
     E("cuStreamIsCapturing", 10000, cuStreamIsCapturing, 0)                  \
     E("cuStreamIsCapturing", 10000, cuStreamIsCapturing_ptsz, 1)             \
     E("cuStreamQuery", 7000, cuStreamQuery_ptsz, 1)                          \

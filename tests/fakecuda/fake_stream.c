@@ -8,22 +8,24 @@
  * memsets go through the legacy stream and wait, which also orders them
  * after earlier legacy-stream work, as on a GPU. Kernels are host functions
  * registered by name; their parameters are copied at launch.
+ *
+ * Streams belong to the context current when they were made, and each
+ * context has its own legacy (NULL) stream: cuCtxSynchronize "blocks until
+ * the device has completed all preceding requested tasks" of the current
+ * context (driver API reference, Context Management), not other contexts'.
+ * A kernel that reaches memory its context cannot (another device's memory
+ * without peer access, VMM memory without cuMemSetAccess for its device)
+ * does not run, and the context answers CUDA_ERROR_ILLEGAL_ADDRESS from
+ * then on, as the reference describes that error: "the device encountered
+ * a load or store instruction on an invalid memory address. This leaves the
+ * process in an inconsistent state and any further CUDA work will return
+ * the same error".
  */
 #include "fake_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct fk_stream {
-    pthread_mutex_t mu;
-    pthread_cond_t wake, done;
-    struct fk_op *head, *tail;
-    uint64_t submitted, completed;
-    pthread_t thread;
-    bool stop;
-    struct fk_stream *next_all;
-};
 
 static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fk_stream *all_streams;
@@ -54,11 +56,12 @@ static void *stream_main(void *arg)
     return NULL;
 }
 
-static struct fk_stream *stream_new(void)
+static struct fk_stream *stream_new(struct fk_ctx *ctx)
 {
     struct fk_stream *st = calloc(1, sizeof *st);
     if (st == NULL)
         return NULL;
+    st->ctx = ctx;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->wake, NULL);
     pthread_cond_init(&st->done, NULL);
@@ -76,16 +79,18 @@ static struct fk_stream *stream_new(void)
 struct fk_stream *fk_stream_of(CUstream s)
 {
     if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) {
+        struct fk_ctx *c = fk_current();
+        struct fk_stream **slot = c ? &c->legacy : &legacy;
         pthread_mutex_lock(&streams_lock);
-        struct fk_stream *l = legacy;
+        struct fk_stream *l = *slot;
         pthread_mutex_unlock(&streams_lock);
         if (l == NULL) {
-            l = stream_new();
+            l = stream_new(c);
             pthread_mutex_lock(&streams_lock);
-            if (legacy == NULL)
-                legacy = l;
+            if (*slot == NULL)
+                *slot = l;
             else
-                l = legacy; /* another thread won; its stream is used */
+                l = *slot; /* another thread won; its stream is used */
             pthread_mutex_unlock(&streams_lock);
         }
         return l;
@@ -93,9 +98,17 @@ struct fk_stream *fk_stream_of(CUstream s)
     return (struct fk_stream *)s;
 }
 
+struct fk_ctx *fk_stream_ctx(struct fk_stream *st)
+{
+    return st->ctx;
+}
+
 void fk_enqueue(struct fk_stream *st, struct fk_op *op)
 {
     op->next = NULL;
+    op->st = st;
+    if (fk_capture_take(st, op))
+        return;
     pthread_mutex_lock(&st->mu);
     if (st->tail)
         st->tail->next = op;
@@ -114,6 +127,28 @@ void fk_stream_wait(struct fk_stream *st)
     while (st->completed < target)
         pthread_cond_wait(&st->done, &st->mu);
     pthread_mutex_unlock(&st->mu);
+}
+
+/* The context's streams, and those made with no context current. */
+CUresult fk_sync_ctx(struct fk_ctx *c)
+{
+    pthread_mutex_lock(&streams_lock);
+    struct fk_stream *list = all_streams;
+    pthread_mutex_unlock(&streams_lock);
+    /* "synchronizing a context with a capturing stream" is unsafe during
+     * capture: the capture is invalidated and the call refused */
+    bool capturing = false;
+    for (struct fk_stream *st = list; st; st = st->next_all)
+        if ((st->ctx == c || st->ctx == NULL) && fk_capturing(st)) {
+            fk_capture_invalidate(st);
+            capturing = true;
+        }
+    if (capturing)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    for (struct fk_stream *st = list; st; st = st->next_all)
+        if (st->ctx == c || st->ctx == NULL)
+            fk_stream_wait(st);
+    return (CUresult)atomic_load(&c->sticky);
 }
 
 void fk_sync_all(void)
@@ -135,6 +170,24 @@ struct fk_op *fk_op_new(fk_op_fn run)
     return op;
 }
 
+struct fk_op *fk_op_clone(const struct fk_op *op)
+{
+    struct fk_op *o = malloc(sizeof *o);
+    if (o == NULL)
+        return NULL;
+    *o = *op;
+    o->next = NULL;
+    if (op->blob) {
+        o->blob = malloc(op->blob_size);
+        if (o->blob == NULL) {
+            free(o);
+            return NULL;
+        }
+        memcpy(o->blob, op->blob, op->blob_size);
+    }
+    return o;
+}
+
 FK_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags)
 {
     FK_ENTER("cuStreamCreate");
@@ -142,8 +195,7 @@ FK_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags)
     if (phStream == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     FK_NEED_CTX(c);
-    (void)c;
-    struct fk_stream *st = stream_new();
+    struct fk_stream *st = stream_new(c);
     if (st == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     *phStream = (CUstream)st;
@@ -169,8 +221,12 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
         struct fk_stream *st = fk_stream_of(hStream);                          \
         if (st == NULL)                                                        \
             return CUDA_ERROR_INVALID_HANDLE;                                  \
+        if (fk_capturing(st)) {                                                \
+            fk_capture_invalidate(st);                                         \
+            return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;                      \
+        }                                                                      \
         fk_stream_wait(st);                                                    \
-        return CUDA_SUCCESS;                                                   \
+        return st->ctx ? (CUresult)atomic_load(&st->ctx->sticky) : CUDA_SUCCESS; \
     }                                                                          \
     FK_EXPORT CUresult cuStreamQuery##suffix(CUstream hStream)                 \
     {                                                                          \
@@ -178,6 +234,10 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
         struct fk_stream *st = fk_stream_of(hStream);                          \
         if (st == NULL)                                                        \
             return CUDA_ERROR_INVALID_HANDLE;                                  \
+        if (fk_capturing(st)) {                                                \
+            fk_capture_invalidate(st);                                         \
+            return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;                      \
+        }                                                                      \
         pthread_mutex_lock(&st->mu);                                           \
         bool idle = st->completed == st->submitted;                            \
         pthread_mutex_unlock(&st->mu);                                         \
@@ -186,19 +246,6 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
 FK_SYNC_FAMILY()
 FK_SYNC_FAMILY(_ptsz)
 
-/* No stream capture in the test driver: a stream is never capturing. */
-#define FK_CAPTURE_FAMILY(suffix)                                              \
-    FK_EXPORT CUresult cuStreamIsCapturing##suffix(CUstream hStream,           \
-                                                   CUstreamCaptureStatus *cs)  \
-    {                                                                          \
-        FK_ENTER("cuStreamIsCapturing" #suffix);                               \
-        if (cs == NULL || fk_stream_of(hStream) == NULL)                       \
-            return CUDA_ERROR_INVALID_VALUE;                                   \
-        *cs = CU_STREAM_CAPTURE_STATUS_NONE;                                   \
-        return CUDA_SUCCESS;                                                   \
-    }
-FK_CAPTURE_FAMILY()
-FK_CAPTURE_FAMILY(_ptsz)
 
 /* ---- events ------------------------------------------------------------ */
 struct fk_event {
@@ -294,9 +341,11 @@ FK_EXPORT CUresult cuEventQuery(CUevent hEvent)
 }
 
 /* ---- copies and memsets ------------------------------------------------ */
+/* A copy from pageable memory reads the op's own blob (op->b is 0). */
 static void run_copy(struct fk_op *op)
 {
-    memmove((void *)(uintptr_t)op->a, (const void *)(uintptr_t)op->b, op->c);
+    const void *src = op->blob ? op->blob : (const void *)(uintptr_t)op->b;
+    memmove((void *)(uintptr_t)op->a, src, op->c);
 }
 
 static void run_memset(struct fk_op *op)
@@ -319,8 +368,16 @@ CUresult fk_queue_op(CUstream s, struct fk_op *op, bool wait)
         free(op);
         return CUDA_ERROR_INVALID_HANDLE;
     }
+    pthread_mutex_lock(&st->mu);
+    int capture = st->capture;
+    pthread_mutex_unlock(&st->mu);
+    if (capture == CU_STREAM_CAPTURE_STATUS_INVALIDATED) {
+        free(op->blob);
+        free(op);
+        return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    }
     fk_enqueue(st, op);
-    if (wait)
+    if (wait && capture == CU_STREAM_CAPTURE_STATUS_NONE)
         fk_stream_wait(st);
     return CUDA_SUCCESS;
 }
@@ -347,6 +404,15 @@ static CUresult copy(uint64_t dst, uint64_t src, size_t n, CUstream s, bool wait
     if (((on_device & ON_DEVICE_DST) && !fk_device_range(dst, n)) ||
         ((on_device & ON_DEVICE_SRC) && !fk_device_range(src, n)))
         return CUDA_ERROR_INVALID_VALUE;
+    /* VMM memory is reached only by the devices cuMemSetAccess named, peer
+     * access or not (CUDA Programming Guide, Virtual Memory Management,
+     * "Controlling Access Rights"): a copy queued on another device's
+     * stream is refused */
+    struct fk_stream *st = fk_stream_of(s);
+    struct fk_ctx *sc = st ? st->ctx : NULL;
+    if (sc && (fk_vmm_reachable(dst, sc->device) == 0 ||
+               fk_vmm_reachable(src, sc->device) == 0))
+        return CUDA_ERROR_INVALID_VALUE;
     struct fk_op *op = fk_op_new(run_copy);
     if (op == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -358,7 +424,8 @@ static CUresult copy(uint64_t dst, uint64_t src, size_t n, CUstream s, bool wait
             return CUDA_ERROR_OUT_OF_MEMORY;
         }
         memcpy(op->blob, (const void *)(uintptr_t)src, n);
-        src = (uint64_t)(uintptr_t)op->blob;
+        op->blob_size = n;
+        src = 0;
         break;
     case FK_DEVICE_TO_PAGEABLE:
         wait = true;
@@ -589,12 +656,29 @@ FK_EXPORT CUresult cuKernelGetParamInfo(CUkernel kernel, size_t index, size_t *o
 }
 #endif
 
+/* The parameter values were copied at launch; a pointer among them that
+ * the stream's context cannot reach faults the context instead of running. */
 static void run_kernel(struct fk_op *op)
 {
     struct fk_kernel *k = op->ptr;
+    struct fk_ctx *c = op->st ? op->st->ctx : NULL;
+    char *values = op->blob;
+    void *args[FK_MAX_PARAMS];
+    for (int i = 0; i < k->nparams; i++) {
+        args[i] = values + k->offsets[i];
+        uint64_t word;
+        if (c && k->sizes[i] == 8 && (memcpy(&word, args[i], 8), !fk_reachable(c, word))) {
+            fprintf(stderr, "fakecuda: kernel %s on device %d reaches 0x%llx, which that "
+                            "device may not access: CUDA_ERROR_ILLEGAL_ADDRESS\n",
+                    k->name, c->device, (unsigned long long)word);
+            atomic_store(&c->sticky, CUDA_ERROR_ILLEGAL_ADDRESS);
+        }
+    }
+    if (c && atomic_load(&c->sticky) != CUDA_SUCCESS)
+        return;
     fakecuda_dim3 grid = {(unsigned)(op->a >> 32), (unsigned)op->a, (unsigned)op->b};
     fakecuda_dim3 block = {(unsigned)(op->c >> 32), (unsigned)op->c, (unsigned)op->d};
-    k->fn((void **)op->blob, grid, block);
+    k->fn(args, grid, block);
 }
 
 /* Copy the parameter values now, as the driver does at launch. */
@@ -612,17 +696,15 @@ static CUresult launch(struct fk_kernel *k, unsigned gx, unsigned gy, unsigned g
     for (int i = 0; i < k->nparams; i++)
         total = k->offsets[i] + k->sizes[i];
     struct fk_op *op = fk_op_new(run_kernel);
-    void **blob = op ? malloc(sizeof(void *) * FK_MAX_PARAMS + total + 1) : NULL;
-    if (blob == NULL) {
+    char *values = op ? malloc(total + 1) : NULL;
+    if (values == NULL) {
         free(op);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    char *values = (char *)(blob + FK_MAX_PARAMS);
-    for (int i = 0; i < k->nparams; i++) {
+    for (int i = 0; i < k->nparams; i++)
         memcpy(values + k->offsets[i], params[i], k->sizes[i]);
-        blob[i] = values + k->offsets[i];
-    }
-    op->blob = blob;
+    op->blob = values;
+    op->blob_size = total + 1;
     op->ptr = k;
     op->a = (uint64_t)gx << 32 | gy;
     op->b = gz;
@@ -696,7 +778,46 @@ struct fk_graph_node {
 struct fk_graph {
     int n;
     struct fk_graph_node nodes[16];
+    struct fk_op *ops; /* what a stream capture recorded, in order */
 };
+
+static void free_ops(struct fk_op *op)
+{
+    while (op) {
+        struct fk_op *next = op->next;
+        free(op->blob);
+        free(op);
+        op = next;
+    }
+}
+
+/* A deep copy of a list of ops (NULL when memory runs out). */
+static bool clone_ops(const struct fk_op *from, struct fk_op **to)
+{
+    struct fk_op **tail = to;
+    *to = NULL;
+    for (; from; from = from->next) {
+        if ((*tail = fk_op_clone(from)) == NULL) {
+            free_ops(*to);
+            *to = NULL;
+            return false;
+        }
+        tail = &(*tail)->next;
+    }
+    return true;
+}
+
+/* The graph stream capture made of what it recorded (fake_capture.c). */
+CUgraph fk_graph_of_ops(struct fk_op *ops)
+{
+    struct fk_graph *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        free_ops(ops);
+        return NULL;
+    }
+    g->ops = ops;
+    return (CUgraph)g;
+}
 
 FK_EXPORT CUresult cuGraphCreate(CUgraph *phGraph, unsigned int flags)
 {
@@ -750,6 +871,10 @@ FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph
     if (copy == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     memcpy(copy, hGraph, sizeof *copy);
+    if (!clone_ops(((struct fk_graph *)hGraph)->ops, &copy->ops)) {
+        free(copy);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     for (int n = 0; n < copy->n; n++) /* re-point values at the copy */
         for (int i = 0; i < copy->nodes[n].k->nparams; i++)
             copy->nodes[n].values[i] = copy->nodes[n].storage + copy->nodes[n].k->offsets[i];
@@ -760,6 +885,8 @@ FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph
 FK_EXPORT CUresult cuGraphDestroy(CUgraph hGraph)
 {
     FK_ENTER("cuGraphDestroy");
+    if (hGraph)
+        free_ops(((struct fk_graph *)hGraph)->ops);
     free(hGraph);
     return CUDA_SUCCESS;
 }
@@ -768,6 +895,8 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
 {
     FK_ENTER("cuGraphExecDestroy");
     fk_sync_all();
+    if (hGraphExec)
+        free_ops(((struct fk_graph *)hGraphExec)->ops);
     free(hGraphExec);
     return CUDA_SUCCESS;
 }
@@ -784,6 +913,14 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
             CUresult rc = launch(node->k, node->grid[0], node->grid[1],        \
                                  node->grid[2], node->block[0], node->block[1], \
                                  node->block[2], s, node->values, NULL);       \
+            if (rc != CUDA_SUCCESS)                                            \
+                return rc;                                                     \
+        }                                                                      \
+        for (const struct fk_op *op = g->ops; op; op = op->next) {             \
+            struct fk_op *run = fk_op_clone(op);                               \
+            if (run == NULL)                                                   \
+                return CUDA_ERROR_OUT_OF_MEMORY;                               \
+            CUresult rc = fk_queue_op(s, run, false);                          \
             if (rc != CUDA_SUCCESS)                                            \
                 return rc;                                                     \
         }                                                                      \

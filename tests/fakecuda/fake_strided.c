@@ -54,6 +54,7 @@ static CUresult queue(const struct strided *t, CUstream s, bool wait)
     }
     *copy = *t;
     op->blob = copy;
+    op->blob_size = sizeof *copy;
     return fk_queue_op(s, op, wait);
 }
 

@@ -36,9 +36,11 @@ struct fk_handle {
     bool released;
 };
 
+#define FK_ACCESS_HOST (1u << 31)
 struct fk_mapping {
     uint64_t base, size;
     struct fk_handle *h;
+    uint32_t access; /* a bit per device granted, FK_ACCESS_HOST */
     struct fk_mapping *next;
 };
 
@@ -311,16 +313,48 @@ FK_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size,
     FK_ENTER("cuMemSetAccess");
     if (ptr == 0 || size == 0 || desc == NULL || count == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    int prot = PROT_NONE;
+    uint32_t grant = 0, revoke = 0;
     for (size_t i = 0; i < count; i++) {
-        if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
-            prot = PROT_READ | PROT_WRITE;
-        else if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READ && prot == PROT_NONE)
-            prot = PROT_READ;
+        uint32_t bit;
+        if (desc[i].location.type == CU_MEM_LOCATION_TYPE_DEVICE) {
+            if (desc[i].location.id < 0 || desc[i].location.id >= fk.ndevices)
+                return CUDA_ERROR_INVALID_DEVICE;
+            bit = 1u << desc[i].location.id;
+        } else if (desc[i].location.type == CU_MEM_LOCATION_TYPE_HOST ||
+                   desc[i].location.type == CU_MEM_LOCATION_TYPE_HOST_NUMA) {
+            bit = FK_ACCESS_HOST;
+        } else {
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_NONE)
+            revoke |= bit;
+        else
+            grant |= bit;
     }
-    if (mprotect((void *)(uintptr_t)ptr, size, prot) != 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    return CUDA_SUCCESS;
+    pthread_mutex_lock(&vmm_lock);
+    uint32_t any = grant;
+    for (struct fk_mapping *m = mappings; m; m = m->next)
+        if (m->base >= ptr && m->base + m->size <= ptr + size) {
+            m->access = (m->access | grant) & ~revoke;
+            any |= m->access;
+        }
+    int prot = any ? PROT_READ | PROT_WRITE : PROT_NONE;
+    int rc = mprotect((void *)(uintptr_t)ptr, size, prot);
+    pthread_mutex_unlock(&vmm_lock);
+    return rc == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+int fk_vmm_reachable(uint64_t addr, int dev)
+{
+    int r = -1;
+    pthread_mutex_lock(&vmm_lock);
+    for (struct fk_mapping *m = mappings; m; m = m->next)
+        if (addr >= m->base && addr < m->base + m->size) {
+            r = dev >= 0 && dev < 31 && (m->access >> dev & 1);
+            break;
+        }
+    pthread_mutex_unlock(&vmm_lock);
+    return r;
 }
 
 bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,

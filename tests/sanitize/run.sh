@@ -23,14 +23,14 @@ address)
 	progs=${SANITIZE_PROGS:-"prog_linked prog_dlsym prog_gpa prog_threads prog_fork prog_launch
 		prog_vmm prog_rtld_next prog_disabled prog_late_load prog_limits prog_offload
 		prog_pageable prog_share prog_reserve prog_nvml prog_control prog_peer prog_stats
-		prog_unload prog_faults prog_memop prog_fastcopy"}
+		prog_unload prog_faults prog_memop prog_fastcopy prog_fence prog_capture prog_p2p"}
 	;;
 thread)
 	flags="-fsanitize=thread"
 	runtime=$($cc -print-file-name=libtsan.so)
 	# the programs with threads of their own, or the control socket's
 	progs=${SANITIZE_PROGS:-"prog_threads prog_offload prog_pageable prog_share prog_control
-		prog_peer"}
+		prog_peer prog_fence prog_p2p"}
 	;;
 *) echo "usage: run.sh address|thread" >&2; exit 2 ;;
 esac

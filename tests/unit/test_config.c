@@ -173,6 +173,7 @@ static void load_good(void **state)
     env_set("VRAMSHIM_PIN_LIMIT", "50%");
     env_set("VRAMSHIM_OFFLOAD", "pinned");
     env_set("VRAMSHIM_IDLE_MS", "250");
+    env_set("VRAMSHIM_FENCE_MS", "40");
     env_set("VRAMSHIM_FREE_QUERY_MS", "0");
     env_set("VRAMSHIM_OWNER", "comfy");
     env_set("VRAMSHIM_OWNER_LIMIT", "unet=8G");
@@ -194,6 +195,7 @@ static void load_good(void **state)
     assert_int_equal(cfg.pin_limit.kind, VS_SIZE_PERCENT);
     assert_int_equal(cfg.offload, VS_OFFLOAD_PINNED);
     assert_int_equal(cfg.idle_ms, 250);
+    assert_int_equal(cfg.fence_ms, 40);
     assert_int_equal(cfg.free_query_ms, 0);
     assert_string_equal(cfg.owner, "comfy");
     assert_int_equal(cfg.n_owner_limits, 1);
@@ -211,6 +213,7 @@ static void fast_copy_settings(void **state)
     assert_int_equal(cfg.fast_copy_min, 8 * MiB);
     assert_int_equal(cfg.copy_threads, 0); /* the machine's default */
     assert_int_equal(cfg.staging_bytes, 64 * MiB);
+    assert_int_equal(cfg.fence_ms, 5000);
     env_set("VRAMSHIM_FAST_COPY_MIN", "0");
     assert_int_equal(vs_config_load(&cfg, table_env), 0);
     assert_int_equal(cfg.fast_copy_min, 0);
@@ -231,6 +234,7 @@ static void load_bad_each(void **state)
         {"VRAMSHIM_FREE_QUERY_MS", "soon"}, {"VRAMSHIM_FAST_COPY_MIN", "big"},
         {"VRAMSHIM_COPY_THREADS", "0"},    {"VRAMSHIM_COPY_THREADS", "65"},
         {"VRAMSHIM_STAGING", "1M"},        {"VRAMSHIM_STAGING", "2G"},
+        {"VRAMSHIM_FENCE_MS", "soon"},     {"VRAMSHIM_FENCE_MS", "86400001"},
     };
     struct vs_config dflt;
     vs_config_defaults(&dflt);

@@ -1,0 +1,166 @@
+/*
+ * prog_capture: a stream capture survives memory pressure (issue 11, case
+ * 2). Synchronising a context while one of its streams captures
+ * invalidates the capture, so during one vramshim must not fence:
+ *
+ *   1. During the capture a kernel names a buffer the program offloaded
+ *      (it would be brought back, behind a synchronise) and an allocation
+ *      needs room (make-room synchronises). The buffer stays in pinned
+ *      memory and the allocation is refused with CUDA_ERROR_OUT_OF_MEMORY,
+ *      as the driver refuses one; the capture ends with a graph.
+ *   2. The graph replays under pressure: between replays other buffers
+ *      push the captured ones off the device and back, and the program
+ *      changes the input; every replay's output holds exactly the bytes
+ *      the kernel computes from the input at that replay.
+ */
+#include "check.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fakecuda.h"
+
+#define M (1ULL << 20)
+#define N (16 * M)
+#define REPLAYS 6
+
+static struct {
+    void *lib;
+    CUresult (*alloc)(CUdeviceptr *, size_t);
+    CUresult (*release)(CUdeviceptr);
+    CUresult (*htod)(CUdeviceptr, const void *, size_t);
+    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+    CUresult (*stream_create)(CUstream *, unsigned int);
+    CUresult (*stream_sync)(CUstream);
+    CUresult (*begin)(CUstream, CUstreamCaptureMode);
+    CUresult (*end)(CUstream, CUgraph *);
+    CUresult (*is_capturing)(CUstream, CUstreamCaptureStatus *);
+    CUresult (*instantiate)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*graph_launch)(CUgraphExec, CUstream);
+    CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                       unsigned, CUstream, void **, void **);
+    int (*offload)(uint64_t);
+    CUfunction mix;
+} cu;
+
+static void watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = "FAIL prog_capture: a call hung (the watchdog fired)\n";
+    if (write(2, msg, sizeof msg - 1) < 0)
+        _exit(1);
+    _exit(1);
+}
+
+/* mix(out, a, d, n): out[i] = a[i] ^ d[i] ^ 0x5a */
+static void mix_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
+{
+    (void)grid;
+    (void)block;
+    unsigned char *out = (unsigned char *)(uintptr_t)*(CUdeviceptr *)params[0];
+    const unsigned char *a = (const unsigned char *)(uintptr_t)*(CUdeviceptr *)params[1];
+    const unsigned char *d = (const unsigned char *)(uintptr_t)*(CUdeviceptr *)params[2];
+    uint64_t n = *(uint64_t *)params[3];
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = a[i] ^ d[i] ^ 0x5a;
+}
+
+static void open_driver(void)
+{
+    cu.lib = check_libcuda();
+    check_context(cu.lib, 0);
+    cu.alloc = check_sym(cu.lib, "cuMemAlloc_v2");
+    cu.release = check_sym(cu.lib, "cuMemFree_v2");
+    cu.htod = check_sym(cu.lib, "cuMemcpyHtoD_v2");
+    cu.dtoh = check_sym(cu.lib, "cuMemcpyDtoH_v2");
+    cu.stream_create = check_sym(cu.lib, "cuStreamCreate");
+    cu.stream_sync = check_sym(cu.lib, "cuStreamSynchronize");
+    cu.begin = check_sym(cu.lib, "cuStreamBeginCapture_v2");
+    cu.end = check_sym(cu.lib, "cuStreamEndCapture");
+    cu.is_capturing = check_sym(cu.lib, "cuStreamIsCapturing");
+    cu.instantiate = check_sym(cu.lib, "cuGraphInstantiateWithFlags");
+    cu.graph_launch = check_sym(cu.lib, "cuGraphLaunch");
+    cu.launch = check_sym(cu.lib, "cuLaunchKernel");
+    cu.offload = check_api("vramshim_offload");
+    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
+        check_sym(cu.lib, "fakecuda_register_kernel");
+    const size_t sizes[] = {8, 8, 8, 8};
+    cu.mix = reg("mix", mix_body, 4, sizes);
+}
+
+static unsigned char a_bytes[N], d_bytes[N], want[N], got[N];
+
+static void expect_out(CUdeviceptr out, const char *when)
+{
+    for (size_t i = 0; i < N; i++)
+        want[i] = a_bytes[i] ^ d_bytes[i] ^ 0x5a;
+    CHECK_CU(cu.dtoh(got, out, N));
+    CHECK(memcmp(got, want, N) == 0, "%s: the graph's output is wrong", when);
+}
+
+int main(int argc, char **argv)
+{
+    const char *env[] = {"FAKECUDA_MEM=256M",      "VRAMSHIM_VRAM_LIMIT=64M",
+                         "VRAMSHIM_OFFLOAD=pinned", "VRAMSHIM_PIN_LIMIT=256M",
+                         "VRAMSHIM_LOG=error",      NULL};
+    check_reexec_env(argv, env);
+    signal(SIGALRM, watchdog);
+    alarm(120);
+    open_driver();
+
+    CUdeviceptr a, d, out;
+    check_fill(a_bytes, N, 1);
+    check_fill(d_bytes, N, 2);
+    CHECK_CU(cu.alloc(&a, N));
+    CHECK_CU(cu.alloc(&d, N));
+    CHECK_CU(cu.alloc(&out, N));
+    CHECK_CU(cu.htod(a, a_bytes, N));
+    CHECK_CU(cu.htod(d, d_bytes, N));
+    CHECK(cu.offload(d) == 0, "vramshim_offload");
+
+    /* 1: capture, with a kernel naming the offloaded buffer and an
+     * allocation that needs room (32 MiB resident, d is pinned; + 40 > 64) */
+    CUstream s;
+    CHECK_CU(cu.stream_create(&s, 0));
+    CHECK_CU(cu.begin(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    uint64_t n = N;
+    void *params[] = {&out, &a, &d, &n};
+    CHECK_CU(cu.launch(cu.mix, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    CUdeviceptr big;
+    CUresult rc = cu.alloc(&big, 40 * M);
+    CHECK(rc == CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc needing room during a capture: %d",
+          (int)rc);
+    CUstreamCaptureStatus status;
+    CHECK_CU(cu.is_capturing(s, &status));
+    CHECK(status == CU_STREAM_CAPTURE_STATUS_ACTIVE, "capture status %d after the allocation",
+          (int)status);
+    CUgraph graph;
+    CHECK_CU(cu.end(s, &graph));
+    CHECK(graph != NULL, "no graph");
+    CUgraphExec exec;
+    CHECK_CU(cu.instantiate(&exec, graph, 0));
+    check_invariants("after the capture");
+
+    /* 2: replays, with the captured buffers pushed around in between */
+    for (int r = 0; r < REPLAYS; r++) {
+        CHECK_CU(cu.graph_launch(exec, s));
+        CHECK_CU(cu.stream_sync(s));
+        expect_out(out, "replay");
+        /* pressure: 40 MiB more than fits, so captured buffers move */
+        CUdeviceptr p;
+        CHECK_CU(cu.alloc(&p, 40 * M));
+        unsigned char *fill = got;
+        memset(fill, r, 40 * M > N ? N : 40 * M);
+        CHECK_CU(cu.htod(p, fill, N));
+        CHECK_CU(cu.release(p));
+        if (r % 2)
+            CHECK(cu.offload(r % 4 == 1 ? a : out) == 0, "vramshim_offload");
+        check_fill(a_bytes, N, 10 + (unsigned)r); /* a new input for the next replay */
+        CHECK_CU(cu.htod(a, a_bytes, N));
+        check_invariants("between replays");
+    }
+    printf("capture: survived an offloaded buffer and an allocation needing room; "
+           "%d replays under pressure, every byte right\n", REPLAYS);
+    return 0;
+}

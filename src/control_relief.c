@@ -41,8 +41,9 @@ void vs_relief_answer_line(const struct vs_request *req, pid_t asker, char *out,
     int dev = device_of(req->uuid);
     int32_t mine = vs_limits_priority();
     if (req->cmd == VS_REQ_PEER) {
+        /* with offload off nothing can be given: say nothing is held */
         struct vs_budget_view view = {0};
-        if (dev >= 0)
+        if (dev >= 0 && vs_limits_offload() != VS_OFFLOAD_OFF)
             vs_budget_device_view(dev, &view);
         uint64_t now = vs_now_ns() / 1000000ULL, since = idle_since_ms();
         snprintf(out, cap, "{\"ok\":true,\"resident\":%llu,\"idle_ms\":%llu,\"priority\":%d}\n",
@@ -84,12 +85,13 @@ uint64_t vs_relief_idle_tick(uint64_t now_ms)
         return now_ms + (after < 1000 ? after : 1000);
     if (now_ms < due)
         return due < now_ms + 1000 ? due : now_ms + 1000;
-    released_for = since;
     uint64_t moved = vs_tier_evict(-1, UINT64_MAX, true);
-    if (moved) {
-        char h[16];
-        vs_info("idle release: nothing submitted for %llu ms; moved %s of idle buffers out",
-                (unsigned long long)(now_ms - since), vs_human_size(moved, h, sizeof h));
-    }
-    return now_ms + (after < 1000 ? after : 1000);
+    uint64_t next = now_ms + (after < 1000 ? after : 1000);
+    if (moved == 0) /* touched within the clock's last tick: not idle yet */
+        return next > now_ms + 50 ? next : now_ms + 50;
+    released_for = since;
+    char h[16];
+    vs_info("idle release: nothing submitted for %llu ms; moved %s of idle buffers out",
+            (unsigned long long)(now_ms - since), vs_human_size(moved, h, sizeof h));
+    return next;
 }

@@ -23,9 +23,13 @@
  *      within (W_P + W_Q) * (2 + elapsed / idle_ms) (no ping-pong per step).
  *   5. 8 processes with random phases: no deadlock, no lost byte, and the
  *      device's real usage never above its size.
+ *   6. VRAMSHIM_IDLE_RELEASE: an idle process moves its idle buffers out
+ *      unasked; set at run time, a longer one keeps them.
+ *   7. the tool: `devices --json`, `top --once` and `metrics` show both
+ *      processes under one UUID with the relief they gave and took.
  *
  * By hand: `prog_relief NAME` runs one scenario (fill, priorities,
- * unresponsive, alternating, crowd); RELIEF_TEST_LOG=info sets the workers'
+ * unresponsive, alternating, crowd, release); RELIEF_TEST_LOG=info sets the workers'
  * log level, RELIEF_TEST_TIMES=1 prints how long each answer took.
  */
 #define _GNU_SOURCE 1
@@ -297,6 +301,62 @@ static void wait_tick(void)
         sched_yield();
 }
 
+/* ---- 7. what the tool shows ------------------------------------------------------ */
+static void run_tool(char *out, size_t cap, const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "env -u LD_PRELOAD VRAMSHIM_SOCKET_DIR=%s %s/tools/vramshim %s",
+             sock_dir, getenv("VRAMSHIM_BUILD"), args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL, "popen");
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    CHECK(pclose(p) == 0, "vramshim %s failed: %s", args, out);
+}
+
+/* A has given B 96M: one device, both processes, the relief on each side. */
+static void tool_checks(struct worker *a, struct worker *b)
+{
+    static char out[1 << 16];
+    run_tool(out, sizeof out, "devices --json");
+    json_error_t err;
+    json_t *all = json_loads(out, 0, &err);
+    CHECK(json_is_array(all) && json_array_size(all) == 1, "devices: %s", out);
+    json_t *d = json_array_get(all, 0);
+    CHECK(strcmp(json_string_value(json_object_get(d, "uuid")),
+                 "GPU-facec0da-1234-4567-89ab-cdef00112200") == 0, "devices: %s", out);
+    CHECK_EQ_U64(json_integer_value(json_object_get(d, "vram_total")), 256 * M);
+    json_t *procs = json_object_get(d, "processes");
+    CHECK(json_array_size(procs) == 2, "devices: %s", out);
+    size_t i;
+    json_t *p;
+    json_array_foreach(procs, i, p) {
+        pid_t pid = (pid_t)json_integer_value(json_object_get(p, "pid"));
+        bool is_a = pid == a->pid;
+        CHECK(is_a || pid == b->pid, "devices: a stranger %d", (int)pid);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "resident")), 96 * M);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "offloaded")), is_a ? 96 * M : 0);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "relief_bytes_given")),
+                     is_a ? 96 * M : 0);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "relief_bytes_taken")),
+                     is_a ? 0 : 96 * M);
+    }
+    json_decref(all);
+    run_tool(out, sizeof out, "top --once");
+    char row[64];
+    snprintf(row, sizeof row, "\n%-8d 0 ", (int)a->pid);
+    CHECK(strstr(out, "(GPU-facec0da-1234-4567-89ab-cdef00112200)") && strstr(out, row) &&
+              strstr(out, " 1/0 "),
+          "top --once: %s", out);
+    snprintf(row, sizeof row, "\n%-8d 0 ", (int)b->pid);
+    CHECK(strstr(out, row) && strstr(out, " 0/1 "), "top --once: %s", out);
+    run_tool(out, sizeof out, "metrics");
+    char line[160];
+    snprintf(line, sizeof line, "vramshim_relief_bytes_given_total{pid=\"%d\"", (int)a->pid);
+    CHECK(strstr(out, "# TYPE vramshim_relief_taken_total counter") && strstr(out, line),
+          "metrics: %s", out);
+}
+
 /* ---- 1. fill, go idle, give, get back ------------------------------------------- */
 static void fill_and_give(void)
 {
@@ -318,6 +378,7 @@ static void fill_and_give(void)
     CHECK_EQ_U64(stat_of(&b, "counters.relief_bytes_taken"), 96 * M);
     CHECK_EQ_U64(strtoull(ask(&b, "u"), NULL, 10), 192 * M);
     ask_ok(&b, "c");
+    tool_checks(&a, &b);
 
     /* A resumes and B goes idle: A's buffers come back, the last of them
      * by asking B */
@@ -547,6 +608,34 @@ static void crowd(void)
     printf("relief: 8 processes, %d steps: ok\n", steps);
 }
 
+/* ---- 6. voluntary release -------------------------------------------------------- */
+static void idle_release(void)
+{
+    scenario();
+    struct worker a;
+    start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", "VRAMSHIM_IDLE_RELEASE=1ms", NULL});
+    for (int i = 0; i < 3; i++)
+        ask_ok(&a, "a 32");
+    /* the release comes on its own, from the server thread: wait for it */
+    uint64_t give_up = now_ms() + 60000;
+    while (offloaded(&a) != 96 * M) {
+        CHECK(now_ms() < give_up, "nothing released after a minute idle");
+        usleep(10000);
+    }
+    CHECK_EQ_U64(stat_of(&a, "devices.0.resident"), 0);
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_given"), 0); /* nobody asked */
+    /* changed at run time: with an hour to go, what comes back stays */
+    ask_ok(&a, "s idle_release 1h");
+    ask_ok(&a, "c");
+    CHECK_EQ_U64(stat_of(&a, "devices.0.resident"), 96 * M);
+    ask_ok(&a, "s idle_release off");
+    ask_ok(&a, "c");
+    CHECK_EQ_U64(offloaded(&a), 0);
+    stop(&a);
+    scenario_end();
+    printf("relief: idle release: ok\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "worker") == 0)
@@ -560,7 +649,8 @@ int main(int argc, char **argv)
         const char *name;
         void (*run)(void);
     } all[] = {{"fill", fill_and_give}, {"priorities", priorities},
-               {"unresponsive", unresponsive}, {"alternating", alternating}, {"crowd", crowd}};
+               {"unresponsive", unresponsive}, {"alternating", alternating}, {"crowd", crowd},
+               {"release", idle_release}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (only == NULL || strcmp(only, all[i].name) == 0)
             all[i].run();

@@ -3,13 +3,12 @@
  * another on the same device for room, the other moves its idle buffers to
  * host memory and answers, the first allocates. Run under vramshim.
  *
- * A holder process (this program again, "hold") fills the device with
- * 64 MiB buffers until the driver refuses, then goes idle (VRAMSHIM_IDLE_MS
- * =0). This process then allocates SIZE (BENCH_RELIEF_MB, default 512):
+ * A holder process (this program again, "hold") fills what is free on the
+ * device with 64 MiB buffers, then goes idle (VRAMSHIM_IDLE_MS=0). This process then allocates SIZE (BENCH_RELIEF_MB, default 512):
  * the allocation fails, the holder is asked, gives, and the allocation is
  * made. Timed: that cuMemAlloc, less the same allocation when the device
- * has room (the baseline). The holder then takes its buffers back (which
- * asks this process, idle in turn) and the next round starts. Prints, best
+ * has room (the baseline). The holder then takes its buffers back (the
+ * room is free again) and the next round starts. Prints, best
  * of ROUNDS:
  *   relief_ms N          for SIZE
  *   relief_ms_per_gib N
@@ -40,10 +39,15 @@ static int holder(void)
     alloc = bench_sym(lib, "cuMemAlloc_v2");
     dtoh = bench_sym(lib, "cuMemcpyDtoH_v2");
     int (*set)(const char *, const char *) = check_api("vramshim_set");
-    static CUdeviceptr held[4096];
+    CUresult (*mem_info)(size_t *, size_t *) = bench_sym(lib, "cuMemGetInfo_v2");
+    size_t free_bytes, total;
+    BENCH_CHECK(mem_info(&free_bytes, &total));
+    /* what is free, no more: past it vramshim would move the holder's own
+     * buffers out to make room for the next */
+    static CUdeviceptr held[1 << 16];
     int n = 0;
-    while (n < 4096 && alloc(&held[n], PIECE) == CUDA_SUCCESS)
-        n++;
+    while (n < (int)(free_bytes / PIECE) && n < (1 << 16))
+        BENCH_CHECK(alloc(&held[n++], PIECE));
     printf("%d\n", n);
     fflush(stdout);
     char line[64], byte;

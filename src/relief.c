@@ -55,6 +55,12 @@ static struct {
 
 static _Atomic uint64_t futile_at_ms;
 
+/* A child forked while another thread asked would find ask_lock held for
+ * ever; it starts with no asks under way. */
+static void relief_atfork_child(void) { pthread_mutex_init(&ask_lock, NULL); }
+static void relief_once(void) { pthread_atfork(NULL, NULL, relief_atfork_child); }
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
 static int by_order(const void *pa, const void *pb)
 {
     const struct vs_relief_peer *a = pa, *b = pb;
@@ -253,6 +259,7 @@ uint64_t vs_relief_ask(int dev, uint64_t want, const char *call, bool retrying)
     if (rc != 0 || vs_dir_check(dir, why, sizeof why) != 0)
         return 0;
 
+    pthread_once(&atfork_once, relief_once);
     pthread_mutex_lock(&ask_lock);
     struct vs_relief_peer *peers = calloc(VS_RELIEF_MAX_PEERS, sizeof *peers);
     if (peers == NULL) {

@@ -162,6 +162,10 @@ CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
             break;
         v = vs_budget_charge_device(dev, owner, bytes, out);
     }
+    /* the device itself is short: other processes on it may give way */
+    if (v == VS_OVER_RESERVE &&
+        vs_relief_ask(dev, shortfall(dev, owner, bytes, v), call, false) > 0)
+        v = vs_budget_charge_device(dev, owner, bytes, out);
     return v == VS_ADMIT ? CUDA_SUCCESS : refuse(call, out, bytes, v);
 }
 

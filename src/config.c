@@ -254,6 +254,49 @@ int vs_parse_uint32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
     return 0;
 }
 
+int vs_parse_priority(const char *s, int32_t *out)
+{
+    uint32_t mag;
+    bool neg = s && s[0] == '-';
+    if (s == NULL || vs_parse_uint32(s + neg, 0, 1000, &mag) != 0)
+        return -EINVAL;
+    *out = neg ? -(int32_t)mag : (int32_t)mag;
+    return 0;
+}
+
+/* "off" (0), or milliseconds: a number with ms, s, m or h after it (plain
+ * digits are milliseconds), from 1 ms to 24 h. */
+int vs_parse_duration_ms(const char *s, uint32_t *out)
+{
+    if (s && strcasecmp(s, "off") == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (s == NULL || !isdigit((unsigned char)s[0]))
+        return -EINVAL;
+    char digits[16];
+    size_t n = 0;
+    while (isdigit((unsigned char)s[n]) && n < sizeof digits - 1) {
+        digits[n] = s[n];
+        n++;
+    }
+    digits[n] = '\0';
+    static const struct {
+        const char *suffix;
+        uint32_t ms;
+    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    const uint32_t day = 86400000;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        uint32_t v;
+        if (strcasecmp(s + n, units[i].suffix) != 0 ||
+            vs_parse_uint32(digits, 1, day / units[i].ms, &v) != 0)
+            continue;
+        *out = v * units[i].ms;
+        return 0;
+    }
+    return -EINVAL;
+}
+
 int vs_parse_bool(const char *s, bool *out)
 {
     static const char *const yes[] = {"1", "true", "yes", "on"};
@@ -296,6 +339,7 @@ void vs_config_defaults(struct vs_config *cfg)
     cfg->offload = VS_OFFLOAD_AUTO;
     cfg->idle_ms = 1000;
     cfg->fence_ms = 5000;
+    cfg->relief_ms = 5000;
     cfg->free_query_ms = 100;
     cfg->fast_copy_min = VS_FAST_COPY_MIN_DEFAULT;
     cfg->staging_bytes = VS_STAGING_DEFAULT;
@@ -470,6 +514,14 @@ int vs_config_load(struct vs_config *cfg, vs_env_fn env)
         vs_parse_uint32(v, 0, 86400000, &cfg->fence_ms))
         errors += bad("VRAMSHIM_FENCE_MS", v,
                       "milliseconds from 0 to 86400000", "5000");
+    if ((v = env("VRAMSHIM_PRIORITY")) && vs_parse_priority(v, &cfg->priority))
+        errors += bad("VRAMSHIM_PRIORITY", v, "an integer from -1000 to 1000", "0");
+    if ((v = env("VRAMSHIM_IDLE_RELEASE")) &&
+        vs_parse_duration_ms(v, &cfg->idle_release_ms))
+        errors += bad("VRAMSHIM_IDLE_RELEASE", v,
+                      "off, or a time like 500ms, 30s, 10m, 1h (at most 24h)", "off");
+    if ((v = env("VRAMSHIM_RELIEF_MS")) && vs_parse_uint32(v, 100, 600000, &cfg->relief_ms))
+        errors += bad("VRAMSHIM_RELIEF_MS", v, "milliseconds from 100 to 600000", "5000");
     if ((v = env("VRAMSHIM_FREE_QUERY_MS")) &&
         vs_parse_uint32(v, 0, 60000, &cfg->free_query_ms))
         errors += bad("VRAMSHIM_FREE_QUERY_MS", v,

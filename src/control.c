@@ -11,6 +11,10 @@
  * connect) are removed when a new server starts, and ours goes when the
  * process exits.
  *
+ * "peer" and "relieve" requests (relief.c in another process on the same
+ * device) are answered by control_relief.c, which also releases idle
+ * buffers unasked (VRAMSHIM_IDLE_RELEASE) from this thread's loop.
+ *
  * A "share" request (from ipc.c in another process of the same user) is
  * answered with file descriptors for a shared buffer's memory. Failed
  * share attempts are logged, counted in the stats and rate-limited.
@@ -376,6 +380,15 @@ static void answer(struct conn *c, size_t len)
         return answer_move(c, &req);
     case VS_REQ_SHARE:
         return answer_share(c, &req);
+    case VS_REQ_PEER:
+    case VS_REQ_RELIEVE: {
+        struct ucred cred = {0};
+        socklen_t cred_len = sizeof cred;
+        getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
+        char line[256];
+        vs_relief_answer_line(&req, cred.pid, line, sizeof line);
+        return reply_text(c, line);
+    }
     default:
         return reply_error(c, "unknown request");
     }
@@ -460,17 +473,20 @@ static void *serve(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
     for (int i = 0; i < CONN_MAX; i++)
         conns[i].fd = -1;
-    uint64_t accept_at = 0;
+    uint64_t accept_at = 0, idle_tick_at = 0;
     struct pollfd p[CONN_MAX + 1];
     struct conn *who[CONN_MAX + 1];
     for (;;) {
         uint64_t now = vs_now_ms(), wake = UINT64_MAX;
+        if (now >= idle_tick_at)
+            idle_tick_at = vs_relief_idle_tick(now);
+        wake = idle_tick_at;
         int n = 0;
         if (accept_at <= now) {
             accept_at = 0;
             p[n] = (struct pollfd){lfd, POLLIN, 0};
             who[n++] = NULL;
-        } else {
+        } else if (accept_at < wake) {
             wake = accept_at;
         }
         for (int i = 0; i < CONN_MAX; i++) {
@@ -489,7 +505,7 @@ static void *serve(void *arg)
             p[n] = (struct pollfd){c->fd, c->out ? POLLOUT : POLLIN, 0};
             who[n++] = c;
         }
-        int timeout = wake == UINT64_MAX ? -1 : (int)(wake - now);
+        int timeout = wake == UINT64_MAX ? -1 : wake > now ? (int)(wake - now) : 0;
         if (poll(p, (nfds_t)n, timeout) <= 0)
             continue;
         for (int i = 0; i < n; i++) {

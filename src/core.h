@@ -95,6 +95,14 @@ struct vs_config {
     /* VRAMSHIM_FENCE_MS: the longest a move waits inside the program's call
      * for the device to finish the work already queued (chunk.c's fence) */
     uint32_t fence_ms;
+    /* VRAMSHIM_PRIORITY: peers of equal or lower priority may be asked to
+     * give way (relief.c); VRAMSHIM_IDLE_RELEASE: with nothing submitted
+     * this long, idle buffers move out unasked (0: off) */
+    int32_t priority;
+    uint32_t idle_release_ms;
+    /* VRAMSHIM_RELIEF_MS: how long one peer may take to move and answer;
+     * finding the peers takes a tenth of it */
+    uint32_t relief_ms;
     /* how long the count of free device memory is trusted between asks of
      * the driver, when a reserve is set; 0: ask before every allocation */
     uint32_t free_query_ms;
@@ -134,6 +142,10 @@ int vs_parse_offload(const char *s, enum vs_offload_mode *out);
 int vs_parse_log_level(const char *s, enum vs_log_level *out);
 int vs_parse_uint32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
 int vs_parse_bool(const char *s, bool *out);
+/* VRAMSHIM_PRIORITY: an integer from -1000 to 1000. */
+int vs_parse_priority(const char *s, int32_t *out);
+/* VRAMSHIM_IDLE_RELEASE: "off" (0) or 500ms, 30s, 10m, 1h; at most 24 h. */
+int vs_parse_duration_ms(const char *s, uint32_t *out);
 /* Resolve a size spec against a whole (device total or RAM). */
 uint64_t vs_size_resolve(const struct vs_size_spec *spec, uint64_t whole);
 /* The default pin limit: max(40% RAM, min(90% RAM, RAM - 4G)). */
@@ -333,6 +345,8 @@ uint32_t vs_limits_free_query_ms(void);
 /* Read with one relaxed load each, for hot paths. */
 enum vs_offload_mode vs_limits_offload(void);
 uint32_t vs_limits_idle_ms(void);
+int32_t vs_limits_priority(void);
+uint32_t vs_limits_idle_release_ms(void); /* 0: off */
 /* Change one setting: vram_limit, reserve_vram, pin_limit, offload, idle_ms,
  * owner_limit. 0, or -EINVAL (unknown key or bad value: nothing changes and
  * `why` says what was expected). */
@@ -420,7 +434,8 @@ bool vs_handle_release(uint64_t h, enum vs_handle_space space);
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096
 enum vs_request_cmd { VS_REQ_NONE, VS_REQ_HELLO, VS_REQ_STATS, VS_REQ_SET,
-                      VS_REQ_EVICT, VS_REQ_FREE, VS_REQ_SHARE };
+                      VS_REQ_EVICT, VS_REQ_FREE, VS_REQ_SHARE, VS_REQ_PEER,
+                      VS_REQ_RELIEVE };
 struct vs_request {
     enum vs_request_cmd cmd;
     char key[32];
@@ -428,6 +443,9 @@ struct vs_request {
     char owner[VRAMSHIM_OWNER_NAME_MAX + 1];
     uint64_t bytes;
     uint64_t base, token; /* share: the buffer another process maps */
+    /* peer, relieve: the physical device (its UUID) and the asker's priority */
+    char uuid[64];
+    int32_t priority;
     bool has_owner, has_bytes;
 };
 /* The directory the sockets live in (protocol.c, for the library and the
@@ -452,12 +470,43 @@ struct vs_share_answer {
     char error[256];
 };
 int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a);
+/* The answer to a peer or relieve request (relief.c reads it strictly):
+ * {"ok":true,"resident":N,"idle_ms":N,"priority":P} or {"ok":true,"moved":N},
+ * or {"ok":false,"error":"..."}. 0, or -EINVAL. */
+struct vs_relief_answer {
+    bool ok;
+    uint64_t resident, idle_ms, moved;
+    int32_t priority;
+    char error[128];
+};
+int vs_relief_answer_parse(const char *buf, size_t len, struct vs_relief_answer *a);
 /* Token equality in constant time. */
 bool vs_equal_ct(uint64_t a, uint64_t b);
 /* 0 when the layout is exactly what a buffer of handle_size is shared as;
  * else -EACCES (refused) or -EPROTO, with `why`. */
 int vs_share_answer_check(const struct vs_share_answer *a, uint64_t handle_size, char *why,
                           size_t why_len);
+
+/* ---- relief.c: asking peers on the same device for room ---------------- */
+#define VS_RELIEF_MAX_PEERS 64
+struct vs_relief_peer {
+    pid_t pid;
+    uint64_t ns; /* pid namespace */
+    int32_t priority;
+    uint64_t idle_ms, resident;
+    bool gave_lately; /* gave within the hysteresis window: asked last */
+    bool eligible;    /* set by vs_relief_order: priority at most ours */
+};
+/* The order peers are asked in: eligible ones first; of those, ones that
+ * did not give lately first, then lower priority, then the most idle. */
+void vs_relief_order(struct vs_relief_peer *p, int n, int32_t my_priority);
+/* Ask peers on dev's physical device to move `want` bytes of idle buffers
+ * out, within bounded time (relief_ms/10 to find them, relief_ms for any
+ * one's move and answer, twice that for all of them).
+ * Returns the bytes they moved. `call` names the asker in the log line;
+ * `retrying` (a buffer coming back on a launch): not again within RETRY_MS
+ * of an ask that got nothing. Call with no lock of vramshim's held. */
+uint64_t vs_relief_ask(int dev, uint64_t want, const char *call, bool retrying);
 
 /* ---- peer.c: the connecting side's checks ------------------------------ */
 uint64_t vs_now_ms(void);
@@ -506,6 +555,9 @@ char *vs_stats_json_alloc(const struct vs_config *cfg, size_t *len);
 char *vs_build_text(int (*write)(char *buf, size_t cap, void *arg), void *arg, size_t *len);
 /* A share request refused (wrong base or token): counted in the stats. */
 void vs_stats_count_share_refused(void);
+/* Memory given to another process on request (relief), or taken from
+ * peers by this one: counted in the stats. */
+void vs_stats_count_relief(bool given, uint64_t bytes);
 void vs_stats_print_summary(int fd, const struct vs_config *cfg);
 
 /* ---- state.c: process-wide state and the clock ------------------------- */

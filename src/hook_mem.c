@@ -76,7 +76,8 @@ CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresu
 
 /* With offload on, a buffer of a granule or more is backed by tier.c so
  * that it can move; if the device is full even so (another process took
- * it), room is made once and the backing tried again. */
+ * it), room is made once and the backing tried again, and then other
+ * processes on the device are asked to give way (relief.c). */
 CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
     struct vs_charge ch;
@@ -86,6 +87,8 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
         CUresult rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
         if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_tier_make_room(ch.dev, -1, bytesize, bytesize) > 0)
             rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
+        if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_relief_ask(ch.dev, bytesize, "cuMemAlloc", false))
+            rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
         if (rc != CUDA_ERROR_NOT_SUPPORTED) {
             rc = finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
             if (rc == CUDA_SUCCESS)
@@ -93,8 +96,10 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
             return rc;
         }
     }
-    return finish(&ch, vs_real.cuMemAlloc_v2(dptr, bytesize), dptr, bytesize,
-                  VS_KIND_DEVICE);
+    CUresult rc = vs_real.cuMemAlloc_v2(dptr, bytesize);
+    if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_relief_ask(ch.dev, bytesize, "cuMemAlloc", false))
+        rc = vs_real.cuMemAlloc_v2(dptr, bytesize);
+    return finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
 }
 
 /* The pitch is known only afterwards: charge the width rounded up to 512

@@ -26,11 +26,25 @@ static uint64_t ram;
 /* read on hot paths without the mutex */
 static _Atomic int offload_now = VS_OFFLOAD_AUTO;
 static _Atomic uint32_t idle_ms_now = 1000;
+static _Atomic int32_t priority_now;
+static _Atomic uint32_t idle_release_now;
 
 static void publish_locked(void)
 {
     atomic_store_explicit(&offload_now, (int)live.offload, memory_order_relaxed);
     atomic_store_explicit(&idle_ms_now, live.idle_ms, memory_order_relaxed);
+    atomic_store_explicit(&priority_now, live.priority, memory_order_relaxed);
+    atomic_store_explicit(&idle_release_now, live.idle_release_ms, memory_order_relaxed);
+}
+
+int32_t vs_limits_priority(void)
+{
+    return atomic_load_explicit(&priority_now, memory_order_relaxed);
+}
+
+uint32_t vs_limits_idle_release_ms(void)
+{
+    return atomic_load_explicit(&idle_release_now, memory_order_relaxed);
 }
 
 enum vs_offload_mode vs_limits_offload(void)
@@ -223,6 +237,16 @@ static int apply(const char *key, const char *value, char *why, size_t why_len)
     } else if (strcmp(key, "idle_ms") == 0) {
         if (vs_parse_uint32(value, 0, 86400000, &next.idle_ms))
             return refuse(why, why_len, key, value, "milliseconds from 0 to 86400000");
+    } else if (strcmp(key, "priority") == 0) {
+        if (vs_parse_priority(value, &next.priority))
+            return refuse(why, why_len, key, value, "an integer from -1000 to 1000");
+    } else if (strcmp(key, "relief_ms") == 0) {
+        if (vs_parse_uint32(value, 100, 600000, &next.relief_ms))
+            return refuse(why, why_len, key, value, "milliseconds from 100 to 600000");
+    } else if (strcmp(key, "idle_release") == 0) {
+        if (vs_parse_duration_ms(value, &next.idle_release_ms))
+            return refuse(why, why_len, key, value,
+                          "off, or a time like 500ms, 30s, 10m, 1h (at most 24h)");
     } else if (strcmp(key, "owner_limit") == 0) {
         if (is_none(value))
             next.n_owner_limits = 0;
@@ -233,7 +257,8 @@ static int apply(const char *key, const char *value, char *why, size_t why_len)
     } else {
         snprintf(why, why_len,
                  "unknown setting \"%.60s\" (known: vram_limit, reserve_vram, "
-                 "pin_limit, offload, idle_ms, owner_limit)",
+                 "pin_limit, offload, idle_ms, priority, idle_release, relief_ms, "
+                 "owner_limit)",
                  key);
         return -EINVAL;
     }

@@ -195,6 +195,11 @@ int vs_tier_prefetch(uint64_t p);
 /* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
  * bytes have moved. Returns the bytes moved. */
 uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
+/* Another process on the device asks for room (relief): move buffers of
+ * dev idle for idle_ms until bytes have moved. Returns the bytes moved. */
+uint64_t vs_tier_give(int dev, uint64_t bytes);
+/* When the program last submitted work (vs_now_ns; 0: never). */
+uint64_t vs_tier_last_submit_ns(void);
 /* Free `bytes` of the pin budget for the program's own pinning. */
 uint64_t vs_tier_yield_pins(uint64_t bytes);
 /* Give back idle host handles the pin budget no longer has room for

@@ -98,6 +98,19 @@ static bool read_uint(struct cursor *c, uint64_t *out)
     return true;
 }
 
+/* An integer from -1000 to 1000 (a priority). */
+static bool read_priority(struct cursor *c, int32_t *out)
+{
+    skip_space(c);
+    bool neg = c->p < c->end && *c->p == '-';
+    c->p += neg;
+    uint64_t v;
+    if (!read_uint(c, &v) || v > 1000)
+        return false;
+    *out = neg ? -(int32_t)v : (int32_t)v;
+    return true;
+}
+
 static int fail(char *why, size_t len, const char *reason)
 {
     snprintf(why, len, "%s", reason);
@@ -110,6 +123,7 @@ static const struct {
 } commands[] = {
     {"hello", VS_REQ_HELLO}, {"stats", VS_REQ_STATS}, {"set", VS_REQ_SET},
     {"evict", VS_REQ_EVICT}, {"free", VS_REQ_FREE}, {"share", VS_REQ_SHARE},
+    {"peer", VS_REQ_PEER},   {"relieve", VS_REQ_RELIEVE},
 };
 
 int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *why,
@@ -121,7 +135,8 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
     struct cursor c = {buf, buf + len};
     char cmd[16] = "";
     bool have_cmd = false, have_key = false, have_value = false, have_owner = false,
-         have_bytes = false, have_base = false, have_token = false;
+         have_bytes = false, have_base = false, have_token = false, have_uuid = false,
+         have_priority = false;
     if (!eat(&c, '{'))
         return fail(why, why_len, "expected a JSON object");
     if (!eat(&c, '}')) {
@@ -159,6 +174,15 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
                 seen = &have_token;
                 if (*seen || !read_uint(&c, &req->token))
                     return fail(why, why_len, "bad token");
+            } else if (strcmp(name, "uuid") == 0) {
+                seen = &have_uuid;
+                if (*seen || !read_string(&c, req->uuid, sizeof req->uuid) ||
+                    req->uuid[0] == '\0')
+                    return fail(why, why_len, "bad uuid");
+            } else if (strcmp(name, "priority") == 0) {
+                seen = &have_priority;
+                if (*seen || !read_priority(&c, &req->priority))
+                    return fail(why, why_len, "bad priority (an integer from -1000 to 1000)");
             } else {
                 return fail(why, why_len, "unknown member");
             }
@@ -181,8 +205,15 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
     if ((req->cmd == VS_REQ_SET) != (have_key && have_value) ||
         (req->cmd != VS_REQ_SET && (have_key || have_value)))
         return fail(why, why_len, "set takes key and value, and only set does");
-    if (req->cmd != VS_REQ_EVICT && (have_owner || have_bytes))
-        return fail(why, why_len, "only evict takes owner and bytes");
+    if (req->cmd != VS_REQ_EVICT && have_owner)
+        return fail(why, why_len, "only evict takes owner");
+    if (req->cmd != VS_REQ_EVICT && req->cmd != VS_REQ_RELIEVE && have_bytes)
+        return fail(why, why_len, "only evict and relieve take bytes");
+    bool relief = req->cmd == VS_REQ_PEER || req->cmd == VS_REQ_RELIEVE;
+    if (relief != have_uuid || relief != have_priority ||
+        (req->cmd == VS_REQ_RELIEVE && !have_bytes))
+        return fail(why, why_len, "peer takes uuid and priority, relieve uuid, priority and "
+                                  "bytes, and only they do");
     if ((req->cmd == VS_REQ_SHARE) != (have_base && have_token) ||
         (req->cmd != VS_REQ_SHARE && (have_base || have_token)))
         return fail(why, why_len, "share takes base and token, and only share does");
@@ -253,6 +284,47 @@ int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a
     if (a->ok && seen != 0x1f)
         return -EINVAL; /* a layout is all five numbers */
     return 0;
+}
+
+int vs_relief_answer_parse(const char *buf, size_t len, struct vs_relief_answer *a)
+{
+    memset(a, 0, sizeof *a);
+    struct cursor c = {buf, buf + len};
+    bool have_ok = false, have_priority = false;
+    unsigned seen = 0;
+    static const char *const numbers[] = {"resident", "idle_ms", "moved"};
+    uint64_t *slots[] = {&a->resident, &a->idle_ms, &a->moved};
+    if (!eat(&c, '{'))
+        return -EINVAL;
+    do {
+        char name[16];
+        if (!read_string(&c, name, sizeof name) || !eat(&c, ':'))
+            return -EINVAL;
+        if (strcmp(name, "ok") == 0) {
+            if (have_ok || !read_bool(&c, &a->ok))
+                return -EINVAL;
+            have_ok = true;
+        } else if (strcmp(name, "error") == 0) {
+            if (a->error[0] || !read_string(&c, a->error, sizeof a->error) ||
+                a->error[0] == '\0')
+                return -EINVAL;
+        } else if (strcmp(name, "priority") == 0) {
+            if (have_priority || !read_priority(&c, &a->priority))
+                return -EINVAL;
+            have_priority = true;
+        } else {
+            size_t i = 0;
+            while (i < 3 && strcmp(name, numbers[i]) != 0)
+                i++;
+            if (i == 3 || (seen & (1u << i)) || !read_uint(&c, slots[i]))
+                return -EINVAL;
+            seen |= 1u << i;
+        }
+    } while (eat(&c, ','));
+    if (!eat(&c, '}'))
+        return -EINVAL;
+    skip_space(&c);
+    return c.p == c.end && have_ok ? 0 : -EINVAL;
 }
 
 int vs_share_answer_check(const struct vs_share_answer *a, uint64_t handle_size, char *why,

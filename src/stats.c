@@ -121,9 +121,10 @@ static void put_config(struct out *o, const struct vs_config *cfg, int ndev)
         put(o, "\"%g%%\"", cfg->reserve_vram.percent);
     else
         put(o, "%llu", (unsigned long long)cfg->reserve_vram.bytes);
-    put(o, ",\"pin_limit\":%llu,\"offload\":\"%s\",\"idle_ms\":%u}",
+    put(o, ",\"pin_limit\":%llu,\"offload\":\"%s\",\"idle_ms\":%u,\"priority\":%d,"
+           "\"idle_release_ms\":%u,\"relief_ms\":%u}",
         (unsigned long long)pin_limit_bytes(cfg), vs_offload_name(cfg->offload),
-        cfg->idle_ms);
+        cfg->idle_ms, (int)cfg->priority, cfg->idle_release_ms, cfg->relief_ms);
 }
 
 static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
@@ -194,6 +195,15 @@ static _Atomic uint64_t share_refused;
 
 void vs_stats_count_share_refused(void) { atomic_fetch_add(&share_refused, 1); }
 
+/* relief: [0] given, [1] taken; times and bytes */
+static _Atomic uint64_t relief_times[2], relief_bytes[2];
+
+void vs_stats_count_relief(bool given, uint64_t bytes)
+{
+    atomic_fetch_add(&relief_times[!given], 1);
+    atomic_fetch_add(&relief_bytes[!given], bytes);
+}
+
 int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
 {
     struct vs_snapshot *s = malloc(sizeof *s);
@@ -226,6 +236,8 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
         "\"evictions\":%llu,\"restores\":%llu,\"bytes_evicted\":%llu,"
         "\"bytes_restored\":%llu,\"launches\":%llu,\"free_queries\":%llu,"
         "\"share_refused\":%llu,"
+        "\"relief_given\":%llu,\"relief_taken\":%llu,\"relief_bytes_given\":%llu,"
+        "\"relief_bytes_taken\":%llu,"
         "\"fast_copies\":%llu,\"fast_copy_bytes\":%llu,\"fast_copy_ns\":%llu,"
         "\"fast_copy_fallbacks\":%llu,"
         "\"prefaults\":%llu,\"prefault_bytes\":%llu,\"prefault_ns\":%llu}}",
@@ -234,6 +246,10 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
         (unsigned long long)e->restores, (unsigned long long)e->bytes_evicted,
         (unsigned long long)e->bytes_restored, (unsigned long long)e->launches,
         (unsigned long long)vs_budget_asks(), (unsigned long long)atomic_load(&share_refused),
+        (unsigned long long)atomic_load(&relief_times[0]),
+        (unsigned long long)atomic_load(&relief_times[1]),
+        (unsigned long long)atomic_load(&relief_bytes[0]),
+        (unsigned long long)atomic_load(&relief_bytes[1]),
         (unsigned long long)e->fast_copies,
         (unsigned long long)e->fast_copy_bytes, (unsigned long long)e->fast_copy_ns,
         (unsigned long long)e->fast_copy_fallbacks,

@@ -682,6 +682,16 @@ uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t byte
 
 /* ---- touch tracking ------------------------------------------------------------ */
 
+/* What of b is off the device. Caller holds move_lock. */
+static uint64_t bytes_off(const struct buffer *b)
+{
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < b->n_chunks; i++)
+        if (b->chunk[i].where != CHUNK_DEVICE)
+            off += b->chunk[i].counted;
+    return off;
+}
+
 /* Bring the buffer at base back, making room only from buffers that have
  * been idle for idle_ms: two buffers a kernel keeps using never trade
  * places on every launch; the one that does not fit stays pinned, which
@@ -691,23 +701,23 @@ static bool bring_back_locked(struct buffer *b, bool idle_only)
 {
     if (buffer_in(b))
         return true;
-    uint64_t missing = 0;
-    for (uint32_t i = 0; i < b->n_chunks; i++)
-        if (b->chunk[i].where != CHUNK_DEVICE)
-            missing += b->chunk[i].counted;
-    return make_room_locked(b->dev, -1, missing, idle_only, b) > 0 && buffer_in(b);
+    return make_room_locked(b->dev, -1, bytes_off(b), idle_only, b) > 0 && buffer_in(b);
 }
 
-static void bring_back(uint64_t base)
+/* With `ask_peers`, what does not fit is asked of other processes on the
+ * device (relief.c), with no lock held, and the buffer tried once more. */
+static void bring_back(uint64_t base, bool ask_peers)
 {
     pthread_mutex_lock(&move_lock);
     vs_rw_read_lock(VS_RW_TREE);
     struct buffer key = {.base = base};
     struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
     vs_rw_read_unlock(VS_RW_TREE);
-    if (b)
-        bring_back_locked(b, true);
+    int dev = b ? b->dev : -1;
+    uint64_t missing = b && !bring_back_locked(b, true) ? bytes_off(b) : 0;
     pthread_mutex_unlock(&move_lock);
+    if (missing && ask_peers && vs_relief_ask(dev, missing, "a buffer coming back", true))
+        bring_back(base, false);
 }
 
 /* Stamp b touched now; false when it must come back first (offloaded, or
@@ -771,7 +781,7 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
     if (locked)
         vs_rw_read_unlock(VS_RW_TREE);
     for (int i = 0; i < n_back; i++)
-        bring_back(back[i]);
+        bring_back(back[i], true);
 }
 
 void vs_tier_touch_all(uint64_t now)
@@ -977,6 +987,23 @@ uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only)
     uint64_t moved = make_room_locked(-1, owner, bytes, idle_only, NULL);
     pthread_mutex_unlock(&move_lock);
     return moved;
+}
+
+/* relief (control_relief.c): another process on the device asks for room */
+uint64_t vs_tier_give(int dev, uint64_t bytes)
+{
+    if (vs_limits_offload() == VS_OFFLOAD_OFF ||
+        atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
+        return 0;
+    pthread_mutex_lock(&move_lock);
+    uint64_t moved = make_room_locked(dev, -1, bytes, true, NULL);
+    pthread_mutex_unlock(&move_lock);
+    return moved;
+}
+
+uint64_t vs_tier_last_submit_ns(void)
+{
+    return atomic_load_explicit(&vs_last_submit_ns, memory_order_relaxed);
 }
 
 /* ---- invariants ------------------------------------------------------------------ */

@@ -7,6 +7,8 @@
 
 #include "core.h"
 
+#include <jansson.h>
+
 int cmd_usage_error(const char *usage, const char *fmt, const char *arg);
 int cmd_ls(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
@@ -16,5 +18,9 @@ int cmd_free(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_exporter(int argc, char **argv);
 int cmd_top(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+/* cmd_devices.c: every process's devices grouped by UUID (what `devices
+ * --json` prints); the caller owns it. */
+json_t *cmd_devices_collect(void);
 
 #endif

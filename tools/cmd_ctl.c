@@ -21,8 +21,9 @@ static const char stats_usage[] =
 static const char set_usage[] =
     "usage: vramshim set PID KEY=VALUE...\n"
     "Changes settings of a running process. Keys: vram_limit, reserve_vram, pin_limit,\n"
-    "offload, idle_ms, owner_limit; values as in the VRAMSHIM_* variables (none clears\n"
-    "vram_limit and owner_limit, default restores pin_limit).\n";
+    "offload, idle_ms, priority, idle_release, relief_ms, owner_limit; values as in the\n"
+    "VRAMSHIM_* variables (none clears vram_limit and owner_limit, default restores\n"
+    "pin_limit).\n";
 static const char evict_usage[] =
     "usage: vramshim evict PID [--owner N] [--bytes S]\n"
     "Offloads idle buffers of a process now (untouched for its idle_ms): all of them,\n"

@@ -265,6 +265,10 @@ void metrics_write(FILE *out, json_t *all)
          "Copies big enough to stage that went to the driver: every staging slot was busy."},
         {"prefaults", "Ranges faulted in by the copy threads before the driver pinned them."},
         {"prefault_bytes", "Bytes faulted in before pinning."},
+        {"relief_given", "Times this process moved buffers out for another process on its device."},
+        {"relief_taken", "Times other processes on the device moved buffers out for this one."},
+        {"relief_bytes_given", "Bytes this process moved out for other processes."},
+        {"relief_bytes_taken", "Bytes other processes moved out for this one."},
     };
     for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
         char name[64];

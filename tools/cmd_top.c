@@ -29,9 +29,11 @@
 static const char top_usage[] =
     "usage: vramshim top [--once] [--interval SECONDS]\n"
     "Live view of every process running under vramshim for this user, redrawn every\n"
-    "second (or every SECONDS, 0.1 to 60); q quits. Per device: memory in use by all of\n"
-    "them, the device's total and free. Per process and device: resident, limit,\n"
-    "offloaded (pinned + pageable), evictions per second, OOM returned, top owners;\n"
+    "second (or every SECONDS, 0.1 to 60); q quits. Grouped by physical device (its\n"
+    "UUID): memory in use by all of them, the device's total and free; then each\n"
+    "process on it: resident, limit, offloaded (pinned + pageable), evictions per\n"
+    "second, OOM returned, relief given/taken (times it moved buffers out for another\n"
+    "process / others did for it), top owners;\n"
     "below, what each process loaded through vramshim's fast copies (bytes, count, GB/s).\n"
     "--once prints one frame to stdout and exits (evictions per second show as -).\n";
 
@@ -160,24 +162,70 @@ static const char *short_command(const char *cmd)
     return start;
 }
 
+/* One physical device: keyed by UUID (indices differ between processes
+ * under CUDA_VISIBLE_DEVICES), else by index. */
 struct device_sum {
-    bool seen;
-    char name[64];
+    char key[64], name[64];
     uint64_t resident, offloaded, total, free;
     bool has_free;
 };
 
+static void device_key(json_t *dv, size_t index, char *out, size_t cap)
+{
+    const char *uuid = json_string_value(json_object_get(dv, "uuid"));
+    if (uuid)
+        snprintf(out, cap, "%s", uuid);
+    else
+        snprintf(out, cap, "device %zu", index);
+}
+
+static bool holds(json_t *dv)
+{
+    return num(dv, "allocated") || num(dv, "offloaded_pinned") || num(dv, "offloaded_pageable");
+}
+
+/* One process's row for one of its devices. */
+static void draw_row(struct frame *f, json_t *st, size_t d, json_t *dv, double rate, bool rates)
+{
+    char a[32], b[32], c[32], owners[256], r[16], relief[32];
+    json_t *counters = json_object_get(st, "counters");
+    json_t *limit = json_array_get(json_object_get(json_object_get(st, "config"), "vram_limit"), d);
+    top_owners(st, (int)d, owners, sizeof owners);
+    if (rates && rate >= 0)
+        snprintf(r, sizeof r, "%.1f", rate);
+    else
+        snprintf(r, sizeof r, "-");
+    snprintf(relief, sizeof relief, "%llu/%llu", (unsigned long long)num(counters, "relief_given"),
+             (unsigned long long)num(counters, "relief_taken"));
+    emit(f, "%-8d %-3zu %9s %9s %9s %8s %5llu %-9s %-16.16s %s\n", (int)num(st, "pid"), d,
+         size_text(num(dv, "resident"), a, sizeof a),
+         json_is_integer(limit) ? size_text((uint64_t)json_integer_value(limit), b, sizeof b)
+                                : "none",
+         size_text(num(dv, "offloaded_pinned") + num(dv, "offloaded_pageable"), c, sizeof c), r,
+         (unsigned long long)num(counters, "oom_returned"), relief,
+         short_command(json_string_value(json_object_get(st, "cmd"))), owners);
+}
+
 static void draw(struct frame *f, json_t *all, bool rates)
 {
     struct device_sum dev[VS_MAX_DEVICES] = {0};
+    int n_dev = 0;
     size_t i, d;
     json_t *st, *dv;
     json_array_foreach(all, i, st) {
         json_array_foreach(json_object_get(st, "devices"), d, dv) {
-            if (d >= VS_MAX_DEVICES)
-                break;
-            struct device_sum *s = &dev[d];
-            s->seen = true;
+            char key[64];
+            device_key(dv, d, key, sizeof key);
+            int k = 0;
+            while (k < n_dev && strcmp(dev[k].key, key) != 0)
+                k++;
+            if (k == n_dev) {
+                if (n_dev == VS_MAX_DEVICES)
+                    continue;
+                n_dev++;
+                snprintf(dev[k].key, sizeof dev[k].key, "%s", key);
+            }
+            struct device_sum *s = &dev[k];
             snprintf(s->name, sizeof s->name, "%s",
                      json_string_value(json_object_get(dv, "name")) ?: "?");
             s->resident += num(dv, "resident");
@@ -196,47 +244,44 @@ static void draw(struct frame *f, json_t *all, bool rates)
     emit(f, "vramshim top - %02d:%02d:%02d - %zu process%s%s\n", tm.tm_hour, tm.tm_min,
          tm.tm_sec, json_array_size(all), json_array_size(all) == 1 ? "" : "es",
          rates ? "  (q quits)" : "");
+    /* each pid's rate is worked out once a frame, whatever its devices */
+    double at = now_s(), rate[TOP_MAX_PIDS];
+    json_array_foreach(all, i, st) {
+        if (i < TOP_MAX_PIDS)
+            rate[i] = eviction_rate((pid_t)num(st, "pid"),
+                                    num(json_object_get(st, "counters"), "evictions"), at);
+    }
     char a[32], b[32], c[32], e[32];
-    for (int k = 0; k < VS_MAX_DEVICES; k++) {
-        if (!dev[k].seen)
-            continue;
-        emit(f, "device %d %s: in use %s, offloaded %s, total %s, free %s\n", k, dev[k].name,
-             size_text(dev[k].resident, a, sizeof a), size_text(dev[k].offloaded, b, sizeof b),
+    for (int k = 0; k < n_dev; k++) {
+        emit(f, "\n%s (%s): in use %s, offloaded %s, total %s, free %s\n", dev[k].name,
+             dev[k].key, size_text(dev[k].resident, a, sizeof a),
+             size_text(dev[k].offloaded, b, sizeof b),
              dev[k].total ? size_text(dev[k].total, c, sizeof c) : "?",
              dev[k].has_free ? size_text(dev[k].free, e, sizeof e) : "?");
-    }
-    emit(f, "\n%-8s %-3s %9s %9s %9s %8s %5s %-16s %s\n", "PID", "DEV", "RESIDENT", "LIMIT",
-         "OFFLOADED", "EVICT/S", "OOM", "COMMAND", "TOP OWNERS");
-    double at = now_s();
-    json_array_foreach(all, i, st) {
-        pid_t pid = (pid_t)num(st, "pid");
-        json_t *counters = json_object_get(st, "counters");
-        double rate = eviction_rate(pid, num(counters, "evictions"), at);
-        json_t *limits = json_object_get(json_object_get(st, "config"), "vram_limit");
-        const char *cmd = short_command(json_string_value(json_object_get(st, "cmd")));
-        bool any = false;
-        json_array_foreach(json_object_get(st, "devices"), d, dv) {
-            uint64_t offloaded = num(dv, "offloaded_pinned") + num(dv, "offloaded_pageable");
-            if (num(dv, "allocated") == 0 && offloaded == 0)
-                continue;
-            any = true;
-            char owners[256], r[16];
-            top_owners(st, (int)d, owners, sizeof owners);
-            json_t *limit = json_array_get(limits, d);
-            if (rates && rate >= 0)
-                snprintf(r, sizeof r, "%.1f", rate);
-            else
-                snprintf(r, sizeof r, "-");
-            emit(f, "%-8d %-3zu %9s %9s %9s %8s %5llu %-16.16s %s\n", (int)pid, d,
-                 size_text(num(dv, "resident"), a, sizeof a),
-                 json_is_integer(limit) ? size_text((uint64_t)json_integer_value(limit), b, sizeof b)
-                                        : "none",
-                 size_text(offloaded, c, sizeof c), r,
-                 (unsigned long long)num(counters, "oom_returned"), cmd, owners);
+        emit(f, "%-8s %-3s %9s %9s %9s %8s %5s %-9s %-16s %s\n", "PID", "DEV", "RESIDENT",
+             "LIMIT", "OFFLOADED", "EVICT/S", "OOM", "RELIEF", "COMMAND", "TOP OWNERS");
+        json_array_foreach(all, i, st) {
+            json_array_foreach(json_object_get(st, "devices"), d, dv) {
+                char key[64];
+                device_key(dv, d, key, sizeof key);
+                if (holds(dv) && strcmp(key, dev[k].key) == 0)
+                    draw_row(f, st, d, dv, i < TOP_MAX_PIDS ? rate[i] : -1, rates);
+            }
         }
-        if (!any)
-            emit(f, "%-8d %-3s %9s %9s %9s %8s %5llu %-16.16s\n", (int)pid, "-", "0B", "-", "0B",
-                 "-", (unsigned long long)num(counters, "oom_returned"), cmd);
+    }
+    bool idle_header = false;
+    json_array_foreach(all, i, st) { /* processes that hold nothing on any device */
+        bool any = false;
+        json_array_foreach(json_object_get(st, "devices"), d, dv) any |= holds(dv);
+        if (any)
+            continue;
+        if (!idle_header)
+            emit(f, "\nholding no device memory:\n");
+        idle_header = true;
+        emit(f, "%-8d %-3s %9s %9s %9s %8s %5llu %-9s %-16.16s\n", (int)num(st, "pid"), "-",
+             "0B", "-", "0B", "-",
+             (unsigned long long)num(json_object_get(st, "counters"), "oom_returned"), "-",
+             short_command(json_string_value(json_object_get(st, "cmd"))));
     }
     json_array_foreach(all, i, st) { /* fast copies: bytes per nanosecond is GB/s */
         json_t *counters = json_object_get(st, "counters");

@@ -39,14 +39,15 @@ static const char usage_text[] =
     "  stats [--json] PID show one process: per device, per owner, counters\n"
     "  set PID KEY=VALUE...\n"
     "                     change vram_limit, reserve_vram, pin_limit, offload, idle_ms,\n"
-    "                     owner_limit of a running process\n"
+    "                     priority, idle_release, relief_ms, owner_limit of a running process\n"
     "  evict PID [--owner N] [--bytes S] | free PID\n"
     "                     move idle buffers / everything to host memory now\n"
     "  metrics            every process in the Prometheus text format\n"
     "  exporter [--listen ADDR:PORT]\n"
     "                     serve those metrics over HTTP (/metrics, /healthz)\n"
     "  top [--once] [--interval S]\n"
-    "                     live view of every process (q quits)\n"
+    "                     live view of every process, by physical device (q quits)\n"
+    "  devices [--json]   each physical device: total, free, the processes on it\n"
     "Exit codes: 0 done, 1 the target refused or failed, 2 usage error, 3 no such process.\n"
     "\n"
     "Sizes: 8G, 512M, 4096 (B/K/M/G/T, binary), or a percentage: 40%.\n"
@@ -207,7 +208,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"ls", cmd_ls}, {"stats", cmd_stats}, {"set", cmd_set},
                 {"evict", cmd_evict}, {"free", cmd_free}, {"metrics", cmd_metrics},
-                {"exporter", cmd_exporter}, {"top", cmd_top}};
+                {"exporter", cmd_exporter}, {"top", cmd_top}, {"devices", cmd_devices}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);

@@ -2,7 +2,8 @@
  * fuzz_answer: libFuzzer target for what the connecting sides read from a
  * server (tests/fuzz/run.sh builds and runs it beside fuzz_request): the
  * importer's share answer (src/protocol.c: parsed strictly, then checked
- * against the handle) and the tool's answers (tools/client.c: any JSON,
+ * against the handle), relief.c's answers from peers (parsed strictly,
+ * priority in range) and the tool's answers (tools/client.c: any JSON,
  * made printable before anything prints it). The first byte picks which.
  */
 #include "client.h"
@@ -45,6 +46,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             assert_printable(answer);
             json_decref(answer);
         }
+        return 0;
+    }
+    if (data[0] & 2) {
+        struct vs_relief_answer r;
+        if (vs_relief_answer_parse(text, len, &r) == 0 &&
+            (r.priority < -1000 || r.priority > 1000 || strlen(r.error) >= sizeof r.error))
+            __builtin_trap();
         return 0;
     }
     struct vs_share_answer a;

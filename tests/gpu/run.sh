@@ -89,6 +89,24 @@ if [ $n -eq 0 ] && [ $v -eq 0 ] && cmp -s "$out/offload-native.bin" "$out/offloa
 else
 	row "PyTorch, three 6 GiB models under an 8 GiB limit" FAIL "native exit $n, vramshim exit $v; $detail (see offload-*.log)"
 fi
+# 6. two programs on one GPU (issue 15): two PyTorch processes each needing
+# about 60% of the device take turns; alone, as a pair without vramshim (the
+# second must fail with out-of-memory), and as a pair under vramshim (both
+# finish, outputs identical to alone; step times against alone)
+python3 tests/gpu/torch_relief.py --alone --seed 1 --out "$out/relief-alone-a.bin" >"$out/relief-alone-a.log" 2>&1
+python3 tests/gpu/torch_relief.py --alone --seed 2 --out "$out/relief-alone-b.bin" >"$out/relief-alone-b.log" 2>&1
+python3 tests/gpu/torch_relief.py --out-a "$out/relief-native-a.bin" --out-b "$out/relief-native-b.bin" \
+	>"$out/relief-native.log" 2>&1; n=$?
+VRAMSHIM_IDLE_MS=200 LD_PRELOAD=$lib python3 tests/gpu/torch_relief.py --out-a "$out/relief-shim-a.bin" \
+	--out-b "$out/relief-shim-b.bin" >"$out/relief-shim.log" 2>&1; v=$?
+g() { awk -v k="$1" '$1==k {print $2}' "$2"; }
+detail="alone $(g step "$out/relief-alone-a.log")/$(g step "$out/relief-alone-b.log") s a step, under vramshim $(g step_a "$out/relief-shim.log")/$(g step_b "$out/relief-shim.log") s; without vramshim: $(head -c 60 "$out/relief-native.log")"
+if [ $n -eq 3 ] && [ $v -eq 0 ] && cmp -s "$out/relief-alone-a.bin" "$out/relief-shim-a.bin" &&
+	cmp -s "$out/relief-alone-b.bin" "$out/relief-shim-b.bin"; then
+	row "two PyTorch processes, 60% of the GPU each, taking turns" PASS "outputs identical to alone; $detail"
+else
+	row "two PyTorch processes, 60% of the GPU each, taking turns" FAIL "native exit $n (3: second OOM), vramshim exit $v; $detail (see relief-*.log)"
+fi
 if nvcc -O2 -o .build-gpu/nvcc_moves tests/gpu/nvcc_moves.cu -ldl -lpthread >"$out/moves-build.log" 2>&1; then
 	.build-gpu/nvcc_moves >"$out/moves-native.log" 2>&1; n=$?
 	VRAMSHIM_VRAM_LIMIT=1G LD_PRELOAD=$lib .build-gpu/nvcc_moves >"$out/moves-shim.log" 2>&1; v=$?

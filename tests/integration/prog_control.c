@@ -222,7 +222,8 @@ static void tool_commands(void)
                             "set", "set 1", "set abc x=1", "set 1 novalue", "set 1 =1",
                             "evict", "evict 1 --bytes lots", "evict 1 --owner", "free",
                             "free 1 2", "stats -5", "metrics extra", "top extra",
-                            "top --interval 0", "top --interval"};
+                            "top --interval 0", "top --interval", "devices extra",
+                            "devices --jsn"};
     for (size_t i = 0; i < sizeof usage2 / sizeof usage2[0]; i++) {
         int code = run_tool(out, sizeof out, "%s", usage2[i]);
         CHECK(code == 2 && strstr(out, "usage: vramshim"), "'%s' exit %d: %s", usage2[i], code, out);
@@ -233,7 +234,7 @@ static void tool_commands(void)
         CHECK(code == 3, "'%s' exit %d: %s", absent[i], code, out);
     }
     const char *helps[] = {"ls --help", "stats --help", "set --help", "evict --help",
-                           "free --help", "metrics --help", "top --help"};
+                           "free --help", "metrics --help", "top --help", "devices --help"};
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
         CHECK(run_tool(out, sizeof out, "%s", helps[i]) == 0 && strstr(out, "usage: vramshim"),
               "'%s'", helps[i]);

@@ -20,4 +20,15 @@ case "$prog" in
 	;;
 esac
 export LD_LIBRARY_PATH LD_PRELOAD
-exec "$prog" "$@"
+# Every private test device has the same UUID, so programs run at once
+# under make -j would take each other for peers on one device, and relief
+# (a process short of room asking the others on its device) would move one
+# test's buffers for another. Each program gets a socket directory of its
+# own unless it names one.
+[ -n "${VRAMSHIM_SOCKET_DIR:-}" ] && exec "$prog" "$@"
+VRAMSHIM_SOCKET_DIR=$(mktemp -d "${TMPDIR:-/tmp}/vs-check.XXXXXX")
+export VRAMSHIM_SOCKET_DIR
+rc=0
+"$prog" "$@" || rc=$?
+rm -rf "$VRAMSHIM_SOCKET_DIR"
+exit "$rc"

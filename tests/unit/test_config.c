@@ -204,6 +204,43 @@ static void load_good(void **state)
 }
 
 /* The fast copy defaults, and 0 turning it off. */
+static void relief_settings(void **state)
+{
+    (void)state;
+    struct vs_config cfg;
+    env_n = 0;
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(cfg.priority, 0);
+    assert_int_equal(cfg.idle_release_ms, 0); /* off */
+    assert_int_equal(cfg.relief_ms, 5000);
+    env_set("VRAMSHIM_PRIORITY", "-1000");
+    env_set("VRAMSHIM_IDLE_RELEASE", "10m");
+    env_set("VRAMSHIM_RELIEF_MS", "250");
+    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    assert_int_equal(cfg.priority, -1000);
+    assert_int_equal(cfg.idle_release_ms, 600000);
+    assert_int_equal(cfg.relief_ms, 250);
+    uint32_t ms;
+    const struct {
+        const char *text;
+        uint32_t ms;
+    } good[] = {{"off", 0}, {"OFF", 0}, {"500", 500}, {"500ms", 500}, {"30s", 30000},
+                {"1h", 3600000}, {"24h", 86400000}, {"1440m", 86400000}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(vs_parse_duration_ms(good[i].text, &ms), 0);
+        assert_int_equal(ms, good[i].ms);
+    }
+    const char *bad[] = {"", "0", "0s", "-1s", "1d", "s", "86400001", "1.5s", "99999999999999s"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (vs_parse_duration_ms(bad[i], &ms) == 0)
+            fail_msg("accepted: %s", bad[i]);
+    int32_t p;
+    assert_int_equal(vs_parse_priority("7", &p), 0);
+    assert_int_equal(p, 7);
+    assert_int_not_equal(vs_parse_priority("-", &p), 0);
+    assert_int_not_equal(vs_parse_priority("+1", &p), 0);
+}
+
 static void fast_copy_settings(void **state)
 {
     (void)state;
@@ -235,6 +272,10 @@ static void load_bad_each(void **state)
         {"VRAMSHIM_COPY_THREADS", "0"},    {"VRAMSHIM_COPY_THREADS", "65"},
         {"VRAMSHIM_STAGING", "1M"},        {"VRAMSHIM_STAGING", "2G"},
         {"VRAMSHIM_FENCE_MS", "soon"},     {"VRAMSHIM_FENCE_MS", "86400001"},
+        {"VRAMSHIM_PRIORITY", "high"},     {"VRAMSHIM_PRIORITY", "1001"},
+        {"VRAMSHIM_PRIORITY", "--1"},      {"VRAMSHIM_IDLE_RELEASE", "soon"},
+        {"VRAMSHIM_IDLE_RELEASE", "0"},    {"VRAMSHIM_IDLE_RELEASE", "25h"},
+        {"VRAMSHIM_IDLE_RELEASE", "5 m"},  {"VRAMSHIM_RELIEF_MS", "99"},
     };
     struct vs_config dflt;
     vs_config_defaults(&dflt);
@@ -391,6 +432,7 @@ int main(void)
         cmocka_unit_test(load_bad_each),    cmocka_unit_test(hami_limits),
         cmocka_unit_test(hami_conflict),    cmocka_unit_test(hami_bad),
         cmocka_unit_test(hami_unenforced),  cmocka_unit_test(fast_copy_settings),
+        cmocka_unit_test(relief_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,6 +50,39 @@ static void good(void **state)
                            "\"token\":18446744073709551615}", &r), 0);
     assert_int_equal(r.cmd, VS_REQ_SHARE);
     assert_true(r.base == 140737488355328ULL && r.token == UINT64_MAX);
+    assert_int_equal(parse("{\"cmd\":\"peer\",\"uuid\":\"GPU-1\",\"priority\":-5}", &r), 0);
+    assert_int_equal(r.cmd, VS_REQ_PEER);
+    assert_string_equal(r.uuid, "GPU-1");
+    assert_int_equal(r.priority, -5);
+    assert_int_equal(parse("{\"cmd\":\"relieve\",\"uuid\":\"GPU-1\",\"priority\":1000,"
+                           "\"bytes\":1048576}", &r), 0);
+    assert_int_equal(r.cmd, VS_REQ_RELIEVE);
+    assert_int_equal(r.priority, 1000);
+    assert_true(r.bytes == 1048576);
+}
+
+/* The answers relief.c reads, strictly. */
+static void relief_answers(void **state)
+{
+    (void)state;
+    struct vs_relief_answer a;
+    const char *probe = "{\"ok\":true,\"resident\":5,\"idle_ms\":7,\"priority\":-3}";
+    assert_int_equal(vs_relief_answer_parse(probe, strlen(probe), &a), 0);
+    assert_true(a.ok && a.resident == 5 && a.idle_ms == 7 && a.priority == -3);
+    const char *gave = "{\"ok\":true,\"moved\":67108864}";
+    assert_int_equal(vs_relief_answer_parse(gave, strlen(gave), &a), 0);
+    assert_true(a.ok && a.moved == 67108864);
+    const char *no = "{\"ok\":false,\"error\":\"priority 0 is below ours (5)\"}";
+    assert_int_equal(vs_relief_answer_parse(no, strlen(no), &a), 0);
+    assert_false(a.ok);
+    assert_string_equal(a.error, "priority 0 is below ours (5)");
+    const char *bad[] = {"", "{}", "{\"moved\":1}", "{\"ok\":true,\"moved\":-1}",
+                         "{\"ok\":true,\"moved\":1,\"moved\":2}", "{\"ok\":true}x",
+                         "{\"ok\":true,\"priority\":1001}", "{\"ok\":true,\"stats\":{}}",
+                         "{\"ok\":true,\"priority\":1,\"priority\":1}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (vs_relief_answer_parse(bad[i], strlen(bad[i]), &a) != -EINVAL)
+            fail_msg("accepted: %s", bad[i]);
 }
 
 static void bad(void **state)
@@ -69,6 +102,13 @@ static void bad(void **state)
         "{\"cmd\":\"share\",\"base\":1}", "{\"cmd\":\"share\",\"token\":1}",
         "{\"cmd\":\"share\",\"base\":-1,\"token\":1}", "{\"cmd\":\"evict\",\"base\":1}",
         "{\"cmd\":\"stats\",\"token\":1}",
+        "{\"cmd\":\"peer\",\"uuid\":\"G\"}", "{\"cmd\":\"peer\",\"priority\":0}",
+        "{\"cmd\":\"relieve\",\"uuid\":\"G\",\"priority\":0}",
+        "{\"cmd\":\"peer\",\"uuid\":\"\",\"priority\":0}",
+        "{\"cmd\":\"peer\",\"uuid\":\"G\",\"priority\":1001}",
+        "{\"cmd\":\"peer\",\"uuid\":\"G\",\"priority\":-}",
+        "{\"cmd\":\"stats\",\"uuid\":\"G\",\"priority\":0}",
+        "{\"cmd\":\"relieve\",\"uuid\":\"G\",\"priority\":0,\"bytes\":1,\"owner\":\"x\"}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct vs_request r;
@@ -107,6 +147,7 @@ int main(void)
         cmocka_unit_test(good),
         cmocka_unit_test(bad),
         cmocka_unit_test(truncated),
+        cmocka_unit_test(relief_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

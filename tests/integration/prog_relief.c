@@ -1,0 +1,659 @@
+/*
+ * prog_relief: processes on one device give each other room (relief).
+ *
+ * Every scenario runs worker processes (this program again, "worker", under
+ * vramshim) on one 256 MiB test device shared through FAKECUDA_SHM, each with
+ * its own settings, in a socket directory of the scenario's own. This
+ * process drives them through pipes, one command and one answer at a time,
+ * so every step happens in a known order. Idleness is set, not waited for:
+ * idle_ms=0 makes every buffer touched before now idle, 60000 none, and
+ * wait_tick() waits for the coarse clock the touches are stamped with to
+ * move on (a clock condition, never a sleep standing in for a handshake).
+ *
+ *   1. A fills the device and goes idle; B allocates past what is free and
+ *      succeeds because A gave; A resumes, gets its buffers back by asking
+ *      B in turn; every byte of both intact; the counters say who gave.
+ *   2. priorities: a busy lower-priority process gives nothing (only idle
+ *      buffers go), an idle one gives; a higher-priority process is not
+ *      asked by a lower one.
+ *   3. a peer that stops answering is skipped after the probe's deadline;
+ *      a peer killed while it is being asked is skipped at once.
+ *   4. two processes alternating over working sets that together exceed
+ *      the device: both finish, bytes intact, and the bytes moved out stay
+ *      within (W_P + W_Q) * (2 + elapsed / idle_ms) (no ping-pong per step).
+ *   5. 8 processes with random phases: no deadlock, no lost byte, and the
+ *      device's real usage never above its size.
+ *   6. VRAMSHIM_IDLE_RELEASE: an idle process moves its idle buffers out
+ *      unasked; set at run time, a longer one keeps them.
+ *   7. the tool: `devices --json`, `top --once` and `metrics` show both
+ *      processes under one UUID with the relief they gave and took.
+ *
+ * By hand: `prog_relief NAME` runs one scenario (fill, priorities,
+ * unresponsive, alternating, crowd, release); RELIEF_TEST_LOG=info sets the workers'
+ * log level, RELIEF_TEST_TIMES=1 prints how long each answer took.
+ */
+#define _GNU_SOURCE 1
+#include "check.h"
+#include "fakecuda.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define M (1ULL << 20)
+#define MAX_BUFS 16
+
+/* ---- the worker ----------------------------------------------------------- */
+
+static struct {
+    CUresult (*alloc)(CUdeviceptr *, size_t);
+    CUresult (*release)(CUdeviceptr);
+    CUresult (*htod)(CUdeviceptr, const void *, size_t);
+    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+    CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                       unsigned, unsigned, CUstream, void **, void **);
+    CUresult (*sync)(void);
+    unsigned long long (*used)(int);
+    CUfunction touch, block;
+} cu;
+
+static void touch_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
+{
+    (void)grid;
+    (void)block;
+    volatile unsigned char *p = (unsigned char *)(uintptr_t)*(CUdeviceptr *)params[0];
+    (void)*p;
+}
+
+/* Never returns: the worker running it is killed (scenario 3). */
+static void block_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
+{
+    (void)params;
+    (void)grid;
+    (void)block;
+    for (;;)
+        pause();
+}
+
+static unsigned seed_of(int i) { return (unsigned)getpid() * 31u + (unsigned)i; }
+
+static int worker(void)
+{
+    void *lib = check_libcuda();
+    check_context(lib, 0);
+    cu.alloc = check_sym(lib, "cuMemAlloc_v2");
+    cu.release = check_sym(lib, "cuMemFree_v2");
+    cu.htod = check_sym(lib, "cuMemcpyHtoD_v2");
+    cu.dtoh = check_sym(lib, "cuMemcpyDtoH_v2");
+    cu.launch = check_sym(lib, "cuLaunchKernel");
+    cu.sync = check_sym(lib, "cuCtxSynchronize");
+    cu.used = check_sym(lib, "fakecuda_used");
+    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
+        check_sym(lib, "fakecuda_register_kernel");
+    cu.touch = reg("touch", touch_body, 1, (const size_t[]){8});
+    cu.block = reg("block", block_body, 1, (const size_t[]){8});
+    int (*set)(const char *, const char *) = check_api("vramshim_set");
+
+    CUdeviceptr buf[MAX_BUFS];
+    size_t size[MAX_BUFS];
+    int n = 0;
+    char line[256];
+    printf("ready\n");
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin)) {
+        char key[64], value[64];
+        if (line[0] == 'a') { /* a MiB: allocate and fill */
+            size_t bytes = strtoull(line + 2, NULL, 10) * M;
+            CHECK(n < MAX_BUFS, "too many buffers");
+            CUresult rc = cu.alloc(&buf[n], bytes);
+            if (rc == CUDA_SUCCESS) {
+                unsigned char *host = malloc(bytes);
+                check_fill(host, bytes, seed_of(n));
+                CHECK_CU(cu.htod(buf[n], host, bytes));
+                free(host);
+                size[n++] = bytes;
+            }
+            CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY, "alloc: %d", (int)rc);
+            printf("%s\n", rc == CUDA_SUCCESS ? "ok" : "oom");
+        } else if (line[0] == 't') { /* a kernel naming each buffer */
+            for (int i = 0; i < n; i++) {
+                void *params[] = {&buf[i]};
+                CHECK_CU(cu.launch(cu.touch, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+            }
+            CHECK_CU(cu.sync());
+            printf("ok\n");
+        } else if (line[0] == 'c') { /* every byte of every buffer */
+            for (int i = 0; i < n; i++) {
+                unsigned char *want = malloc(size[i]);
+                check_fill(want, size[i], seed_of(i));
+                check_device_bytes(cu.dtoh, buf[i], want, size[i], "a worker's buffer");
+                free(want);
+            }
+            printf("ok\n");
+        } else if (line[0] == 'f') { /* free the last buffer */
+            CHECK(n > 0, "nothing to free");
+            CHECK_CU(cu.release(buf[--n]));
+            printf("ok\n");
+        } else if (line[0] == 'b') { /* a kernel that never ends */
+            void *params[] = {&buf[0]};
+            CHECK_CU(cu.launch(cu.block, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+            printf("ok\n");
+        } else if (sscanf(line, "s %63s %63s", key, value) == 2) {
+            printf("%s\n", set(key, value) == 0 ? "ok" : "no");
+        } else if (sscanf(line, "q %63s", key) == 1) {
+            json_t *st = stats_get();
+            printf("%llu\n", (unsigned long long)stats_u64(st, key));
+            json_decref(st);
+        } else if (line[0] == 'u') {
+            printf("%llu\n", cu.used(0));
+        } else {
+            CHECK(false, "unknown command %s", line);
+        }
+        fflush(stdout);
+    }
+    return 0;
+}
+
+/* ---- driving the workers --------------------------------------------------- */
+
+struct worker {
+    pid_t pid;
+    FILE *to, *from;
+    char name[8];
+};
+
+static char self_path[4096];
+static char sock_dir[64], shm_name[64];
+static const char *dev_mem = "256M";
+static int scenario_no;
+
+/* A fresh device (of dev_mem) and socket directory for the next scenario. */
+static void scenario(void)
+{
+    scenario_no++;
+    snprintf(shm_name, sizeof shm_name, "/vramshim-relief-%d-%d", (int)getpid(), scenario_no);
+    snprintf(sock_dir, sizeof sock_dir, "/tmp/vs-relief-XXXXXX");
+    CHECK(mkdtemp(sock_dir) != NULL, "mkdtemp");
+}
+
+static void start(struct worker *w, const char *name, const char *const *env)
+{
+    snprintf(w->name, sizeof w->name, "%s", name);
+    setenv("FAKECUDA_SHM", shm_name, 1);
+    setenv("FAKECUDA_MEM", dev_mem, 1);
+    setenv("VRAMSHIM_SOCKET_DIR", sock_dir, 1);
+    setenv("VRAMSHIM_LOG", getenv("RELIEF_TEST_LOG") ? getenv("RELIEF_TEST_LOG") : "warn", 1);
+    setenv("VRAMSHIM_OFFLOAD", "pinned", 1);
+    /* a loaded test machine moves slowly: peers get a minute, except where
+     * a scenario times a peer that does not answer */
+    setenv("VRAMSHIM_RELIEF_MS", "60000", 1);
+    for (const char *const *e = env; e && *e; e++) {
+        char var[64];
+        const char *eq = strchr(*e, '=');
+        snprintf(var, sizeof var, "%.*s", (int)(eq - *e), *e);
+        setenv(var, eq + 1, 1);
+    }
+    char *args[] = {self_path, "worker", NULL};
+    w->pid = check_spawn(self_path, args, false, &w->to, &w->from);
+    for (const char *const *e = env; e && *e; e++) {
+        char var[64];
+        snprintf(var, sizeof var, "%.*s", (int)(strchr(*e, '=') - *e), *e);
+        unsetenv(var);
+    }
+    char line[32];
+    CHECK(fgets(line, sizeof line, w->from) && strcmp(line, "ready\n") == 0,
+          "worker %s did not start", name);
+}
+
+static void send_cmd(struct worker *w, const char *fmt, va_list ap)
+{
+    vfprintf(w->to, fmt, ap);
+    fputc('\n', w->to);
+    fflush(w->to);
+}
+
+static uint64_t now_ms(void);
+static char *answer(struct worker *w)
+{
+    static char line[128];
+    uint64_t t0 = now_ms();
+    CHECK(fgets(line, sizeof line, w->from) != NULL, "worker %s died", w->name);
+    line[strcspn(line, "\n")] = '\0';
+    if (getenv("RELIEF_TEST_TIMES"))
+        fprintf(stderr, "%s: %s after %llu ms\n", w->name, line,
+                (unsigned long long)(now_ms() - t0));
+    return line;
+}
+
+static char *ask(struct worker *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_cmd(w, fmt, ap);
+    va_end(ap);
+    return answer(w);
+}
+
+static void ask_ok(struct worker *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_cmd(w, fmt, ap);
+    va_end(ap);
+    char *got = answer(w);
+    CHECK(strcmp(got, "ok") == 0, "worker %s answered %s", w->name, got);
+}
+
+static uint64_t stat_of(struct worker *w, const char *path)
+{
+    return strtoull(ask(w, "q %s", path), NULL, 10);
+}
+
+static uint64_t offloaded(struct worker *w)
+{
+    return stat_of(w, "devices.0.offloaded_pinned") + stat_of(w, "devices.0.offloaded_pageable");
+}
+
+static void stop(struct worker *w)
+{
+    fclose(w->to);
+    int status;
+    CHECK(waitpid(w->pid, &status, 0) == w->pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "worker %s failed (status %d)",
+          w->name, status);
+    fclose(w->from);
+}
+
+static void scenario_end(void)
+{
+    shm_unlink(shm_name);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", sock_dir);
+    CHECK(system(cmd) == 0, "rm");
+}
+
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Every touch so far is stamped at or before now (the workers answered
+ * after making them): once the coarse clock moves on, they are all in the
+ * past, which is what idle_ms=0 asks of an idle buffer. */
+static void wait_tick(void)
+{
+    uint64_t t0 = coarse_ns();
+    while (coarse_ns() <= t0)
+        sched_yield();
+}
+
+/* ---- 7. what the tool shows ------------------------------------------------------ */
+static void run_tool(char *out, size_t cap, const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "env -u LD_PRELOAD VRAMSHIM_SOCKET_DIR=%s %s/tools/vramshim %s",
+             sock_dir, getenv("VRAMSHIM_BUILD"), args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL, "popen");
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    CHECK(pclose(p) == 0, "vramshim %s failed: %s", args, out);
+}
+
+/* A has given B 96M: one device, both processes, the relief on each side. */
+static void tool_checks(struct worker *a, struct worker *b)
+{
+    static char out[1 << 16];
+    run_tool(out, sizeof out, "devices --json");
+    json_error_t err;
+    json_t *all = json_loads(out, 0, &err);
+    CHECK(json_is_array(all) && json_array_size(all) == 1, "devices: %s", out);
+    json_t *d = json_array_get(all, 0);
+    CHECK(strcmp(json_string_value(json_object_get(d, "uuid")),
+                 "GPU-facec0da-1234-4567-89ab-cdef00112200") == 0, "devices: %s", out);
+    CHECK_EQ_U64(json_integer_value(json_object_get(d, "vram_total")), 256 * M);
+    json_t *procs = json_object_get(d, "processes");
+    CHECK(json_array_size(procs) == 2, "devices: %s", out);
+    size_t i;
+    json_t *p;
+    json_array_foreach(procs, i, p) {
+        pid_t pid = (pid_t)json_integer_value(json_object_get(p, "pid"));
+        bool is_a = pid == a->pid;
+        CHECK(is_a || pid == b->pid, "devices: a stranger %d", (int)pid);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "resident")), 96 * M);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "offloaded")), is_a ? 96 * M : 0);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "relief_bytes_given")),
+                     is_a ? 96 * M : 0);
+        CHECK_EQ_U64(json_integer_value(json_object_get(p, "relief_bytes_taken")),
+                     is_a ? 0 : 96 * M);
+    }
+    json_decref(all);
+    run_tool(out, sizeof out, "top --once");
+    char row[64];
+    snprintf(row, sizeof row, "\n%-8d 0 ", (int)a->pid);
+    CHECK(strstr(out, "(GPU-facec0da-1234-4567-89ab-cdef00112200)") && strstr(out, row) &&
+              strstr(out, " 1/0 "),
+          "top --once: %s", out);
+    snprintf(row, sizeof row, "\n%-8d 0 ", (int)b->pid);
+    CHECK(strstr(out, row) && strstr(out, " 0/1 "), "top --once: %s", out);
+    run_tool(out, sizeof out, "metrics");
+    char line[160];
+    snprintf(line, sizeof line, "vramshim_relief_bytes_given_total{pid=\"%d\"", (int)a->pid);
+    CHECK(strstr(out, "# TYPE vramshim_relief_taken_total counter") && strstr(out, line),
+          "metrics: %s", out);
+}
+
+/* ---- 1. fill, go idle, give, get back ------------------------------------------- */
+static void fill_and_give(void)
+{
+    scenario();
+    struct worker a, b;
+    start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
+    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=60000", NULL});
+    for (int i = 0; i < 6; i++)
+        ask_ok(&a, "a 32");
+    CHECK_EQ_U64(strtoull(ask(&a, "u"), NULL, 10), 192 * M);
+    wait_tick();
+
+    ask_ok(&b, "a 96"); /* 64M free: A gave the rest */
+    CHECK_EQ_U64(offloaded(&a), 96 * M);
+    CHECK_EQ_U64(stat_of(&a, "devices.0.resident"), 96 * M);
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_given"), 1);
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_bytes_given"), 96 * M);
+    CHECK_EQ_U64(stat_of(&b, "counters.relief_taken"), 1);
+    CHECK_EQ_U64(stat_of(&b, "counters.relief_bytes_taken"), 96 * M);
+    CHECK_EQ_U64(strtoull(ask(&b, "u"), NULL, 10), 192 * M);
+    ask_ok(&b, "c");
+    tool_checks(&a, &b);
+
+    /* A resumes and B goes idle: A's buffers come back, the last of them
+     * by asking B */
+    ask_ok(&a, "s idle_ms 60000");
+    ask_ok(&b, "s idle_ms 0");
+    wait_tick();
+    ask_ok(&a, "c");
+    CHECK_EQ_U64(stat_of(&a, "devices.0.resident"), 192 * M);
+    CHECK_EQ_U64(offloaded(&a), 0);
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_taken"), 1);
+    CHECK_EQ_U64(stat_of(&b, "counters.relief_given"), 1);
+    CHECK_EQ_U64(offloaded(&b), 32 * M);
+    /* B's bytes, partly in host memory now: intact (reading them asks A,
+     * which is busy now, and gives nothing) */
+    ask_ok(&b, "c");
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_given"), 1);
+    CHECK(strtoull(ask(&a, "u"), NULL, 10) <= 256 * M, "over the device");
+    stop(&a);
+    stop(&b);
+    scenario_end();
+    printf("relief: fill and give: ok\n");
+}
+
+/* ---- 2. priorities ----------------------------------------------------------------- */
+static void priorities(void)
+{
+    scenario();
+    struct worker low, high, mid;
+    start(&low, "L", (const char *const[]){"VRAMSHIM_PRIORITY=0", "VRAMSHIM_IDLE_MS=60000", NULL});
+    start(&high, "H", (const char *const[]){"VRAMSHIM_PRIORITY=5", "VRAMSHIM_IDLE_MS=60000", NULL});
+    start(&mid, "M", (const char *const[]){"VRAMSHIM_PRIORITY=0", "VRAMSHIM_IDLE_MS=0", NULL});
+    for (int i = 0; i < 6; i++)
+        ask_ok(&low, "a 32");
+    wait_tick();
+    /* L is busy: H may ask it, but nothing of it is idle */
+    CHECK(strcmp(ask(&high, "a 96"), "oom") == 0, "a busy peer gave");
+    CHECK_EQ_U64(stat_of(&low, "counters.relief_given"), 0);
+    CHECK_EQ_U64(stat_of(&low, "devices.0.resident"), 192 * M);
+    /* L idle now: it gives */
+    ask_ok(&low, "s idle_ms 0");
+    wait_tick();
+    ask_ok(&high, "a 96");
+    CHECK_EQ_U64(stat_of(&low, "counters.relief_given"), 1);
+    CHECK_EQ_U64(stat_of(&high, "counters.relief_taken"), 1);
+    /* H idle too, but M's priority is below H's: only L is asked, and L
+     * alone cannot cover 192M */
+    ask_ok(&high, "s idle_ms 0");
+    wait_tick();
+    CHECK(strcmp(ask(&mid, "a 192"), "oom") == 0, "a higher-priority peer gave");
+    CHECK_EQ_U64(stat_of(&high, "counters.relief_given"), 0);
+    CHECK_EQ_U64(stat_of(&high, "devices.0.resident"), 96 * M);
+    ask_ok(&low, "c");
+    ask_ok(&high, "c");
+    stop(&low);
+    stop(&high);
+    stop(&mid);
+    scenario_end();
+    printf("relief: priorities: ok\n");
+}
+
+/* ---- 3. a peer that does not answer, a peer killed while asked ---------------- */
+static bool log_says(const char *path, const char *what)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, what) != NULL;
+    fclose(f);
+    return found;
+}
+
+static void unresponsive(void)
+{
+    /* stopped: the probe's deadline (a tenth of 2 s) passes, B moves on */
+    scenario();
+    struct worker a, b;
+    start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
+    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=60000", "VRAMSHIM_RELIEF_MS=2000", NULL});
+    for (int i = 0; i < 6; i++)
+        ask_ok(&a, "a 32");
+    wait_tick();
+    kill(a.pid, SIGSTOP);
+    uint64_t t0 = now_ms();
+    CHECK(strcmp(ask(&b, "a 96"), "oom") == 0, "a stopped peer gave");
+    uint64_t took = now_ms() - t0;
+    CHECK(took < 20000, "a stopped peer held the asker %llu ms", (unsigned long long)took);
+    kill(a.pid, SIGCONT);
+    ask_ok(&b, "s relief_ms 60000");
+    ask_ok(&b, "a 96"); /* answering again: it gives */
+    ask_ok(&a, "c");
+    ask_ok(&b, "c");
+    stop(&a);
+    stop(&b);
+    scenario_end();
+
+    /* killed while it is being asked: its move waits on a kernel that
+     * never ends, B's log says it asked, then it dies */
+    scenario();
+    char log[128];
+    snprintf(log, sizeof log, "%s/b.log", sock_dir);
+    char log_env[160];
+    snprintf(log_env, sizeof log_env, "VRAMSHIM_LOG_FILE=%s", log);
+    start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
+    start(&b, "B",
+          (const char *const[]){"VRAMSHIM_IDLE_MS=60000", "VRAMSHIM_LOG=debug", log_env, NULL});
+    for (int i = 0; i < 6; i++)
+        ask_ok(&a, "a 32");
+    ask_ok(&a, "b");
+    wait_tick();
+    fprintf(b.to, "a 96\n");
+    fflush(b.to);
+    char asking[64];
+    snprintf(asking, sizeof asking, "relief: asking process %d", (int)a.pid);
+    uint64_t give_up = now_ms() + 30000;
+    while (!log_says(log, asking)) {
+        CHECK(now_ms() < give_up, "B never asked A");
+        usleep(1000); /* polling the log for a line: the condition is checked */
+    }
+    kill(a.pid, SIGKILL);
+    t0 = now_ms();
+    CHECK(strcmp(answer(&b), "oom") == 0, "a dead peer gave");
+    took = now_ms() - t0;
+    /* far below the minute B would give a live peer */
+    CHECK(took < 20000, "a killed peer held the asker %llu ms", (unsigned long long)took);
+    ask_ok(&b, "c");
+    int status;
+    waitpid(a.pid, &status, 0);
+    fclose(a.to);
+    fclose(a.from);
+    stop(&b);
+    scenario_end();
+    printf("relief: unresponsive and killed peers: ok\n");
+}
+
+/* ---- 4. two processes alternating ---------------------------------------------- */
+static void alternating(void)
+{
+    /* small buffers: every move is real work on a loaded test machine */
+    dev_mem = "64M";
+    scenario();
+    const uint64_t idle_ms = 1000, ws = 48 * M; /* each; together 1.5 times the device */
+    struct worker p, q;
+    start(&p, "P", (const char *const[]){"VRAMSHIM_IDLE_MS=1000", NULL});
+    start(&q, "Q", (const char *const[]){"VRAMSHIM_IDLE_MS=1000", NULL});
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 3; i++)
+        ask_ok(&p, "a 16");
+    for (int i = 0; i < 3; i++)
+        ask_ok(&q, "a 16");
+    int steps = check_ops(40);
+    for (int s = 0; s < steps; s++) {
+        ask_ok(&p, "t");
+        ask_ok(&q, "t");
+    }
+    ask_ok(&p, "c");
+    ask_ok(&q, "c");
+    uint64_t elapsed = now_ms() - t0;
+    uint64_t moved = stat_of(&p, "counters.bytes_evicted") + stat_of(&q, "counters.bytes_evicted");
+    /* a buffer moves out only after idle_ms untouched (its own process's
+     * making room, or a peer's relief), and every step touches it again:
+     * at most once per idle_ms each, plus once while they are allocated */
+    uint64_t bound = 2 * ws * (2 + elapsed / idle_ms);
+    printf("relief: alternating: %d steps in %llu ms, %llu MiB moved out (bound %llu MiB, "
+           "ping-pong would be %llu MiB), relief given %llu+%llu MiB\n",
+           steps, (unsigned long long)elapsed, (unsigned long long)(moved / M),
+           (unsigned long long)(bound / M), (unsigned long long)(2 * steps * ws / M),
+           (unsigned long long)(stat_of(&p, "counters.relief_bytes_given") / M),
+           (unsigned long long)(stat_of(&q, "counters.relief_bytes_given") / M));
+    CHECK(moved <= bound, "moved %llu bytes, bound %llu", (unsigned long long)moved,
+          (unsigned long long)bound);
+    CHECK(strtoull(ask(&p, "u"), NULL, 10) <= 64 * M, "over the device");
+    stop(&p);
+    stop(&q);
+    scenario_end();
+    dev_mem = "256M";
+    printf("relief: alternating: ok\n");
+}
+
+/* ---- 5. eight processes, random phases -------------------------------------------- */
+static void crowd(void)
+{
+    dev_mem = "128M";
+    scenario();
+    enum { N = 8 };
+    struct worker w[N];
+    int held[N] = {0};
+    for (int i = 0; i < N; i++) {
+        char name[8], prio[32];
+        snprintf(name, sizeof name, "W%d", i);
+        snprintf(prio, sizeof prio, "VRAMSHIM_PRIORITY=%d", i % 3);
+        start(&w[i], name, (const char *const[]){"VRAMSHIM_IDLE_MS=0", prio, NULL});
+    }
+    uint64_t rnd = 0x9e3779b97f4a7c15ULL;
+    int steps = check_ops(120);
+    for (int s = 0; s < steps; s++) {
+        int i = (int)(check_rnd(&rnd) % N);
+        switch (check_rnd(&rnd) % 4) {
+        case 0:
+            if (held[i] < 4)
+                held[i] += strcmp(ask(&w[i], "a 8"), "ok") == 0;
+            break;
+        case 1:
+            ask_ok(&w[i], "t");
+            break;
+        case 2:
+            ask_ok(&w[i], "c");
+            break;
+        default:
+            if (held[i] > 0) {
+                ask_ok(&w[i], "f");
+                held[i]--;
+            }
+            break;
+        }
+        wait_tick();
+        CHECK(strtoull(ask(&w[i], "u"), NULL, 10) <= 128 * M, "over the device");
+    }
+    for (int i = 0; i < N; i++) {
+        ask_ok(&w[i], "c");
+        stop(&w[i]);
+    }
+    scenario_end();
+    dev_mem = "256M";
+    printf("relief: 8 processes, %d steps: ok\n", steps);
+}
+
+/* ---- 6. voluntary release -------------------------------------------------------- */
+static void idle_release(void)
+{
+    scenario();
+    struct worker a;
+    start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", "VRAMSHIM_IDLE_RELEASE=1ms", NULL});
+    for (int i = 0; i < 3; i++)
+        ask_ok(&a, "a 32");
+    /* the release comes on its own, from the server thread: wait for it */
+    uint64_t give_up = now_ms() + 60000;
+    while (offloaded(&a) != 96 * M) {
+        CHECK(now_ms() < give_up, "nothing released after a minute idle");
+        usleep(10000);
+    }
+    CHECK_EQ_U64(stat_of(&a, "devices.0.resident"), 0);
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_given"), 0); /* nobody asked */
+    /* changed at run time: with an hour to go, what comes back stays */
+    ask_ok(&a, "s idle_release 1h");
+    ask_ok(&a, "c");
+    CHECK_EQ_U64(stat_of(&a, "devices.0.resident"), 96 * M);
+    ask_ok(&a, "s idle_release off");
+    ask_ok(&a, "c");
+    CHECK_EQ_U64(offloaded(&a), 0);
+    stop(&a);
+    scenario_end();
+    printf("relief: idle release: ok\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "worker") == 0)
+        return worker();
+    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    CHECK(n > 0, "readlink");
+    self_path[n] = '\0';
+    /* one scenario by name, for a closer look: prog_relief priorities */
+    const char *only = argc > 1 ? argv[1] : NULL;
+    static const struct {
+        const char *name;
+        void (*run)(void);
+    } all[] = {{"fill", fill_and_give}, {"priorities", priorities},
+               {"unresponsive", unresponsive}, {"alternating", alternating}, {"crowd", crowd},
+               {"release", idle_release}};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (only == NULL || strcmp(only, all[i].name) == 0)
+            all[i].run();
+    printf("relief: ok\n");
+    return 0;
+}

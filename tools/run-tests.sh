@@ -14,8 +14,10 @@ make -j"$(nproc)" check || { cat test-suite.log; exit 1; }
 status=0
 sh tools/check-debug.sh || status=1
 CHECK_QUICK=1 make --quiet check-sanitize || status=1
-# TSan: the programs seen clean under it so far (make check-tsan runs every
-# threaded one; prog_offload's run under TSan has not been seen to finish
-# on a 2-core machine within a session)
-CHECK_QUICK=1 SANITIZE_PROGS="prog_threads" make --quiet check-tsan || status=1
+# TSan: the threaded programs that finish under it in a few minutes on 2
+# cores (make check-tsan runs every threaded one; prog_offload and
+# prog_pageable were seen clean under it on 2026-12-01 but take 10+ minutes
+# of CPU; prog_control waits for issue 11's long-request progress)
+CHECK_QUICK=1 SANITIZE_PROGS="prog_threads prog_share prog_peer prog_fence prog_p2p" \
+	make --quiet check-tsan || status=1
 exit "$status"

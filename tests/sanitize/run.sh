@@ -23,7 +23,8 @@ address)
 	progs=${SANITIZE_PROGS:-"prog_linked prog_dlsym prog_gpa prog_threads prog_fork prog_launch
 		prog_vmm prog_rtld_next prog_disabled prog_late_load prog_limits prog_offload
 		prog_pageable prog_share prog_reserve prog_nvml prog_control prog_peer prog_stats
-		prog_unload prog_faults prog_memop prog_fastcopy prog_fence prog_capture prog_p2p"}
+		prog_unload prog_faults prog_memop prog_fastcopy prog_fence prog_capture prog_p2p
+		prog_vmm_life prog_old_abi prog_dlvsym prog_arrays prog_relief"}
 	;;
 thread)
 	flags="-fsanitize=thread"
@@ -49,7 +50,10 @@ for f in $(make -s -C "$b" print-lib-sources); do
 	[ "$(jobs -p | wc -l)" -lt 2 ] || wait -n 2>/dev/null || wait
 done
 wait
-$cc -shared -o "$work/libvramshim.so" $objs $flags -ldl -lpthread -lrt
+# the same exported versions as the real build (dlsym@GLIBC_2.2.5...: x86-64)
+version_script=""
+case "$($cc -dumpmachine)" in x86_64*) version_script="-Wl,--version-script=$src/src/vramshim.map" ;; esac
+$cc -shared -o "$work/libvramshim.so" $objs $flags $version_script -ldl -lpthread -lrt
 # a report is an error: stop at it, and say where
 # handle_segv=0: prog_vmm's child must die of the fault it makes
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0:handle_segv=0

@@ -22,7 +22,7 @@
  * program shared with another process never moves (ipc.c).
  *
  * Locks, in the order they are taken:
- *   - move_lock (a FIFO lock: move_lock_take/give): one move at a time; it
+ *   - move_lock (move_lock_take/give, the program first): one move at a time; it
  *     also guards chunk.c's scratch window and each buffer's pageable count.
  *     Frees never take it, and long requests (evict, free, make room) take
  *     it once per victim, so a program thread that queues behind one waits
@@ -93,13 +93,14 @@ RB_GENERATE_STATIC(buffer_tree, buffer, rb, cmp_buffer)
 
 static struct buffer_tree buffers = RB_INITIALIZER(&buffers);
 static pthread_rwlock_t tier_lock = PTHREAD_RWLOCK_INITIALIZER;
-/* move_lock, first come first served: a long request that gives it up
- * between victims lets every program thread queued meanwhile go first. */
-static struct {
-    pthread_mutex_t m;
-    pthread_cond_t turn;
-    uint64_t next, serving;
-} move_lock = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+/* move_lock, with the program first: a long request (the control socket's
+ * evict or free) gives it up between victims and takes it again only once
+ * no program thread waits for it, so every thread of the program that
+ * queued meanwhile goes first. Among the program's threads it is a plain
+ * mutex (a fair one convoys under load). */
+static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t drained_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drained = PTHREAD_COND_INITIALIZER; /* program_waiting fell to 0 */
 /* Program calls waiting on vramshim's own work (move_lock, a move of the
  * buffer they free): while any does, the process is not idle. */
 static _Atomic uint32_t program_waiting;
@@ -127,28 +128,35 @@ static struct buffer_list handed_list = TAILQ_HEAD_INITIALIZER(handed_list);
 
 /* `program`: a program's call waits here (counted, see program_waiting),
  * rather than the control socket or vramshim's own threads. */
-static void move_lock_take(bool program)
+static void program_waits(void) { atomic_fetch_add(&program_waiting, 1); }
+
+static void program_waited(void)
 {
-    pthread_mutex_lock(&move_lock.m);
-    uint64_t ticket = move_lock.next++;
-    if (ticket != move_lock.serving) {
-        if (program)
-            atomic_fetch_add(&program_waiting, 1);
-        while (ticket != move_lock.serving)
-            pthread_cond_wait(&move_lock.turn, &move_lock.m);
-        if (program)
-            atomic_fetch_sub(&program_waiting, 1);
+    if (atomic_fetch_sub(&program_waiting, 1) == 1) {
+        pthread_mutex_lock(&drained_lock);
+        pthread_cond_broadcast(&drained);
+        pthread_mutex_unlock(&drained_lock);
     }
-    pthread_mutex_unlock(&move_lock.m);
 }
 
-static void move_lock_give(void)
+static void move_lock_take(bool program)
 {
-    pthread_mutex_lock(&move_lock.m);
-    move_lock.serving++;
-    pthread_cond_broadcast(&move_lock.turn);
-    pthread_mutex_unlock(&move_lock.m);
+    if (program) {
+        if (pthread_mutex_trylock(&move_lock) == 0)
+            return;
+        program_waits();
+        pthread_mutex_lock(&move_lock);
+        program_waited();
+        return;
+    }
+    pthread_mutex_lock(&drained_lock);
+    while (atomic_load(&program_waiting))
+        pthread_cond_wait(&drained, &drained_lock);
+    pthread_mutex_unlock(&drained_lock);
+    pthread_mutex_lock(&move_lock);
 }
+
+static void move_lock_give(void) { pthread_mutex_unlock(&move_lock); }
 
 uint32_t vs_tier_waiting(void) { return atomic_load(&program_waiting); }
 
@@ -527,10 +535,10 @@ struct vs_backing *vs_tier_free_begin(uint64_t base)
     relist_locked(b);
     if (b->busy) { /* a move holds it: it stops at its next chunk */
         atomic_fetch_add(&vs_tier_free_waits, 1);
-        atomic_fetch_add(&program_waiting, 1);
+        program_waits();
         while (b->busy)
             pthread_cond_wait(&unclaimed, &lru_lock);
-        atomic_fetch_sub(&program_waiting, 1);
+        program_waited();
     }
     pthread_mutex_unlock(&lru_lock);
     /* nothing may reach a freed buffer: its pageable chunks are no reason
@@ -1125,9 +1133,9 @@ out:
 void vs_tier_atfork_child(void)
 {
     pthread_mutex_init(&spare_lock, NULL);
-    pthread_mutex_init(&move_lock.m, NULL);
-    pthread_cond_init(&move_lock.turn, NULL);
-    move_lock.next = move_lock.serving = 0;
+    pthread_mutex_init(&move_lock, NULL);
+    pthread_mutex_init(&drained_lock, NULL);
+    pthread_cond_init(&drained, NULL);
     atomic_store(&program_waiting, 0);
     pthread_cond_init(&unclaimed, NULL);
     pthread_rwlock_init(&tier_lock, NULL);

@@ -694,6 +694,49 @@ FK_LAUNCH_FAMILY(_ptsz)
     }
 FK_LAUNCH_EX()
 FK_LAUNCH_EX(_ptsz)
+
+/* cuLaunchCooperativeKernelMultiDevice (deprecated since CUDA 11.3): one
+ * launch per device, each with its own function, grid, stream and
+ * parameters (CUDA_LAUNCH_PARAMS); queued here one after the other. */
+FK_EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned n,
+                                                        unsigned flags)
+{
+    FK_ENTER("cuLaunchCooperativeKernelMultiDevice");
+    (void)flags;
+    if (list == NULL || n == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < n; i++) {
+        const CUDA_LAUNCH_PARAMS *l = &list[i];
+        CUresult rc = launch((struct fk_kernel *)l->function, l->gridDimX, l->gridDimY,
+                             l->gridDimZ, l->blockDimX, l->blockDimY, l->blockDimZ, l->hStream,
+                             l->kernelParams, NULL);
+        if (rc != CUDA_SUCCESS)
+            return rc;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* cuLaunch, cuLaunchGrid, cuLaunchGridAsync (deprecated since CUDA 4.0)
+ * take their parameters from cuParamSet* calls, which the test driver
+ * does not model: it refuses them, as a driver that dropped them would. */
+FK_EXPORT CUresult cuLaunch(CUfunction f)
+{
+    FK_ENTER("cuLaunch");
+    (void)f;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+FK_EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h)
+{
+    FK_ENTER("cuLaunchGrid");
+    (void)f, (void)w, (void)h;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+FK_EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
+{
+    FK_ENTER("cuLaunchGridAsync");
+    (void)f, (void)w, (void)h, (void)s;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
 #endif
 
 /* ---- graphs: a list of kernel nodes run in order ----------------------- */

@@ -69,6 +69,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -104,6 +105,9 @@ static pthread_cond_t drained = PTHREAD_COND_INITIALIZER; /* program_waiting fel
 /* Program calls waiting on vramshim's own work (move_lock, a move of the
  * buffer they free): while any does, the process is not idle. */
 static _Atomic uint32_t program_waiting;
+/* Frees between leaving the lists and giving up their pageable chunks'
+ * reachable count: the gate waits for them rather than fail. */
+static _Atomic uint32_t frees_pending;
 /* Frees that waited for a move of their buffer (tests read it). */
 _Atomic uint64_t vs_tier_free_waits;
 static const struct vs_tier_ops *ops = &(const struct vs_tier_ops){0};
@@ -531,6 +535,7 @@ struct vs_backing *vs_tier_free_begin(uint64_t base)
     atomic_fetch_sub(&vs_tier_buffers, 1);
     atomic_store(&b->dying, true);
     pthread_mutex_lock(&lru_lock);
+    atomic_fetch_add(&frees_pending, 1);
     b->lists &= (uint8_t)~LISTED;
     relist_locked(b);
     if (b->busy) { /* a move holds it: it stops at its next chunk */
@@ -545,6 +550,7 @@ struct vs_backing *vs_tier_free_begin(uint64_t base)
      * for the next submission to wait */
     if (!atomic_exchange(&b->handed_over, true) && b->n_pageable)
         atomic_fetch_sub(&vs_pageable_reachable, b->n_pageable);
+    atomic_fetch_sub(&frees_pending, 1);
     return (struct vs_backing *)b;
 }
 
@@ -679,8 +685,11 @@ int vs_gate_enter_slow(void)
         if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
             return 1;
         vs_gate_read_unlock();
-        if (!vs_tier_restore_pageable())
-            return -1;
+        if (!vs_tier_restore_pageable()) {
+            if (atomic_load(&frees_pending) == 0)
+                return -1;
+            sched_yield(); /* what is left belongs to a buffer being freed */
+        }
     }
 }
 

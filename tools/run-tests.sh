@@ -15,9 +15,10 @@ status=0
 sh tools/check-debug.sh || status=1
 CHECK_QUICK=1 make --quiet check-sanitize || status=1
 # TSan: the threaded programs that finish under it in a few minutes on 2
-# cores (make check-tsan runs every threaded one; prog_offload and
-# prog_pageable were seen clean under it on 2026-12-01 but take 10+ minutes
-# of CPU; prog_control waits for issue 11's long-request progress)
-CHECK_QUICK=1 SANITIZE_PROGS="prog_threads prog_share prog_peer prog_fence prog_p2p" \
-	make --quiet check-tsan || status=1
+# cores and whose checks do not lean on timing (make check-tsan runs every
+# threaded one; prog_offload and prog_pageable were seen clean under it on
+# 2026-12-01 but take 10+ minutes of CPU; prog_fence and prog_p2p were seen
+# clean once and failed once, their checks assuming a queued kernel or a
+# stuck stream is still where it was when TSan slows everything 5-15x)
+CHECK_QUICK=1 SANITIZE_PROGS="prog_threads prog_share prog_peer" make --quiet check-tsan || status=1
 exit "$status"

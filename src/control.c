@@ -22,7 +22,11 @@
  * One poll loop serves up to CONN_MAX connections at once, one request
  * each (protocol.c), every connection with its own deadline for the whole
  * exchange: a slow, silent or non-reading client is cut off and costs the
- * others nothing. Nothing here blocks. Answers are built from the same
+ * others nothing. Nothing here blocks. An evict or free, which moves as
+ * many bytes as it takes (tens of GiB on a large GPU), runs on a thread of
+ * its own, one at a time: while it works, its client gets a progress line
+ * whenever more bytes have moved (at most every PROGRESS_MS), then the
+ * answer, and the server goes on serving everyone else. Answers are built from the same
  * snapshot as vramshim_stats_json and from vs_limits_set, which take the
  * registry lock only for a snapshot and the limits mutex only for a copy,
  * so the program's CUDA calls never wait on the server for longer than a
@@ -48,6 +52,7 @@
 
 #define CONN_DEADLINE_MS 2000 /* for a whole exchange: request and answer */
 #define CONN_MAX 32
+#define PROGRESS_MS 500 /* an evict or free reports progress at most this often */
 #define ACCEPT_BACKOFF_MS 100
 #define SHARE_FAILS_BURST 10 /* failed share attempts allowed at once ... */
 #define SHARE_FAILS_REFILL_MS 1000 /* ... and one more each second */
@@ -124,7 +129,20 @@ struct conn {
     char *out;
     size_t out_len, out_off, line_len;
     int *fds, n_fds, batches_sent;
+    bool on_job;          /* waits for the evict or free running (job) */
+    uint64_t job_said;    /* the bytes moved its last progress line said */
+    uint64_t next_progress;
 };
+
+/* The evict or free running on its own thread, at most one. */
+static struct {
+    _Atomic bool running, done;
+    _Atomic uint64_t moved;
+    int owner;
+    uint64_t want;
+    bool idle_only;
+    int wake[2]; /* the thread writes a byte when done */
+} job = {.wake = {-1, -1}};
 
 static struct conn conns[CONN_MAX];
 
@@ -198,6 +216,22 @@ static bool conn_flush(struct conn *c)
     return true;
 }
 
+/* Add a line after what is still unsent (progress, then the answer). */
+static void conn_append(struct conn *c, const char *text)
+{
+    size_t left = c->out ? c->out_len - c->out_off : 0, len = strlen(text);
+    char *out = malloc(left + len + 1);
+    if (out == NULL)
+        return; /* a progress line lost; the answer comes with the next */
+    if (left)
+        memcpy(out, c->out + c->out_off, left);
+    memcpy(out + left, text, len + 1);
+    free(c->out);
+    c->out = out;
+    c->out_len = c->line_len = left + len;
+    c->out_off = 0;
+}
+
 /* The answer, owned by the connection from now on (NULL: out of memory). */
 static void conn_answer(struct conn *c, char *text, size_t len)
 {
@@ -250,8 +284,22 @@ static void answer_stats(struct conn *c, bool hello)
     conn_answer(c, out, head_len + len + 2);
 }
 
+static void *run_job(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    vs_tier_evict(job.owner, job.want, job.idle_only, &job.moved);
+    atomic_store(&job.done, true);
+    ssize_t w = write(job.wake[1], "", 1);
+    (void)w;
+    return NULL;
+}
+
 /* evict: idle buffers (of one owner, up to some bytes); free: everything
- * that can move. The answer says how many bytes moved. */
+ * that can move. Started on the job thread; progress lines and the answer
+ * (how many bytes moved) follow from the poll loop (job_poll). */
 static void answer_move(struct conn *c, const struct vs_request *req)
 {
     if (vs_limits_offload() == VS_OFFLOAD_OFF)
@@ -264,11 +312,55 @@ static void answer_move(struct conn *c, const struct vs_request *req)
         if (owner < 0)
             return reply_error(c, "no such owner in this process");
     }
-    uint64_t want = req->cmd == VS_REQ_EVICT && req->has_bytes ? req->bytes : UINT64_MAX;
-    uint64_t moved = vs_tier_evict(owner, want, req->cmd == VS_REQ_EVICT);
-    char line[64];
-    snprintf(line, sizeof line, "{\"ok\":true,\"moved\":%llu}\n", (unsigned long long)moved);
-    reply_text(c, line);
+    if (atomic_load(&job.running))
+        return reply_error(c, "an evict or free is already running in this process");
+    if (job.wake[0] < 0 && pipe2(job.wake, O_CLOEXEC | O_NONBLOCK) != 0)
+        return reply_error(c, "cannot start the move (no pipe)");
+    job.owner = owner;
+    job.want = req->cmd == VS_REQ_EVICT && req->has_bytes ? req->bytes : UINT64_MAX;
+    job.idle_only = req->cmd == VS_REQ_EVICT;
+    atomic_store(&job.moved, 0);
+    atomic_store(&job.done, false);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, run_job, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return reply_error(c, "cannot start the move (no thread)");
+    atomic_store(&job.running, true);
+    c->on_job = true;
+    c->job_said = 0;
+    c->next_progress = vs_now_ms() + PROGRESS_MS;
+}
+
+/* The job's client: a progress line when more has moved, the answer once
+ * it is done. Returns when to look again (UINT64_MAX: no need). */
+static uint64_t job_poll(struct conn *c, uint64_t now)
+{
+    char line[96];
+    if (atomic_load(&job.done)) {
+        char drain[16];
+        while (read(job.wake[0], drain, sizeof drain) > 0)
+            ;
+        snprintf(line, sizeof line, "{\"ok\":true,\"moved\":%llu}\n",
+                 (unsigned long long)atomic_load(&job.moved));
+        conn_append(c, line);
+        c->on_job = false;
+        atomic_store(&job.running, false);
+        c->deadline = now + CONN_DEADLINE_MS; /* to take the answer */
+        return UINT64_MAX;
+    }
+    uint64_t moved = atomic_load(&job.moved);
+    if (now >= c->next_progress && moved > c->job_said && c->out == NULL) {
+        snprintf(line, sizeof line, "{\"ok\":true,\"progress\":{\"moved\":%llu}}\n",
+                 (unsigned long long)moved);
+        conn_append(c, line);
+        c->job_said = moved;
+        c->next_progress = now + PROGRESS_MS;
+    }
+    return c->next_progress > now ? c->next_progress : now + PROGRESS_MS;
 }
 
 /* Failed share attempts: a bucket of SHARE_FAILS_BURST, refilled one a
@@ -402,7 +494,7 @@ static bool conn_read(struct conn *c)
         char *nl = memchr(c->in, '\n', c->in_len);
         if (nl) {
             answer(c, (size_t)(nl - c->in));
-            return conn_flush(c);
+            return c->on_job ? false : conn_flush(c);
         }
         if (c->in_len == sizeof c->in) {
             reply_error(c, "request longer than 4096 bytes");
@@ -474,14 +566,27 @@ static void *serve(void *arg)
     for (int i = 0; i < CONN_MAX; i++)
         conns[i].fd = -1;
     uint64_t accept_at = 0, idle_tick_at = 0;
-    struct pollfd p[CONN_MAX + 1];
-    struct conn *who[CONN_MAX + 1];
+    struct pollfd p[CONN_MAX + 2];
+    struct conn *who[CONN_MAX + 2];
     for (;;) {
         uint64_t now = vs_now_ms(), wake = UINT64_MAX;
         if (now >= idle_tick_at)
             idle_tick_at = vs_relief_idle_tick(now);
         wake = idle_tick_at;
         int n = 0;
+        bool job_has_client = false;
+        for (int i = 0; i < CONN_MAX; i++)
+            job_has_client |= conns[i].fd >= 0 && conns[i].on_job;
+        if (atomic_load(&job.running) && !job_has_client && atomic_load(&job.done)) {
+            char drain[16]; /* its client left: the next may start */
+            while (read(job.wake[0], drain, sizeof drain) > 0)
+                ;
+            atomic_store(&job.running, false);
+        }
+        if (atomic_load(&job.running) && !atomic_load(&job.done)) {
+            p[n] = (struct pollfd){job.wake[0], POLLIN, 0};
+            who[n++] = NULL;
+        }
         if (accept_at <= now) {
             accept_at = 0;
             p[n] = (struct pollfd){lfd, POLLIN, 0};
@@ -493,6 +598,14 @@ static void *serve(void *arg)
             struct conn *c = &conns[i];
             if (c->fd < 0)
                 continue;
+            if (c->on_job) { /* no deadline while it moves: progress instead */
+                uint64_t next = job_poll(c, now);
+                if (next < wake)
+                    wake = next;
+                p[n] = (struct pollfd){c->fd, c->out ? POLLOUT : 0, 0};
+                who[n++] = c;
+                continue;
+            }
             if (now >= c->deadline) { /* cut off, with a reason if it still reads */
                 if (c->out == NULL)
                     reply_error(c, "no complete request line in time");
@@ -512,10 +625,25 @@ static void *serve(void *arg)
             if (p[i].revents == 0)
                 continue;
             if (who[i] == NULL) {
-                accept_at = accept_all(lfd);
-                continue;
+                if (p[i].fd == lfd)
+                    accept_at = accept_all(lfd);
+                continue; /* the job's wake: job_poll answers next time round */
             }
             struct conn *c = who[i];
+            if (c->on_job) { /* a progress line may go, or the client is gone */
+                if (p[i].revents & (POLLHUP | POLLERR)) {
+                    conn_close(c);
+                } else if (c->out && conn_flush(c)) {
+                    if (c->out_off < c->out_len) { /* could not send: gone */
+                        conn_close(c);
+                    } else {
+                        free(c->out);
+                        c->out = NULL;
+                        c->out_len = c->out_off = 0;
+                    }
+                }
+                continue;
+            }
             bool over = c->out ? conn_flush(c) : conn_read(c);
             if (over)
                 conn_close(c);

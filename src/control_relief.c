@@ -85,7 +85,7 @@ uint64_t vs_relief_idle_tick(uint64_t now_ms)
         return now_ms + (after < 1000 ? after : 1000);
     if (now_ms < due)
         return due < now_ms + 1000 ? due : now_ms + 1000;
-    uint64_t moved = vs_tier_evict(-1, UINT64_MAX, true);
+    uint64_t moved = vs_tier_evict(-1, UINT64_MAX, true, NULL);
     uint64_t next = now_ms + (after < 1000 ? after : 1000);
     if (moved == 0) /* touched within the clock's last tick: not idle yet */
         return next > now_ms + 50 ? next : now_ms + 50;

@@ -1,7 +1,9 @@
 /*
  * hook_launch.c: kernel and graph launches.
  *
- * Every launch entry point, in both stream variants, passes through here:
+ * Every launch entry point, in both stream variants, passes through here
+ * (the multi-device cooperative launch and the legacy cuLaunch, cuLaunchGrid
+ * and cuLaunchGridAsync too):
  * count it, let touch tracking see the buffers its parameters name (which
  * may bring offloaded ones back first), then call the driver inside the
  * move gate, so that no buffer it reaches is between copy and remap while
@@ -49,3 +51,39 @@
 
 LAUNCH_HOOKS()
 LAUNCH_HOOKS(_ptsz)
+
+/* One launch per device, each with its own parameters and stream: every
+ * launch's buffers are touched before any of them is queued. */
+CUresult vs_hook_cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n,
+                                                      unsigned int flags)
+{
+    for (unsigned int i = 0; list && i < n; i++) {
+        vs_count_launch();
+        vs_touch_launch(list[i].function, list[i].kernelParams, NULL);
+    }
+    VS_GATED(vs_real.cuLaunchCooperativeKernelMultiDevice(list, n, flags));
+}
+
+/* The legacy launches take their parameters from earlier cuParamSet*
+ * calls, which vramshim does not see: like a graph, they may reach any
+ * buffer, so all of them count as touched. */
+CUresult vs_hook_cuLaunch(CUfunction f)
+{
+    vs_count_launch();
+    vs_tier_touch_all(vs_now_ns());
+    VS_GATED(vs_real.cuLaunch(f));
+}
+
+CUresult vs_hook_cuLaunchGrid(CUfunction f, int w, int h)
+{
+    vs_count_launch();
+    vs_tier_touch_all(vs_now_ns());
+    VS_GATED(vs_real.cuLaunchGrid(f, w, h));
+}
+
+CUresult vs_hook_cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
+{
+    vs_count_launch();
+    vs_tier_touch_all(vs_now_ns());
+    VS_GATED(vs_real.cuLaunchGridAsync(f, w, h, s));
+}

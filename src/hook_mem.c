@@ -14,7 +14,8 @@
 
 #include <errno.h>
 
-static void track(struct vs_charge *ch, CUdeviceptr base, uint64_t size,
+/* Record the range; false when the registry has no room for it. */
+static bool track(struct vs_charge *ch, CUdeviceptr base, uint64_t size,
                   enum vs_kind kind)
 {
     int rc = vs_registry_add(base, size, ch->dev, kind, ch->owner);
@@ -28,6 +29,7 @@ static void track(struct vs_charge *ch, CUdeviceptr base, uint64_t size,
                  "see); replaced",
                  (unsigned long long)base);
     }
+    return rc != -ENOMEM;
 }
 
 CUresult vs_alloc_finish(struct vs_charge *ch, CUresult rc, uint64_t base, uint64_t size,
@@ -35,7 +37,7 @@ CUresult vs_alloc_finish(struct vs_charge *ch, CUresult rc, uint64_t base, uint6
 {
     vs_budget_settle(ch, rc == CUDA_SUCCESS);
     if (rc == CUDA_SUCCESS)
-        track(ch, base, size, kind);
+        (void)track(ch, base, size, kind);
     else if (rc == CUDA_ERROR_OUT_OF_MEMORY)
         vs_registry_count_oom();
     return rc;
@@ -89,10 +91,13 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
             rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
         if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_relief_ask(ch.dev, bytesize, "cuMemAlloc", false))
             rc = vs_tier_alloc(dptr, bytesize, ch.dev, ch.owner, &pending);
-        if (rc != CUDA_ERROR_NOT_SUPPORTED) {
-            rc = finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
-            if (rc == CUDA_SUCCESS)
-                vs_tier_publish(pending); /* recorded first: see vs_tier_alloc */
+        if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_NOT_SUPPORTED)
+            return finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
+        if (rc == CUDA_SUCCESS) {
+            /* recorded first, then published: a move can pick it only
+             * once the registry has the record its charges follow */
+            vs_budget_settle(&ch, true);
+            vs_tier_publish(pending, track(&ch, *dptr, bytesize, VS_KIND_DEVICE));
             return rc;
         }
     }
@@ -139,12 +144,18 @@ CUresult vs_hook_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
                   bytesize, VS_KIND_MANAGED);
 }
 
+/* A backed buffer leaves the tier first (a move of it finishes or stops),
+ * so the record taken out next says where every byte is, and its charges
+ * go back exactly. */
 CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
 {
+    struct vs_backing *held = vs_tier_free_begin(dptr);
     struct vs_alloc_info removed;
     bool had = vs_registry_remove(dptr, &removed) == 0;
-    CUresult rc = vs_tier_free(dptr, had ? &removed : NULL);
-    if (rc == CUDA_ERROR_NOT_FOUND)
+    CUresult rc = CUDA_SUCCESS;
+    if (held)
+        vs_tier_free_end(held);
+    else
         rc = vs_real.cuMemFree_v2(dptr);
     return vs_alloc_released(had, &removed, rc);
 }

@@ -175,12 +175,15 @@ bool vs_tier_wants(int dev, uint64_t size);
 struct vs_backing; /* opaque: a backed buffer not yet published */
 CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner,
                        struct vs_backing **pending);
-void vs_tier_publish(struct vs_backing *pending);
-/* Free a backed buffer; CUDA_ERROR_NOT_FOUND when base is not one. `rec`,
- * the registry record the caller took out (or NULL), gets the buffer's
- * true split between device, pinned and pageable, which a move running
- * meanwhile may have changed, so that its charges are given back exactly. */
-CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec);
+/* `recorded`: the registry holds its record (else it never moves). */
+void vs_tier_publish(struct vs_backing *pending, bool recorded);
+/* A free, in two steps around taking the registry record out. Begin: the
+ * backed buffer at base leaves the tree, and any move of it finishes or is
+ * abandoned first (NULL: base is not a backed buffer); from then on the
+ * record says where every byte is. End: give its memory back. A free of a
+ * buffer nothing moves waits for nothing. */
+struct vs_backing *vs_tier_free_begin(uint64_t base);
+void vs_tier_free_end(struct vs_backing *held);
 bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
 
 /* ---- what moves, when asked (tier.c) ----------------------------------- */
@@ -193,10 +196,13 @@ uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t byte
 int vs_tier_offload(uint64_t p);
 int vs_tier_prefetch(uint64_t p);
 /* Move buffers (of owner, when >= 0; only idle ones when idle_only) until
- * bytes have moved. Returns the bytes moved. */
-uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only);
+ * bytes have moved, one at a time (the program's threads go between), none
+ * touched since the request began. Returns the bytes moved; `progress`,
+ * when given, follows them as they move. */
+uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only, _Atomic uint64_t *progress);
 /* Another process on the device asks for room (relief): move buffers of
- * dev idle for idle_ms until bytes have moved. Returns the bytes moved. */
+ * dev idle for idle_ms, one at a time, until bytes have moved. Returns the
+ * bytes moved. */
 uint64_t vs_tier_give(int dev, uint64_t bytes);
 /* When the program last submitted work (vs_now_ns; 0: never). */
 uint64_t vs_tier_last_submit_ns(void);

@@ -125,6 +125,14 @@ struct buffer {
     _Atomic bool handed_over; /* vramshim_offload: the program will not touch it */
     _Atomic bool shared;      /* another process may map it: never moves again */
     uint64_t share_token;     /* what an importer must name (under move_lock) */
+    /* Who may touch the record (tier.c, under lru_lock): `busy` counts the
+     * moves and requests that hold it; a free takes the buffer out of the
+     * tree, sets `dying` (moves stop between chunks) and waits until busy is
+     * 0, after which nothing else ever reaches it. */
+    uint32_t busy;
+    uint32_t visited_pinned, visited_pageable; /* the passes over the lists that took it */
+    _Atomic bool dying;
+    bool fixed;          /* no registry record: never moves */
     uint32_t n_chunks;
     struct chunk chunk[];
 };
@@ -207,6 +215,10 @@ void vs_tier_refresh_access(int dev);
 bool vs_tier_restore_pageable(void);
 /* 0, or -1 after logging the first broken invariant. */
 int vs_tier_check(void);
+/* For the unit tests: frees that waited for a move of their buffer, and
+ * program calls waiting on vramshim's work now. */
+extern _Atomic uint64_t vs_tier_free_waits;
+uint32_t vs_tier_waiting(void);
 void vs_tier_atfork_child(void);
 
 /* ---- chunk.c: the real movers ----------------------------------------------- */

@@ -22,8 +22,11 @@
  * program shared with another process never moves (ipc.c).
  *
  * Locks, in the order they are taken:
- *   - move_lock (mutex): one move or free of a backed buffer at a time; it
- *     also guards chunk.c's scratch window and each buffer's pageable count;
+ *   - move_lock (move_lock_take/give, the program first): one move at a time; it
+ *     also guards chunk.c's scratch window and each buffer's pageable count.
+ *     Frees never take it, and long requests (evict, free, make room) take
+ *     it once per victim, so a program thread that queues behind one waits
+ *     for one buffer's move at most;
  *   - the gate (gate.c; reader-writer, writers first): every launch, copy
  *     and memset the program submits holds the read side for the length of
  *     its driver call; a move holds the write side from its fence (a
@@ -35,8 +38,18 @@
  *     address, read by touch tracking, written only to add or remove a
  *     buffer;
  *   - lru_lock (mutex, held briefly, innermost of tier.c's): the order in
- *     which buffers are chosen to move and the lists of buffers with pinned
- *     or pageable chunks.
+ *     which buffers are chosen to move, the lists of buffers with pinned
+ *     or pageable chunks, and who holds each buffer (busy).
+ *
+ * One owner for each record's life: a buffer is in the tree from the
+ * moment its registry record exists (vs_tier_publish) until its free takes
+ * it out (vs_tier_free_begin), which happens before the record goes. Every
+ * move or request works on a buffer it has claimed (busy, under lru_lock,
+ * found in the tree or on a list); a free takes the buffer out of the tree
+ * and the lists, marks it dying (a move stops between chunks), waits for
+ * its claims to end, and only then is the record removed: so the record
+ * says where every byte is, and the charges it gives back are the ones the
+ * moves left. Frees of buffers no move holds wait for nothing.
  *
  * Choosing what moves costs O(log n) per victim, never a walk: each device
  * and owner has a tree of its movable buffers ordered by lru_key, the last
@@ -58,6 +71,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -99,8 +113,22 @@ static _Atomic uint64_t touch_epoch;
  * the gate's check of vs_pageable_reachable, however late the stamp. */
 _Alignas(64) _Atomic uint64_t vs_last_submit_ns;
 struct vs_touch_cache vs_touch_caches[VS_THREAD_SHARED]; /* .bss: touched only when used */
+/* move_lock, with the program first: a long request (the control socket's
+ * evict or free) gives it up between victims and takes it again only once
+ * no program thread waits for it, so every thread of the program that
+ * queued meanwhile goes first. Among the program's threads it is a plain
+ * mutex (a fair one convoys under load). */
 static _Alignas(64) pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
-
+static pthread_mutex_t drained_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drained = PTHREAD_COND_INITIALIZER; /* program_waiting fell to 0 */
+/* Program calls waiting on vramshim's own work (move_lock, a move of the
+ * buffer they free): while any does, the process is not idle. */
+static _Atomic uint32_t program_waiting;
+/* Frees between leaving the lists and giving up their pageable chunks'
+ * reachable count: the gate waits for them rather than fail. */
+static _Atomic uint32_t frees_pending;
+/* Frees that waited for a move of their buffer (tests read it). */
+_Atomic uint64_t vs_tier_free_waits;
 
 static inline void tree_changed(void)
 {
@@ -115,6 +143,39 @@ static struct buffer_list pinned_list = TAILQ_HEAD_INITIALIZER(pinned_list);
 static struct buffer_list pageable_list = TAILQ_HEAD_INITIALIZER(pageable_list);
 static struct buffer_list handed_list = TAILQ_HEAD_INITIALIZER(handed_list);
 
+/* `program`: a program's call waits here (counted, see program_waiting),
+ * rather than the control socket or vramshim's own threads. */
+static void program_waits(void) { atomic_fetch_add(&program_waiting, 1); }
+
+static void program_waited(void)
+{
+    if (atomic_fetch_sub(&program_waiting, 1) == 1) {
+        pthread_mutex_lock(&drained_lock);
+        pthread_cond_broadcast(&drained);
+        pthread_mutex_unlock(&drained_lock);
+    }
+}
+
+static void move_lock_take(bool program)
+{
+    if (program) {
+        if (pthread_mutex_trylock(&move_lock) == 0)
+            return;
+        program_waits();
+        pthread_mutex_lock(&move_lock);
+        program_waited();
+        return;
+    }
+    pthread_mutex_lock(&drained_lock);
+    while (atomic_load(&program_waiting))
+        pthread_cond_wait(&drained, &drained_lock);
+    pthread_mutex_unlock(&drained_lock);
+    pthread_mutex_lock(&move_lock);
+}
+
+static void move_lock_give(void) { pthread_mutex_unlock(&move_lock); }
+
+uint32_t vs_tier_waiting(void) { return atomic_load(&program_waiting); }
 
 void vs_tier_init(const struct vs_tier_ops *movers)
 {
@@ -131,7 +192,7 @@ bool vs_tier_wants(int dev, uint64_t size)
 
 /* ---- the tree -------------------------------------------------------------- */
 
-/* The buffer holding addr, or the first one after it. Caller holds tier_lock. */
+/* The buffer holding addr, or the first one after it. Caller holds the tree's lock. */
 static struct buffer *find_from(uint64_t addr)
 {
     struct buffer *node = RB_ROOT(&buffers), *best = NULL;
@@ -209,7 +270,7 @@ static uint8_t lists_wanted(const struct buffer *b)
     if (!(b->lists & LISTED))
         return 0;
     uint8_t want = LISTED | (b->lists & HELD);
-    if (has_resident(b) && !atomic_load(&b->shared) && !(b->lists & HELD))
+    if (has_resident(b) && !atomic_load(&b->shared) && !b->fixed && !(b->lists & HELD))
         want |= ON_LRU;
     if (atomic_load(&b->n_off) > b->n_pageable)
         want |= ON_PINNED;
@@ -278,19 +339,64 @@ static bool fence_begin(struct buffer *b)
     return ops->fence_begin(b);
 }
 
-/* The next buffer of a list taken whole to be worked through with
- * move_lock held (take it with TAILQ_CONCAT under lru_lock): off it, and
- * marked off its list so that relist puts it back when it still belongs. */
-#define TAKE_NEXT(todo, link, bits)                      \
-    ({                                                   \
-        pthread_mutex_lock(&lru_lock);                   \
-        struct buffer *next_ = TAILQ_FIRST(todo);        \
-        if (next_) {                                     \
-            TAILQ_REMOVE(todo, next_, link);             \
-            next_->lists &= (uint8_t) ~(bits);           \
-        }                                                \
-        pthread_mutex_unlock(&lru_lock);                 \
-        next_;                                           \
+/* ---- who holds a buffer ------------------------------------------------------ */
+
+/* Freed buffers' waiters: a free waits on it for its buffer's claims to end. */
+static pthread_cond_t unclaimed = PTHREAD_COND_INITIALIZER;
+
+/* Claim b for a move or a request; false once its free has begun. Caller
+ * holds lru_lock and found b in the tree or on a list. */
+static bool claim_locked(struct buffer *b)
+{
+    if (!(b->lists & LISTED))
+        return false;
+    b->busy++;
+    return true;
+}
+
+static void unclaim(struct buffer *b)
+{
+    pthread_mutex_lock(&lru_lock);
+    if (--b->busy == 0 && !(b->lists & LISTED))
+        pthread_cond_broadcast(&unclaimed);
+    pthread_mutex_unlock(&lru_lock);
+}
+
+/* The buffer at base (exact), or holding addr (`containing`), claimed. */
+static struct buffer *claim_at(uint64_t addr, bool containing)
+{
+    vs_rw_read_lock(VS_RW_TREE);
+    struct buffer key = {.base = addr};
+    struct buffer *b = containing ? find_containing(addr) : RB_FIND(buffer_tree, &buffers, &key);
+    if (b) {
+        pthread_mutex_lock(&lru_lock);
+        if (!claim_locked(b))
+            b = NULL;
+        pthread_mutex_unlock(&lru_lock);
+    }
+    vs_rw_read_unlock(VS_RW_TREE);
+    return b;
+}
+
+/* A pass over one of the lists, with move_lock held: the next buffer this
+ * pass has not taken yet, claimed and put at the list's tail (relist takes
+ * it off later if it no longer belongs). The pass ends at the first buffer
+ * it took before: buffers stay on their lists throughout, so a free running
+ * meanwhile finds each where its flags say. */
+static _Atomic uint32_t pass_no;
+#define PASS_NEXT(list, link, field, pass)                                      \
+    ({                                                                        \
+        pthread_mutex_lock(&lru_lock);                                        \
+        struct buffer *next_ = TAILQ_FIRST(list);                             \
+        if (next_ && next_->field != (pass) && claim_locked(next_)) {         \
+            next_->field = (pass);                                            \
+            TAILQ_REMOVE(list, next_, link);                                  \
+            TAILQ_INSERT_TAIL(list, next_, link);                             \
+        } else {                                                              \
+            next_ = NULL;                                                     \
+        }                                                                     \
+        pthread_mutex_unlock(&lru_lock);                                      \
+        next_;                                                                \
     })
 
 /* The least recently touched buffer of one tree: its first, once the first
@@ -401,10 +507,13 @@ CUresult vs_tier_alloc(CUdeviceptr *dptr, uint64_t size, int dev, int owner,
 }
 
 /* Only now can a move pick the buffer: the registry has its record, so
- * every move's charges and the record's split stay in step. */
-void vs_tier_publish(struct vs_backing *pending)
+ * every move's charges and the record's split stay in step. A buffer the
+ * registry could not record (out of memory) is published `fixed`: a free
+ * finds it, but it never moves, since no record would follow its bytes. */
+void vs_tier_publish(struct vs_backing *pending, bool recorded)
 {
     struct buffer *b = (struct buffer *)pending;
+    b->fixed = !recorded;
     vs_rw_write_lock(VS_RW_TREE);
     RB_INSERT(buffer_tree, &buffers, b);
     vs_rw_write_unlock(VS_RW_TREE);
@@ -422,49 +531,56 @@ void vs_tier_publish(struct vs_backing *pending)
         ;
 }
 
-CUresult vs_tier_free(uint64_t base, struct vs_alloc_info *rec)
+struct vs_backing *vs_tier_free_begin(uint64_t base)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
-        return CUDA_ERROR_NOT_FOUND;
-    pthread_mutex_lock(&move_lock);
-    vs_rw_write_lock(VS_RW_TREE);
+        return NULL;
     struct buffer key = {.base = base};
+    vs_rw_read_lock(VS_RW_TREE); /* most frees are of buffers not backed */
+    bool backed = RB_FIND(buffer_tree, &buffers, &key) != NULL;
+    vs_rw_read_unlock(VS_RW_TREE);
+    if (!backed)
+        return NULL;
+    vs_rw_write_lock(VS_RW_TREE);
     struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
     if (b) {
         RB_REMOVE(buffer_tree, &buffers, b);
         tree_changed();
     }
     vs_rw_write_unlock(VS_RW_TREE);
-    if (b == NULL) {
-        pthread_mutex_unlock(&move_lock);
-        return CUDA_ERROR_NOT_FOUND;
-    }
+    if (b == NULL)
+        return NULL; /* another thread's free of the same base came first */
     atomic_fetch_sub(&vs_tier_buffers, 1);
+    atomic_store(&b->dying, true);
     pthread_mutex_lock(&lru_lock);
+    atomic_fetch_add(&frees_pending, 1);
     b->lists &= (uint8_t)~LISTED;
     relist_locked(b);
-    pthread_mutex_unlock(&lru_lock);
-    /* Out of the tree with move_lock held, its chunks stay where they are:
-     * their places are what the budget holds for them now, whatever the
-     * record said when the hook took it out (a move may have run since). */
-    if (rec && rec->base == base) {
-        rec->off_pinned = rec->off_pageable = 0;
-        for (uint32_t i = 0; i < b->n_chunks; i++) {
-            const struct chunk *c = &b->chunk[i];
-            if (c->where == CHUNK_PINNED)
-                rec->off_pinned += c->counted;
-            else if (c->where == CHUNK_PAGEABLE)
-                rec->off_pageable += c->counted;
-        }
+    if (b->busy) { /* a move holds it: it stops at its next chunk */
+        atomic_fetch_add(&vs_tier_free_waits, 1);
+        program_waits();
+        while (b->busy)
+            pthread_cond_wait(&unclaimed, &lru_lock);
+        program_waited();
     }
+    pthread_mutex_unlock(&lru_lock);
+    /* nothing may reach a freed buffer: its pageable chunks are no reason
+     * for the next submission to wait */
+    if (!atomic_exchange(&b->handed_over, true) && b->n_pageable)
+        atomic_fetch_sub(&vs_pageable_reachable, b->n_pageable);
+    atomic_fetch_sub(&frees_pending, 1);
+    return (struct vs_backing *)b;
+}
+
+void vs_tier_free_end(struct vs_backing *held)
+{
+    struct buffer *b = (struct buffer *)held;
     /* cuMemFree waits for the device; cuMemUnmap does not */
     if (ops->drain)
         ops->drain(b);
     else if (ops->fence_begin(b))
         ops->fence_end(b);
     unback(b);
-    pthread_mutex_unlock(&move_lock);
-    return CUDA_SUCCESS;
 }
 
 /* Pageable is safe only where nothing can reach the buffer: the program
@@ -478,6 +594,8 @@ static bool may_go_pageable(const struct buffer *b)
         return false;
     if (atomic_load(&b->handed_over))
         return true;
+    if (atomic_load(&program_waiting))
+        return false; /* a program waiting on vramshim is not idle */
     uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
     uint64_t now = ops->now(), last = atomic_load(&vs_last_submit_ns);
     return now < last || now - last >= idle_ns;
@@ -492,7 +610,7 @@ static uint64_t buffer_out(struct buffer *b, uint64_t want)
     bool pinned_any = false;
     if (!fence_begin(b))
         return 0;
-    for (uint32_t i = b->n_chunks; i-- > 0 && moved < want;) {
+    for (uint32_t i = b->n_chunks; i-- > 0 && moved < want && !atomic_load(&b->dying);) {
         struct chunk *c = &b->chunk[i];
         if (c->where != CHUNK_DEVICE || c->counted == 0)
             continue;
@@ -538,7 +656,7 @@ static bool buffer_in(struct buffer *b)
     }
     take_back(b);
     bool device_full = false;
-    for (uint32_t i = 0; i < b->n_chunks; i++) {
+    for (uint32_t i = 0; i < b->n_chunks && !atomic_load(&b->dying); i++) {
         struct chunk *c = &b->chunk[i];
         if (c->where == CHUNK_PAGEABLE)
             ops->from_pageable(b, c, true);
@@ -551,30 +669,31 @@ static bool buffer_in(struct buffer *b)
 
 /* Bring every pageable chunk that work may reach (with `handed_too`, every
  * pageable chunk) back to the device, or to pinned memory. */
+static void restore_list(struct buffer_list *list, bool handed_too, uint32_t pass)
+{
+    struct buffer *b;
+    while ((b = PASS_NEXT(list, pageable_link, visited_pageable, pass))) {
+        if (fence_begin(b)) {
+            if (handed_too)
+                take_back(b);
+            for (uint32_t i = 0; i < b->n_chunks && !atomic_load(&b->dying); i++)
+                if (b->chunk[i].where == CHUNK_PAGEABLE)
+                    ops->from_pageable(b, &b->chunk[i], true);
+            fence_end(b);
+        }
+        unclaim(b);
+    }
+}
+
 static bool restore_pageable(bool handed_too)
 {
-    pthread_mutex_lock(&move_lock);
-    struct buffer_list todo = TAILQ_HEAD_INITIALIZER(todo);
-    pthread_mutex_lock(&lru_lock);
-    TAILQ_CONCAT(&todo, &pageable_list, pageable_link);
+    move_lock_take(true);
+    uint32_t pass = atomic_fetch_add(&pass_no, 1) + 1;
+    restore_list(&pageable_list, handed_too, pass);
     if (handed_too)
-        TAILQ_CONCAT(&todo, &handed_list, pageable_link);
-    pthread_mutex_unlock(&lru_lock);
-    struct buffer *b;
-    while ((b = TAKE_NEXT(&todo, pageable_link, ON_PAGEABLE | ON_HANDED))) {
-        if (!fence_begin(b)) {
-            relist(b);
-            continue;
-        }
-        if (handed_too)
-            take_back(b);
-        for (uint32_t i = 0; i < b->n_chunks; i++)
-            if (b->chunk[i].where == CHUNK_PAGEABLE)
-                ops->from_pageable(b, &b->chunk[i], true);
-        fence_end(b);
-    }
+        restore_list(&handed_list, true, pass);
     bool ok = atomic_load(&vs_pageable_reachable) == 0;
-    pthread_mutex_unlock(&move_lock);
+    move_lock_give();
     return ok;
 }
 
@@ -593,8 +712,11 @@ int vs_gate_enter_slow(void)
         if (VS_LIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) == 0))
             return 1;
         vs_rw_read_unlock(VS_RW_GATE);
-        if (!vs_tier_restore_pageable())
-            return -1;
+        if (!vs_tier_restore_pageable()) {
+            if (atomic_load(&frees_pending) == 0)
+                return -1;
+            sched_yield(); /* what is left belongs to a buffer being freed */
+        }
     }
 }
 
@@ -602,10 +724,12 @@ int vs_gate_enter_slow(void)
 
 /* The least recently touched buffer that may move (of dev and owner, where
  * >= 0), if idle_only only when untouched for idle_ms: idle buffers are the
- * least recently touched, so they come first. Caller holds move_lock. */
-static struct buffer *pick_victim(int dev, int owner, bool idle_only, uint64_t now,
-                                  uint64_t idle_ns)
+ * least recently touched, so they come first; none touched after `before`
+ * (a long request does not chase what the program brings back meanwhile).
+ * Returned claimed. Caller holds move_lock. */
+static struct buffer *pick_victim(int dev, int owner, bool idle_only, uint64_t before)
 {
+    uint64_t now = ops->now(), idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
     uint64_t epoch = atomic_load_explicit(&touch_epoch, memory_order_relaxed);
     struct buffer *best = NULL;
     uint64_t best_touch = 0;
@@ -629,37 +753,62 @@ static struct buffer *pick_victim(int dev, int owner, bool idle_only, uint64_t n
         if (dev >= 0)
             break;
     }
-    pthread_mutex_unlock(&lru_lock);
     bool idle = now > best_touch && now - best_touch >= idle_ns;
-    return best && (idle || !idle_only) ? best : NULL;
+    if (best && ((idle_only && !idle) || best_touch > before || !claim_locked(best)))
+        best = NULL;
+    pthread_mutex_unlock(&lru_lock);
+    return best;
+}
+
+/* Move one victim out, up to want bytes. Caller holds move_lock. Returns
+ * the bytes moved; *stop when no other victim is worth trying (none left,
+ * the pin budget is spent or the driver refused). */
+static uint64_t one_victim(int dev, int owner, uint64_t want, bool idle_only, uint64_t before,
+                           bool *stop)
+{
+    struct buffer *b = pick_victim(dev, owner, idle_only, before);
+    if (b == NULL) {
+        *stop = true;
+        return 0;
+    }
+    uint64_t got = buffer_out(b, want);
+    *stop = got == 0 && !atomic_load(&b->dying); /* a buffer freed meanwhile: try the next */
+    unclaim(b);
+    return got;
 }
 
 /* Caller holds move_lock. `spare` (being brought back) is not chosen. */
 static uint64_t make_room_locked(int dev, int owner, uint64_t want, bool idle_only,
                                  struct buffer *spare)
 {
-    uint64_t moved = 0, now = ops->now();
-    uint64_t idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
-    if (spare) {
-        pthread_mutex_lock(&lru_lock);
-        spare->lists |= HELD;
-        relist_locked(spare);
-        pthread_mutex_unlock(&lru_lock);
-    }
-    while (moved < want) {
-        struct buffer *b = pick_victim(dev, owner, idle_only, now, idle_ns);
-        if (b == NULL)
-            break;
-        uint64_t got = buffer_out(b, want - moved);
-        if (got == 0)
-            break; /* the pin budget is spent or the driver refused */
-        moved += got;
-    }
-    if (spare) {
-        pthread_mutex_lock(&lru_lock);
-        spare->lists &= (uint8_t)~HELD;
-        relist_locked(spare);
-        pthread_mutex_unlock(&lru_lock);
+    uint64_t moved = 0;
+    bool stop = false;
+    pthread_mutex_lock(&lru_lock);
+    spare->lists |= HELD;
+    relist_locked(spare);
+    pthread_mutex_unlock(&lru_lock);
+    while (moved < want && !stop)
+        moved += one_victim(dev, owner, want - moved, idle_only, UINT64_MAX, &stop);
+    pthread_mutex_lock(&lru_lock);
+    spare->lists &= (uint8_t)~HELD;
+    relist_locked(spare);
+    pthread_mutex_unlock(&lru_lock);
+    return moved;
+}
+
+/* Victims one at a time, move_lock given up between them, none touched
+ * after `before`; `progress`, when given, follows the bytes moved so far. */
+static uint64_t make_room(int dev, int owner, uint64_t want, bool idle_only, bool program,
+                          uint64_t before, _Atomic uint64_t *progress)
+{
+    uint64_t moved = 0;
+    bool stop = false;
+    while (moved < want && !stop) {
+        move_lock_take(program);
+        moved += one_victim(dev, owner, want - moved, idle_only, before, &stop);
+        move_lock_give();
+        if (progress)
+            atomic_store(progress, moved);
     }
     return moved;
 }
@@ -671,9 +820,7 @@ uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t byte
         return 0;
     /* a margin, so that the next few allocations do not each stop to move */
     uint64_t margin = bytes / 8 < (64ULL << 20) ? bytes / 8 : (64ULL << 20);
-    pthread_mutex_lock(&move_lock);
-    uint64_t moved = make_room_locked(dev, owner, shortfall + margin, false, NULL);
-    pthread_mutex_unlock(&move_lock);
+    uint64_t moved = make_room(dev, owner, shortfall + margin, false, true, UINT64_MAX, NULL);
     if (moved)
         vs_info("offload: moved %llu bytes of device %d to host memory to fit %llu",
                 (unsigned long long)moved, dev, (unsigned long long)bytes);
@@ -708,14 +855,13 @@ static bool bring_back_locked(struct buffer *b, bool idle_only)
  * device (relief.c), with no lock held, and the buffer tried once more. */
 static void bring_back(uint64_t base, bool ask_peers)
 {
-    pthread_mutex_lock(&move_lock);
-    vs_rw_read_lock(VS_RW_TREE);
-    struct buffer key = {.base = base};
-    struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
-    vs_rw_read_unlock(VS_RW_TREE);
+    move_lock_take(true);
+    struct buffer *b = claim_at(base, false);
     int dev = b ? b->dev : -1;
     uint64_t missing = b && !bring_back_locked(b, true) ? bytes_off(b) : 0;
-    pthread_mutex_unlock(&move_lock);
+    if (b)
+        unclaim(b);
+    move_lock_give();
     if (missing && ask_peers && vs_relief_ask(dev, missing, "a buffer coming back", true))
         bring_back(base, false);
 }
@@ -814,10 +960,8 @@ static int unmovable_or_unknown(uint64_t p)
 
 int vs_tier_offload(uint64_t p)
 {
-    pthread_mutex_lock(&move_lock);
-    vs_rw_read_lock(VS_RW_TREE);
-    struct buffer *b = find_containing(p);
-    vs_rw_read_unlock(VS_RW_TREE);
+    move_lock_take(true);
+    struct buffer *b = claim_at(p, true);
     int rc = -ENOENT;
     if (b && atomic_load(&b->shared)) {
         rc = -EBUSY; /* another process may be using it */
@@ -830,20 +974,22 @@ int vs_tier_offload(uint64_t p)
         buffer_out(b, UINT64_MAX);
         rc = has_resident(b) ? -ENOMEM : 0;
     }
-    pthread_mutex_unlock(&move_lock);
+    if (b)
+        unclaim(b);
+    move_lock_give();
     return rc == -ENOENT ? unmovable_or_unknown(p) : rc;
 }
 
 int vs_tier_prefetch(uint64_t p)
 {
-    pthread_mutex_lock(&move_lock);
-    vs_rw_read_lock(VS_RW_TREE);
-    struct buffer *b = find_containing(p);
-    vs_rw_read_unlock(VS_RW_TREE);
+    move_lock_take(true);
+    struct buffer *b = claim_at(p, true);
     int rc = -ENOENT;
-    if (b) /* asked for by name: any colder buffer may make way */
+    if (b) { /* asked for by name: any colder buffer may make way */
         rc = bring_back_locked(b, false) ? 0 : -ENOMEM;
-    pthread_mutex_unlock(&move_lock);
+        unclaim(b);
+    }
+    move_lock_give();
     return rc == -ENOENT ? unmovable_or_unknown(p) : rc;
 }
 
@@ -856,10 +1002,8 @@ int vs_tier_prefetch(uint64_t p)
  * socket (vs_tier_export) for the chunks' memory as file descriptors. */
 CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
 {
-    pthread_mutex_lock(&move_lock);
-    vs_rw_read_lock(VS_RW_TREE);
-    struct buffer *b = find_containing(dptr);
-    vs_rw_read_unlock(VS_RW_TREE);
+    move_lock_take(true);
+    struct buffer *b = claim_at(dptr, true);
     CUresult rc = CUDA_ERROR_NOT_FOUND;
     if (b && !atomic_load(&b->shared) && !bring_back_locked(b, false)) {
         vs_warn("cuIpcGetMemHandle: the buffer at 0x%llx cannot come back to the device "
@@ -887,17 +1031,16 @@ CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
             rc = CUDA_SUCCESS;
         }
     }
-    pthread_mutex_unlock(&move_lock);
+    if (b)
+        unclaim(b);
+    move_lock_give();
     return rc;
 }
 
 int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out)
 {
-    pthread_mutex_lock(&move_lock);
-    vs_rw_read_lock(VS_RW_TREE);
-    struct buffer key = {.base = base};
-    struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
-    vs_rw_read_unlock(VS_RW_TREE);
+    move_lock_take(false);
+    struct buffer *b = claim_at(base, false);
     int rc = 0;
     if (b == NULL || !atomic_load(&b->shared) || !vs_equal_ct(b->share_token, token))
         rc = -ENOENT;
@@ -922,7 +1065,9 @@ int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct
                                  .n_chunks = b->n_chunks, .dev = b->dev, .token = token};
         rc = (int)b->n_chunks;
     }
-    pthread_mutex_unlock(&move_lock);
+    if (b)
+        unclaim(b);
+    move_lock_give();
     return rc;
 }
 
@@ -935,33 +1080,29 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
     uint64_t freed = ops->release_staging();
     if (freed >= bytes || vs_limits_offload() == VS_OFFLOAD_OFF)
         return freed;
-    pthread_mutex_lock(&move_lock);
-    struct buffer_list todo = TAILQ_HEAD_INITIALIZER(todo);
-    pthread_mutex_lock(&lru_lock);
-    TAILQ_CONCAT(&todo, &pinned_list, pinned_link);
-    pthread_mutex_unlock(&lru_lock);
-    struct buffer *b;
-    while (freed < bytes && (b = TAKE_NEXT(&todo, pinned_link, ON_PINNED))) {
-        if (!fence_begin(b)) {
-            relist(b);
-            continue;
+    /* one buffer per turn of move_lock: a long yield does not hold up the
+     * program's other threads; the buffers it did not reach stay first */
+    uint32_t pass = atomic_fetch_add(&pass_no, 1) + 1;
+    for (;;) {
+        move_lock_take(true);
+        struct buffer *b =
+            freed < bytes ? PASS_NEXT(&pinned_list, pinned_link, visited_pinned, pass) : NULL;
+        if (b && fence_begin(b)) {
+            for (uint32_t k = 0; k < b->n_chunks && freed < bytes && !atomic_load(&b->dying); k++) {
+                struct chunk *c = &b->chunk[k];
+                if (c->where != CHUNK_PINNED)
+                    continue;
+                if (ops->pinned_to_device(b, c) == CUDA_SUCCESS ||
+                    (may_go_pageable(b) && ops->to_pageable(b, c) == CUDA_SUCCESS))
+                    freed += c->counted;
+            }
+            fence_end(b);
         }
-        for (uint32_t k = 0; k < b->n_chunks && freed < bytes; k++) {
-            struct chunk *c = &b->chunk[k];
-            if (c->where != CHUNK_PINNED)
-                continue;
-            if (ops->pinned_to_device(b, c) == CUDA_SUCCESS ||
-                (may_go_pageable(b) && ops->to_pageable(b, c) == CUDA_SUCCESS))
-                freed += c->counted;
-        }
-        fence_end(b);
+        move_lock_give();
+        if (b == NULL)
+            break;
+        unclaim(b);
     }
-    /* the rest go back first, in their order */
-    pthread_mutex_lock(&lru_lock);
-    TAILQ_CONCAT(&todo, &pinned_list, pinned_link);
-    TAILQ_CONCAT(&pinned_list, &todo, pinned_link);
-    pthread_mutex_unlock(&lru_lock);
-    pthread_mutex_unlock(&move_lock);
     return freed;
 }
 
@@ -971,22 +1112,20 @@ void vs_tier_refresh_access(int dev)
         return;
     /* under move_lock: no move is between its unmap and its new mapping,
      * and every later one maps with the new access (chunk.c) */
-    pthread_mutex_lock(&move_lock);
+    move_lock_take(true);
     vs_rw_read_lock(VS_RW_TREE);
     struct buffer *b;
     RB_FOREACH(b, buffer_tree, &buffers)
         if (b->dev == dev)
             ops->refresh_access(b);
     vs_rw_read_unlock(VS_RW_TREE);
-    pthread_mutex_unlock(&move_lock);
+    move_lock_give();
 }
 
-uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only)
+uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only, _Atomic uint64_t *progress)
 {
-    pthread_mutex_lock(&move_lock);
-    uint64_t moved = make_room_locked(-1, owner, bytes, idle_only, NULL);
-    pthread_mutex_unlock(&move_lock);
-    return moved;
+    /* a request: it does not chase what the program brings back meanwhile */
+    return make_room(-1, owner, bytes, idle_only, false, ops->now(), progress);
 }
 
 /* relief (control_relief.c): another process on the device asks for room */
@@ -995,10 +1134,9 @@ uint64_t vs_tier_give(int dev, uint64_t bytes)
     if (vs_limits_offload() == VS_OFFLOAD_OFF ||
         atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
         return 0;
-    pthread_mutex_lock(&move_lock);
-    uint64_t moved = make_room_locked(dev, -1, bytes, true, NULL);
-    pthread_mutex_unlock(&move_lock);
-    return moved;
+    /* a request, one victim at a time (the program's threads go between),
+     * not chasing what the program brings back meanwhile */
+    return make_room(dev, -1, bytes, true, false, ops->now(), NULL);
 }
 
 uint64_t vs_tier_last_submit_ns(void)
@@ -1020,7 +1158,7 @@ int vs_tier_check(void)
     bool ok = true;
     uint32_t n_buffers = 0, pageable = 0, reachable = 0;
     uint32_t on[5] = {0}; /* buffers that say they are in a tree, on each list */
-    pthread_mutex_lock(&move_lock);
+    move_lock_take(false);
     vs_rw_read_lock(VS_RW_TREE);
     pthread_mutex_lock(&lru_lock);
     struct buffer *b;
@@ -1091,7 +1229,7 @@ int vs_tier_check(void)
 out:
     pthread_mutex_unlock(&lru_lock);
     vs_rw_read_unlock(VS_RW_TREE);
-    pthread_mutex_unlock(&move_lock);
+    move_lock_give();
     return ok ? 0 : -1;
 }
 
@@ -1101,6 +1239,10 @@ void vs_tier_atfork_child(void)
     pthread_mutex_init(&spare_lock, NULL);
     pthread_mutex_init(&move_lock, NULL);
     tree_changed(); /* the caches' buffers were the parent's */
+    pthread_mutex_init(&drained_lock, NULL);
+    pthread_cond_init(&drained, NULL);
+    atomic_store(&program_waiting, 0);
+    pthread_cond_init(&unclaimed, NULL);
     RB_INIT(&buffers); /* the records leak: they describe the parent's memory */
     atomic_store(&vs_tier_buffers, 0);
     atomic_store(&vs_tier_lowest, UINT64_MAX);

@@ -142,7 +142,12 @@ void client_make_printable(json_t *v)
     }
 }
 
-/* The answer line, read by the deadline and up to ANSWER_MAX bytes. */
+#define PROGRESS_HEAD "{\"ok\":true,\"progress\":"
+
+/* The answer line, read by the deadline and up to ANSWER_MAX bytes. A long
+ * evict or free sends progress lines first (more bytes have moved): each
+ * is dropped and gives the answer another client_deadline_ms, so the wait
+ * lasts as long as the work goes on, and no longer. */
 static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
 {
     size_t cap = 1 << 16, used = 0;
@@ -169,7 +174,16 @@ static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
         if (r <= 0)
             break;
         used += (size_t)r;
-        if (buf[used - 1] == '\n') {
+        char *nl;
+        while (used > strlen(PROGRESS_HEAD) &&
+               strncmp(buf, PROGRESS_HEAD, strlen(PROGRESS_HEAD)) == 0 &&
+               (nl = memchr(buf, '\n', used)) != NULL) {
+            size_t line = (size_t)(nl - buf) + 1;
+            memmove(buf, buf + line, used - line);
+            used -= line;
+            deadline = vs_now_ms() + (uint64_t)client_deadline_ms;
+        }
+        if (used > 0 && buf[used - 1] == '\n') {
             buf[used] = '\0';
             *used_out = used;
             return buf;

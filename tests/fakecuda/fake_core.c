@@ -160,6 +160,8 @@ static void setup_body(void)
     if (fk.ndevices < 1 || fk.ndevices > FK_MAX_DEVICES)
         fk.ndevices = 1;
     fk.mem_size = parse_bytes(getenv("FAKECUDA_MEM"), 1ULL << 30);
+    const char *bw = getenv("FAKECUDA_COPY_MBPS");
+    fk.copy_mibps = bw ? strtoull(bw, NULL, 10) : 0;
     fk.shared = &private_shared;
     const char *shm = getenv("FAKECUDA_SHM");
     if (shm && *shm) {

@@ -42,6 +42,9 @@ struct fk_global {
     bool initialized;
     int ndevices;
     uint64_t mem_size;
+    /* FAKECUDA_COPY_MBPS: copies take as long as a bus of that many MiB/s
+     * would (0: as fast as memmove). */
+    uint64_t copy_mibps;
     struct fk_shared *shared;
     struct fk_ctx primary[FK_MAX_DEVICES];
 };

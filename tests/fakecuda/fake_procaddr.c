@@ -110,6 +110,15 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemcpy2DAsync", 3020, cuMemcpy2DAsync_v2, 0)                        \
     E("cuMemcpy2DAsync", 7000, cuMemcpy2DAsync_v2_ptsz, 1)                   \
     E("cuMemcpy3DAsync", 3020, cuMemcpy3DAsync_v2, 0)                        \
+    E("cuMemcpy3DPeer", 4000, cuMemcpy3DPeer, 0)                             \
+    E("cuMemcpy3DPeer", 7000, cuMemcpy3DPeer_ptds, 1)                        \
+    E("cuMemcpy3DPeerAsync", 4000, cuMemcpy3DPeerAsync, 0)                   \
+    E("cuMemcpy3DPeerAsync", 7000, cuMemcpy3DPeerAsync_ptsz, 1)              \
+    E("cuMemcpyBatchAsync", 13000, cuMemcpyBatchAsync_v2, 0)                 \
+    E("cuMemcpyBatchAsync", 13000, cuMemcpyBatchAsync_v2_ptsz, 1)            \
+    E("cuMemcpy3DBatchAsync", 13000, cuMemcpy3DBatchAsync_v2, 0)             \
+    E("cuMemcpy3DBatchAsync", 13000, cuMemcpy3DBatchAsync_v2_ptsz, 1)        \
+    E("cuLaunchCooperativeKernelMultiDevice", 9000, cuLaunchCooperativeKernelMultiDevice, 0) \
     E("cuMemcpy3DAsync", 7000, cuMemcpy3DAsync_v2_ptsz, 1)                   \
     E("cuMemcpyPeerAsync", 4000, cuMemcpyPeerAsync, 0)                       \
     E("cuMemcpyPeerAsync", 7000, cuMemcpyPeerAsync_ptsz, 1)                  \

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fk_stream *all_streams;
@@ -341,11 +342,20 @@ FK_EXPORT CUresult cuEventQuery(CUevent hEvent)
 }
 
 /* ---- copies and memsets ------------------------------------------------ */
-/* A copy from pageable memory reads the op's own blob (op->b is 0). */
+/* A copy from pageable memory reads the op's own blob (op->b is 0).
+ * A real copy takes its size over the bus's bandwidth (PCIe 4.0 x16 moves
+ * about 25 GB/s, so 70 GiB of device memory takes seconds to move out);
+ * FAKECUDA_COPY_MBPS scales that down to what a test can allocate. */
 static void run_copy(struct fk_op *op)
 {
     const void *src = op->blob ? op->blob : (const void *)(uintptr_t)op->b;
     memmove((void *)(uintptr_t)op->a, src, op->c);
+    if (fk.copy_mibps) {
+        uint64_t ns = op->c * 1000000000ULL / (fk.copy_mibps << 20);
+        struct timespec t = {(time_t)(ns / 1000000000ULL), (long)(ns % 1000000000ULL)};
+        while (nanosleep(&t, &t) != 0)
+            ;
+    }
 }
 
 static void run_memset(struct fk_op *op)
@@ -766,6 +776,49 @@ FK_LAUNCH_FAMILY(_ptsz)
     }
 FK_LAUNCH_EX()
 FK_LAUNCH_EX(_ptsz)
+
+/* cuLaunchCooperativeKernelMultiDevice (deprecated since CUDA 11.3): one
+ * launch per device, each with its own function, grid, stream and
+ * parameters (CUDA_LAUNCH_PARAMS); queued here one after the other. */
+FK_EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned n,
+                                                        unsigned flags)
+{
+    FK_ENTER("cuLaunchCooperativeKernelMultiDevice");
+    (void)flags;
+    if (list == NULL || n == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < n; i++) {
+        const CUDA_LAUNCH_PARAMS *l = &list[i];
+        CUresult rc = launch((struct fk_kernel *)l->function, l->gridDimX, l->gridDimY,
+                             l->gridDimZ, l->blockDimX, l->blockDimY, l->blockDimZ, l->hStream,
+                             l->kernelParams, NULL);
+        if (rc != CUDA_SUCCESS)
+            return rc;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* cuLaunch, cuLaunchGrid, cuLaunchGridAsync (deprecated since CUDA 4.0)
+ * take their parameters from cuParamSet* calls, which the test driver
+ * does not model: it refuses them, as a driver that dropped them would. */
+FK_EXPORT CUresult cuLaunch(CUfunction f)
+{
+    FK_ENTER("cuLaunch");
+    (void)f;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+FK_EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h)
+{
+    FK_ENTER("cuLaunchGrid");
+    (void)f, (void)w, (void)h;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+FK_EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
+{
+    FK_ENTER("cuLaunchGridAsync");
+    (void)f, (void)w, (void)h, (void)s;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
 #endif
 
 /* ---- graphs: a list of kernel nodes run in order ----------------------- */

@@ -167,3 +167,91 @@ FK_STRIDED_SYNC()
 FK_STRIDED_SYNC(_ptds)
 FK_STRIDED_ASYNC()
 FK_STRIDED_ASYNC(_ptsz)
+
+/* ---- 3D peer copies, batch copies, array copies --------------------------- */
+
+/* cuMemcpy3DPeer: a 3D copy whose sides may live in different contexts
+ * (CUDA Driver API, "Memory Management"); one address space here. */
+static CUresult copy3d_peer(const CUDA_MEMCPY3D_PEER *p, CUstream s, bool wait)
+{
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUDA_MEMCPY3D q = {
+        .srcXInBytes = p->srcXInBytes, .srcY = p->srcY, .srcZ = p->srcZ,
+        .srcMemoryType = p->srcMemoryType, .srcHost = p->srcHost, .srcDevice = p->srcDevice,
+        .srcArray = p->srcArray, .srcPitch = p->srcPitch, .srcHeight = p->srcHeight,
+        .dstXInBytes = p->dstXInBytes, .dstY = p->dstY, .dstZ = p->dstZ,
+        .dstMemoryType = p->dstMemoryType, .dstHost = p->dstHost, .dstDevice = p->dstDevice,
+        .dstArray = p->dstArray, .dstPitch = p->dstPitch, .dstHeight = p->dstHeight,
+        .WidthInBytes = p->WidthInBytes, .Height = p->Height, .Depth = p->Depth};
+    return copy3d(&q, s, wait);
+}
+
+/* cuMemcpyBatchAsync: "performs a batch of memory copies asynchronously",
+ * copy i of sizes[i] bytes from srcs[i] to dsts[i], in stream order; the
+ * attributes are hints (CUDA 12.8+ Driver API). */
+static CUresult batch(CUdeviceptr *dsts, CUdeviceptr *srcs, size_t *sizes, size_t count,
+                      size_t n_attrs, CUstream s)
+{
+    if (count == 0 || dsts == NULL || srcs == NULL || sizes == NULL || n_attrs == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < count; i++) {
+        CUresult rc = peer(dsts[i], srcs[i], sizes[i], s, false);
+        if (rc != CUDA_SUCCESS)
+            return rc;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* cuMemcpy3DBatchAsync: pointer operands only (arrays are not modelled);
+ * a pointer operand's rows are rowLength elements apart and its layers
+ * layerHeight rows (elements are bytes between two pointers). */
+static CUresult batch3d(size_t n, CUDA_MEMCPY3D_BATCH_OP *ops, CUstream s)
+{
+    if (n == 0 || ops == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < n; i++) {
+        const CUmemcpy3DOperand *a = &ops[i].src, *b = &ops[i].dst;
+        if (a->type != CU_MEMCPY_OPERAND_TYPE_POINTER || b->type != CU_MEMCPY_OPERAND_TYPE_POINTER)
+            return CUDA_ERROR_NOT_SUPPORTED;
+        const CUextent3D *e = &ops[i].extent;
+        uint64_t srow = a->op.ptr.rowLength ? a->op.ptr.rowLength : e->width;
+        uint64_t drow = b->op.ptr.rowLength ? b->op.ptr.rowLength : e->width;
+        uint64_t slayer = a->op.ptr.layerHeight ? a->op.ptr.layerHeight : e->height;
+        uint64_t dlayer = b->op.ptr.layerHeight ? b->op.ptr.layerHeight : e->height;
+        struct strided t = {.src = a->op.ptr.ptr, .dst = b->op.ptr.ptr, .spitch = srow,
+                            .dpitch = drow, .sslice = srow * slayer, .dslice = drow * dlayer,
+                            .width = e->width, .height = e->height, .depth = e->depth};
+        CUresult rc = queue(&t, s, false);
+        if (rc != CUDA_SUCCESS)
+            return rc;
+    }
+    return CUDA_SUCCESS;
+}
+
+#define FK_BATCH(sfx, ptds)                                                                    \
+    FK_EXPORT CUresult cuMemcpy3DPeer##ptds(const CUDA_MEMCPY3D_PEER *p)                       \
+    { FK_ENTER("cuMemcpy3DPeer" #ptds); return copy3d_peer(p, NULL, true); }                   \
+    FK_EXPORT CUresult cuMemcpy3DPeerAsync##sfx(const CUDA_MEMCPY3D_PEER *p, CUstream s)       \
+    { FK_ENTER("cuMemcpy3DPeerAsync" #sfx); return copy3d_peer(p, s, false); }                 \
+    FK_EXPORT CUresult cuMemcpyBatchAsync_v2##sfx(CUdeviceptr *d, CUdeviceptr *s_, size_t *n,  \
+                                                  size_t count, CUmemcpyAttributes *attrs,     \
+                                                  size_t *idxs, size_t n_attrs, CUstream s)    \
+    {                                                                                          \
+        FK_ENTER("cuMemcpyBatchAsync_v2" #sfx);                                                \
+        (void)attrs;                                                                           \
+        (void)idxs;                                                                            \
+        return batch(d, s_, n, count, n_attrs, s);                                             \
+    }                                                                                          \
+    FK_EXPORT CUresult cuMemcpy3DBatchAsync_v2##sfx(size_t n, CUDA_MEMCPY3D_BATCH_OP *ops,     \
+                                                    unsigned long long flags, CUstream s)      \
+    { FK_ENTER("cuMemcpy3DBatchAsync_v2" #sfx); (void)flags; return batch3d(n, ops, s); }      \
+    /* arrays are not modelled: refused as by a driver without them */                        \
+    FK_EXPORT CUresult cuMemcpyAtoD_v2##ptds(CUdeviceptr d, CUarray a, size_t off, size_t n)   \
+    { FK_ENTER("cuMemcpyAtoD_v2" #ptds); (void)d; (void)a; (void)off; (void)n;                 \
+      return CUDA_ERROR_NOT_SUPPORTED; }                                                       \
+    FK_EXPORT CUresult cuMemcpyDtoA_v2##ptds(CUarray a, size_t off, CUdeviceptr d, size_t n)   \
+    { FK_ENTER("cuMemcpyDtoA_v2" #ptds); (void)d; (void)a; (void)off; (void)n;                 \
+      return CUDA_ERROR_NOT_SUPPORTED; }
+FK_BATCH(, )
+FK_BATCH(_ptsz, _ptds)

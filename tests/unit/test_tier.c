@@ -16,6 +16,9 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
@@ -38,6 +41,76 @@ static bool fence_fails;
 static int fences, aheads;
 static uint64_t last_moved; /* the buffer the last move out was of */
 static uint64_t staged;
+
+/* A move that stops half way: the armed mover blocks until the test lets
+ * it go, so that other threads can act while a move holds its buffer. A
+ * move held 30 s counts as a hang (the other thread waited on it). The
+ * movers log what moved, in order. */
+enum { HOLD_NONE, HOLD_TO_PINNED, HOLD_TO_PAGEABLE };
+static pthread_mutex_t hold_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_c = PTHREAD_COND_INITIALIZER;
+static int hold_armed;
+static bool hold_reached, hold_released, hold_timed_out;
+static char move_log[64];
+static uint64_t move_log_base[64];
+static int n_move_log;
+
+static void logged(char what, uint64_t base)
+{
+    pthread_mutex_lock(&hold_m);
+    if (n_move_log < 64) {
+        move_log_base[n_move_log] = base;
+        move_log[n_move_log++] = what;
+    }
+    pthread_mutex_unlock(&hold_m);
+}
+
+static void hold_here(int which)
+{
+    pthread_mutex_lock(&hold_m);
+    if (hold_armed == which) {
+        hold_armed = HOLD_NONE;
+        hold_reached = true;
+        pthread_cond_broadcast(&hold_c);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 30;
+        while (!hold_released && !hold_timed_out)
+            hold_timed_out = pthread_cond_timedwait(&hold_c, &hold_m, &until) == ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&hold_m);
+}
+
+static void hold_release(void)
+{
+    pthread_mutex_lock(&hold_m);
+    hold_released = true;
+    pthread_cond_broadcast(&hold_c);
+    pthread_mutex_unlock(&hold_m);
+}
+
+static bool held_now(void)
+{
+    pthread_mutex_lock(&hold_m);
+    bool held = hold_reached && !hold_released && !hold_timed_out;
+    pthread_mutex_unlock(&hold_m);
+    return held;
+}
+
+/* Wait (30 s at most, then fail) until cond holds: another thread got
+ * somewhere. Never a sleep standing in for an order. */
+static bool eventually(bool (*cond)(void))
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!cond()) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > 30)
+            return false;
+        sched_yield();
+    }
+    return true;
+}
 
 static uint64_t fake_now(void) { return clock_ns; }
 static uint64_t fake_granularity(int dev) { return dev == 0 ? G2 : UINT64_MAX; }
@@ -86,6 +159,7 @@ static void fake_fence_end(struct buffer *b) { (void)b; }
 
 static CUresult fake_device_to_pinned(struct buffer *b, struct chunk *c)
 {
+    hold_here(HOLD_TO_PINNED);
     if (pin_used + c->counted > pin_cap)
         return CUDA_ERROR_OUT_OF_MEMORY;
     pin_used += c->counted;
@@ -93,6 +167,7 @@ static CUresult fake_device_to_pinned(struct buffer *b, struct chunk *c)
     c->where = CHUNK_PINNED;
     last_moved = b->base;
     atomic_fetch_add(&b->n_off, 1);
+    logged('o', b->base);
     return CUDA_SUCCESS;
 }
 
@@ -104,6 +179,7 @@ static CUresult fake_pinned_to_device(struct buffer *b, struct chunk *c)
     pin_used -= c->counted;
     c->where = CHUNK_DEVICE;
     atomic_fetch_sub(&b->n_off, 1);
+    logged('i', b->base);
     return CUDA_SUCCESS;
 }
 
@@ -111,6 +187,7 @@ static CUresult fake_to_pageable(struct buffer *b, struct chunk *c)
 {
     if (c->where == CHUNK_PAGEABLE)
         return CUDA_SUCCESS;
+    hold_here(HOLD_TO_PAGEABLE);
     if (c->where == CHUNK_DEVICE) {
         dev_used -= c->counted;
         atomic_fetch_add(&b->n_off, 1);
@@ -122,6 +199,7 @@ static CUresult fake_to_pageable(struct buffer *b, struct chunk *c)
     atomic_fetch_add(&vs_pageable_total, 1);
     if (!atomic_load(&b->handed_over))
         atomic_fetch_add(&vs_pageable_reachable, 1);
+    logged('p', b->base);
     return CUDA_SUCCESS;
 }
 
@@ -138,6 +216,7 @@ static CUresult fake_from_pageable(struct buffer *b, struct chunk *c, bool pinne
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     leave_pageable(b);
+    logged('b', b->base);
     return CUDA_SUCCESS;
 }
 
@@ -202,14 +281,29 @@ static int setup(void **state)
     last_moved = 0;
     staged = 0;
     n_live = 0;
+    hold_armed = HOLD_NONE;
+    hold_reached = hold_released = hold_timed_out = false;
+    n_move_log = 0;
+    atomic_store(&vs_tier_free_waits, 0);
     return 0;
+}
+
+/* A free as hook_mem.c makes it (the registry record would be taken out
+ * between the two steps). */
+static CUresult tier_free(uint64_t base)
+{
+    struct vs_backing *held = vs_tier_free_begin(base);
+    if (held == NULL)
+        return CUDA_ERROR_NOT_FOUND;
+    vs_tier_free_end(held);
+    return CUDA_SUCCESS;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     for (int i = 0; i < n_live; i++)
-        assert_int_equal(vs_tier_free(live[i], NULL), CUDA_SUCCESS);
+        assert_int_equal(tier_free(live[i]), CUDA_SUCCESS);
     assert_int_equal(vs_tier_check(), 0);
     assert_int_equal(dev_used, 0);
     assert_int_equal(pin_used, 0);
@@ -224,7 +318,7 @@ static uint64_t alloc_at(uint64_t size, int owner, uint64_t when)
     CUdeviceptr p = 0;
     struct vs_backing *pending;
     assert_int_equal(vs_tier_alloc(&p, size, 0, owner, &pending), CUDA_SUCCESS);
-    vs_tier_publish(pending);
+    vs_tier_publish(pending, true);
     live[n_live++] = p;
     return p;
 }
@@ -303,11 +397,11 @@ static void evict_idle_only(void **state)
     uint64_t old = alloc_at(8 * M, 0, 101 * SEC);
     uint64_t fresh = alloc_at(8 * M, 0, 110 * SEC);
     clock_ns = 110 * SEC + 999 * 1000000ULL; /* fresh: 999 ms old */
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true, NULL), 8 * M);
     assert_true(offloaded(old));
     assert_false(offloaded(fresh));
     clock_ns = 111 * SEC; /* now 1000 ms: idle */
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true, NULL), 8 * M);
     assert_true(offloaded(fresh));
 }
 
@@ -420,7 +514,7 @@ static void pins_yield(void **state)
     (void)state;
     uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
     uint64_t b = alloc_at(8 * M, 0, 102 * SEC);
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 16 * M);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false, NULL), 16 * M);
     assert_int_equal(pin_used, 16 * M);
     staged = 4 * M;
     assert_int_equal(vs_tier_yield_pins(4 * M), 4 * M); /* staging was enough */
@@ -430,21 +524,18 @@ static void pins_yield(void **state)
     assert_true(offloaded(a) != offloaded(b));
 }
 
-/* A free of an offloaded buffer gives back its host memory, and tells the
- * caller where the bytes really were (the record it took out earlier may
- * predate a move), so that the charges go back exactly. */
+/* A free of an offloaded buffer gives back its host memory too. */
 static void free_offloaded(void **state)
 {
     (void)state;
     uint64_t a = alloc_at(80 * M, 0, 101 * SEC); /* two chunks: 64M + 16M */
-    struct vs_alloc_info rec = {.base = a, .size = 80 * M}; /* taken before the move */
     assert_int_equal(vs_tier_make_room(0, -1, 16 * M, 0), 16 * M); /* the last chunk */
-    assert_int_equal(vs_tier_free(a, &rec), CUDA_SUCCESS);
+    assert_int_equal(pin_used, 16 * M);
+    assert_int_equal(tier_free(a), CUDA_SUCCESS);
     forget(a);
-    assert_int_equal(rec.off_pinned, 16 * M);
-    assert_int_equal(rec.off_pageable, 0);
     assert_int_equal(pin_used, 0);
-    assert_int_equal(vs_tier_free(a, NULL), CUDA_ERROR_NOT_FOUND);
+    assert_int_equal(dev_used, 0);
+    assert_int_equal(tier_free(a), CUDA_ERROR_NOT_FOUND);
 }
 
 /* An allocation not yet published (its record not yet made) is never
@@ -456,10 +547,10 @@ static void unpublished_never_moves(void **state)
     struct vs_backing *pending;
     clock_ns = 90 * SEC; /* older than anything: it would be the first victim */
     assert_int_equal(vs_tier_alloc(&p, 8 * M, 0, 0, &pending), CUDA_SUCCESS);
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 0);
-    vs_tier_publish(pending);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false, NULL), 0);
+    vs_tier_publish(pending, true);
     live[n_live++] = p;
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false), 8 * M);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, false, NULL), 8 * M);
 }
 
 /* A graph launch touches every buffer at once, in O(1): each counts as
@@ -475,12 +566,12 @@ static void graph_launch_touches_all(void **state)
     uint64_t d = alloc_at(8 * M, 0, 104 * SEC + 200 * 1000000ULL);
     touch_at(a, 104 * SEC + 500 * 1000000ULL);
     clock_ns = 104 * SEC + 900 * 1000000ULL; /* nothing untouched for idle_ms */
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 0);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true, NULL), 0);
     /* b and c, touched by the graph at 104 s, go before d (104.2 s), then a */
     assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M);
     assert_true(last_moved == b || last_moved == c);
     clock_ns = 105 * SEC + 100 * 1000000ULL; /* b and c idle; d and a not */
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true, NULL), 8 * M);
     assert_true(offloaded(b) && offloaded(c));
     assert_false(offloaded(d) || offloaded(a));
     assert_int_equal(vs_tier_make_room(0, -1, 8 * M, 0), 8 * M);
@@ -491,9 +582,151 @@ static void graph_launch_touches_all(void **state)
     clock_ns = 105 * SEC + 500 * 1000000ULL; /* a thread's earlier clock */
     vs_tier_touch_all(clock_ns);
     clock_ns = 106 * SEC + 600 * 1000000ULL; /* a idle (from the graph), d not */
-    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true), 8 * M);
+    assert_int_equal(vs_tier_evict(-1, UINT64_MAX, true, NULL), 8 * M);
     assert_true(offloaded(a));
     assert_false(offloaded(d));
+}
+
+/* ---- ordering: frees and moves of the same buffers (issue 11) ------------ */
+
+static uint64_t evict_moved;
+static _Atomic uint64_t evict_progress;
+static void *evict_all(void *idle_only)
+{
+    evict_moved = vs_tier_evict(-1, UINT64_MAX, idle_only != NULL, &evict_progress);
+    return NULL;
+}
+
+static uint64_t to_free;
+static _Atomic bool freed;
+static void *free_it(void *arg)
+{
+    (void)arg;
+    tier_free(to_free);
+    atomic_store(&freed, true);
+    return NULL;
+}
+
+static bool hold_reached_now(void)
+{
+    pthread_mutex_lock(&hold_m);
+    bool r = hold_reached;
+    pthread_mutex_unlock(&hold_m);
+    return r;
+}
+static bool free_is_waiting(void) { return atomic_load(&vs_tier_free_waits) == 1; }
+static bool program_is_waiting(void) { return vs_tier_waiting() == 1; }
+
+/* A free of a buffer no move holds waits for nothing, even while a long
+ * request holds another buffer half moved; a free of the buffer being
+ * moved waits, and the move stops at its next chunk (the free's charges
+ * are then exactly what the books hold). Before, every free took move_lock:
+ * the free of the other buffer waited for the whole request. */
+static void free_waits_only_for_its_own_move(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(80 * M, 0, 101 * SEC); /* two chunks, oldest: the victim */
+    uint64_t b = alloc_at(8 * M, 0, 102 * SEC);
+    clock_ns = 103 * SEC;
+    hold_armed = HOLD_TO_PINNED;
+    pthread_t evictor, freer;
+    pthread_create(&evictor, NULL, evict_all, NULL);
+    assert_true(eventually(hold_reached_now)); /* a's last chunk is moving */
+    assert_int_equal(tier_free(b), CUDA_SUCCESS);
+    forget(b);
+    assert_true(held_now()); /* b's free did not wait for a's move */
+    to_free = a;
+    atomic_store(&freed, false);
+    pthread_create(&freer, NULL, free_it, NULL);
+    assert_true(eventually(free_is_waiting));
+    assert_false(atomic_load(&freed)); /* a's free waits for a's move */
+    hold_release();
+    pthread_join(freer, NULL);
+    pthread_join(evictor, NULL);
+    forget(a);
+    assert_false(hold_timed_out);
+    assert_int_equal(evict_moved, 16 * M); /* the first chunk stayed: abandoned */
+    assert_int_equal(dev_used, 0);
+    assert_int_equal(pin_used, 0);
+    assert_int_equal(vs_tier_check(), 0);
+}
+
+static uint64_t to_touch;
+static void *touch_it(void *arg)
+{
+    (void)arg;
+    vs_tier_touch_words(&to_touch, 1, 1, 150 * SEC);
+    return NULL;
+}
+
+/* A long request (the socket's free) gives move_lock up between victims,
+ * first come first served: a launch that needs an offloaded buffer back
+ * goes between them, not after all of them. Before, the request held the
+ * lock from its first victim to its last. */
+static void long_request_lets_program_in(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    uint64_t b = alloc_at(8 * M, 0, 102 * SEC);
+    uint64_t d = alloc_at(8 * M, 0, 103 * SEC);
+    assert_int_equal(vs_tier_offload(d), 0);
+    clock_ns = 140 * SEC;
+    n_move_log = 0;
+    hold_armed = HOLD_TO_PINNED;
+    pthread_t evictor, launcher;
+    pthread_create(&evictor, NULL, evict_all, NULL);
+    assert_true(eventually(hold_reached_now)); /* a is moving */
+    to_touch = d;
+    pthread_create(&launcher, NULL, touch_it, NULL);
+    assert_true(eventually(program_is_waiting));
+    hold_release();
+    pthread_join(launcher, NULL);
+    pthread_join(evictor, NULL);
+    assert_false(hold_timed_out);
+    /* a out, d back in, then b out; d was touched after the request
+     * began, so the request leaves it */
+    assert_int_equal(n_move_log, 3);
+    assert_memory_equal(move_log, "oio", 3);
+    assert_int_equal(move_log_base[0], a);
+    assert_int_equal(move_log_base[1], d);
+    assert_int_equal(move_log_base[2], b);
+    assert_int_equal(evict_moved, 16 * M);
+    assert_false(offloaded(d));
+}
+
+/* A program waiting on vramshim is not idle: while a launch waits for
+ * move_lock, an idle-only eviction sends nothing more to pageable memory;
+ * a's other chunk goes only after the launch has had its buffer back.
+ * Before, the waiting program looked idle and its buffers were paged out
+ * under it (the log read "ppb"). */
+static void waiting_program_is_not_idle(void **state)
+{
+    (void)state;
+    assert_int_equal(vs_limits_set("offload", "auto", NULL, 0), 0);
+    pin_cap = 0; /* every move goes pageable, when that is safe */
+    uint64_t a = alloc_at(80 * M, 0, 101 * SEC); /* two chunks */
+    uint64_t c = alloc_at(8 * M, 0, 102 * SEC);
+    assert_int_equal(vs_tier_offload(c), 0); /* handed over: pageable */
+    clock_ns = 110 * SEC; /* everything idle */
+    n_move_log = 0;
+    hold_armed = HOLD_TO_PAGEABLE;
+    pthread_t evictor, launcher;
+    pthread_create(&evictor, NULL, evict_all, (void *)1);
+    assert_true(eventually(hold_reached_now)); /* a's last chunk going pageable */
+    to_touch = c;
+    pthread_create(&launcher, NULL, touch_it, NULL);
+    assert_true(eventually(program_is_waiting));
+    hold_release();
+    pthread_join(evictor, NULL);
+    pthread_join(launcher, NULL);
+    assert_false(hold_timed_out);
+    assert_int_equal(n_move_log, 3);
+    assert_memory_equal(move_log, "pbp", 3);
+    assert_int_equal(move_log_base[0], a);
+    assert_int_equal(move_log_base[1], c);
+    assert_int_equal(move_log_base[2], a);
+    assert_int_equal(evict_moved, 80 * M);
+    assert_false(offloaded(c));
 }
 
 /* The victim order against a reference model over 10^5 random steps driven
@@ -574,14 +807,14 @@ static void lru_matches_reference(void **state)
                 struct vs_backing *pending;
                 int o = (int)((x >> 50) % 3);
                 assert_int_equal(vs_tier_alloc(&p, 8 * M, 0, o, &pending), CUDA_SUCCESS);
-                vs_tier_publish(pending);
+                vs_tier_publish(pending, true);
                 ref[n_ref++] = (struct ref){.base = p, .touch = clock_ns, .owner = o,
                                             .resident = true};
             }
             break;
         case 3:
             if (pick) {
-                assert_int_equal(vs_tier_free(pick->base, NULL), CUDA_SUCCESS);
+                assert_int_equal(tier_free(pick->base), CUDA_SUCCESS);
                 *pick = ref[--n_ref];
             }
             break;
@@ -613,7 +846,7 @@ static void lru_matches_reference(void **state)
             bool want = least != UINT64_MAX &&
                         (!idle_only || (clock_ns > least && clock_ns - least >= idle_ns));
             last_moved = 0;
-            uint64_t moved = idle_only ? vs_tier_evict(owner, 8 * M, true)
+            uint64_t moved = idle_only ? vs_tier_evict(owner, 8 * M, true, NULL)
                                        : vs_tier_make_room(0, owner, 8 * M, 0);
             if (!want) {
                 idle_refusals += idle_only && least != UINT64_MAX;
@@ -668,7 +901,7 @@ static void random_walk(void **state)
                 CUdeviceptr p;
                 struct vs_backing *pending;
                 if (vs_tier_alloc(&p, size, 0, (int)(x >> 50) % 3, &pending) == CUDA_SUCCESS) {
-                    vs_tier_publish(pending);
+                    vs_tier_publish(pending, true);
                     live[n_live++] = p;
                 } else
                     vs_tier_make_room(0, -1, size, size);
@@ -676,7 +909,7 @@ static void random_walk(void **state)
             break;
         case 2:
             if (pick) {
-                assert_int_equal(vs_tier_free(pick, NULL), CUDA_SUCCESS);
+                assert_int_equal(tier_free(pick), CUDA_SUCCESS);
                 forget(pick);
             }
             break;
@@ -821,6 +1054,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(random_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(graph_launch_touches_all, setup, teardown),
         cmocka_unit_test_setup_teardown(lru_matches_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(free_waits_only_for_its_own_move, setup, teardown),
+        cmocka_unit_test_setup_teardown(long_request_lets_program_in, setup, teardown),
+        cmocka_unit_test_setup_teardown(waiting_program_is_not_idle, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

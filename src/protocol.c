@@ -98,6 +98,20 @@ static bool read_uint(struct cursor *c, uint64_t *out)
     return true;
 }
 
+/* The value of `name`, one of names[0..n), into slots[i]: false when the
+ * name is unknown, already seen (a bit of *seen each) or not a number. */
+static bool read_named_uint(struct cursor *c, const char *name, const char *const *names,
+                            uint64_t *const *slots, size_t n, unsigned *seen)
+{
+    size_t i = 0;
+    while (i < n && strcmp(name, names[i]) != 0)
+        i++;
+    if (i == n || (*seen & (1u << i)) || !read_uint(c, slots[i]))
+        return false;
+    *seen |= 1u << i;
+    return true;
+}
+
 /* An integer from -1000 to 1000 (a priority). */
 static bool read_priority(struct cursor *c, int32_t *out)
 {
@@ -268,12 +282,8 @@ int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a
                     return -EINVAL;
                 continue;
             }
-            size_t i = 0;
-            while (i < 5 && strcmp(name, numbers[i]) != 0)
-                i++;
-            if (i == 5 || (seen & (1u << i)) || !read_uint(&c, slots[i]))
+            if (!read_named_uint(&c, name, numbers, slots, 5, &seen))
                 return -EINVAL;
-            seen |= 1u << i;
         } while (eat(&c, ','));
         if (!eat(&c, '}'))
             return -EINVAL;
@@ -313,12 +323,8 @@ int vs_relief_answer_parse(const char *buf, size_t len, struct vs_relief_answer 
                 return -EINVAL;
             have_priority = true;
         } else {
-            size_t i = 0;
-            while (i < 3 && strcmp(name, numbers[i]) != 0)
-                i++;
-            if (i == 3 || (seen & (1u << i)) || !read_uint(&c, slots[i]))
+            if (!read_named_uint(&c, name, numbers, slots, 3, &seen))
                 return -EINVAL;
-            seen |= 1u << i;
         }
     } while (eat(&c, ','));
     if (!eat(&c, '}'))

@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,6 +47,37 @@ void check_driver_open(struct check_driver *d)
     check_context(d->lib, 0);
     CUresult (*get_ctx)(CUcontext *) = check_sym(d->lib, "cuCtxGetCurrent");
     CHECK_CU(get_ctx(&d->ctx));
+}
+
+CUfunction check_kernel(void *lib, const char *name, fakecuda_kernel_fn body, int nparams,
+                        const size_t *sizes)
+{
+    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
+        check_sym(lib, "fakecuda_register_kernel");
+    CUfunction f = reg(name, body, nparams, sizes);
+    CHECK(f != NULL, "registering the test kernel %s", name);
+    return f;
+}
+
+/* written before the alarm can fire, read by the handler */
+static char watchdog_line[128];
+static size_t watchdog_len;
+
+static void watchdog_fired(int sig)
+{
+    (void)sig;
+    if (write(2, watchdog_line, watchdog_len) < 0)
+        _exit(1);
+    _exit(1);
+}
+
+void check_watchdog(const char *prog, unsigned seconds)
+{
+    int n = snprintf(watchdog_line, sizeof watchdog_line,
+                     "FAIL %s: a call hung (the watchdog fired after %u s)\n", prog, seconds);
+    watchdog_len = n > 0 && (size_t)n < sizeof watchdog_line ? (size_t)n : 0;
+    signal(SIGALRM, watchdog_fired);
+    alarm(seconds);
 }
 
 json_t *stats_get(void)

@@ -9,6 +9,7 @@
 
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
+#include <fakecuda.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -57,6 +58,17 @@ struct check_driver {
     CUcontext ctx;
 };
 void check_driver_open(struct check_driver *d);
+
+/* A kernel of the test driver (fakecuda_register_kernel): body runs on the
+ * stream's thread with the launch's parameters, whose sizes are given. */
+CUfunction check_kernel(void *lib, const char *name, fakecuda_kernel_fn body, int nparams,
+                        const size_t *sizes);
+
+/* A hang is the failure the liveness tests look for: if this process still
+ * runs `seconds` from now, it prints "FAIL <prog>: a call hung" and exits.
+ * The bound is far above any run, so it never depends on the machine's
+ * speed; it only turns a hang into a failure. */
+void check_watchdog(const char *prog, unsigned seconds);
 
 /* The stats document, parsed. Fails the test if vramshim is not loaded. */
 json_t *stats_get(void);

@@ -15,22 +15,15 @@
  */
 #include "check.h"
 
-#include <signal.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "fakecuda.h"
 
 #define M (1ULL << 20)
 #define N (16 * M)
 #define REPLAYS 6
 
 static struct {
-    void *lib;
-    CUresult (*alloc)(CUdeviceptr *, size_t);
-    CUresult (*release)(CUdeviceptr);
-    CUresult (*htod)(CUdeviceptr, const void *, size_t);
-    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+    struct check_driver d; /* lib, alloc, release, htod, dtoh, set_ctx, ctx */
     CUresult (*stream_create)(CUstream *, unsigned int);
     CUresult (*stream_sync)(CUstream);
     CUresult (*begin)(CUstream, CUstreamCaptureMode);
@@ -43,15 +36,6 @@ static struct {
     int (*offload)(uint64_t);
     CUfunction mix;
 } cu;
-
-static void watchdog(int sig)
-{
-    (void)sig;
-    static const char msg[] = "FAIL prog_capture: a call hung (the watchdog fired)\n";
-    if (write(2, msg, sizeof msg - 1) < 0)
-        _exit(1);
-    _exit(1);
-}
 
 /* mix(out, a, d, n): out[i] = a[i] ^ d[i] ^ 0x5a */
 static void mix_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
@@ -68,25 +52,18 @@ static void mix_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
 
 static void open_driver(void)
 {
-    cu.lib = check_libcuda();
-    check_context(cu.lib, 0);
-    cu.alloc = check_sym(cu.lib, "cuMemAlloc_v2");
-    cu.release = check_sym(cu.lib, "cuMemFree_v2");
-    cu.htod = check_sym(cu.lib, "cuMemcpyHtoD_v2");
-    cu.dtoh = check_sym(cu.lib, "cuMemcpyDtoH_v2");
-    cu.stream_create = check_sym(cu.lib, "cuStreamCreate");
-    cu.stream_sync = check_sym(cu.lib, "cuStreamSynchronize");
-    cu.begin = check_sym(cu.lib, "cuStreamBeginCapture_v2");
-    cu.end = check_sym(cu.lib, "cuStreamEndCapture");
-    cu.is_capturing = check_sym(cu.lib, "cuStreamIsCapturing");
-    cu.instantiate = check_sym(cu.lib, "cuGraphInstantiateWithFlags");
-    cu.graph_launch = check_sym(cu.lib, "cuGraphLaunch");
-    cu.launch = check_sym(cu.lib, "cuLaunchKernel");
+    check_driver_open(&cu.d);
+    cu.stream_create = check_sym(cu.d.lib, "cuStreamCreate");
+    cu.stream_sync = check_sym(cu.d.lib, "cuStreamSynchronize");
+    cu.begin = check_sym(cu.d.lib, "cuStreamBeginCapture_v2");
+    cu.end = check_sym(cu.d.lib, "cuStreamEndCapture");
+    cu.is_capturing = check_sym(cu.d.lib, "cuStreamIsCapturing");
+    cu.instantiate = check_sym(cu.d.lib, "cuGraphInstantiateWithFlags");
+    cu.graph_launch = check_sym(cu.d.lib, "cuGraphLaunch");
+    cu.launch = check_sym(cu.d.lib, "cuLaunchKernel");
     cu.offload = check_api("vramshim_offload");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(cu.lib, "fakecuda_register_kernel");
     const size_t sizes[] = {8, 8, 8, 8};
-    cu.mix = reg("mix", mix_body, 4, sizes);
+    cu.mix = check_kernel(cu.d.lib, "mix", mix_body, 4, sizes);
 }
 
 static unsigned char a_bytes[N], d_bytes[N], want[N], got[N];
@@ -95,7 +72,7 @@ static void expect_out(CUdeviceptr out, const char *when)
 {
     for (size_t i = 0; i < N; i++)
         want[i] = a_bytes[i] ^ d_bytes[i] ^ 0x5a;
-    CHECK_CU(cu.dtoh(got, out, N));
+    CHECK_CU(cu.d.dtoh(got, out, N));
     CHECK(memcmp(got, want, N) == 0, "%s: the graph's output is wrong", when);
 }
 
@@ -105,18 +82,17 @@ int main(int argc, char **argv)
                          "VRAMSHIM_OFFLOAD=pinned", "VRAMSHIM_PIN_LIMIT=256M",
                          "VRAMSHIM_LOG=error",      NULL};
     check_reexec_env(argv, env);
-    signal(SIGALRM, watchdog);
-    alarm(120);
+    check_watchdog("prog_capture", 120);
     open_driver();
 
     CUdeviceptr a, d, out;
     check_fill(a_bytes, N, 1);
     check_fill(d_bytes, N, 2);
-    CHECK_CU(cu.alloc(&a, N));
-    CHECK_CU(cu.alloc(&d, N));
-    CHECK_CU(cu.alloc(&out, N));
-    CHECK_CU(cu.htod(a, a_bytes, N));
-    CHECK_CU(cu.htod(d, d_bytes, N));
+    CHECK_CU(cu.d.alloc(&a, N));
+    CHECK_CU(cu.d.alloc(&d, N));
+    CHECK_CU(cu.d.alloc(&out, N));
+    CHECK_CU(cu.d.htod(a, a_bytes, N));
+    CHECK_CU(cu.d.htod(d, d_bytes, N));
     CHECK(cu.offload(d) == 0, "vramshim_offload");
 
     /* 1: capture, with a kernel naming the offloaded buffer and an
@@ -128,7 +104,7 @@ int main(int argc, char **argv)
     void *params[] = {&out, &a, &d, &n};
     CHECK_CU(cu.launch(cu.mix, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
     CUdeviceptr big;
-    CUresult rc = cu.alloc(&big, 40 * M);
+    CUresult rc = cu.d.alloc(&big, 40 * M);
     CHECK(rc == CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc needing room during a capture: %d",
           (int)rc);
     CUstreamCaptureStatus status;
@@ -149,15 +125,15 @@ int main(int argc, char **argv)
         expect_out(out, "replay");
         /* pressure: 40 MiB more than fits, so captured buffers move */
         CUdeviceptr p;
-        CHECK_CU(cu.alloc(&p, 40 * M));
+        CHECK_CU(cu.d.alloc(&p, 40 * M));
         unsigned char *fill = got;
         memset(fill, r, 40 * M > N ? N : 40 * M);
-        CHECK_CU(cu.htod(p, fill, N));
-        CHECK_CU(cu.release(p));
+        CHECK_CU(cu.d.htod(p, fill, N));
+        CHECK_CU(cu.d.release(p));
         if (r % 2)
             CHECK(cu.offload(r % 4 == 1 ? a : out) == 0, "vramshim_offload");
         check_fill(a_bytes, N, 10 + (unsigned)r); /* a new input for the next replay */
-        CHECK_CU(cu.htod(a, a_bytes, N));
+        CHECK_CU(cu.d.htod(a, a_bytes, N));
         check_invariants("between replays");
     }
     printf("capture: survived an offloaded buffer and an allocation needing room; "

@@ -27,7 +27,6 @@
  *  11. with VRAMSHIM_FAST_COPY_MIN=0 nothing is staged.
  */
 #include "check.h"
-#include "fakecuda.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -150,12 +149,10 @@ static void open_driver(void)
     CHECK_CU(cu.get_ctx(&cu.ctx));
     cu.offload = check_api("vramshim_offload");
     cu.set = check_api("vramshim_set");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(cu.lib, "fakecuda_register_kernel");
     const size_t sizes[] = {8, 8, 8, 8};
-    cu.gated_copy = reg("gated_copy", gated_copy_body, 4, sizes);
+    cu.gated_copy = check_kernel(cu.lib, "gated_copy", gated_copy_body, 4, sizes);
     const size_t fill_sizes[] = {8, 8, 4, 8};
-    cu.fill_kernel = reg("fill_kernel", fill_body, 4, fill_sizes);
+    cu.fill_kernel = check_kernel(cu.lib, "fill_kernel", fill_body, 4, fill_sizes);
 }
 
 static uint64_t stat(const char *path)

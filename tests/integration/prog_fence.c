@@ -19,21 +19,14 @@
 
 #include <sched.h>
 #include <stdatomic.h>
-#include <signal.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "fakecuda.h"
-
 #define M (1ULL << 20)
 
 static struct {
-    void *lib;
-    CUresult (*alloc)(CUdeviceptr *, size_t);
-    CUresult (*release)(CUdeviceptr);
-    CUresult (*htod)(CUdeviceptr, const void *, size_t);
-    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+    struct check_driver d; /* lib, alloc, release, htod, dtoh, set_ctx, ctx */
     CUresult (*stream_create)(CUstream *, unsigned int);
     CUresult (*stream_sync)(CUstream);
     CUresult (*host_func)(CUstream, CUhostFn, void *);
@@ -44,15 +37,6 @@ static struct {
     int (*offload)(uint64_t);
     CUfunction add;
 } cu;
-
-static void watchdog(int sig)
-{
-    (void)sig;
-    static const char msg[] = "FAIL prog_fence: a call hung (the watchdog fired)\n";
-    if (write(2, msg, sizeof msg - 1) < 0)
-        _exit(1);
-    _exit(1);
-}
 
 /* add(p, n, k): every byte of p[0..n) += k */
 static void add_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
@@ -77,31 +61,24 @@ static void wait_for_flag(void *arg)
 
 static void open_driver(void)
 {
-    cu.lib = check_libcuda();
-    check_context(cu.lib, 0);
-    cu.alloc = check_sym(cu.lib, "cuMemAlloc_v2");
-    cu.release = check_sym(cu.lib, "cuMemFree_v2");
-    cu.htod = check_sym(cu.lib, "cuMemcpyHtoD_v2");
-    cu.dtoh = check_sym(cu.lib, "cuMemcpyDtoH_v2");
-    cu.stream_create = check_sym(cu.lib, "cuStreamCreate");
-    cu.stream_sync = check_sym(cu.lib, "cuStreamSynchronize");
-    cu.host_func = check_sym(cu.lib, "cuLaunchHostFunc");
-    cu.wait32 = check_sym(cu.lib, "cuStreamWaitValue32_v2");
-    cu.host_alloc = check_sym(cu.lib, "cuMemHostAlloc");
-    cu.launch = check_sym(cu.lib, "cuLaunchKernel");
+    check_driver_open(&cu.d);
+    cu.stream_create = check_sym(cu.d.lib, "cuStreamCreate");
+    cu.stream_sync = check_sym(cu.d.lib, "cuStreamSynchronize");
+    cu.host_func = check_sym(cu.d.lib, "cuLaunchHostFunc");
+    cu.wait32 = check_sym(cu.d.lib, "cuStreamWaitValue32_v2");
+    cu.host_alloc = check_sym(cu.d.lib, "cuMemHostAlloc");
+    cu.launch = check_sym(cu.d.lib, "cuLaunchKernel");
     cu.offload = check_api("vramshim_offload");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(cu.lib, "fakecuda_register_kernel");
     const size_t sizes[] = {8, 8, 4};
-    cu.add = reg("add", add_body, 3, sizes);
+    cu.add = check_kernel(cu.d.lib, "add", add_body, 3, sizes);
 }
 
 static CUdeviceptr alloc_filled(size_t n, unsigned char *shadow, unsigned seed)
 {
     CUdeviceptr p;
     check_fill(shadow, n, seed);
-    CHECK_CU(cu.alloc(&p, n));
-    CHECK_CU(cu.htod(p, shadow, n));
+    CHECK_CU(cu.d.alloc(&p, n));
+    CHECK_CU(cu.d.htod(p, shadow, n));
     return p;
 }
 
@@ -126,13 +103,13 @@ static void host_callback(void)
     CUdeviceptr b;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    CUresult rc = cu.alloc(&b, 32 * M);
+    CUresult rc = cu.d.alloc(&b, 32 * M);
     double first = ms_since(&t0);
     CHECK(rc == CUDA_ERROR_OUT_OF_MEMORY,
           "cuMemAlloc with a stream held by the program returned %d", (int)rc);
     /* stuck still: the next call does not wait again */
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    rc = cu.alloc(&b, 32 * M);
+    rc = cu.d.alloc(&b, 32 * M);
     double second = ms_since(&t0);
     CHECK(rc == CUDA_ERROR_OUT_OF_MEMORY, "second cuMemAlloc returned %d", (int)rc);
     check_invariants("host callback: fence gave up");
@@ -141,14 +118,14 @@ static void host_callback(void)
     CHECK_CU(cu.stream_sync(s));
     /* the fence's own wait comes back when the stream drains; until then an
      * allocation may still be refused (the watchdog bounds this loop) */
-    while ((rc = cu.alloc(&b, 32 * M)) == CUDA_ERROR_OUT_OF_MEMORY)
+    while ((rc = cu.d.alloc(&b, 32 * M)) == CUDA_ERROR_OUT_OF_MEMORY)
         sched_yield();
     CHECK_CU(rc);
-    CHECK_CU(cu.dtoh(got, a, sizeof got));
+    CHECK_CU(cu.d.dtoh(got, a, sizeof got));
     CHECK(memcmp(got, a_bytes, sizeof got) == 0, "the offloaded buffer changed");
     check_invariants("host callback: room made after");
-    CHECK_CU(cu.release(b));
-    CHECK_CU(cu.release(a));
+    CHECK_CU(cu.d.release(b));
+    CHECK_CU(cu.d.release(a));
     printf("fence: a held stream cost the first call %.0f ms, the next %.2f ms\n", first,
            second);
 }
@@ -176,10 +153,10 @@ static void wait_value(void)
     CHECK_CU(cu.stream_sync(waiting));
     for (size_t i = 0; i < n; i++)
         c_bytes[i] += (unsigned char)k;
-    CHECK_CU(cu.dtoh(got, c, sizeof got));
+    CHECK_CU(cu.d.dtoh(got, c, sizeof got));
     CHECK(memcmp(got, c_bytes, sizeof got) == 0, "the kernel's writes to a pinned buffer");
     check_invariants("wait value");
-    CHECK_CU(cu.release(c));
+    CHECK_CU(cu.d.release(c));
 }
 
 int main(int argc, char **argv)
@@ -189,8 +166,7 @@ int main(int argc, char **argv)
                          "VRAMSHIM_FENCE_MS=300",   "VRAMSHIM_LOG=error",
                          NULL};
     check_reexec_env(argv, env);
-    signal(SIGALRM, watchdog);
-    alarm(120);
+    check_watchdog("prog_fence", 120);
     open_driver();
     host_callback();
     wait_value();

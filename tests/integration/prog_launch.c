@@ -5,7 +5,6 @@
 #include "check.h"
 
 #include <dlfcn.h>
-#include <fakecuda.h>
 #include <string.h>
 
 static void add_one(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
@@ -26,11 +25,8 @@ int main(void)
     void *lib = check_libcuda();
     check_context(lib, 0);
     gpa_fn gpa = (gpa_fn)check_sym(lib, "cuGetProcAddress_v2");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(lib, "fakecuda_register_kernel");
     size_t sizes[2] = {sizeof(CUdeviceptr), sizeof(unsigned)};
-    CUfunction f = reg("add_one", add_one, 2, sizes);
-    CHECK(f != NULL, "register");
+    CUfunction f = check_kernel(lib, "add_one", add_one, 2, sizes);
 
     CUresult (*alloc)(CUdeviceptr *, size_t) = check_sym(lib, "cuMemAlloc_v2");
     CUresult (*memset32)(CUdeviceptr, unsigned, size_t) = check_sym(lib, "cuMemsetD32_v2");

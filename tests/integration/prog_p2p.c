@@ -23,23 +23,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fakecuda.h"
-
 #define M (1ULL << 20)
 #define N (8 * M)
 
 static struct {
-    void *lib;
-    CUresult (*alloc)(CUdeviceptr *, size_t);
-    CUresult (*release)(CUdeviceptr);
-    CUresult (*htod)(CUdeviceptr, const void *, size_t);
-    CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+    struct check_driver d; /* lib, alloc, release, htod, dtoh, set_ctx, ctx */
     CUresult (*dtod_async)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
     CUresult (*stream_create)(CUstream *, unsigned int);
     CUresult (*stream_sync)(CUstream);
     CUresult (*ctx_sync)(void);
     CUresult (*retain)(CUcontext *, CUdevice);
-    CUresult (*set_ctx)(CUcontext);
     CUresult (*enable)(CUcontext, unsigned int);
     CUresult (*disable)(CUcontext);
     CUresult (*wait32)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
@@ -61,8 +54,8 @@ static void fault(int sig)
 {
     static const char msg[] = "FAIL prog_p2p: a kernel faulted reaching a buffer that moved "
                               "under queued peer work\n";
-    static const char hung[] = "FAIL prog_p2p: a call hung (the watchdog fired)\n";
-    if (write(2, sig == SIGALRM ? hung : msg, (sig == SIGALRM ? sizeof hung : sizeof msg) - 1))
+    (void)sig;
+    if (write(2, msg, sizeof msg - 1) < 0)
         _exit(1);
     _exit(1);
 }
@@ -78,34 +71,26 @@ static void copy_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
 
 static void open_driver(void)
 {
-    cu.lib = check_libcuda();
-    check_context(cu.lib, 0);
-    cu.alloc = check_sym(cu.lib, "cuMemAlloc_v2");
-    cu.release = check_sym(cu.lib, "cuMemFree_v2");
-    cu.htod = check_sym(cu.lib, "cuMemcpyHtoD_v2");
-    cu.dtoh = check_sym(cu.lib, "cuMemcpyDtoH_v2");
-    cu.dtod_async = check_sym(cu.lib, "cuMemcpyDtoDAsync_v2");
-    cu.stream_create = check_sym(cu.lib, "cuStreamCreate");
-    cu.stream_sync = check_sym(cu.lib, "cuStreamSynchronize");
-    cu.ctx_sync = check_sym(cu.lib, "cuCtxSynchronize");
-    cu.retain = check_sym(cu.lib, "cuDevicePrimaryCtxRetain");
-    cu.set_ctx = check_sym(cu.lib, "cuCtxSetCurrent");
-    cu.enable = check_sym(cu.lib, "cuCtxEnablePeerAccess");
-    cu.disable = check_sym(cu.lib, "cuCtxDisablePeerAccess");
-    cu.wait32 = check_sym(cu.lib, "cuStreamWaitValue32_v2");
-    cu.host_alloc = check_sym(cu.lib, "cuMemHostAlloc");
-    cu.launch = check_sym(cu.lib, "cuLaunchKernel");
-    cu.memset8 = check_sym(cu.lib, "cuMemsetD8_v2");
-    cu.graph_create = check_sym(cu.lib, "cuGraphCreate");
-    cu.graph_add_kernel = check_sym(cu.lib, "cuGraphAddKernelNode_v2");
-    cu.instantiate = check_sym(cu.lib, "cuGraphInstantiateWithFlags");
-    cu.graph_launch = check_sym(cu.lib, "cuGraphLaunch");
+    check_driver_open(&cu.d);
+    cu.dtod_async = check_sym(cu.d.lib, "cuMemcpyDtoDAsync_v2");
+    cu.stream_create = check_sym(cu.d.lib, "cuStreamCreate");
+    cu.stream_sync = check_sym(cu.d.lib, "cuStreamSynchronize");
+    cu.ctx_sync = check_sym(cu.d.lib, "cuCtxSynchronize");
+    cu.retain = check_sym(cu.d.lib, "cuDevicePrimaryCtxRetain");
+    cu.enable = check_sym(cu.d.lib, "cuCtxEnablePeerAccess");
+    cu.disable = check_sym(cu.d.lib, "cuCtxDisablePeerAccess");
+    cu.wait32 = check_sym(cu.d.lib, "cuStreamWaitValue32_v2");
+    cu.host_alloc = check_sym(cu.d.lib, "cuMemHostAlloc");
+    cu.launch = check_sym(cu.d.lib, "cuLaunchKernel");
+    cu.memset8 = check_sym(cu.d.lib, "cuMemsetD8_v2");
+    cu.graph_create = check_sym(cu.d.lib, "cuGraphCreate");
+    cu.graph_add_kernel = check_sym(cu.d.lib, "cuGraphAddKernelNode_v2");
+    cu.instantiate = check_sym(cu.d.lib, "cuGraphInstantiateWithFlags");
+    cu.graph_launch = check_sym(cu.d.lib, "cuGraphLaunch");
     cu.offload = check_api("vramshim_offload");
     cu.prefetch = check_api("vramshim_prefetch");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(cu.lib, "fakecuda_register_kernel");
     const size_t sizes[] = {8, 8, 8};
-    cu.copy = reg("copy", copy_body, 3, sizes);
+    cu.copy = check_kernel(cu.d.lib, "copy", copy_body, 3, sizes);
 }
 
 static CUcontext ctx0, ctx1;
@@ -114,10 +99,10 @@ static unsigned char want[N], got[N];
 static CUdeviceptr alloc_filled(CUcontext ctx, unsigned seed)
 {
     CUdeviceptr p;
-    CHECK_CU(cu.set_ctx(ctx));
-    CHECK_CU(cu.alloc(&p, N));
+    CHECK_CU(cu.d.set_ctx(ctx));
+    CHECK_CU(cu.d.alloc(&p, N));
     check_fill(want, N, seed);
-    CHECK_CU(cu.htod(p, want, N));
+    CHECK_CU(cu.d.htod(p, want, N));
     return p;
 }
 
@@ -126,7 +111,7 @@ static CUresult peer_kernel(CUstream s, CUdeviceptr dst, CUdeviceptr src)
 {
     uint64_t n = N;
     void *params[] = {&dst, &src, &n};
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.launch(cu.copy, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
     return cu.ctx_sync();
 }
@@ -134,7 +119,7 @@ static CUresult peer_kernel(CUstream s, CUdeviceptr dst, CUdeviceptr src)
 static void expect(CUdeviceptr p, unsigned seed, const char *what)
 {
     check_fill(want, N, seed);
-    CHECK_CU(cu.dtoh(got, p, N));
+    CHECK_CU(cu.d.dtoh(got, p, N));
     CHECK(memcmp(got, want, N) == 0, "%s: wrong bytes", what);
 }
 
@@ -144,10 +129,9 @@ int main(int argc, char **argv)
                          "VRAMSHIM_PIN_LIMIT=12M", "VRAMSHIM_IDLE_MS=0", "VRAMSHIM_FENCE_MS=300",
                          "VRAMSHIM_FAST_COPY_MIN=0", "VRAMSHIM_LOG=error", NULL};
     check_reexec_env(argv, env);
-    signal(SIGALRM, fault);
     signal(SIGSEGV, fault);
     signal(SIGBUS, fault);
-    alarm(120);
+    check_watchdog("prog_p2p", 120);
     open_driver();
     CHECK_CU(cu.retain(&ctx0, 0));
     CHECK_CU(cu.retain(&ctx1, 1));
@@ -155,28 +139,28 @@ int main(int argc, char **argv)
     /* 1: peer kernel and P2P copy */
     CUdeviceptr a = alloc_filled(ctx0, 1); /* before the grant */
     CUdeviceptr b = alloc_filled(ctx1, 2);
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.enable(ctx0, 0));
     CUdeviceptr a2 = alloc_filled(ctx0, 3); /* after it */
     CUstream s1;
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.stream_create(&s1, 0));
     CHECK_CU(peer_kernel(s1, b, a));
     expect(b, 1, "peer kernel reading a buffer backed before the grant");
     CHECK_CU(peer_kernel(s1, b, a2));
     expect(b, 3, "peer kernel reading a buffer backed after the grant");
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.dtod_async(b, a, N, s1));
     CHECK_CU(cu.stream_sync(s1));
     expect(b, 1, "P2P copy on device 1's stream");
     /* in pinned memory (8 of 12 MiB of pin budget): a graph launch does not bring
      * it back, so device 1's kernel reads the host handles' mapping */
-    CHECK_CU(cu.set_ctx(ctx0));
+    CHECK_CU(cu.d.set_ctx(ctx0));
     CHECK(cu.offload(a) == 0, "vramshim_offload to pinned memory");
     json_t *st = stats_get();
     CHECK_EQ_U64(stats_u64(st, "devices.0.offloaded_pinned"), N);
     json_decref(st);
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.memset8(b, 0, N));
     CUgraph g;
     CUgraphExec exec;
@@ -192,7 +176,7 @@ int main(int argc, char **argv)
     CHECK_CU(cu.ctx_sync());
     expect(b, 1, "peer graph kernel reading a buffer in pinned memory");
     /* to pageable memory (the pin budget is spent) and back */
-    CHECK_CU(cu.set_ctx(ctx0));
+    CHECK_CU(cu.d.set_ctx(ctx0));
     CHECK(cu.offload(a2) == 0, "vramshim_offload to pageable memory");
     CHECK(cu.prefetch(a2) == 0, "vramshim_prefetch");
     CHECK_CU(peer_kernel(s1, b, a2));
@@ -204,21 +188,21 @@ int main(int argc, char **argv)
     uint32_t *word;
     CHECK_CU(cu.host_alloc((void **)&word, 4096, CU_MEMHOSTALLOC_DEVICEMAP));
     *word = 0;
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.wait32(s1, (CUdeviceptr)(uintptr_t)word, 1, CU_STREAM_WAIT_VALUE_GEQ));
     void *params[] = {&b, &a2, &n};
     CHECK_CU(cu.launch(cu.copy, 1, 1, 1, 1, 1, 1, 0, s1, params, NULL));
-    CHECK_CU(cu.set_ctx(ctx0));
+    CHECK_CU(cu.d.set_ctx(ctx0));
     int rc = cu.offload(a2); /* a holds the pin budget: a2 could only go pageable */
     CHECK(rc == -12, "vramshim_offload of a buffer a peer's queued kernel reads: %d", rc);
     __atomic_store_n(word, 1, __ATOMIC_SEQ_CST);
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.stream_sync(s1));
     expect(b, 3, "the queued peer kernel");
     check_invariants("peer fence");
 
     /* 3: taking the grant back */
-    CHECK_CU(cu.set_ctx(ctx1));
+    CHECK_CU(cu.d.set_ctx(ctx1));
     CHECK_CU(cu.disable(ctx0));
     CUresult r = peer_kernel(s1, b, a);
     CHECK(r == CUDA_ERROR_ILLEGAL_ADDRESS, "peer kernel after the grant was taken back: %d",

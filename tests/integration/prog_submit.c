@@ -12,7 +12,6 @@
  * address unmapped) while the driver was handed work that reaches it.
  */
 #include "check.h"
-#include "fakecuda.h"
 
 #include <string.h>
 
@@ -73,10 +72,8 @@ int main(int argc, char **argv)
     CUresult (*grid)(CUfunction, int, int) = check_sym(cu.lib, "cuLaunchGrid");
     CUresult (*grid_async)(CUfunction, int, int, CUstream) = check_sym(cu.lib, "cuLaunchGridAsync");
     CUresult (*sync)(void) = check_sym(cu.lib, "cuCtxSynchronize");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(cu.lib, "fakecuda_register_kernel");
     size_t sizes[] = {sizeof(CUdeviceptr)};
-    CUfunction add = reg("add_one", add_one, 1, sizes);
+    CUfunction add = check_kernel(cu.lib, "add_one", add_one, 1, sizes);
 
     CUdeviceptr x, y;
     CHECK_CU(cu.alloc(&x, BUF));

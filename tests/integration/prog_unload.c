@@ -12,7 +12,6 @@
  */
 #include "check.h"
 
-#include <fakecuda.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -56,13 +55,11 @@ int main(int argc, char **argv)
     check_reexec_env(argv, env);
     void *lib = check_libcuda();
     check_context(lib, 0);
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(lib, "fakecuda_register_kernel");
     size_t ptrs[8];
     for (int i = 0; i < 8; i++)
         ptrs[i] = sizeof(CUdeviceptr);
-    CHECK(reg("wide", wide_body, 8, ptrs) != NULL, "register wide");
-    CHECK(reg("narrow", narrow_body, 1, ptrs) != NULL, "register narrow");
+    check_kernel(lib, "wide", wide_body, 8, ptrs);
+    check_kernel(lib, "narrow", narrow_body, 1, ptrs);
     CUresult (*mod_load)(CUmodule *, const void *) = check_sym(lib, "cuModuleLoadData");
     CUresult (*mod_get)(CUfunction *, CUmodule, const char *) =
         check_sym(lib, "cuModuleGetFunction");

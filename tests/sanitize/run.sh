@@ -2,7 +2,9 @@
 # tests/sanitize/run.sh address|thread: build libvramshim.so again with a
 # sanitizer (address: ASan and UBSan; thread: TSan) and run integration
 # programs with it, the sanitizer's runtime preloaded first. Any report
-# fails. Run by `make check-sanitize` and `make check-tsan`.
+# fails. The library is built with VS_DEBUG too: vramshim's own invariants
+# (VS_ASSERT) are checked in the same run, as ./configure --enable-debug
+# would. Run by `make check-sanitize` and `make check-tsan`.
 #
 # Two files are built without the sanitizer: src/dl_real.c and
 # src/hook_dlsym.c. The sanitizer runtimes call dlsym while they start,
@@ -43,7 +45,7 @@ for f in $(make -s -C "$b" print-lib-sources); do
 	extra=$flags
 	case "$f" in src/dl_real.c | src/hook_dlsym.c) extra="" ;; esac
 	o=$work/obj/$(basename "$f" .c).o
-	$cc -std=gnu11 -g -O1 -fPIC -pthread -fvisibility=hidden -D_GNU_SOURCE $extra \
+	$cc -std=gnu11 -g -O1 -fPIC -pthread -fvisibility=hidden -D_GNU_SOURCE -DVS_DEBUG $extra \
 		-I"$src/include" -I"$src/src" -I"$b" $cuda_inc -c "$src/$f" -o "$o" &
 	objs="$objs $o"
 	# two at a time: the machine is shared

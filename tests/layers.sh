@@ -17,29 +17,35 @@ src=${VRAMSHIM_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 b=${VRAMSHIM_BUILD:-$src}
 bad=0
 
-layer_of() { # a file name -> layer
-	case $(basename "$1") in
+# These set a variable rather than print, so that the loops below fork no
+# subshell per include (thousands of them made this test take minutes on a
+# loaded machine).
+layer_of() { # a file name -> $layer
+	case ${1##*/} in
 	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
-		limits.c | budget.c | protocol.c | peer.c | relief.c | debug.c) echo core ;;
-	driver.h | hooks.def | real.c | dl_real.c) echo driver ;;
+		limits.c | budget.c | protocol.c | peer.c | relief.c | debug.c) layer=core ;;
+	driver.h | hooks.def | real.c | dl_real.c) layer=driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
-		staging.c | touch.c | fence.c | reach.c) echo offload ;;
+		staging.c | touch.c | fence.c | reach.c) layer=offload ;;
 	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_v1.c | hook_array.c | hook_host.c | hook_info.c | \
 		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_batch.c | hook_ptr.c | hook_gpa.c | hook_module.c | hook_memop.c | \
 		hook_capture.c | hook_peer.c | \
-		ipc.c) echo hooks ;;
-	control.h | control.c | control_relief.c) echo control ;;
-	init.h | init.c | hook_exports.c | hook_dlsym.c) echo init ;;
-	*) echo unknown ;;
+		ipc.c) layer=hooks ;;
+	control.h | control.c | control_relief.c) layer=control ;;
+	init.h | init.c | hook_exports.c | hook_dlsym.c) layer=init ;;
+	*) layer=unknown ;;
 	esac
 }
-rank_of() {
-	case $1 in core) echo 0 ;; driver) echo 1 ;; offload) echo 2 ;; hooks | control) echo 3 ;;
-	init) echo 4 ;; *) echo 9 ;; esac
+rank_of() { # a layer -> $rank
+	case $1 in core) rank=0 ;; driver) rank=1 ;; offload) rank=2 ;; hooks | control) rank=3 ;;
+	init) rank=4 ;; *) rank=9 ;; esac
 }
 may_use() { # may a file of layer $1 use layer $2?
 	[ "$1" = "$2" ] && return 0
-	[ "$(rank_of "$2")" -lt "$(rank_of "$1")" ]
+	rank_of "$2"
+	r2=$rank
+	rank_of "$1"
+	[ "$r2" -lt "$rank" ]
 }
 fail() {
 	echo "layers: $*"
@@ -48,12 +54,14 @@ fail() {
 
 # ---- 1. includes ----------------------------------------------------------
 for f in "$src"/src/*.c "$src"/src/*.h; do
-	mine=$(layer_of "$f")
+	layer_of "$f"
+	mine=$layer
 	[ "$mine" = unknown ] && fail "$(basename "$f") belongs to no layer: add it to tests/layers.sh and docs/ARCHITECTURE.md"
 	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f"); do
 		[ -f "$src/src/$inc" ] || [ -f "$src/include/$inc" ] ||
 			{ fail "$(basename "$f") includes $inc, which is not in src/ or include/"; continue; }
-		theirs=$(layer_of "$inc")
+		layer_of "$inc"
+		theirs=$layer
 		may_use "$mine" "$theirs" ||
 			fail "$(basename "$f") ($mine) includes $inc ($theirs), a layer above or beside its own"
 		[ "$inc" = offload_internal.h ] && [ "$mine" != offload ] &&
@@ -80,18 +88,24 @@ else
 	for o in $objs; do
 		name=$(basename "$o" .o)
 		name=${name#libvramshim_la-}
-		l=$(layer_of "$name.c")
+		layer_of "$name.c"
+		l=$layer
 		nm "$o" | awk -v f="$name" -v l="$l" '
 			NF == 3 && $2 ~ /^[TDBRC]$/ { print "D", $3, f, l }
 			NF == 2 && $1 == "U" { print "U", $2, f, l }'
 	done >"$tab"
-	awk '$1 == "D" { def[$2] = $3; dl[$2] = $4; next }
+	# may_use again, in awk: one line per (user, symbol) pair would cost a
+	# fork each in the shell
+	awk 'BEGIN { r["core"] = 0; r["driver"] = 1; r["offload"] = 2; r["hooks"] = 3
+	             r["control"] = 3; r["init"] = 4 }
+	     function rank(l) { return (l in r) ? r[l] : 9 }
+	     $1 == "D" { def[$2] = $3; dl[$2] = $4; next }
 	     { use[NR] = $0 }
 	     END { for (i in use) { split(use[i], u, " ")
-	             if ((u[2] in def) && def[u[2]] != u[3]) print u[3], u[4], u[2], def[u[2]], dl[u[2]] } }' \
-		"$tab" | sort -u | while read -r user ul sym definer dlay; do
-		may_use "$ul" "$dlay" || echo "$user.c ($ul) uses $sym of $definer.c ($dlay), a layer above or beside its own"
-	done >"$tab.out"
+	             if ((u[2] in def) && def[u[2]] != u[3] && u[4] != dl[u[2]] &&
+	                 rank(dl[u[2]]) >= rank(u[4]))
+	                 printf "%s.c (%s) uses %s of %s.c (%s), a layer above or beside its own\n",
+	                        u[3], u[4], u[2], def[u[2]], dl[u[2]] } }' "$tab" | sort -u >"$tab.out"
 	if [ -s "$tab.out" ]; then
 		sed 's/^/layers: /' "$tab.out"
 		bad=1

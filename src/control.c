@@ -25,7 +25,7 @@
  * others nothing. Nothing here blocks. An evict or free, which moves as
  * many bytes as it takes (tens of GiB on a large GPU), runs on a thread of
  * its own, one at a time: while it works, its client gets a progress line
- * whenever more bytes have moved (at most every PROGRESS_MS), then the
+ * whenever another chunk has moved (at most every PROGRESS_MS), then the
  * answer, and the server goes on serving everyone else. Answers are built from the same
  * snapshot as vramshim_stats_json and from vs_limits_set, which take the
  * registry lock only for a snapshot and the limits mutex only for a copy,
@@ -131,6 +131,7 @@ struct conn {
     int *fds, n_fds, batches_sent;
     bool on_job;          /* waits for the evict or free running (job) */
     uint64_t job_said;    /* the bytes moved its last progress line said */
+    uint64_t job_chunks;  /* vs_tier_chunks_out() at its last progress line */
     uint64_t next_progress;
 };
 
@@ -332,6 +333,7 @@ static void answer_move(struct conn *c, const struct vs_request *req)
     atomic_store(&job.running, true);
     c->on_job = true;
     c->job_said = 0;
+    c->job_chunks = vs_tier_chunks_out();
     c->next_progress = vs_now_ms() + PROGRESS_MS;
 }
 
@@ -352,12 +354,16 @@ static uint64_t job_poll(struct conn *c, uint64_t now)
         c->deadline = now + CONN_DEADLINE_MS; /* to take the answer */
         return UINT64_MAX;
     }
-    uint64_t moved = atomic_load(&job.moved);
-    if (now >= c->next_progress && moved > c->job_said && c->out == NULL) {
+    /* progress is a chunk moved, not only a buffer finished: one buffer of
+     * tens of GiB takes longer than the client waits between lines */
+    uint64_t moved = atomic_load(&job.moved), chunks = vs_tier_chunks_out();
+    if (now >= c->next_progress && (moved > c->job_said || chunks != c->job_chunks) &&
+        c->out == NULL) {
         snprintf(line, sizeof line, "{\"ok\":true,\"progress\":{\"moved\":%llu}}\n",
                  (unsigned long long)moved);
         conn_append(c, line);
         c->job_said = moved;
+        c->job_chunks = chunks;
         c->next_progress = now + PROGRESS_MS;
     }
     return c->next_progress > now ? c->next_progress : now + PROGRESS_MS;

@@ -3,11 +3,13 @@
  * answers truthfully (issue 11, case 10), the 70 GiB case scaled to the
  * test driver: copies run at 24 MiB/s (FAKECUDA_COPY_MBPS), so moving
  * 256 MiB out takes at least 10.7 s, twice the tool's 5 s deadline however
- * fast the machine. The server reports progress while it moves; each
- * progress line gives the tool another deadline, so the tool waits as long
- * as bytes keep moving, then prints exactly what moved, and the stats and
- * the bytes agree. (Before: the tool gave up after 5 s, "gave no valid
- * answer", exit 1, while the move went on.)
+ * fast the machine, and one of the buffers alone takes 8 s. The server
+ * reports progress while it moves, chunk by chunk; each progress line
+ * gives the tool another deadline, so the tool waits as long as chunks
+ * keep moving, then prints exactly what moved, and the stats and the bytes
+ * agree. (Before: the tool gave up after 5 s, "gave no valid answer",
+ * exit 1, while the move went on; then, with progress per buffer, it gave
+ * up during the 8 s buffer.)
  *
  * Then the program frees 16 buffers while another such free runs (asked on
  * the socket directly): 8 small ones vramshim does not back and 8 backed
@@ -31,6 +33,8 @@
 #define M (1ULL << 20)
 #define N 64
 #define BUF (4 * M)
+#define BIG (192 * M)
+#define SMALL 16
 
 static char sock_dir[] = "/tmp/vs-longfree-XXXXXX";
 
@@ -123,10 +127,16 @@ int main(int argc, char **argv)
     struct check_driver cu;
     check_driver_open(&cu);
     CUresult (*memset32)(CUdeviceptr, unsigned, size_t) = check_sym(cu.lib, "cuMemsetD32_v2");
-    CUdeviceptr p[N];
-    for (int i = 0; i < N; i++) { /* memsets are not slowed: only copies cross the bus */
-        CHECK_CU(cu.alloc(&p[i], BUF));
-        CHECK_CU(memset32(p[i], 0x10000u + (unsigned)i, BUF / 4));
+    /* one buffer of 192 MiB takes 8 s to move by itself, longer than the
+     * tool's deadline: progress must come per chunk, not per buffer
+     * (before: no progress line for 8 s, "gave no valid answer"); then 16
+     * of 4 MiB, 256 MiB in all */
+    CUdeviceptr p[1 + SMALL];
+    size_t size[1 + SMALL];
+    for (int i = 0; i <= SMALL; i++) { /* memsets are not slowed: only copies cross the bus */
+        size[i] = i == 0 ? BIG : BUF;
+        CHECK_CU(cu.alloc(&p[i], size[i]));
+        CHECK_CU(memset32(p[i], 0x10000u + (unsigned)i, size[i] / 4));
     }
     char tool[512], pid[16];
     snprintf(tool, sizeof tool, "%s/tools/vramshim", getenv("VRAMSHIM_BUILD"));
@@ -148,20 +158,16 @@ int main(int argc, char **argv)
           "vramshim free exited %d (printed: %s)", WEXITSTATUS(status), got ? line : "nothing");
     char want[128];
     snprintf(want, sizeof want, "%s: moved 256.0 MiB (%llu bytes) to host memory\n", pid,
-             (unsigned long long)(N * BUF));
+             (unsigned long long)(BIG + SMALL * BUF));
     CHECK(strcmp(line, want) == 0, "printed %s, expected %s", line, want);
     json_t *s = stats_get();
     CHECK_EQ_U64(stats_u64(s, "devices.0.resident"), 0);
-    CHECK_EQ_U64(stats_u64(s, "devices.0.offloaded_pinned"), N * BUF);
+    CHECK_EQ_U64(stats_u64(s, "devices.0.offloaded_pinned"), BIG + SMALL * BUF);
     json_decref(s);
-    for (int i = 0; i < N; i++) { /* a word at each end of every eighth buffer */
+    for (int i = 0; i <= SMALL; i++) { /* a word at each end of each buffer */
         uint32_t w[2];
-        if (i % 8) {
-            CHECK_CU(cu.release(p[i]));
-            continue;
-        }
         CHECK_CU(cu.dtoh(&w[0], p[i], 4));
-        CHECK_CU(cu.dtoh(&w[1], p[i] + BUF - 4, 4));
+        CHECK_CU(cu.dtoh(&w[1], p[i] + size[i] - 4, 4));
         CHECK(w[0] == 0x10000u + (unsigned)i && w[1] == w[0], "buffer %d reads %x %x", i, w[0],
               w[1]);
         CHECK_CU(cu.release(p[i]));

@@ -357,6 +357,24 @@ int vs_registry_map(uint64_t base, uint64_t size, uint64_t handle, int device,
     return add_record(base, size, device, kind, owner, false, &handle);
 }
 
+void vs_registry_set_reserves(int dev, uint64_t pool_reserved, uint64_t pool_used,
+                              uint64_t graph_reserved, uint64_t graph_used)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    if (dev < 0) {
+        pinned.pools = pool_reserved;
+    } else if (device_ok(dev)) {
+        struct vs_device_counts *d = &dev_counts[dev];
+        d->pool_reserved = pool_reserved;
+        d->pool_used = pool_used;
+        d->graph_reserved = graph_reserved;
+        d->graph_used = graph_used;
+        if (pool_reserved || graph_reserved)
+            devices_seen |= 1u << dev;
+    }
+    pthread_rwlock_unlock(&reg_lock);
+}
+
 void vs_registry_restore(const struct vs_alloc_info *info)
 {
     add_record(info->base, info->size, info->device, info->kind, info->owner, true, NULL);
@@ -641,7 +659,7 @@ int vs_registry_check(struct vs_expected_charges *exp)
         own[r->owner][r->device].offloaded += off;
         own[r->owner][r->device].allocations++;
         offload += r->off_pinned;
-        if (r->kind == VS_KIND_DEVICE || r->kind == VS_KIND_MANAGED || r->kind == VS_KIND_ASYNC) {
+        if (r->kind == VS_KIND_DEVICE || r->kind == VS_KIND_MANAGED) {
             exp->dev[r->device] += r->size - off;
             exp->owner[r->owner][r->device] += r->size - off;
             exp->pin += r->off_pinned;
@@ -670,6 +688,12 @@ int vs_registry_check(struct vs_expected_charges *exp)
                        (unsigned long long)b->allocations);
         }
     }
+    /* pools and graph memory are charged by their reserves, to owner 0 */
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        exp->dev[d] += dev_counts[d].pool_reserved + dev_counts[d].graph_reserved;
+        exp->owner[0][d] += dev_counts[d].pool_reserved + dev_counts[d].graph_reserved;
+    }
+    exp->pin += pinned.pools;
     if (pinned.app != app || pinned.offload != offload)
         BROKEN("pinned: counted %llu of the program's and %llu offloaded; the records say "
                "%llu and %llu", (unsigned long long)pinned.app,

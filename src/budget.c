@@ -266,6 +266,7 @@ void vs_budget_hold(struct vs_charge *c, uint64_t bytes)
         if (c->dev < 0) {
             ADD(pin_charged, more);
         } else if (device_ok(c->dev)) {
+            ensure_device(c->dev); /* the limit it is held against */
             ADD(devs[c->dev].charged, more);
             ADD(owner_charged[c->owner][c->dev], more);
         }

@@ -156,7 +156,7 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
         put(o,
             ",\"allocated\":%llu,\"resident\":%llu,\"offloaded_pinned\":%llu,"
             "\"offloaded_pageable\":%llu,\"peak_resident\":%llu,\"imported\":%llu,\"arrays\":%llu,"
-            "\"pool_reserved\":%llu,\"pool_used\":%llu,\"graph_reserved\":%llu,\"graph_used\":%llu}",
+            "\"pools\":%llu,\"pools_used\":%llu,\"graph_memory\":%llu,\"graph_memory_used\":%llu}",
             (unsigned long long)d->allocated, (unsigned long long)d->resident,
             (unsigned long long)d->offloaded_pinned,
             (unsigned long long)d->offloaded_pageable,

@@ -118,7 +118,8 @@ static void threshold_keeps(CUmemoryPool pool)
     CHECK_CU(cu.sync(NULL));
     CHECK_EQ_U64(reserved(pool), 40 * M);
     CHECK_EQ_U64(free_now(), LIMIT - 40 * M);
-    CHECK_EQ_U64(stat("devices.0.pool_reserved"), 40 * M);
+    CHECK_EQ_U64(stat("devices.0.pools"), 40 * M);
+    CHECK_EQ_U64(stat("devices.0.allocated"), 40 * M); /* the reserve is held memory */
     check_books(0, "a pool keeping 40 MiB after its frees");
 
     /* handing the reserve out again takes nothing more; past it, refused */
@@ -193,7 +194,7 @@ static void pools_elsewhere(void)
     CHECK_EQ_U64(free_now(), LIMIT);
     check_books(1, "a pool of device 1 grew");
     check_books(0, "device 0 after a pool of device 1 grew");
-    CHECK_EQ_U64(stat("devices.1.pool_reserved"), 20 * M);
+    CHECK_EQ_U64(stat("devices.1.pools"), 20 * M);
 
     CHECK_CU(cu.from_pool(&ph, 200 * M, host, NULL));
     CHECK_EQ_U64(free_now(), LIMIT);
@@ -232,7 +233,7 @@ static void graph_memory(void)
     CHECK_EQ_U64(free_now(), LIMIT);
     CHECK_CU(cu.launch(exec, NULL));
     CHECK_EQ_U64(free_now(), LIMIT - 24 * M);
-    CHECK_EQ_U64(stat("devices.0.graph_reserved"), 24 * M);
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 24 * M);
     CUdeviceptr big;
     CHECK(cu.alloc(&big, 41 * M) == CUDA_ERROR_OUT_OF_MEMORY,
           "graph memory in use leaves 40 MiB");
@@ -242,7 +243,7 @@ static void graph_memory(void)
     CHECK_CU(cu.graph_destroy(g));
     CHECK_EQ_U64(free_now(), LIMIT - 24 * M); /* cached for graphs until a trim */
     CHECK_CU(cu.graph_trim(0));
-    CHECK_EQ_U64(stat("devices.0.graph_reserved"), 0);
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 0);
     CHECK_EQ_U64(free_now(), LIMIT);
     check_books(0, "graph memory trimmed");
 }
@@ -268,7 +269,7 @@ static void captured_alloc(void)
     CHECK_CU(cu.launch(exec, s));
     CHECK_CU(cu.sync(s));
     CHECK_EQ_U64(free_now(), LIMIT - 8 * M);
-    CHECK_EQ_U64(stat("devices.0.graph_reserved"), 8 * M);
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 8 * M);
     check_books(0, "a captured graph's memory");
     CHECK_CU(cu.exec_destroy(exec));
     CHECK_CU(cu.graph_destroy(g));

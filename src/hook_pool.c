@@ -48,9 +48,8 @@ CUresult vs_hook_cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
     return rc;
 }
 
-/* A lower release threshold takes effect at the next synchronise; read
- * the pool now anyway, so that its record exists and its figures are
- * fresh. */
+/* A lower release threshold takes effect at the next synchronise; the
+ * pool is read again now anyway, so that its figures are fresh. */
 CUresult vs_hook_cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value)
 {
     CUresult rc = vs_real.cuMemPoolSetAttribute(pool, attr, value);

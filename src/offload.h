@@ -66,6 +66,8 @@ void vs_pool_refresh(CUmemoryPool pool);
 /* Trim every pool and the graph memory on dev (-1: every device) down to
  * what they use; returns the bytes of reserve given back. */
 uint64_t vs_pool_trim(int dev);
+/* A limit was lowered at run time: devices now over theirs trim first. */
+void vs_pool_fit_limits(void);
 /* Graph memory: a memory node was made for dev (from then on its graph
  * memory is read); read it again (after an instantiation, upload, launch,
  * trim). One relaxed load while no memory node was made. */

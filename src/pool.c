@@ -208,7 +208,11 @@ uint64_t vs_pool_admit(CUmemoryPool pool, int dev, uint64_t bytes, struct vs_poo
     struct pool_rec *p = pool ? find_locked(pool, dev) : NULL;
     u->rec = p;
     u->dev = p ? p->dev : dev;
-    uint64_t free_in_reserve = p && p->reserved > p->used ? p->reserved - p->used : 0;
+    if (p == NULL) { /* no pool to draw on (no context): the driver answers */
+        pthread_mutex_unlock(&lock);
+        return 0;
+    }
+    uint64_t free_in_reserve = p->reserved > p->used ? p->reserved - p->used : 0;
     pthread_mutex_unlock(&lock);
     return bytes > free_in_reserve ? bytes - free_in_reserve : 0;
 }
@@ -313,6 +317,18 @@ uint64_t vs_pool_trim(int dev)
     else if (freed)
         vs_info("memory pools: trimmed %llu bytes of unused reserve", (unsigned long long)freed);
     return freed;
+}
+
+void vs_pool_fit_limits(void)
+{
+    if (!atomic_load_explicit(&anything, memory_order_relaxed))
+        return;
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        struct vs_budget_view v;
+        vs_budget_device_view(d, &v);
+        if (v.limit != VS_NO_LIMIT && v.charged > v.limit)
+            (void)vs_pool_trim(d);
+    }
 }
 
 /* A forked child holds none of the parent's pools. */

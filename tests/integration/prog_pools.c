@@ -122,6 +122,17 @@ static void threshold_keeps(CUmemoryPool pool)
     CHECK_EQ_U64(stat("devices.0.allocated"), 40 * M); /* the reserve is held memory */
     check_books(0, "a pool keeping 40 MiB after its frees");
 
+    /* a limit lowered at run time below what the pool keeps trims it */
+    int (*set)(const char *, const char *) = check_api("vramshim_set");
+    CHECK(set("vram_limit", "32M") == 0, "lower the limit");
+    CHECK_EQ_U64(reserved(pool), 0);
+    CHECK(set("vram_limit", "64M") == 0, "the limit back");
+    check_books(0, "a lowered limit trimmed the pool");
+    CUdeviceptr k;
+    CHECK_CU(cu.async(&k, 40 * M, NULL));
+    CHECK_CU(cu.free_async(k, NULL));
+    CHECK_CU(cu.sync(NULL));
+
     /* handing the reserve out again takes nothing more; past it, refused */
     CHECK_CU(cu.async(&a, 40 * M, NULL));
     CHECK_EQ_U64(free_now(), LIMIT - 40 * M);

@@ -259,6 +259,25 @@ void vs_budget_refund(const struct vs_charge *c)
     }
 }
 
+void vs_budget_hold(struct vs_charge *c, uint64_t bytes)
+{
+    if (bytes > c->bytes) {
+        uint64_t more = bytes - c->bytes;
+        if (c->dev < 0) {
+            ADD(pin_charged, more);
+        } else if (device_ok(c->dev)) {
+            ensure_device(c->dev); /* the limit it is held against */
+            ADD(devs[c->dev].charged, more);
+            ADD(owner_charged[c->owner][c->dev], more);
+        }
+    } else if (bytes < c->bytes) {
+        struct vs_charge less = *c;
+        less.bytes = c->bytes - bytes;
+        vs_budget_refund(&less);
+    }
+    c->bytes = bytes;
+}
+
 void vs_budget_settle(struct vs_charge *c, bool kept)
 {
     if (c->bytes == 0)
@@ -324,7 +343,6 @@ void vs_budget_release(const struct vs_alloc_info *rec)
     switch (rec->kind) {
     case VS_KIND_DEVICE:
     case VS_KIND_MANAGED:
-    case VS_KIND_ASYNC:
         /* an offloaded part holds pinned memory, or nothing, instead */
         c.bytes = rec->size - rec->off_pinned - rec->off_pageable;
         if (device_ok(rec->device))

@@ -580,6 +580,7 @@ static CUresult export_chunk(struct buffer *b, struct chunk *c, int *fd)
 
 const struct vs_tier_ops vs_chunk_ops = {
     .now = vs_now_ns,
+    .trim = vs_pool_trim,
     .granularity = granularity,
     .back = back,
     .unback = unback,

@@ -472,6 +472,7 @@ static void answer(struct conn *c, size_t len)
     case VS_REQ_SET:
         if (vs_limits_set(req.key, req.value, why, sizeof why) != 0)
             return reply_error(c, why);
+        vs_pool_fit_limits();
         return reply_text(c, "{\"ok\":true}\n");
     case VS_REQ_EVICT:
     case VS_REQ_FREE:

@@ -207,6 +207,9 @@ struct vs_device_counts {
     uint64_t peak_resident;
     uint64_t imported; /* mapped from imported handles: not in allocated */
     uint64_t arrays;   /* CUDA arrays: inside allocated */
+    /* what the device's stream-ordered pools and its graph memory hold in
+     * reserve (charged) and hand out (pool.c, read from the driver) */
+    uint64_t pool_reserved, pool_used, graph_reserved, graph_used;
 };
 struct vs_owner_counts {
     uint64_t allocated, resident, offloaded, allocations, peak;
@@ -221,6 +224,7 @@ struct vs_event_counts {
 };
 struct vs_pinned_counts {
     uint64_t app, offload, staging;
+    uint64_t pools; /* reserved by host and host-NUMA memory pools (charged) */
 };
 
 /* A consistent copy of every counter, taken under the lock. */
@@ -252,6 +256,12 @@ int vs_registry_map(uint64_t base, uint64_t size, uint64_t handle, int device,
 int vs_registry_remove(uint64_t base, struct vs_alloc_info *removed);
 /* Remove every record lying inside [base, base+size); returns how many. */
 int vs_registry_remove_range(uint64_t base, uint64_t size);
+/* What the memory pools on dev (-1: host pools) and, on a device, its
+ * graph memory now reserve and hand out, as the driver says. The reserves
+ * are what the budget is charged for them (stream-ordered records are
+ * charged nothing themselves); the figures are shown in the stats. */
+void vs_registry_set_reserves(int dev, uint64_t pool_reserved, uint64_t pool_used,
+                              uint64_t graph_reserved, uint64_t graph_used);
 /* Put back a record removed by vs_registry_remove when the driver refused
  * the release: the counters end as if neither had happened. */
 void vs_registry_restore(const struct vs_alloc_info *info);
@@ -382,8 +392,13 @@ void vs_budget_settle(struct vs_charge *c, bool kept);
 void vs_budget_resize(struct vs_charge *c, uint64_t bytes);
 /* Give back a settled charge. */
 void vs_budget_refund(const struct vs_charge *c);
+/* Set a held charge to `bytes`, past any limit if it must: for memory the
+ * driver has already reserved (a pool's or graph memory's reserve, read
+ * back after the fact). */
+void vs_budget_hold(struct vs_charge *c, uint64_t bytes);
 /* A record left the registry: give back what it was charged. Records of
- * mappings (VS_KIND_VMM, VS_KIND_HOST_VMM) were charged by their handle. */
+ * mappings (VS_KIND_VMM, VS_KIND_HOST_VMM) were charged by their handle,
+ * stream-ordered ones (VS_KIND_ASYNC) by their pool's reserve. */
 void vs_budget_release(const struct vs_alloc_info *rec);
 /* The driver told the program how much is free on dev: a free ask. */
 void vs_budget_note_free(int dev, uint64_t free_bytes);

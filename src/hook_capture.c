@@ -11,7 +11,7 @@
  */
 #include "hooks.h"
 
-static bool capturing(CUstream s, bool per_thread)
+bool vs_stream_capturing(CUstream s, bool per_thread)
 {
     CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
     CUresult (*is)(CUstream, CUstreamCaptureStatus *) =
@@ -58,9 +58,9 @@ CUresult vs_hook_cuStreamBeginCaptureToGraph_ptsz(CUstream hStream, CUgraph hGra
 static CUresult end(CUresult (*real)(CUstream, CUgraph *), CUstream s, CUgraph *g,
                     bool per_thread)
 {
-    bool was = capturing(s, per_thread);
+    bool was = vs_stream_capturing(s, per_thread);
     CUresult rc = real(s, g);
-    if (was && !capturing(s, per_thread))
+    if (was && !vs_stream_capturing(s, per_thread))
         vs_capture_end();
     return rc;
 }

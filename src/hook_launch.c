@@ -41,12 +41,19 @@
         VS_GATED(vs_real.cuLaunchCooperativeKernel##suffix(                   \
             f, gx, gy, gz, bx, by, bz, shm, s, params));                      \
     }                                                                         \
-    /* A graph may reach any buffer: all of them count as touched. */         \
+    /* A graph may reach any buffer: all of them count as touched. Its     \
+     * memory nodes take graph memory at the launch (pool.c reads it). */    \
     CUresult vs_hook_cuGraphLaunch##suffix(CUgraphExec g, CUstream s)         \
     {                                                                         \
         vs_count_launch();                                                    \
         vs_tier_touch_all(vs_now_ns());                                       \
-        VS_GATED(vs_real.cuGraphLaunch##suffix(g, s));                        \
+        int gate_ = vs_gate_enter();                                          \
+        if (gate_ < 0)                                                        \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
+        CUresult rc_ = vs_real.cuGraphLaunch##suffix(g, s);                   \
+        vs_gate_leave(gate_);                                                 \
+        vs_graph_mem_refresh();                                               \
+        return rc_;                                                           \
     }
 
 LAUNCH_HOOKS()

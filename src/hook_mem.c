@@ -160,31 +160,93 @@ CUresult vs_hook_cuMemFree_v2(CUdeviceptr dptr)
     return vs_alloc_released(had, &removed, rc);
 }
 
+/* Stream-ordered allocations are charged by their pool's reserve
+ * (pool.c), at the pool's own location, not by the bytes handed out: what
+ * the reserve may have to grow is admitted first, and when that does not
+ * fit, the pools (and graph memory) there are trimmed to their use before
+ * anyone's buffer is evicted or the call refused. An allocation in a
+ * capturing stream is a graph's memory node: nothing is charged or
+ * recorded at capture; the graph's memory is charged when it runs. */
+struct async_alloc {
+    bool captured;
+    struct vs_pool_use use;
+    struct vs_charge growth; /* admitted beforehand; the reserve read back replaces it */
+};
+
+static CUresult admit_growth(const char *call, uint64_t growth, struct async_alloc *a)
+{
+    if (a->use.dev < 0)
+        return vs_admit_pinned(call, growth, &a->growth);
+    return vs_admit_device(call, a->use.dev, growth, &a->growth);
+}
+
+static CUresult async_begin(const char *call, CUmemoryPool pool, uint64_t bytes, CUstream s,
+                            bool per_thread, struct async_alloc *a)
+{
+    a->growth = (struct vs_charge){.dev = -1, .owner = 0, .bytes = 0};
+    a->captured = vs_capture_active() && vs_stream_capturing(s, per_thread);
+    if (a->captured)
+        return CUDA_SUCCESS;
+    int dev = vs_current_device();
+    uint64_t growth = vs_pool_admit(pool, dev, bytes, &a->use);
+    if (growth == 0)
+        return CUDA_SUCCESS;
+    if (a->use.dev >= 0 && vs_budget_charge_device(a->use.dev, vs_owner_current(), growth,
+                                                   &a->growth) == VS_ADMIT)
+        return CUDA_SUCCESS;
+    if (a->use.dev < 0 && vs_budget_charge_pinned(growth, &a->growth) == VS_ADMIT)
+        return CUDA_SUCCESS;
+    /* trimmed first, so that the growth admitted next is worked out on
+     * the reserve as it stands after the trim */
+    if (vs_pool_trim(a->use.dev) > 0)
+        growth = vs_pool_admit(pool, dev, bytes, &a->use);
+    return growth ? admit_growth(call, growth, a) : CUDA_SUCCESS;
+}
+
+static CUresult async_end(struct async_alloc *a, CUresult rc, CUdeviceptr *dptr, uint64_t bytes)
+{
+    if (a->captured) {
+        if (rc == CUDA_SUCCESS)
+            vs_graph_mem_seen(vs_current_device());
+        return rc;
+    }
+    vs_budget_settle(&a->growth, false);
+    vs_pool_after(&a->use, rc == CUDA_SUCCESS, bytes);
+    struct vs_charge none = {.dev = a->use.dev, .owner = vs_owner_current(), .bytes = 0};
+    return finish(&none, rc, dptr, bytes, VS_KIND_ASYNC);
+}
+
 /* The stream-ordered family comes in legacy and per-thread-stream variants
  * that differ only in which driver entry they call. */
-#define ASYNC_HOOKS(suffix)                                                    \
+#define ASYNC_HOOKS(suffix, per_thread)                                        \
     CUresult vs_hook_cuMemAllocAsync##suffix(CUdeviceptr *dptr, size_t bytesize, \
                                              CUstream hStream)                 \
     {                                                                          \
-        struct vs_charge ch;                                                   \
-        ADMIT("cuMemAllocAsync", bytesize, &ch);                               \
-        return finish(&ch, vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream), \
-                      dptr, bytesize, VS_KIND_ASYNC);                          \
+        struct async_alloc a;                                                  \
+        CUresult rc = async_begin("cuMemAllocAsync", NULL, bytesize, hStream,  \
+                                  per_thread, &a);                             \
+        if (rc != CUDA_SUCCESS)                                                \
+            return rc;                                                         \
+        return async_end(&a, vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream), \
+                         dptr, bytesize);                                      \
     }                                                                          \
     CUresult vs_hook_cuMemAllocFromPoolAsync##suffix(                          \
         CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) \
     {                                                                          \
-        struct vs_charge ch;                                                   \
-        ADMIT("cuMemAllocFromPoolAsync", bytesize, &ch);                       \
-        return finish(&ch,                                                     \
-                      vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize,  \
-                                                              pool, hStream),  \
-                      dptr, bytesize, VS_KIND_ASYNC);                          \
+        struct async_alloc a;                                                  \
+        CUresult rc = async_begin("cuMemAllocFromPoolAsync", pool,              \
+                                  bytesize, hStream, per_thread, &a);          \
+        if (rc != CUDA_SUCCESS)                                                \
+            return rc;                                                         \
+        return async_end(&a,                                                   \
+                         vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize, \
+                                                                 pool, hStream), \
+                         dptr, bytesize);                                      \
     }                                                                          \
     CUresult vs_hook_cuMemFreeAsync##suffix(CUdeviceptr dptr, CUstream hStream) \
     {                                                                          \
         RELEASE(dptr, vs_real.cuMemFreeAsync##suffix(dptr, hStream));          \
     }
 
-ASYNC_HOOKS()
-ASYNC_HOOKS(_ptsz)
+ASYNC_HOOKS(, false)
+ASYNC_HOOKS(_ptsz, true)

@@ -55,6 +55,10 @@ CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresu
 /* What a pitched allocation is charged before the driver picks the pitch. */
 uint64_t vs_pitch_guess(uint64_t width, uint64_t height);
 
+/* ---- hook_capture.c ------------------------------------------------------ */
+/* Is stream s capturing (per_thread: the _ptsz entry points' streams)? */
+bool vs_stream_capturing(CUstream s, bool per_thread);
+
 /* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
 /* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
 typedef int nvmlReturn_t;

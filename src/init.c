@@ -145,6 +145,8 @@ VS_EXPORT int vramshim_set(const char *key, const char *value)
     int rc = vs_limits_set(key, value, why, sizeof why);
     if (rc != 0)
         vs_warn("vramshim_set: %s; nothing changed", why);
+    else
+        vs_pool_fit_limits(); /* a lowered limit: pools trim first */
     return rc;
 }
 

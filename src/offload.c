@@ -22,6 +22,7 @@ void vs_offload_atfork_child(void)
     vs_staging_atfork_child();
     vs_fence_atfork_child();
     vs_reach_atfork_child();
+    vs_pool_atfork_child();
 }
 
 int vs_offload_check(void)

@@ -36,9 +36,44 @@ void vs_fence_setup(uint32_t fence_ms);
  * ends (or failed to begin). While any is under way no move synchronises. */
 void vs_capture_begin(void);
 void vs_capture_end(void);
+bool vs_capture_active(void); /* any capture under way, process-wide */
 /* The peer hooks: by_ctx (on device by_dev) may, or no longer may, reach
  * the memory of device mem_dev; backed buffers there get the access. */
 void vs_reach_set(int mem_dev, int by_dev, CUcontext by_ctx, bool on);
+
+/* ---- pool.c: memory pools and graph memory, charged by their reserves --- */
+/* A pool the program made (cuMemPoolCreate) on device dev, or -1 for a
+ * host or host-NUMA location; one it destroyed; a device's current pool
+ * (cuDeviceSetMemPool). */
+void vs_pool_created(CUmemoryPool pool, int dev);
+void vs_pool_destroyed(CUmemoryPool pool);
+void vs_pool_set_current(int dev, CUmemoryPool pool);
+/* A stream-ordered allocation of `bytes` from `pool` (NULL: the current
+ * pool of dev): fills u (u->dev: where the pool lives, -1 on the host) and
+ * returns how much its reserve may have to grow, from the figures last
+ * read. The hook admits that much, calls the driver, then vs_pool_after
+ * reads the reserve back and charges it exactly. */
+struct vs_pool_use {
+    void *rec;
+    int dev;
+};
+uint64_t vs_pool_admit(CUmemoryPool pool, int dev, uint64_t bytes, struct vs_pool_use *u);
+void vs_pool_after(struct vs_pool_use *u, bool ok, uint64_t bytes);
+/* Read reserves again where they may have shrunk (a synchronise, a trim,
+ * a threshold set): every pool, or only `pool`. One relaxed load while no
+ * reserve was ever charged. */
+void vs_pool_refresh(CUmemoryPool pool);
+/* Trim every pool and the graph memory on dev (-1: every device) down to
+ * what they use; returns the bytes of reserve given back. */
+uint64_t vs_pool_trim(int dev);
+/* A limit was lowered at run time: devices now over theirs trim first. */
+void vs_pool_fit_limits(void);
+/* Graph memory: a memory node was made for dev (from then on its graph
+ * memory is read); read it again (after an instantiation, upload, launch,
+ * trim). One relaxed load while no memory node was made. */
+void vs_graph_mem_seen(int dev);
+void vs_graph_mem_refresh(void);
+void vs_pool_atfork_child(void);
 
 /* ---- the move gate (gate.c, tier.c) ------------------------------------ */
 /* Every launch, copy and memset holds the gate's read side for the length

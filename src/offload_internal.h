@@ -75,7 +75,6 @@ extern _Atomic uint32_t vs_pageable_total;
  * still under way), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED (a capture is
  * under way: no synchronise), or the driver's error: nothing may move. */
 CUresult vs_fence_wait(const CUcontext *ctxs, int n);
-bool vs_capture_active(void);
 void vs_fence_atfork_child(void);
 
 /* ---- reach.c: who else reaches a device's memory ------------------------ */
@@ -143,6 +142,10 @@ struct buffer {
  * registry, or leaves all of them as they were and returns the error. */
 struct vs_tier_ops {
     uint64_t (*now)(void); /* the clock, in ns */
+    /* Give back what memory pools and graph memory on dev (-1: all)
+     * reserve beyond their use, before anyone's buffer moves; returns the
+     * bytes given back. NULL: nothing to trim. */
+    uint64_t (*trim)(int dev);
     /* The device's VMM granularity; UINT64_MAX: no VMM there. */
     uint64_t (*granularity)(int dev);
     /* Reserve b->span bytes of address space at b->base and map device

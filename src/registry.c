@@ -180,7 +180,9 @@ static struct vs_alloc *find_containing(uint64_t addr)
 
 /* Add (sign > 0) or take away one allocation of `size` bytes, `off` of
  * them offloaded, in the counters. Caller holds reg_lock. */
-static void account_bytes(int device, int owner, bool host, uint64_t size,
+/* A stream-ordered block (`pooled`) counts for its owner only: on the
+ * device, its pool's reserve stands for it (vs_registry_set_reserves). */
+static void account_bytes(int device, int owner, bool host, bool pooled, uint64_t size,
                           uint64_t off_pinned, uint64_t off_pageable, int sign)
 {
     if (host) {
@@ -192,10 +194,12 @@ static void account_bytes(int device, int owner, bool host, uint64_t size,
     struct vs_device_counts *d = &dev_counts[device];
     struct vs_owner_counts *o = &owner_counts[owner][device];
     if (sign > 0) {
-        d->allocated += size;
-        d->resident += size;
-        if (d->resident > d->peak_resident)
-            d->peak_resident = d->resident;
+        if (!pooled) {
+            d->allocated += size;
+            d->resident += size;
+            if (d->resident > d->peak_resident)
+                d->peak_resident = d->resident;
+        }
         o->allocated += size;
         o->resident += size;
         o->allocations++;
@@ -205,11 +209,13 @@ static void account_bytes(int device, int owner, bool host, uint64_t size,
         events.allocs++;
     } else {
         uint64_t off = off_pinned + off_pageable;
-        VS_ASSERT(d->allocated >= size && o->allocated >= size && off <= size);
-        d->allocated -= size;
-        d->resident -= size - off;
-        d->offloaded_pinned -= off_pinned;
-        d->offloaded_pageable -= off_pageable;
+        VS_ASSERT((pooled || d->allocated >= size) && o->allocated >= size && off <= size);
+        if (!pooled) {
+            d->allocated -= size;
+            d->resident -= size - off;
+            d->offloaded_pinned -= off_pinned;
+            d->offloaded_pageable -= off_pageable;
+        }
         pinned.offload -= off_pinned;
         o->allocated -= size;
         o->resident -= size - off;
@@ -223,7 +229,8 @@ static void account_handle(const struct vs_handle_rec *h, int sign)
 {
     if (h->info.imported)
         return;
-    account_bytes(h->info.device, h->info.owner, h->info.on_host, h->info.size, 0, 0, sign);
+    account_bytes(h->info.device, h->info.owner, h->info.on_host, false, h->info.size, 0, 0,
+                  sign);
     if (h->info.space == VS_HANDLE_ARRAY && device_ok(h->info.device))
         dev_counts[h->info.device].arrays += sign > 0 ? h->info.size : -h->info.size;
 }
@@ -247,8 +254,8 @@ static void account(const struct vs_alloc *r, int sign)
             handle_unmapped_locked(r->handle);
         return;
     }
-    account_bytes(r->device, r->owner, vs_kind_is_host((enum vs_kind)r->kind), r->size,
-                  r->off_pinned, r->off_pageable, sign);
+    account_bytes(r->device, r->owner, vs_kind_is_host((enum vs_kind)r->kind),
+                  r->kind == VS_KIND_ASYNC, r->size, r->off_pinned, r->off_pageable, sign);
 }
 
 static void fill_info(const struct vs_alloc *r, struct vs_alloc_info *out)
@@ -355,6 +362,31 @@ int vs_registry_map(uint64_t base, uint64_t size, uint64_t handle, int device,
                     enum vs_kind kind, int owner)
 {
     return add_record(base, size, device, kind, owner, false, &handle);
+}
+
+void vs_registry_set_reserves(int dev, uint64_t pool_reserved, uint64_t pool_used,
+                              uint64_t graph_reserved, uint64_t graph_used)
+{
+    pthread_rwlock_wrlock(&reg_lock);
+    if (dev < 0) {
+        pinned.pools = pool_reserved;
+    } else if (device_ok(dev)) {
+        struct vs_device_counts *d = &dev_counts[dev];
+        /* the reserves are device memory the process holds: in allocated */
+        uint64_t was = d->pool_reserved + d->graph_reserved;
+        uint64_t now = pool_reserved + graph_reserved;
+        d->allocated = d->allocated - was + now;
+        d->resident = d->resident - was + now;
+        if (d->resident > d->peak_resident)
+            d->peak_resident = d->resident;
+        d->pool_reserved = pool_reserved;
+        d->pool_used = pool_used;
+        d->graph_reserved = graph_reserved;
+        d->graph_used = graph_used;
+        if (pool_reserved || graph_reserved)
+            devices_seen |= 1u << dev;
+    }
+    pthread_rwlock_unlock(&reg_lock);
 }
 
 void vs_registry_restore(const struct vs_alloc_info *info)
@@ -632,16 +664,18 @@ int vs_registry_check(struct vs_expected_charges *exp)
         if (off > r->size)
             BROKEN("record 0x%llx: %llu bytes off of %llu", (unsigned long long)r->base,
                    (unsigned long long)off, (unsigned long long)r->size);
-        dev[r->device].allocated += r->size;
-        dev[r->device].resident += r->size - off;
-        dev[r->device].offloaded_pinned += r->off_pinned;
-        dev[r->device].offloaded_pageable += r->off_pageable;
+        if (r->kind != VS_KIND_ASYNC) { /* pooled: its pool's reserve counts */
+            dev[r->device].allocated += r->size;
+            dev[r->device].resident += r->size - off;
+            dev[r->device].offloaded_pinned += r->off_pinned;
+            dev[r->device].offloaded_pageable += r->off_pageable;
+        }
         own[r->owner][r->device].allocated += r->size;
         own[r->owner][r->device].resident += r->size - off;
         own[r->owner][r->device].offloaded += off;
         own[r->owner][r->device].allocations++;
         offload += r->off_pinned;
-        if (r->kind == VS_KIND_DEVICE || r->kind == VS_KIND_MANAGED || r->kind == VS_KIND_ASYNC) {
+        if (r->kind == VS_KIND_DEVICE || r->kind == VS_KIND_MANAGED) {
             exp->dev[r->device] += r->size - off;
             exp->owner[r->owner][r->device] += r->size - off;
             exp->pin += r->off_pinned;
@@ -650,6 +684,10 @@ int vs_registry_check(struct vs_expected_charges *exp)
     if (n != live_records || HASH_COUNT(by_base) != n + (by_base ? 1 : 0))
         BROKEN("%llu records in the tree, %llu counted, %u in the table",
                (unsigned long long)n, (unsigned long long)live_records, HASH_COUNT(by_base));
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        dev[d].allocated += dev_counts[d].pool_reserved + dev_counts[d].graph_reserved;
+        dev[d].resident += dev_counts[d].pool_reserved + dev_counts[d].graph_reserved;
+    }
     for (int d = 0; d < VS_MAX_DEVICES; d++) {
         const struct vs_device_counts *c = &dev_counts[d];
         if (c->allocated != dev[d].allocated || c->resident != dev[d].resident ||
@@ -670,6 +708,12 @@ int vs_registry_check(struct vs_expected_charges *exp)
                        (unsigned long long)b->allocations);
         }
     }
+    /* pools and graph memory are charged by their reserves, to owner 0 */
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        exp->dev[d] += dev_counts[d].pool_reserved + dev_counts[d].graph_reserved;
+        exp->owner[0][d] += dev_counts[d].pool_reserved + dev_counts[d].graph_reserved;
+    }
+    exp->pin += pinned.pools;
     if (pinned.app != app || pinned.offload != offload)
         BROKEN("pinned: counted %llu of the program's and %llu offloaded; the records say "
                "%llu and %llu", (unsigned long long)pinned.app,

@@ -155,12 +155,15 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
         put_opt_u64(o, (last_free_known >> i) & 1u, last_free[i]);
         put(o,
             ",\"allocated\":%llu,\"resident\":%llu,\"offloaded_pinned\":%llu,"
-            "\"offloaded_pageable\":%llu,\"peak_resident\":%llu,\"imported\":%llu,\"arrays\":%llu}",
+            "\"offloaded_pageable\":%llu,\"peak_resident\":%llu,\"imported\":%llu,\"arrays\":%llu,"
+            "\"pools\":%llu,\"pools_used\":%llu,\"graph_memory\":%llu,\"graph_memory_used\":%llu}",
             (unsigned long long)d->allocated, (unsigned long long)d->resident,
             (unsigned long long)d->offloaded_pinned,
             (unsigned long long)d->offloaded_pageable,
             (unsigned long long)d->peak_resident, (unsigned long long)d->imported,
-            (unsigned long long)d->arrays);
+            (unsigned long long)d->arrays, (unsigned long long)d->pool_reserved,
+            (unsigned long long)d->pool_used, (unsigned long long)d->graph_reserved,
+            (unsigned long long)d->graph_used);
     }
     put(o, "]");
 }
@@ -225,10 +228,10 @@ int vs_stats_write_json(char *buf, size_t len, const struct vs_config *cfg)
     put(&o, ",");
     put_devices(&o, s, ndev);
     put(&o, ",\"pinned\":{\"limit\":%llu,\"app\":%llu,\"offload\":%llu,"
-            "\"staging\":%llu},",
+            "\"staging\":%llu,\"pools\":%llu},",
         (unsigned long long)pin_limit_bytes(cfg),
         (unsigned long long)s->pinned.app, (unsigned long long)s->pinned.offload,
-        (unsigned long long)s->pinned.staging);
+        (unsigned long long)s->pinned.staging, (unsigned long long)s->pinned.pools);
     put_owners(&o, s);
     const struct vs_event_counts *e = &s->events;
     put(&o,

@@ -823,16 +823,22 @@ static uint64_t make_room(int dev, int owner, uint64_t want, bool idle_only, boo
 
 uint64_t vs_tier_make_room(int dev, int owner, uint64_t shortfall, uint64_t bytes)
 {
+    /* pools and graph memory give back their unused reserve first: that
+     * moves nobody's data (an owner's shortfall is not theirs: owner 0) */
+    uint64_t trimmed = ops->trim && owner < 0 ? ops->trim(dev) : 0;
+    if (trimmed >= shortfall)
+        return trimmed;
     if (vs_limits_offload() == VS_OFFLOAD_OFF ||
         atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
-        return 0;
+        return trimmed;
+    shortfall -= trimmed;
     /* a margin, so that the next few allocations do not each stop to move */
     uint64_t margin = bytes / 8 < (64ULL << 20) ? bytes / 8 : (64ULL << 20);
     uint64_t moved = make_room(dev, owner, shortfall + margin, false, true, UINT64_MAX, NULL);
     if (moved)
         vs_info("offload: moved %llu bytes of device %d to host memory to fit %llu",
                 (unsigned long long)moved, dev, (unsigned long long)bytes);
-    return moved;
+    return trimmed + moved;
 }
 
 /* ---- touch tracking ------------------------------------------------------------ */
@@ -1139,12 +1145,16 @@ uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only, _Atomic uint64
 /* relief (control_relief.c): another process on the device asks for room */
 uint64_t vs_tier_give(int dev, uint64_t bytes)
 {
+    uint64_t trimmed = ops->trim ? ops->trim(dev) : 0;
+    if (trimmed >= bytes)
+        return trimmed;
     if (vs_limits_offload() == VS_OFFLOAD_OFF ||
         atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)
-        return 0;
+        return trimmed;
+    bytes -= trimmed;
     /* a request, one victim at a time (the program's threads go between),
      * not chasing what the program brings back meanwhile */
-    return make_room(dev, -1, bytes, true, false, ops->now(), NULL);
+    return trimmed + make_room(dev, -1, bytes, true, false, ops->now(), NULL);
 }
 
 uint64_t vs_tier_last_submit_ns(void)

@@ -234,6 +234,11 @@ void metrics_write(FILE *out, json_t *all)
                "offloaded_pageable");
     per_device(out, all, "vramshim_device_peak_resident_bytes", "Most device memory held at once.",
                "peak_resident");
+    per_device(out, all, "vramshim_device_pools_bytes",
+               "Device memory the process's memory pools reserve (inside allocated).", "pools");
+    per_device(out, all, "vramshim_device_graph_memory_bytes",
+               "Device memory reserved for the process's graphs (inside allocated).",
+               "graph_memory");
     per_device(out, all, "vramshim_device_total_bytes", "The device's memory.", "vram_total");
     per_device(out, all, "vramshim_device_free_bytes",
                "Free device memory, as the driver last said.", "vram_free");

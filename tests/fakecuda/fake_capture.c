@@ -71,6 +71,7 @@ static CUresult begin(CUstream s, CUstreamCaptureMode mode)
         st->capture = CU_STREAM_CAPTURE_STATUS_ACTIVE;
         st->capture_id = atomic_fetch_add(&next_capture_id, 1) + 1;
         st->cap_head = st->cap_tail = NULL;
+        st->cap_mem = 0;
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -87,6 +88,9 @@ static CUresult end(CUstream s, CUgraph *graph)
     pthread_mutex_lock(&st->mu);
     int was = st->capture;
     struct fk_op *ops = st->cap_head;
+    uint64_t mem = st->cap_mem;
+    int mem_dev = st->cap_mem_dev;
+    st->cap_mem = 0;
     st->capture = CU_STREAM_CAPTURE_STATUS_NONE;
     st->cap_head = st->cap_tail = NULL;
     pthread_mutex_unlock(&st->mu);
@@ -102,6 +106,8 @@ static CUresult end(CUstream s, CUgraph *graph)
         return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
     }
     *graph = fk_graph_of_ops(ops);
+    if (*graph && mem)
+        fk_graph_add_mem(*graph, mem_dev, mem);
     return *graph ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 

@@ -478,7 +478,9 @@ FK_EXPORT CUresult cuCtxSynchronize(void)
 {
     FK_ENTER("cuCtxSynchronize");
     FK_NEED_CTX(c);
-    return fk_sync_ctx(c);
+    CUresult rc = fk_sync_ctx(c);
+    fk_pool_sync_release();
+    return rc;
 }
 
 /* ---- peer access -------------------------------------------------------

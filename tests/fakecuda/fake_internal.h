@@ -80,6 +80,24 @@ void fk_uncharge(int dev, uint64_t bytes);
 /* Device allocations made by cuMemAlloc and friends (fake_mem.c). */
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *managed);
+/* Memory pools and graph memory (fake_pool.c): an allocation carved out of
+ * `from` (a pool, or a graph's memory: NULL), charged nothing itself; a
+ * pool's reserve is what the device is charged. fk_pool_returned: the
+ * stream reached the free of `bytes` carved from `from`. */
+CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from);
+bool fk_mem_is_carved(uint64_t base, void **from);
+void fk_pool_returned(void *from, uint64_t bytes);
+CUresult fk_mem_free_async(CUdeviceptr dptr, struct fk_stream *st);
+/* A synchronise (stream, event, context) returned: pools above their
+ * release threshold give memory back. */
+void fk_pool_sync_release(void);
+/* Graph memory of a device (fake_pool.c): a graph exec's allocations are
+ * mapped at its first launch or upload (false: the device is full) and
+ * unmapped when it is destroyed. */
+bool fk_graph_mem_map(int dev, uint64_t bytes);
+void fk_graph_mem_unmap(int dev, uint64_t bytes);
+/* What a stream capture's cuMemAllocAsync took, handed to its graph. */
+void fk_graph_add_mem(CUgraph g, int dev, uint64_t bytes);
 /* A device allocation whose address fits the old ABI's 32 bits (fake_v1.c). */
 CUresult fk_device_alloc_low(CUdeviceptr *dptr, size_t bytesize);
 /* Is addr inside page-locked host memory (cuMemHostAlloc, cuMemHostRegister)? */
@@ -126,6 +144,8 @@ struct fk_stream {
     int capture; /* CU_STREAM_CAPTURE_STATUS_NONE, _ACTIVE or _INVALIDATED */
     uint64_t capture_id;
     struct fk_op *cap_head, *cap_tail;
+    uint64_t cap_mem; /* bytes cuMemAllocAsync took in the capture: graph memory */
+    int cap_mem_dev;
 };
 struct fk_stream *fk_stream_of(CUstream s);
 /* Queue op on the stream; its thread runs it later. */

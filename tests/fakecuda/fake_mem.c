@@ -13,12 +13,15 @@
 #include <sys/mman.h>
 #include <uthash.h>
 
-enum fk_alloc_kind { FK_DEVICE, FK_MANAGED, FK_HOST, FK_REGISTERED };
+/* FK_CARVED: handed out of a memory pool or graph memory, whose reserve is
+ * what the device is charged (fake_pool.c); device -1 for a host pool */
+enum fk_alloc_kind { FK_DEVICE, FK_MANAGED, FK_HOST, FK_REGISTERED, FK_CARVED };
 
 struct fk_alloc {
     uint64_t base, size, charged;
     int device;
     enum fk_alloc_kind kind;
+    void *from; /* FK_CARVED: the pool, told when the bytes come back */
     UT_hash_handle hh;
 };
 
@@ -96,7 +99,53 @@ static void release(struct fk_alloc *a)
         munmap((void *)(uintptr_t)a->base, a->charged);
     if (a->kind == FK_DEVICE || a->kind == FK_MANAGED)
         fk_uncharge(a->device, a->charged);
+    if (a->kind == FK_CARVED && a->from)
+        fk_pool_returned(a->from, a->charged);
     free(a);
+}
+
+static bool device_kind(const struct fk_alloc *a)
+{
+    return a->kind == FK_DEVICE || a->kind == FK_MANAGED ||
+           (a->kind == FK_CARVED && a->device >= 0);
+}
+
+static bool host_kind(const struct fk_alloc *a)
+{
+    return a->kind == FK_HOST || a->kind == FK_REGISTERED ||
+           (a->kind == FK_CARVED && a->device < 0);
+}
+
+CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from)
+{
+    uint64_t len = page_round(size);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
+    if (a == NULL) {
+        if (p != MAP_FAILED)
+            munmap(p, len);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = size, .charged = len,
+                           .device = dev, .kind = FK_CARVED, .from = from};
+    pthread_mutex_lock(&mem_lock);
+    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    pthread_mutex_unlock(&mem_lock);
+    *dptr = a->base;
+    return CUDA_SUCCESS;
+}
+
+bool fk_mem_is_carved(uint64_t base, void **from)
+{
+    pthread_mutex_lock(&mem_lock);
+    struct fk_alloc *a;
+    HASH_FIND(hh, allocs, &base, sizeof base, a);
+    bool carved = a && a->kind == FK_CARVED;
+    if (carved)
+        *from = a->from;
+    pthread_mutex_unlock(&mem_lock);
+    return carved;
 }
 
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
@@ -105,8 +154,7 @@ bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
     bool found = false;
     pthread_mutex_lock(&mem_lock);
     for (struct fk_alloc *a = allocs; a; a = a->hh.next) {
-        if (addr >= a->base && addr < a->base + a->size &&
-            (a->kind == FK_DEVICE || a->kind == FK_MANAGED)) {
+        if (addr >= a->base && addr < a->base + a->size && device_kind(a)) {
             *base = a->base;
             *size = a->size;
             *dev = a->device;
@@ -124,8 +172,7 @@ bool fk_host_pinned(uint64_t addr)
     bool found = false;
     pthread_mutex_lock(&mem_lock);
     for (struct fk_alloc *a = allocs; a && !found; a = a->hh.next)
-        found = (a->kind == FK_HOST || a->kind == FK_REGISTERED) && addr >= a->base &&
-                addr < a->base + a->size;
+        found = host_kind(a) && addr >= a->base && addr < a->base + a->size;
     pthread_mutex_unlock(&mem_lock);
     return found;
 }
@@ -205,28 +252,13 @@ FK_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
     return CUDA_SUCCESS;
 }
 
-/* ---- stream-ordered allocation ---------------------------------------- */
-static int default_pools[FK_MAX_DEVICES];
-
-FK_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
-{
-    FK_ENTER("cuDeviceGetDefaultMemPool");
-    if (pool == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
-    *pool = (CUmemoryPool)&default_pools[dev];
-    return CUDA_SUCCESS;
-}
-
+/* ---- stream-ordered allocation: fake_pool.c ---------------------------- */
 static void run_free(struct fk_op *op) { release(op->ptr); }
 
-/* unused in the "old driver" build, which lacks the stream-ordered calls */
-__attribute__((unused)) static CUresult free_async(CUdeviceptr dptr, CUstream hStream)
+/* cuMemFreeAsync: the bytes go back to their pool when the stream reaches
+ * the free. `st` is not capturing (fake_pool.c sees to that). */
+CUresult fk_mem_free_async(CUdeviceptr dptr, struct fk_stream *st)
 {
-    struct fk_stream *st = fk_stream_of(hStream);
-    if (st == NULL)
-        return CUDA_ERROR_INVALID_HANDLE;
     struct fk_alloc *a = take(dptr, false);
     if (a == NULL)
         return CUDA_ERROR_INVALID_VALUE;
@@ -240,34 +272,6 @@ __attribute__((unused)) static CUresult free_async(CUdeviceptr dptr, CUstream hS
     fk_enqueue(st, op);
     return CUDA_SUCCESS;
 }
-
-#define FK_ASYNC_FAMILY(suffix)                                                \
-    FK_EXPORT CUresult cuMemAllocAsync##suffix(CUdeviceptr *dptr, size_t bytesize, \
-                                               CUstream hStream)               \
-    {                                                                          \
-        FK_ENTER("cuMemAllocAsync" #suffix);                                   \
-        if (fk_stream_of(hStream) == NULL)                                     \
-            return CUDA_ERROR_INVALID_HANDLE;                                  \
-        return device_alloc(dptr, bytesize, FK_DEVICE);                        \
-    }                                                                          \
-    FK_EXPORT CUresult cuMemAllocFromPoolAsync##suffix(                        \
-        CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) \
-    {                                                                          \
-        FK_ENTER("cuMemAllocFromPoolAsync" #suffix);                           \
-        if (pool == NULL || fk_stream_of(hStream) == NULL)                     \
-            return CUDA_ERROR_INVALID_HANDLE;                                  \
-        return device_alloc(dptr, bytesize, FK_DEVICE);                        \
-    }                                                                          \
-    FK_EXPORT CUresult cuMemFreeAsync##suffix(CUdeviceptr dptr, CUstream hStream) \
-    {                                                                          \
-        FK_ENTER("cuMemFreeAsync" #suffix);                                    \
-        return free_async(dptr, hStream);                                      \
-    }
-
-#ifndef FAKECUDA_NO_ASYNC_ALLOC /* the "old driver" build lacks these */
-FK_ASYNC_FAMILY()
-FK_ASYNC_FAMILY(_ptsz)
-#endif
 
 /* ---- page-locked host memory ------------------------------------------ */
 static CUresult host_alloc(void **pp, size_t bytesize)

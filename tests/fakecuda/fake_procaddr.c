@@ -60,6 +60,13 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemFreeAsync", 11020, cuMemFreeAsync, 0)                            \
     E("cuMemFreeAsync", 11020, cuMemFreeAsync_ptsz, 1)                       \
     E("cuDeviceGetDefaultMemPool", 11020, cuDeviceGetDefaultMemPool, 0)      \
+    E("cuDeviceGetMemPool", 11020, cuDeviceGetMemPool, 0)                    \
+    E("cuDeviceSetMemPool", 11020, cuDeviceSetMemPool, 0)                    \
+    E("cuMemPoolCreate", 11020, cuMemPoolCreate, 0)                          \
+    E("cuMemPoolDestroy", 11020, cuMemPoolDestroy, 0)                        \
+    E("cuMemPoolTrimTo", 11020, cuMemPoolTrimTo, 0)                          \
+    E("cuMemPoolGetAttribute", 11020, cuMemPoolGetAttribute, 0)              \
+    E("cuMemPoolSetAttribute", 11020, cuMemPoolSetAttribute, 0)              \
     E("cuMemHostAlloc", 2020, cuMemHostAlloc, 0)                             \
     E("cuMemAllocHost", 2000, cuMemAllocHost, 0)                             \
     E("cuMemAllocHost", 3020, cuMemAllocHost_v2, 0)                          \
@@ -187,6 +194,13 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags, 0)  \
     E("cuGraphLaunch", 10000, cuGraphLaunch, 0)                              \
     E("cuGraphLaunch", 10000, cuGraphLaunch_ptsz, 1)                         \
+    E("cuGraphUpload", 11010, cuGraphUpload, 0)                              \
+    E("cuGraphUpload", 11010, cuGraphUpload_ptsz, 1)                         \
+    E("cuGraphAddMemAllocNode", 11040, cuGraphAddMemAllocNode, 0)            \
+    E("cuGraphAddMemFreeNode", 11040, cuGraphAddMemFreeNode, 0)              \
+    E("cuGraphAddNode", 12030, cuGraphAddNode_v2, 0)                         \
+    E("cuDeviceGraphMemTrim", 11040, cuDeviceGraphMemTrim, 0)                \
+    E("cuDeviceGetGraphMemAttribute", 11040, cuDeviceGetGraphMemAttribute, 0) \
     E("cuGraphDestroy", 10000, cuGraphDestroy, 0)                            \
     E("cuGraphExecDestroy", 10000, cuGraphExecDestroy, 0)                    \
     E("cuMemGetAllocationGranularity", 10020, cuMemGetAllocationGranularity, 0) \

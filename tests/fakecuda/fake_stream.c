@@ -227,6 +227,7 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
             return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;                      \
         }                                                                      \
         fk_stream_wait(st);                                                    \
+        fk_pool_sync_release();                                                \
         return st->ctx ? (CUresult)atomic_load(&st->ctx->sticky) : CUDA_SUCCESS; \
     }                                                                          \
     FK_EXPORT CUresult cuStreamQuery##suffix(CUstream hStream)                 \
@@ -326,6 +327,7 @@ FK_EXPORT CUresult cuEventSynchronize(CUevent hEvent)
     while (e->reached < target)
         pthread_cond_wait(&e->cv, &e->mu);
     pthread_mutex_unlock(&e->mu);
+    fk_pool_sync_release();
     return CUDA_SUCCESS;
 }
 
@@ -832,7 +834,91 @@ struct fk_graph {
     int n;
     struct fk_graph_node nodes[16];
     struct fk_op *ops; /* what a stream capture recorded, in order */
+    /* graph memory (fake_pool.c): what its allocation nodes take on
+     * device mem_dev, mapped from an exec's first launch or upload */
+    uint64_t mem_bytes;
+    int mem_dev;
+    bool mapped;
 };
+
+void fk_graph_add_mem(CUgraph g, int dev, uint64_t bytes)
+{
+    ((struct fk_graph *)g)->mem_bytes += bytes;
+    ((struct fk_graph *)g)->mem_dev = dev;
+}
+
+static CUresult map_graph_mem(struct fk_graph *g)
+{
+    if (g->mem_bytes == 0 || g->mapped)
+        return CUDA_SUCCESS;
+    if (!fk_graph_mem_map(g->mem_dev, g->mem_bytes))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    g->mapped = true;
+    return CUDA_SUCCESS;
+}
+
+/* An allocation node: its address now, its memory when the graph runs. */
+static CUresult add_alloc_node(CUgraphNode *node, struct fk_graph *g, const CUmemPoolProps *props,
+                               size_t bytesize, CUdeviceptr *dptr)
+{
+    if (g == NULL || bytesize == 0 || props->location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
+        props->location.id < 0 || props->location.id >= fk.ndevices)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = fk_mem_carve(dptr, bytesize, props->location.id, NULL);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    fk_graph_add_mem((CUgraph)g, props->location.id, (bytesize + FK_PAGE - 1) & ~(FK_PAGE - 1));
+    if (node)
+        *node = (CUgraphNode)(uintptr_t)*dptr;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGraphAddMemAllocNode(CUgraphNode *node, CUgraph hGraph,
+                                          const CUgraphNode *deps, size_t ndeps,
+                                          CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    FK_ENTER("cuGraphAddMemAllocNode");
+    (void)deps;
+    (void)ndeps;
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return add_alloc_node(node, (struct fk_graph *)hGraph, &p->poolProps, p->bytesize, &p->dptr);
+}
+
+/* A free node: the memory stays the graph's until its exec goes. */
+FK_EXPORT CUresult cuGraphAddMemFreeNode(CUgraphNode *node, CUgraph hGraph,
+                                         const CUgraphNode *deps, size_t ndeps,
+                                         CUdeviceptr dptr)
+{
+    FK_ENTER("cuGraphAddMemFreeNode");
+    (void)deps;
+    (void)ndeps;
+    if (hGraph == NULL || dptr == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (node)
+        *node = (CUgraphNode)(uintptr_t)(dptr + 1);
+    return CUDA_SUCCESS;
+}
+
+/* The generic form: memory nodes only (kernel nodes come through
+ * cuGraphAddKernelNode in this driver). */
+FK_EXPORT CUresult cuGraphAddNode_v2(CUgraphNode *node, CUgraph hGraph, const CUgraphNode *deps,
+                                     const CUgraphEdgeData *edges, size_t ndeps,
+                                     CUgraphNodeParams *p)
+{
+    FK_ENTER("cuGraphAddNode_v2");
+    (void)deps;
+    (void)edges;
+    (void)ndeps;
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (p->type == CU_GRAPH_NODE_TYPE_MEM_ALLOC)
+        return add_alloc_node(node, (struct fk_graph *)hGraph, &p->alloc.poolProps,
+                              p->alloc.bytesize, &p->alloc.dptr);
+    if (p->type == CU_GRAPH_NODE_TYPE_MEM_FREE)
+        return cuGraphAddMemFreeNode(node, hGraph, NULL, 0, p->free.dptr);
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
 
 static void free_ops(struct fk_op *op)
 {
@@ -924,6 +1010,7 @@ FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph
     if (copy == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     memcpy(copy, hGraph, sizeof *copy);
+    copy->mapped = false;
     if (!clone_ops(((struct fk_graph *)hGraph)->ops, &copy->ops)) {
         free(copy);
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -948,6 +1035,9 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
 {
     FK_ENTER("cuGraphExecDestroy");
     fk_sync_all();
+    struct fk_graph *g = (struct fk_graph *)hGraphExec;
+    if (g && g->mapped)
+        fk_graph_mem_unmap(g->mem_dev, g->mem_bytes);
     if (hGraphExec)
         free_ops(((struct fk_graph *)hGraphExec)->ops);
     free(hGraphExec);
@@ -961,6 +1051,9 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
         struct fk_graph *g = (struct fk_graph *)hGraphExec;                    \
         if (g == NULL)                                                         \
             return CUDA_ERROR_INVALID_HANDLE;                                  \
+        CUresult mrc = map_graph_mem(g);                                       \
+        if (mrc != CUDA_SUCCESS)                                               \
+            return mrc;                                                        \
         for (int n = 0; n < g->n; n++) {                                       \
             struct fk_graph_node *node = &g->nodes[n];                         \
             CUresult rc = launch(node->k, node->grid[0], node->grid[1],        \
@@ -981,3 +1074,15 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
     }
 FK_GRAPH_LAUNCH()
 FK_GRAPH_LAUNCH(_ptsz)
+
+/* cuGraphUpload: the exec's memory is mapped ahead of its launch. */
+#define FK_GRAPH_UPLOAD(suffix)                                                \
+    FK_EXPORT CUresult cuGraphUpload##suffix(CUgraphExec hGraphExec, CUstream s) \
+    {                                                                          \
+        FK_ENTER("cuGraphUpload" #suffix);                                     \
+        if (hGraphExec == NULL || fk_stream_of(s) == NULL)                     \
+            return CUDA_ERROR_INVALID_HANDLE;                                  \
+        return map_graph_mem((struct fk_graph *)hGraphExec);                   \
+    }
+FK_GRAPH_UPLOAD()
+FK_GRAPH_UPLOAD(_ptsz)

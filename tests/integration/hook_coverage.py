@@ -28,7 +28,7 @@ def allow(reason, *names):
 PT = lambda *names: [v for n in names for v in (n, n + "_ptsz")]
 allow("orders or describes work on a stream; reaches no memory",
       *PT("cuEventRecord", "cuEventRecordWithFlags", "cuStreamWaitEvent", "cuStreamQuery",
-          "cuStreamSynchronize", "cuStreamGetPriority", "cuStreamGetFlags", "cuStreamGetId",
+          "cuStreamGetPriority", "cuStreamGetFlags", "cuStreamGetId",
           "cuStreamGetCtx", "cuStreamGetCtx_v2", "cuStreamGetDevice", "cuStreamGetAttribute",
           "cuStreamSetAttribute", "cuStreamCopyAttributes"),
       "cuStreamCreate", "cuStreamCreateWithPriority", "cuStreamDestroy_v2", "cuStreamGetGreenCtx",
@@ -54,7 +54,6 @@ allow("returns an address; submits no work",
       "cuExternalMemoryGetMappedBuffer", "cuTexRefGetAddress_v2")
 allow("graphics interop resources, which vramshim never backs",
       *PT("cuGraphicsMapResources", "cuGraphicsUnmapResources"))
-allow("uploads a graph's description; its launch is hooked", *PT("cuGraphUpload"))
 allow("stream-ordered pool and graph memory, never backed (issue 12 counts it)",
       "cuMemPoolExportPointer", "cuMemPoolImportPointer", "cuGraphAddMemFreeNode",
       "cuGraphMemFreeNodeGetParams")

@@ -30,7 +30,7 @@ void scenario_run(const struct cu_api *api, const char *owner)
     CHECK(check_owner_push("weights") == 0, "push");
     CUdeviceptr w1, w2;
     CHECK_CU(api->MemAlloc(&w1, 5 * MiB));
-    CHECK_CU(api->MemAllocAsync(&w2, 7 * MiB, s));
+    CHECK_CU(api->MemAllocAsync(&w2, 8 * MiB, s));
     CHECK(check_owner_pop() == 0, "pop");
 
     /* page-locked host memory */
@@ -50,10 +50,10 @@ void scenario_run(const struct cu_api *api, const char *owner)
 
     json_t *st = stats_get();
     check_owner(st, owner, 0, dflt, 5);
-    check_owner(st, "weights", 0, 12 * MiB, 2);
-    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), dflt + 12 * MiB);
-    CHECK_EQ_U64(stats_u64(st, "devices.0.resident"), dflt + 12 * MiB);
-    CHECK_EQ_U64(stats_u64(st, "devices.0.peak_resident"), dflt + 12 * MiB);
+    check_owner(st, "weights", 0, 13 * MiB, 2);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), dflt + 13 * MiB);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.resident"), dflt + 13 * MiB);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.peak_resident"), dflt + 13 * MiB);
     CHECK_EQ_U64(stats_u64(st, "pinned.app"), 1 * MiB + 4096 + 64 * 1024);
     CHECK_EQ_U64(stats_u64(st, "counters.allocs"), 7);
     CHECK_EQ_U64(stats_u64(st, "counters.frees"), 0);
@@ -77,7 +77,7 @@ void scenario_run(const struct cu_api *api, const char *owner)
     check_owner(st, owner, 0, dflt - 3 * MiB, 4);
     check_owner(st, "weights", 0, 5 * MiB, 1);
     CHECK_EQ_U64(stats_u64(st, "devices.0.allocated"), dflt - 3 * MiB + 5 * MiB);
-    CHECK_EQ_U64(stats_u64(st, "devices.0.peak_resident"), dflt + 12 * MiB);
+    CHECK_EQ_U64(stats_u64(st, "devices.0.peak_resident"), dflt + 13 * MiB);
     CHECK_EQ_U64(stats_u64(st, "pinned.app"), 4096);
     CHECK_EQ_U64(stats_u64(st, "counters.frees"), 2);
     json_decref(st);

@@ -1,0 +1,132 @@
+/*
+ * hook_pool.c: memory pools and graph memory, at the points where what
+ * they reserve can change (pool.c charges it).
+ *
+ * A pool's location is known when the program makes it (cuMemPoolCreate:
+ * a device, or the host); a device's current pool when the program sets
+ * it. A reserve may shrink at a synchronise (a pool above its release
+ * threshold gives memory back there, per CU_MEMPOOL_ATTR_RELEASE_THRESHOLD),
+ * a trim, a threshold change or a destruction; graph memory is taken when
+ * an instantiated graph is uploaded or launched and given back at
+ * cuDeviceGraphMemTrim. Each hook calls the driver, then has pool.c read
+ * the figures again; the synchronise hooks cost one relaxed load while no
+ * reserve was ever charged.
+ */
+#include "hooks.h"
+
+CUresult vs_hook_cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
+{
+    CUresult rc = vs_real.cuMemPoolCreate(pool, props);
+    if (rc == CUDA_SUCCESS && pool && props)
+        vs_pool_created(*pool, props->location.type == CU_MEM_LOCATION_TYPE_DEVICE
+                                   ? props->location.id
+                                   : -1);
+    return rc;
+}
+
+CUresult vs_hook_cuMemPoolDestroy(CUmemoryPool pool)
+{
+    CUresult rc = vs_real.cuMemPoolDestroy(pool);
+    if (rc == CUDA_SUCCESS)
+        vs_pool_destroyed(pool);
+    return rc;
+}
+
+CUresult vs_hook_cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool)
+{
+    CUresult rc = vs_real.cuDeviceSetMemPool(dev, pool);
+    if (rc == CUDA_SUCCESS)
+        vs_pool_set_current((int)dev, pool);
+    return rc;
+}
+
+CUresult vs_hook_cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
+{
+    CUresult rc = vs_real.cuMemPoolTrimTo(pool, keep);
+    if (rc == CUDA_SUCCESS)
+        vs_pool_refresh(pool);
+    return rc;
+}
+
+/* A lower release threshold takes effect at the next synchronise; the
+ * pool is read again now anyway, so that its figures are fresh. */
+CUresult vs_hook_cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value)
+{
+    CUresult rc = vs_real.cuMemPoolSetAttribute(pool, attr, value);
+    if (rc == CUDA_SUCCESS && attr == CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)
+        vs_pool_refresh(pool);
+    return rc;
+}
+
+/* ---- synchronises: where pools release memory ------------------------- */
+
+static CUresult synced(CUresult rc)
+{
+    vs_pool_refresh(NULL);
+    return rc;
+}
+
+CUresult vs_hook_cuStreamSynchronize(CUstream s) { return synced(vs_real.cuStreamSynchronize(s)); }
+
+CUresult vs_hook_cuStreamSynchronize_ptsz(CUstream s)
+{
+    return synced(vs_real.cuStreamSynchronize_ptsz(s));
+}
+
+CUresult vs_hook_cuCtxSynchronize(void) { return synced(vs_real.cuCtxSynchronize()); }
+
+CUresult vs_hook_cuEventSynchronize(CUevent e) { return synced(vs_real.cuEventSynchronize(e)); }
+
+/* ---- graph memory -------------------------------------------------------- */
+
+CUresult vs_hook_cuGraphAddMemAllocNode(CUgraphNode *node, CUgraph graph, const CUgraphNode *deps,
+                                        size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    CUresult rc = vs_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, p);
+    if (rc == CUDA_SUCCESS && p && p->poolProps.location.type == CU_MEM_LOCATION_TYPE_DEVICE)
+        vs_graph_mem_seen(p->poolProps.location.id);
+    return rc;
+}
+
+CUresult vs_hook_cuGraphAddNode_v2(CUgraphNode *node, CUgraph graph, const CUgraphNode *deps,
+                                   const CUgraphEdgeData *edges, size_t ndeps,
+                                   CUgraphNodeParams *p)
+{
+    CUresult rc = vs_real.cuGraphAddNode_v2(node, graph, deps, edges, ndeps, p);
+    if (rc == CUDA_SUCCESS && p && p->type == CU_GRAPH_NODE_TYPE_MEM_ALLOC &&
+        p->alloc.poolProps.location.type == CU_MEM_LOCATION_TYPE_DEVICE)
+        vs_graph_mem_seen(p->alloc.poolProps.location.id);
+    return rc;
+}
+
+static CUresult graph_changed(CUresult rc)
+{
+    vs_graph_mem_refresh();
+    return rc;
+}
+
+CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
+                                             unsigned long long flags)
+{
+    return graph_changed(vs_real.cuGraphInstantiateWithFlags(exec, graph, flags));
+}
+
+CUresult vs_hook_cuGraphUpload(CUgraphExec exec, CUstream s)
+{
+    return graph_changed(vs_real.cuGraphUpload(exec, s));
+}
+
+CUresult vs_hook_cuGraphUpload_ptsz(CUgraphExec exec, CUstream s)
+{
+    return graph_changed(vs_real.cuGraphUpload_ptsz(exec, s));
+}
+
+CUresult vs_hook_cuGraphExecDestroy(CUgraphExec exec)
+{
+    return graph_changed(vs_real.cuGraphExecDestroy(exec));
+}
+
+CUresult vs_hook_cuDeviceGraphMemTrim(CUdevice dev)
+{
+    return graph_changed(vs_real.cuDeviceGraphMemTrim(dev));
+}

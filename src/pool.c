@@ -1,0 +1,348 @@
+/*
+ * pool.c: stream-ordered memory pools and graph memory, charged by what the
+ * driver keeps in reserve for them.
+ *
+ * A pool hands out blocks of a reserve it grows and keeps: after a free,
+ * and up to its release threshold after a synchronise, the memory stays
+ * the pool's. The budget is therefore charged each pool's reserve
+ * (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT), to the pool's own location (a
+ * device, or the pin limit for a host or host-NUMA pool), never the blocks
+ * (their records, VS_KIND_ASYNC, are charged nothing). The same for each
+ * device's graph memory (CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT), once the
+ * program has made a memory node. Both charges go to owner 0: a pool is
+ * shared by whoever allocates from it.
+ *
+ * The figures are read where they can change and the program cannot
+ * avoid passing: a reserve grows only inside an allocation (one attribute
+ * read after each; the growth is admitted beforehand from the figures last
+ * read) or a graph's instantiation, upload or launch; it shrinks at a
+ * synchronise, a trim, a threshold change or a pool's destruction. A
+ * reserve a driver let go elsewhere is over-charged until the next of
+ * these, never under-charged.
+ *
+ * vs_pool_trim gives back what pools and graph memory reserve beyond what
+ * they use: the first thing done to make room, since it moves nobody's
+ * data (tier.c, through vs_tier_ops.trim).
+ */
+#include "offload_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+struct pool_rec {
+    CUmemoryPool pool;
+    int dev;              /* -1: a host or host-NUMA pool */
+    uint64_t reserved;    /* as last read */
+    uint64_t used;        /* as last read, plus what was handed out since */
+    struct vs_charge charge;
+    UT_hash_handle hh;
+};
+
+struct graph_mem {
+    uint64_t reserved, used;
+    struct vs_charge charge;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pool_rec *pools;
+static CUmemoryPool current[VS_MAX_DEVICES]; /* NULL: the device's default */
+static CUmemoryPool defaults[VS_MAX_DEVICES];
+static struct graph_mem graph[VS_MAX_DEVICES];
+/* devices whose graph memory is read: a memory node was made for them */
+static _Atomic uint32_t graph_devs;
+/* any reserve charged at all: the synchronise hooks skip everything else */
+static _Atomic bool anything;
+
+static bool dev_ok(int dev) { return dev >= 0 && dev < VS_MAX_DEVICES; }
+
+static CUdevice cu_device(int ordinal)
+{
+    CUdevice d = ordinal;
+    if (vs_real.cuDeviceGet)
+        (void)vs_real.cuDeviceGet(&d, ordinal);
+    return d;
+}
+
+static bool read_attr(CUmemoryPool pool, CUmemPool_attribute attr, uint64_t *out)
+{
+    cuuint64_t v = 0;
+    if (vs_real.cuMemPoolGetAttribute == NULL ||
+        vs_real.cuMemPoolGetAttribute(pool, attr, &v) != CUDA_SUCCESS)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* The device's totals to the registry (the stats), after any change.
+ * Caller holds lock. */
+static void publish_locked(int dev)
+{
+    uint64_t res = 0, used = 0;
+    for (struct pool_rec *p = pools; p; p = p->hh.next)
+        if (p->dev == dev) {
+            res += p->reserved;
+            used += p->used;
+        }
+    if (dev_ok(dev))
+        vs_registry_set_reserves(dev, res, used, graph[dev].reserved, graph[dev].used);
+    else
+        vs_registry_set_reserves(-1, res, used, 0, 0);
+}
+
+/* The charge follows the reserve. Caller holds lock. */
+static void settle_locked(struct pool_rec *p, uint64_t reserved)
+{
+    p->reserved = reserved;
+    if (p->used > reserved)
+        p->used = reserved;
+    vs_budget_hold(&p->charge, reserved);
+    if (reserved)
+        atomic_store(&anything, true);
+    publish_locked(p->dev);
+}
+
+/* Caller holds lock. */
+static struct pool_rec *add_locked(CUmemoryPool pool, int dev)
+{
+    struct pool_rec *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        vs_error("out of memory: the memory pool %p is not charged", (void *)pool);
+        return NULL;
+    }
+    p->pool = pool;
+    p->dev = dev_ok(dev) ? dev : -1;
+    p->charge = (struct vs_charge){.dev = p->dev, .owner = 0, .bytes = 0};
+    HASH_ADD_PTR(pools, pool, p);
+    return p;
+}
+
+/* The default pool of a device, asked of the driver once. Caller holds lock. */
+static CUmemoryPool default_locked(int dev)
+{
+    if (defaults[dev] == NULL && vs_real.cuDeviceGetDefaultMemPool)
+        (void)vs_real.cuDeviceGetDefaultMemPool(&defaults[dev], cu_device(dev));
+    return defaults[dev];
+}
+
+/* The record of a pool; one vramshim has not seen made is a device's
+ * default pool, else taken to live on `dev` (the current device). Caller
+ * holds lock. */
+static struct pool_rec *find_locked(CUmemoryPool pool, int dev)
+{
+    struct pool_rec *p;
+    HASH_FIND_PTR(pools, &pool, p);
+    if (p)
+        return p;
+    int n = 0;
+    if (vs_real.cuDeviceGetCount == NULL || vs_real.cuDeviceGetCount(&n) != CUDA_SUCCESS)
+        n = 0;
+    for (int d = 0; d < n && d < VS_MAX_DEVICES; d++)
+        if (default_locked(d) == pool)
+            return add_locked(pool, d);
+    vs_debug("memory pool %p was not made through vramshim; its reserve is charged to "
+             "device %d",
+             (void *)pool, dev);
+    return add_locked(pool, dev);
+}
+
+void vs_pool_created(CUmemoryPool pool, int dev)
+{
+    pthread_mutex_lock(&lock);
+    struct pool_rec *p;
+    HASH_FIND_PTR(pools, &pool, p);
+    if (p == NULL)
+        (void)add_locked(pool, dev);
+    pthread_mutex_unlock(&lock);
+}
+
+void vs_pool_set_current(int dev, CUmemoryPool pool)
+{
+    if (!dev_ok(dev))
+        return;
+    pthread_mutex_lock(&lock);
+    current[dev] = pool;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Re-read one pool. Caller holds lock. */
+static void refresh_locked(struct pool_rec *p)
+{
+    uint64_t reserved, used;
+    if (!read_attr(p->pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
+        return;
+    if (read_attr(p->pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used))
+        p->used = used;
+    settle_locked(p, reserved);
+}
+
+/* The driver releases a destroyed pool's memory once nothing of it is
+ * outstanding: while something is, the record stays and is read at
+ * synchronises; a handle the driver no longer answers for holds nothing. */
+void vs_pool_destroyed(CUmemoryPool pool)
+{
+    pthread_mutex_lock(&lock);
+    struct pool_rec *p;
+    HASH_FIND_PTR(pools, &pool, p);
+    if (p) {
+        uint64_t reserved;
+        if (!read_attr(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
+            reserved = 0;
+        settle_locked(p, reserved);
+        if (reserved == 0) {
+            HASH_DEL(pools, p);
+            free(p);
+        }
+    }
+    for (int d = 0; d < VS_MAX_DEVICES; d++)
+        if (current[d] == pool)
+            current[d] = NULL;
+    pthread_mutex_unlock(&lock);
+}
+
+uint64_t vs_pool_admit(CUmemoryPool pool, int dev, uint64_t bytes, struct vs_pool_use *u)
+{
+    pthread_mutex_lock(&lock);
+    if (pool == NULL && dev_ok(dev))
+        pool = current[dev] ? current[dev] : default_locked(dev);
+    struct pool_rec *p = pool ? find_locked(pool, dev) : NULL;
+    u->rec = p;
+    u->dev = p ? p->dev : dev;
+    if (p == NULL) { /* no pool to draw on (no context): the driver answers */
+        pthread_mutex_unlock(&lock);
+        return 0;
+    }
+    uint64_t free_in_reserve = p->reserved > p->used ? p->reserved - p->used : 0;
+    pthread_mutex_unlock(&lock);
+    return bytes > free_in_reserve ? bytes - free_in_reserve : 0;
+}
+
+void vs_pool_after(struct vs_pool_use *u, bool ok, uint64_t bytes)
+{
+    struct pool_rec *p = u->rec;
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&lock);
+    uint64_t reserved;
+    if (ok)
+        p->used += bytes;
+    if (read_attr(p->pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
+        settle_locked(p, reserved);
+    pthread_mutex_unlock(&lock);
+}
+
+/* Graph memory of one device, re-read. Caller holds lock. */
+static void graph_refresh_locked(int dev)
+{
+    cuuint64_t reserved = 0, used = 0;
+    CUdevice d = cu_device(dev);
+    if (vs_real.cuDeviceGetGraphMemAttribute == NULL ||
+        vs_real.cuDeviceGetGraphMemAttribute(d, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT,
+                                             &reserved) != CUDA_SUCCESS)
+        return;
+    (void)vs_real.cuDeviceGetGraphMemAttribute(d, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT, &used);
+    struct graph_mem *g = &graph[dev];
+    g->reserved = reserved;
+    g->used = used;
+    g->charge.dev = dev;
+    g->charge.owner = 0;
+    vs_budget_hold(&g->charge, reserved);
+    if (reserved)
+        atomic_store(&anything, true);
+    publish_locked(dev);
+}
+
+void vs_graph_mem_seen(int dev)
+{
+    if (dev_ok(dev))
+        atomic_fetch_or(&graph_devs, 1u << dev);
+}
+
+void vs_graph_mem_refresh(void)
+{
+    uint32_t devs = atomic_load_explicit(&graph_devs, memory_order_relaxed);
+    if (VS_LIKELY(devs == 0))
+        return;
+    pthread_mutex_lock(&lock);
+    for (int d = 0; d < VS_MAX_DEVICES; d++)
+        if (devs & (1u << d))
+            graph_refresh_locked(d);
+    pthread_mutex_unlock(&lock);
+}
+
+void vs_pool_refresh(CUmemoryPool pool)
+{
+    if (VS_LIKELY(!atomic_load_explicit(&anything, memory_order_relaxed)) && pool == NULL)
+        return;
+    pthread_mutex_lock(&lock);
+    struct pool_rec *p, *tmp;
+    HASH_ITER(hh, pools, p, tmp)
+        if (pool == NULL || p->pool == pool)
+            refresh_locked(p);
+    pthread_mutex_unlock(&lock);
+    if (pool == NULL)
+        vs_graph_mem_refresh();
+}
+
+uint64_t vs_pool_trim(int dev)
+{
+    if (!atomic_load_explicit(&anything, memory_order_relaxed))
+        return 0;
+    uint64_t freed = 0;
+    pthread_mutex_lock(&lock);
+    struct pool_rec *p, *tmp;
+    HASH_ITER(hh, pools, p, tmp) {
+        if ((dev >= 0 && p->dev != dev) || p->reserved == 0)
+            continue;
+        uint64_t before = p->reserved, used;
+        if (vs_real.cuMemPoolTrimTo && read_attr(p->pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used))
+            (void)vs_real.cuMemPoolTrimTo(p->pool, used);
+        refresh_locked(p);
+        freed += before > p->reserved ? before - p->reserved : 0;
+    }
+    uint32_t devs = atomic_load(&graph_devs);
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        if (!(devs & (1u << d)) || (dev >= 0 && d != dev) || graph[d].reserved == 0)
+            continue;
+        uint64_t before = graph[d].reserved;
+        if (vs_real.cuDeviceGraphMemTrim)
+            (void)vs_real.cuDeviceGraphMemTrim(cu_device(d));
+        graph_refresh_locked(d);
+        freed += before > graph[d].reserved ? before - graph[d].reserved : 0;
+    }
+    pthread_mutex_unlock(&lock);
+    if (freed && dev >= 0)
+        vs_info("memory pools: trimmed %llu bytes of unused reserve on device %d",
+                (unsigned long long)freed, dev);
+    else if (freed)
+        vs_info("memory pools: trimmed %llu bytes of unused reserve", (unsigned long long)freed);
+    return freed;
+}
+
+void vs_pool_fit_limits(void)
+{
+    if (!atomic_load_explicit(&anything, memory_order_relaxed))
+        return;
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        struct vs_budget_view v;
+        vs_budget_device_view(d, &v);
+        if (v.limit != VS_NO_LIMIT && v.charged > v.limit)
+            (void)vs_pool_trim(d);
+    }
+}
+
+/* A forked child holds none of the parent's pools. */
+void vs_pool_atfork_child(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    struct pool_rec *p, *tmp;
+    HASH_ITER(hh, pools, p, tmp) {
+        HASH_DEL(pools, p);
+        free(p);
+    }
+    memset(current, 0, sizeof current);
+    memset(defaults, 0, sizeof defaults);
+    memset(graph, 0, sizeof graph);
+    atomic_store(&graph_devs, 0);
+    atomic_store(&anything, false);
+}

@@ -428,6 +428,16 @@ void vs_budget_pin_view(uint64_t *charged, uint64_t *limit)
     *limit = current_pin_limit();
 }
 
+void vs_budget_charge_overhead(int dev, int64_t bytes)
+{
+    if (!device_ok(dev))
+        return;
+    if (bytes >= 0)
+        ADD(devs[dev].charged, (uint64_t)bytes);
+    else
+        take_away(&devs[dev].charged, (uint64_t)-bytes);
+}
+
 uint64_t vs_budget_asks(void) { return LOAD(asks); }
 
 /* A forked child holds no device memory, and a lock another thread held at

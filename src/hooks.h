@@ -55,6 +55,22 @@ CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresu
 /* What a pitched allocation is charged before the driver picks the pitch. */
 uint64_t vs_pitch_guess(uint64_t width, uint64_t height);
 
+/* ---- hook_ctx.c: device memory a call takes beyond allocations -------- */
+/* The device's free memory and this process's charge there, read before
+ * a call (in the current context, when it is on dev). Measured calls are
+ * serialised: begin takes a lock that end lets go. */
+struct vs_probe {
+    int dev;
+    bool known; /* free was read */
+    uint64_t free, charged;
+};
+void vs_probe_begin(struct vs_probe *p, int dev);
+/* After the call: the bytes it took (negative: gave back), read in `in`
+ * (NULL: the current context); 0 when rc is not CUDA_SUCCESS. Without a
+ * reading before, only a new context is charged (what the device holds
+ * beyond this process's charges, at most VS_CONTEXT_MAX). */
+int64_t vs_probe_end(struct vs_probe *p, CUresult rc, CUcontext in, bool new_context);
+
 /* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
 /* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
 typedef int nvmlReturn_t;

@@ -155,12 +155,13 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
         put_opt_u64(o, (last_free_known >> i) & 1u, last_free[i]);
         put(o,
             ",\"allocated\":%llu,\"resident\":%llu,\"offloaded_pinned\":%llu,"
-            "\"offloaded_pageable\":%llu,\"peak_resident\":%llu,\"imported\":%llu,\"arrays\":%llu}",
+            "\"offloaded_pageable\":%llu,\"peak_resident\":%llu,\"imported\":%llu,\"arrays\":%llu,"
+            "\"overhead\":%llu}",
             (unsigned long long)d->allocated, (unsigned long long)d->resident,
             (unsigned long long)d->offloaded_pinned,
             (unsigned long long)d->offloaded_pageable,
             (unsigned long long)d->peak_resident, (unsigned long long)d->imported,
-            (unsigned long long)d->arrays);
+            (unsigned long long)d->arrays, (unsigned long long)vs_overhead_device(i));
     }
     put(o, "]");
 }

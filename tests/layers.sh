@@ -20,13 +20,13 @@ bad=0
 layer_of() { # a file name -> layer
 	case $(basename "$1") in
 	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
-		limits.c | budget.c | protocol.c | peer.c | relief.c | debug.c) echo core ;;
+		limits.c | budget.c | overhead.c | protocol.c | peer.c | relief.c | debug.c) echo core ;;
 	driver.h | hooks.def | real.c | dl_real.c) echo driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
 		staging.c | touch.c | fence.c | reach.c) echo offload ;;
 	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_v1.c | hook_array.c | hook_host.c | hook_info.c | \
 		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_batch.c | hook_ptr.c | hook_gpa.c | hook_module.c | hook_memop.c | \
-		hook_capture.c | hook_peer.c | \
+		hook_capture.c | hook_peer.c | hook_ctx.c | \
 		ipc.c) echo hooks ;;
 	control.h | control.c | control_relief.c) echo control ;;
 	init.h | init.c | hook_exports.c | hook_dlsym.c) echo init ;;

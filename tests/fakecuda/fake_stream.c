@@ -546,6 +546,8 @@ FK_EXPORT CUfunction fakecuda_register_kernel(const char *name, fakecuda_kernel_
  * that certain by reusing dead function objects last-in first-out. */
 struct fk_module {
     struct fk_kernel *funcs; /* instances handed out, linked through next */
+    int globals_dev;         /* its globals' device memory (fake_ctxmem.c) */
+    uint64_t globals;
 };
 static struct fk_kernel *dead_funcs;
 
@@ -557,8 +559,23 @@ FK_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
     struct fk_module *m = calloc(1, sizeof *m);
     if (m == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = fk_module_mem_take(image, &m->globals_dev, &m->globals);
+    if (rc != CUDA_SUCCESS) {
+        free(m);
+        return rc;
+    }
     *module = (CUmodule)m;
     return CUDA_SUCCESS;
+}
+
+/* JIT options change nothing the test driver models. */
+FK_EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int n,
+                                      CUjit_option *options, void **values)
+{
+    FK_ENTER("cuModuleLoadDataEx");
+    if (n && (options == NULL || values == NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    return cuModuleLoadData(module, image);
 }
 
 FK_EXPORT CUresult cuModuleUnload(CUmodule hmod)
@@ -576,6 +593,8 @@ FK_EXPORT CUresult cuModuleUnload(CUmodule hmod)
         dead_funcs = f;
     }
     pthread_mutex_unlock(&kernels_lock);
+    if (m->globals)
+        fk_uncharge(m->globals_dev, m->globals);
     free(m);
     return CUDA_SUCCESS;
 }

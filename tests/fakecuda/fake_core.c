@@ -444,6 +444,7 @@ FK_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
             ctx_stack[i] = NULL;
     while (ctx_depth > 0 && ctx_stack[ctx_depth - 1] == NULL)
         ctx_depth--;
+    fk_modules_ctx_gone(c);
     fk_ctx_mem_give_back(c);
     free(c);
     return CUDA_SUCCESS;

@@ -99,6 +99,8 @@ void fk_ctx_mem_give_back(struct fk_ctx *c);
 /* Module globals (fake_ctxmem.c): what an image declares, charged to the
  * current context's device at load. */
 CUresult fk_module_mem_take(const void *image, int *dev, uint64_t *bytes);
+/* A context was destroyed: its modules' globals go (fake_stream.c). */
+void fk_modules_ctx_gone(struct fk_ctx *c);
 
 /* Device allocations made by cuMemAlloc and friends (fake_mem.c). */
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,

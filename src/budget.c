@@ -428,14 +428,20 @@ void vs_budget_pin_view(uint64_t *charged, uint64_t *limit)
     *limit = current_pin_limit();
 }
 
-void vs_budget_charge_overhead(int dev, int64_t bytes)
+bool vs_budget_charge_overhead(int dev, int64_t bytes, bool within_limit)
 {
     if (!device_ok(dev))
-        return;
-    if (bytes >= 0)
-        ADD(devs[dev].charged, (uint64_t)bytes);
-    else
+        return true;
+    if (bytes < 0) {
         take_away(&devs[dev].charged, (uint64_t)-bytes);
+        return true;
+    }
+    if (!within_limit) {
+        ADD(devs[dev].charged, (uint64_t)bytes);
+        return true;
+    }
+    ensure_device(dev);
+    return take(&devs[dev].charged, (uint64_t)bytes, LOAD(devs[dev].limit));
 }
 
 uint64_t vs_budget_asks(void) { return LOAD(asks); }

@@ -99,7 +99,7 @@ static CUresult created(CUresult rc, struct vs_probe *p, CUcontext *pctx)
     /* a new context is current on the calling thread */
     int64_t bytes = vs_probe_end(p, rc, NULL, true);
     if (rc == CUDA_SUCCESS && bytes > 0)
-        vs_overhead_add(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)*pctx, p->dev, 0, bytes);
+        vs_overhead_add(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)*pctx, p->dev, 0, bytes, false);
     return rc;
 }
 
@@ -150,7 +150,8 @@ CUresult vs_hook_cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
         primary_ctx[dev] = *pctx;
     int64_t bytes = vs_probe_end(&p, first ? rc : CUDA_ERROR_UNKNOWN, *pctx, true);
     if (bytes > 0)
-        vs_overhead_add(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)*pctx, (int)dev, 0, bytes);
+        vs_overhead_add(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)*pctx, (int)dev, 0, bytes,
+                        false);
     return rc;
 }
 
@@ -187,18 +188,29 @@ CUresult vs_hook_cuDevicePrimaryCtxReset_v2(CUdevice dev)
 /* ---- runtime limits ---------------------------------------------------- */
 
 /* Stack, malloc heap and printf FIFO are reserved when set; lowering one
- * gives memory back, so the change is kept with its sign. */
+ * gives memory back, so the change is kept with its sign. A raise past the
+ * VRAM limit is undone and answered CUDA_ERROR_OUT_OF_MEMORY, as the
+ * driver answers one past the device. */
 CUresult vs_hook_cuCtxSetLimit(CUlimit limit, size_t value)
 {
     CUcontext ctx = NULL;
+    size_t old;
     if (vs_real.cuCtxGetCurrent == NULL || vs_real.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS ||
-        ctx == NULL)
+        ctx == NULL || vs_real.cuCtxGetLimit == NULL ||
+        vs_real.cuCtxGetLimit(&old, limit) != CUDA_SUCCESS)
         return vs_real.cuCtxSetLimit(limit, value);
     struct vs_probe p;
     vs_probe_begin(&p, vs_current_device());
     CUresult rc = vs_real.cuCtxSetLimit(limit, value);
     int64_t bytes = vs_probe_end(&p, rc, NULL, false);
-    if (bytes != 0)
-        vs_overhead_add(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)ctx, p.dev, 0, bytes);
+    uint64_t key = (uint64_t)(uintptr_t)ctx;
+    if (bytes < 0)
+        vs_overhead_add(VS_OVERHEAD_CONTEXT, key, p.dev, 0, bytes, false);
+    else if (bytes > 0 &&
+             vs_admit_overhead("cuCtxSetLimit", VS_OVERHEAD_CONTEXT, key, p.dev, 0,
+                               (uint64_t)bytes) != CUDA_SUCCESS) {
+        vs_real.cuCtxSetLimit(limit, old);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     return rc;
 }

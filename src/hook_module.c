@@ -19,8 +19,10 @@
  */
 #include "hooks.h"
 
-/* The load is measured around `call`; space says what the handle is. */
-#define MEASURED_LOAD(space, handle_ptr, call)                                      \
+/* The load is measured around `call`; space says what the handle is. One
+ * that passes the VRAM limit is unloaded again and answered
+ * CUDA_ERROR_OUT_OF_MEMORY, as the driver answers one past the device. */
+#define MEASURED_LOAD(space, handle_ptr, call, undo)                                \
     do {                                                                            \
         CUcontext ctx_ = NULL;                                                      \
         if (vs_real.cuCtxGetCurrent == NULL || vs_real.cuCtxGetCurrent(&ctx_) ||    \
@@ -30,32 +32,41 @@
         vs_probe_begin(&p_, vs_current_device());                                   \
         CUresult rc_ = (call);                                                      \
         int64_t bytes_ = vs_probe_end(&p_, rc_, NULL, false);                       \
-        if (rc_ == CUDA_SUCCESS && bytes_ > 0)                                      \
-            vs_overhead_add(space, (uint64_t)(uintptr_t) * (handle_ptr), p_.dev,    \
-                            (uint64_t)(uintptr_t)ctx_, bytes_);                     \
+        /* the call's name: the hook's, less its "vs_hook_" */                      \
+        if (rc_ == CUDA_SUCCESS && bytes_ > 0 &&                                    \
+            vs_admit_overhead(__func__ + 8, space, (uint64_t)(uintptr_t) * (handle_ptr), \
+                              p_.dev, (uint64_t)(uintptr_t)ctx_,                    \
+                              (uint64_t)bytes_) != CUDA_SUCCESS) {                  \
+            undo(*(handle_ptr));                                                    \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                        \
+        }                                                                           \
         return rc_;                                                                 \
     } while (0)
 
 CUresult vs_hook_cuModuleLoad(CUmodule *module, const char *fname)
 {
-    MEASURED_LOAD(VS_OVERHEAD_MODULE, module, vs_real.cuModuleLoad(module, fname));
+    MEASURED_LOAD(VS_OVERHEAD_MODULE, module, vs_real.cuModuleLoad(module, fname),
+                  vs_real.cuModuleUnload);
 }
 
 CUresult vs_hook_cuModuleLoadData(CUmodule *module, const void *image)
 {
-    MEASURED_LOAD(VS_OVERHEAD_MODULE, module, vs_real.cuModuleLoadData(module, image));
+    MEASURED_LOAD(VS_OVERHEAD_MODULE, module, vs_real.cuModuleLoadData(module, image),
+                  vs_real.cuModuleUnload);
 }
 
 CUresult vs_hook_cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int n,
                                     CUjit_option *options, void **values)
 {
     MEASURED_LOAD(VS_OVERHEAD_MODULE, module,
-                  vs_real.cuModuleLoadDataEx(module, image, n, options, values));
+                  vs_real.cuModuleLoadDataEx(module, image, n, options, values),
+                  vs_real.cuModuleUnload);
 }
 
 CUresult vs_hook_cuModuleLoadFatBinary(CUmodule *module, const void *fat)
 {
-    MEASURED_LOAD(VS_OVERHEAD_MODULE, module, vs_real.cuModuleLoadFatBinary(module, fat));
+    MEASURED_LOAD(VS_OVERHEAD_MODULE, module, vs_real.cuModuleLoadFatBinary(module, fat),
+                  vs_real.cuModuleUnload);
 }
 
 CUresult vs_hook_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jo,
@@ -63,7 +74,8 @@ CUresult vs_hook_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_o
                                    unsigned int nl)
 {
     MEASURED_LOAD(VS_OVERHEAD_LIBRARY, library,
-                  vs_real.cuLibraryLoadData(library, code, jo, jv, nj, lo, lv, nl));
+                  vs_real.cuLibraryLoadData(library, code, jo, jv, nj, lo, lv, nl),
+                  vs_real.cuLibraryUnload);
 }
 
 CUresult vs_hook_cuLibraryLoadFromFile(CUlibrary *library, const char *file, CUjit_option *jo,
@@ -71,7 +83,8 @@ CUresult vs_hook_cuLibraryLoadFromFile(CUlibrary *library, const char *file, CUj
                                        void **lv, unsigned int nl)
 {
     MEASURED_LOAD(VS_OVERHEAD_LIBRARY, library,
-                  vs_real.cuLibraryLoadFromFile(library, file, jo, jv, nj, lo, lv, nl));
+                  vs_real.cuLibraryLoadFromFile(library, file, jo, jv, nj, lo, lv, nl),
+                  vs_real.cuLibraryUnload);
 }
 
 CUresult vs_hook_cuModuleUnload(CUmodule hmod)

@@ -45,6 +45,12 @@ void *vs_hook_for_real(void *real_fn);
 CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out);
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
+/* Memory a call has already taken beyond allocations (a module, a raised
+ * runtime limit): charged as overhead within the limit, after making room
+ * if need be; else refused as an allocation would be (the caller undoes
+ * the call). */
+CUresult vs_admit_overhead(const char *call, enum vs_overhead_space space, uint64_t handle,
+                           int dev, uint64_t ctx, uint64_t bytes);
 
 /* ---- hook_mem.c: the allocation hooks' common steps, for other families */
 /* The driver answered an allocation charged as ch: settle, record, count. */

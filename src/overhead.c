@@ -49,30 +49,33 @@ static struct item *find(enum vs_overhead_space space, uint64_t handle)
     return it;
 }
 
-/* Under lock: change an item's bytes and its device's charge alike. */
-static void set_bytes(struct item *it, uint64_t bytes)
+/* Under lock: change an item's bytes and its device's charge alike
+ * (false: the charge would pass the limit and nothing changed). */
+static bool set_bytes(struct item *it, uint64_t bytes, bool within_limit)
 {
     if (bytes == it->bytes)
-        return;
+        return true;
     int64_t delta = bytes > it->bytes ? (int64_t)(bytes - it->bytes)
                                       : -(int64_t)(it->bytes - bytes);
+    if (!vs_budget_charge_overhead(it->dev, delta, within_limit))
+        return false;
     atomic_fetch_add(&per_device[it->dev], (uint64_t)delta);
-    vs_budget_charge_overhead(it->dev, delta);
     it->bytes = bytes;
+    return true;
 }
 
 static void drop(struct item *it)
 {
-    set_bytes(it, 0);
+    set_bytes(it, 0, false);
     HASH_DEL(items, it);
     free(it);
 }
 
-void vs_overhead_add(enum vs_overhead_space space, uint64_t handle, int dev, uint64_t ctx,
-                     int64_t bytes)
+bool vs_overhead_add(enum vs_overhead_space space, uint64_t handle, int dev, uint64_t ctx,
+                     int64_t bytes, bool within_limit)
 {
     if (!device_ok(dev) || bytes == 0)
-        return;
+        return true;
     pthread_mutex_lock(&lock);
     struct item *it = find(space, handle);
     if (it == NULL && bytes > 0) {
@@ -81,7 +84,7 @@ void vs_overhead_add(enum vs_overhead_space space, uint64_t handle, int dev, uin
             pthread_mutex_unlock(&lock);
             vs_warn("overhead: out of memory, %lld bytes on device %d not counted",
                     (long long)bytes, dev);
-            return;
+            return true;
         }
         it->key.space = space;
         it->key.handle = handle;
@@ -89,12 +92,18 @@ void vs_overhead_add(enum vs_overhead_space space, uint64_t handle, int dev, uin
         it->ctx = ctx;
         HASH_ADD(hh, items, key, sizeof it->key, it);
     }
+    bool ok = true;
     if (it) {
         uint64_t now = bytes > 0 ? it->bytes + (uint64_t)bytes
                                  : (it->bytes > (uint64_t)-bytes ? it->bytes - (uint64_t)-bytes : 0);
-        set_bytes(it, now);
+        ok = set_bytes(it, now, within_limit);
+        if (it->bytes == 0) { /* new and refused, or given back in full */
+            HASH_DEL(items, it);
+            free(it);
+        }
     }
     pthread_mutex_unlock(&lock);
+    return ok;
 }
 
 uint64_t vs_overhead_drop(enum vs_overhead_space space, uint64_t handle)

@@ -121,6 +121,15 @@ int main(int argc, char **argv)
     check_books("modules unloaded", 0, over);
     CHECK_CU(set_limit(CU_LIMIT_STACK_SIZE, 1024));
     check_books("stack back to 1 KiB", 0, CTX_MEM + 8 * M);
+    /* a raise past the limit is undone and refused, and so is a module */
+    CHECK(set_limit(CU_LIMIT_MALLOC_HEAP_SIZE, LIMIT) == CUDA_ERROR_OUT_OF_MEMORY,
+          "a heap as large as the limit was admitted");
+    size_t heap;
+    CHECK_CU(get_limit(&heap, CU_LIMIT_MALLOC_HEAP_SIZE));
+    CHECK_EQ_U64(heap, 16 * M);
+    CHECK(load(&mod, "fakecuda-module globals=268435456") == CUDA_ERROR_OUT_OF_MEMORY,
+          "a module as large as the limit was admitted");
+    check_books("refused", 0, CTX_MEM + 8 * M);
     printf("prog_overhead: ok\n");
     return 0;
 }

@@ -92,6 +92,17 @@ int64_t vs_probe_end(struct vs_probe *p, CUresult rc, CUcontext in, bool new_con
     return bytes;
 }
 
+/* A forked child has no context of the parent's (CUDA cannot be used in
+ * it), and a thread of the parent may have held the lock at the fork. */
+void vs_ctx_atfork_child(void)
+{
+    pthread_mutex_init(&probe_lock, NULL);
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        primary_refs[d] = 0;
+        primary_ctx[d] = NULL;
+    }
+}
+
 /* ---- contexts ---------------------------------------------------------- */
 
 static CUresult created(CUresult rc, struct vs_probe *p, CUcontext *pctx)

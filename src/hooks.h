@@ -94,5 +94,6 @@ void *vs_nvml_swap(const char *name, void *sym);
 /* ---- fork: the hooks' own locks and tables, made anew in the child ------ */
 void vs_ipc_atfork_child(void);
 void vs_nvml_atfork_child(void);
+void vs_ctx_atfork_child(void);
 
 #endif

@@ -49,6 +49,7 @@ static void on_fork_child(void)
     vs_thread_atfork_child();
     vs_real_atfork_child();
     vs_nvml_atfork_child();
+    vs_ctx_atfork_child();
     vs_ipc_atfork_child();
     vs_limits_atfork_child();
     vs_budget_reset();

@@ -169,6 +169,21 @@ CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
     return v == VS_ADMIT ? CUDA_SUCCESS : refuse(call, out, bytes, v);
 }
 
+CUresult vs_admit_overhead(const char *call, enum vs_overhead_space space, uint64_t handle,
+                           int dev, uint64_t ctx, uint64_t bytes)
+{
+    if (vs_overhead_add(space, handle, dev, ctx, (int64_t)bytes, true))
+        return CUDA_SUCCESS;
+    for (int tries = 0; tries < 16; tries++) {
+        if (vs_tier_make_room(dev, -1, shortfall(dev, 0, bytes, VS_OVER_LIMIT), bytes) == 0)
+            break;
+        if (vs_overhead_add(space, handle, dev, ctx, (int64_t)bytes, true))
+            return CUDA_SUCCESS;
+    }
+    struct vs_charge c = {.dev = dev, .owner = 0, .bytes = 0};
+    return refuse(call, &c, bytes, VS_OVER_LIMIT);
+}
+
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out)
 {
     enum vs_verdict v = vs_budget_charge_pinned(bytes, out);

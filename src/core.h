@@ -417,6 +417,10 @@ void vs_budget_device_view(int dev, struct vs_budget_view *v);
 uint64_t vs_budget_owner_charged(int owner, int dev);
 uint64_t vs_budget_owner_limit(int owner);
 void vs_budget_pin_view(uint64_t *charged, uint64_t *limit);
+/* Memory a context or module holds (overhead.c): charged to the device
+ * and to no owner, within the limit (false: it would pass it, nothing
+ * charged) or past it; negative bytes give it back. */
+bool vs_budget_charge_overhead(int dev, int64_t bytes, bool within_limit);
 /* How many times the driver was asked for free memory. */
 uint64_t vs_budget_asks(void);
 void vs_budget_reset(void);
@@ -445,6 +449,23 @@ int vs_handle_add(uint64_t h, const struct vs_handle_info *info);
 /* The program released the handle: its memory goes, and its charge with
  * it, once it is no longer mapped. false: not a handle vramshim knows. */
 bool vs_handle_release(uint64_t h, enum vs_handle_space space);
+
+/* ---- overhead.c: device memory held beyond allocations ---------------- */
+/* Contexts (with their runtime limits), modules and libraries, each keyed
+ * by the driver's handle in a space of its own. Their bytes are charged to
+ * the device (vs_budget_charge_overhead) while they live. */
+enum vs_overhead_space { VS_OVERHEAD_CONTEXT, VS_OVERHEAD_MODULE, VS_OVERHEAD_LIBRARY };
+/* Add bytes to an item, made if new (negative: give back, never below 0);
+ * ctx: the context a module was loaded into. within_limit: false, and
+ * nothing added, when the device's charge would pass its limit. */
+bool vs_overhead_add(enum vs_overhead_space space, uint64_t handle, int dev, uint64_t ctx,
+                     int64_t bytes, bool within_limit);
+/* The item goes with its charge (a context takes its modules along): the
+ * bytes given back. */
+uint64_t vs_overhead_drop(enum vs_overhead_space space, uint64_t handle);
+/* Bytes held on dev beyond allocations (stats `devices[].overhead`). */
+uint64_t vs_overhead_device(int dev);
+void vs_overhead_reset(void);
 
 /* ---- protocol.c: control socket requests ----------------------------- */
 #define VS_REQUEST_MAX 4096

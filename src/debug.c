@@ -18,6 +18,9 @@ int vs_core_check(void)
     if (exp == NULL)
         return -1;
     int rc = vs_registry_check(exp);
+    /* contexts and modules are charged to their device, not to an owner */
+    for (int d = 0; d < VS_MAX_DEVICES; d++)
+        exp->dev[d] += vs_overhead_device(d);
     if (rc == 0)
         rc = vs_budget_check(exp);
     free(exp);

@@ -45,6 +45,12 @@ void *vs_hook_for_real(void *real_fn);
 CUresult vs_admit_device(const char *call, int dev, uint64_t bytes,
                          struct vs_charge *out);
 CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out);
+/* Memory a call has already taken beyond allocations (a module, a raised
+ * runtime limit): charged as overhead within the limit, after making room
+ * if need be; else refused as an allocation would be (the caller undoes
+ * the call). */
+CUresult vs_admit_overhead(const char *call, enum vs_overhead_space space, uint64_t handle,
+                           int dev, uint64_t ctx, uint64_t bytes);
 
 /* ---- hook_mem.c: the allocation hooks' common steps, for other families */
 /* The driver answered an allocation charged as ch: settle, record, count. */
@@ -58,6 +64,22 @@ uint64_t vs_pitch_guess(uint64_t width, uint64_t height);
 /* ---- hook_capture.c ------------------------------------------------------ */
 /* Is stream s capturing (per_thread: the _ptsz entry points' streams)? */
 bool vs_stream_capturing(CUstream s, bool per_thread);
+
+/* ---- hook_ctx.c: device memory a call takes beyond allocations -------- */
+/* The device's free memory and this process's charge there, read before
+ * a call (in the current context, when it is on dev). Measured calls are
+ * serialised: begin takes a lock that end lets go. */
+struct vs_probe {
+    int dev;
+    bool known; /* free was read */
+    uint64_t free, charged;
+};
+void vs_probe_begin(struct vs_probe *p, int dev);
+/* After the call: the bytes it took (negative: gave back), read in `in`
+ * (NULL: the current context); 0 when rc is not CUDA_SUCCESS. Without a
+ * reading before, only a new context is charged (what the device holds
+ * beyond this process's charges, at most VS_CONTEXT_MAX). */
+int64_t vs_probe_end(struct vs_probe *p, CUresult rc, CUcontext in, bool new_context);
 
 /* ---- hook_nvml.c: NVML's memory figures ------------------------------ */
 /* The few NVML types needed, as nvml.h lays them out (its ABI is stable). */
@@ -76,5 +98,6 @@ void *vs_nvml_swap(const char *name, void *sym);
 /* ---- fork: the hooks' own locks and tables, made anew in the child ------ */
 void vs_ipc_atfork_child(void);
 void vs_nvml_atfork_child(void);
+void vs_ctx_atfork_child(void);
 
 #endif

@@ -49,9 +49,11 @@ static void on_fork_child(void)
     vs_thread_atfork_child();
     vs_real_atfork_child();
     vs_nvml_atfork_child();
+    vs_ctx_atfork_child();
     vs_ipc_atfork_child();
     vs_limits_atfork_child();
     vs_budget_reset();
+    vs_overhead_reset();
     vs_control_atfork_child();
     vs_registry_atfork_child();
     vs_owner_atfork_child();

@@ -23,13 +23,13 @@ bad=0
 layer_of() { # a file name -> $layer
 	case ${1##*/} in
 	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
-		limits.c | budget.c | protocol.c | peer.c | relief.c | debug.c) layer=core ;;
+		limits.c | budget.c | overhead.c | protocol.c | peer.c | relief.c | debug.c) layer=core ;;
 	driver.h | hooks.def | real.c | dl_real.c) layer=driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
 		staging.c | touch.c | fence.c | reach.c | pool.c) layer=offload ;;
 	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_v1.c | hook_array.c | hook_host.c | hook_info.c | \
 		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_batch.c | hook_ptr.c | hook_gpa.c | hook_module.c | hook_memop.c | \
-		hook_capture.c | hook_peer.c | hook_pool.c | \
+		hook_capture.c | hook_peer.c | hook_pool.c | hook_ctx.c | \
 		ipc.c) layer=hooks ;;
 	control.h | control.c | control_relief.c) layer=control ;;
 	init.h | init.c | hook_exports.c | hook_dlsym.c) layer=init ;;

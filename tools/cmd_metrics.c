@@ -242,6 +242,13 @@ void metrics_write(FILE *out, json_t *all)
     per_device(out, all, "vramshim_device_total_bytes", "The device's memory.", "vram_total");
     per_device(out, all, "vramshim_device_free_bytes",
                "Free device memory, as the driver last said.", "vram_free");
+    per_device(out, all, "vramshim_device_overhead_bytes",
+               "Device memory held beyond allocations: contexts, runtime limits, modules.",
+               "overhead");
+    per_device(out, all, "vramshim_device_arrays_bytes",
+               "CUDA arrays (inside the allocated figure).", "arrays");
+    per_device(out, all, "vramshim_device_imported_bytes",
+               "Memory mapped from other processes' handles, charged to them.", "imported");
     per_owner(out, all, "vramshim_owner_allocated_bytes", "Device memory an owner allocated.",
               "allocated");
     per_owner(out, all, "vramshim_owner_resident_bytes",

@@ -181,7 +181,8 @@ static void device_key(json_t *dv, size_t index, char *out, size_t cap)
 
 static bool holds(json_t *dv)
 {
-    return num(dv, "allocated") || num(dv, "offloaded_pinned") || num(dv, "offloaded_pageable");
+    return num(dv, "allocated") || num(dv, "offloaded_pinned") || num(dv, "offloaded_pageable") ||
+           num(dv, "overhead");
 }
 
 /* One process's row for one of its devices. */
@@ -282,6 +283,16 @@ static void draw(struct frame *f, json_t *all, bool rates)
              "0B", "-", "0B", "-",
              (unsigned long long)num(json_object_get(st, "counters"), "oom_returned"), "-",
              short_command(json_string_value(json_object_get(st, "cmd"))));
+    }
+    json_array_foreach(all, i, st) { /* memory beside the allocations, per device */
+        json_array_foreach(json_object_get(st, "devices"), d, dv) {
+            uint64_t over = num(dv, "overhead"), arrays = num(dv, "arrays"),
+                     imported = num(dv, "imported");
+            if (over || arrays || imported)
+                emit(f, "%-8d dev %zu: overhead %s, arrays %s, imported %s\n", (int)num(st, "pid"),
+                     d, size_text(over, a, sizeof a), size_text(arrays, b, sizeof b),
+                     size_text(imported, c, sizeof c));
+        }
     }
     json_array_foreach(all, i, st) { /* fast copies: bytes per nanosecond is GB/s */
         json_t *counters = json_object_get(st, "counters");

@@ -162,6 +162,7 @@ static void setup_body(void)
     fk.mem_size = parse_bytes(getenv("FAKECUDA_MEM"), 1ULL << 30);
     const char *bw = getenv("FAKECUDA_COPY_MBPS");
     fk.copy_mibps = bw ? strtoull(bw, NULL, 10) : 0;
+    fk.ctx_mem = parse_bytes(getenv("FAKECUDA_CTX_MEM"), 0);
     fk.shared = &private_shared;
     const char *shm = getenv("FAKECUDA_SHM");
     if (shm && *shm) {
@@ -208,12 +209,22 @@ bool fk_charge(int dev, uint64_t bytes)
         if (cur + bytes > fk.mem_size || cur + bytes < cur)
             return false;
     } while (!atomic_compare_exchange_weak(used, &cur, cur + bytes));
+    atomic_fetch_add(&fk.mine[dev], bytes);
     return true;
 }
 
 void fk_uncharge(int dev, uint64_t bytes)
 {
     atomic_fetch_sub(&fk.shared->used[dev], bytes);
+    atomic_fetch_sub(&fk.mine[dev], bytes);
+}
+
+FK_EXPORT unsigned long long fakecuda_held(int dev)
+{
+    fk_setup();
+    if (dev < 0 || dev >= fk.ndevices)
+        return 0;
+    return atomic_load(&fk.mine[dev]);
 }
 
 FK_EXPORT unsigned long long fakecuda_used(int dev)
@@ -342,6 +353,9 @@ FK_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUde
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = 9; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = 0; break;
     case CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: *pi = 0; break;
+    /* the resident threads a stack is reserved for (fake_ctxmem.c) */
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *pi = FK_SM_COUNT; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: *pi = FK_THREADS_PER_SM; break;
     default: *pi = 0; break;
     }
     return CUDA_SUCCESS;
@@ -373,8 +387,12 @@ FK_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     if (dev < 0 || dev >= fk.ndevices)
         return CUDA_ERROR_INVALID_DEVICE;
     pthread_mutex_lock(&fk.lock);
-    fk.primary[dev].refcount++;
+    bool fits = fk.primary[dev].refcount > 0 || fk_ctx_mem_take(&fk.primary[dev]);
+    if (fits)
+        fk.primary[dev].refcount++;
     pthread_mutex_unlock(&fk.lock);
+    if (!fits)
+        return CUDA_ERROR_OUT_OF_MEMORY;
     *pctx = (CUcontext)&fk.primary[dev];
     return CUDA_SUCCESS;
 }
@@ -385,8 +403,8 @@ FK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
     if (dev < 0 || dev >= fk.ndevices)
         return CUDA_ERROR_INVALID_DEVICE;
     pthread_mutex_lock(&fk.lock);
-    if (fk.primary[dev].refcount > 0)
-        fk.primary[dev].refcount--;
+    if (fk.primary[dev].refcount > 0 && --fk.primary[dev].refcount == 0)
+        fk_ctx_mem_give_back(&fk.primary[dev]); /* the last release destroys it */
     pthread_mutex_unlock(&fk.lock);
     return CUDA_SUCCESS;
 }
@@ -404,6 +422,10 @@ FK_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice 
         return CUDA_ERROR_OUT_OF_MEMORY;
     c->device = dev;
     c->refcount = 1;
+    if (!fk_ctx_mem_take(c)) {
+        free(c);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     if (ctx_depth < CTX_STACK_MAX)
         ctx_stack[ctx_depth++] = c;
     *pctx = (CUcontext)c;
@@ -422,6 +444,8 @@ FK_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
             ctx_stack[i] = NULL;
     while (ctx_depth > 0 && ctx_stack[ctx_depth - 1] == NULL)
         ctx_depth--;
+    fk_modules_ctx_gone(c);
+    fk_ctx_mem_give_back(c);
     free(c);
     return CUDA_SUCCESS;
 }

@@ -17,6 +17,10 @@
 #define FK_MAX_DEVICES 8
 #define FK_GRANULARITY (2ULL << 20)
 #define FK_PAGE 4096ULL
+/* Multiprocessors and resident threads on each, as cuDeviceGetAttribute
+ * reports them: a thread stack is reserved for every resident thread. */
+#define FK_SM_COUNT 4
+#define FK_THREADS_PER_SM 2048
 
 struct fk_shared { /* in FAKECUDA_SHM when set, else private */
     _Atomic uint64_t used[FK_MAX_DEVICES];
@@ -35,6 +39,11 @@ struct fk_ctx {
     /* a kernel touched memory it could not reach: every later
      * synchronise answers this (CUDA_ERROR_ILLEGAL_ADDRESS is sticky) */
     _Atomic int sticky;
+    /* cuCtxSetLimit's figures (stack, printf FIFO, malloc heap) and the
+     * device memory the context holds for itself and for them
+     * (fake_ctxmem.c), given back when it is destroyed */
+    size_t limits[3];
+    uint64_t held;
 };
 
 struct fk_global {
@@ -47,6 +56,11 @@ struct fk_global {
     uint64_t copy_mibps;
     struct fk_shared *shared;
     struct fk_ctx primary[FK_MAX_DEVICES];
+    /* device memory held by this process alone (fakecuda_held) */
+    _Atomic uint64_t mine[FK_MAX_DEVICES];
+    /* FAKECUDA_CTX_MEM: what a context reserves for itself (0 by default,
+     * so that tests that do not ask see only their allocations) */
+    uint64_t ctx_mem;
 };
 extern struct fk_global fk;
 
@@ -76,6 +90,17 @@ struct fk_ctx *fk_current(void);
 /* Device memory accounting: charge fails with false when it does not fit. */
 bool fk_charge(int dev, uint64_t bytes);
 void fk_uncharge(int dev, uint64_t bytes);
+
+/* Context memory (fake_ctxmem.c): a new context's own reservation, charged
+ * on its device (false: it does not fit), and everything it holds given
+ * back when it goes. */
+bool fk_ctx_mem_take(struct fk_ctx *c);
+void fk_ctx_mem_give_back(struct fk_ctx *c);
+/* Module globals (fake_ctxmem.c): what an image declares, charged to the
+ * current context's device at load. */
+CUresult fk_module_mem_take(const void *image, int *dev, uint64_t *bytes);
+/* A context was destroyed: its modules' globals go (fake_stream.c). */
+void fk_modules_ctx_gone(struct fk_ctx *c);
 
 /* Device allocations made by cuMemAlloc and friends (fake_mem.c). */
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,

@@ -44,6 +44,8 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2, 0)                        \
     E("cuCtxGetDevice", 2000, cuCtxGetDevice, 0)                             \
     E("cuCtxSynchronize", 2000, cuCtxSynchronize, 0)                         \
+    E("cuCtxSetLimit", 3010, cuCtxSetLimit, 0)                               \
+    E("cuCtxGetLimit", 3010, cuCtxGetLimit, 0)                               \
     E("cuMemGetInfo", 2000, cuMemGetInfo, 0)                                 \
     E("cuMemGetInfo", 3020, cuMemGetInfo_v2, 0)                              \
     E("cuMemAlloc", 2000, cuMemAlloc, 0)                                     \
@@ -164,6 +166,7 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuEventSynchronize", 2000, cuEventSynchronize, 0)                     \
     E("cuEventQuery", 2000, cuEventQuery, 0)                                 \
     E("cuModuleLoadData", 2000, cuModuleLoadData, 0)                         \
+    E("cuModuleLoadDataEx", 2010, cuModuleLoadDataEx, 0)                     \
     E("cuModuleUnload", 2000, cuModuleUnload, 0)                             \
     E("cuModuleGetFunction", 2000, cuModuleGetFunction, 0)                   \
     E("cuLibraryLoadData", 12000, cuLibraryLoadData, 0)                      \

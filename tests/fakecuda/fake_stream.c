@@ -548,7 +548,15 @@ FK_EXPORT CUfunction fakecuda_register_kernel(const char *name, fakecuda_kernel_
  * that certain by reusing dead function objects last-in first-out. */
 struct fk_module {
     struct fk_kernel *funcs; /* instances handed out, linked through next */
+    int globals_dev;         /* its globals' device memory (fake_ctxmem.c) */
+    uint64_t globals;
+    struct fk_ctx *ctx;      /* loaded into (NULL: a library) */
+    struct fk_module *next_loaded;
 };
+/* Modules loaded, so that a destroyed context takes its modules' memory
+ * with it ("cuCtxDestroy ... Destroys the CUDA context ... and frees all
+ * resources associated with it", driver API reference). */
+static struct fk_module *loaded;
 static struct fk_kernel *dead_funcs;
 
 FK_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
@@ -559,8 +567,39 @@ FK_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
     struct fk_module *m = calloc(1, sizeof *m);
     if (m == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = fk_module_mem_take(image, &m->globals_dev, &m->globals);
+    if (rc != CUDA_SUCCESS) {
+        free(m);
+        return rc;
+    }
+    m->ctx = fk_current();
+    pthread_mutex_lock(&kernels_lock);
+    m->next_loaded = loaded;
+    loaded = m;
+    pthread_mutex_unlock(&kernels_lock);
     *module = (CUmodule)m;
     return CUDA_SUCCESS;
+}
+
+void fk_modules_ctx_gone(struct fk_ctx *c)
+{
+    pthread_mutex_lock(&kernels_lock);
+    for (struct fk_module *m = loaded; m; m = m->next_loaded)
+        if (m->ctx == c && m->globals) {
+            fk_uncharge(m->globals_dev, m->globals);
+            m->globals = 0;
+        }
+    pthread_mutex_unlock(&kernels_lock);
+}
+
+/* JIT options change nothing the test driver models. */
+FK_EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int n,
+                                      CUjit_option *options, void **values)
+{
+    FK_ENTER("cuModuleLoadDataEx");
+    if (n && (options == NULL || values == NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    return cuModuleLoadData(module, image);
 }
 
 FK_EXPORT CUresult cuModuleUnload(CUmodule hmod)
@@ -577,7 +616,14 @@ FK_EXPORT CUresult cuModuleUnload(CUmodule hmod)
         f->next = dead_funcs;
         dead_funcs = f;
     }
+    for (struct fk_module **pp = &loaded; *pp; pp = &(*pp)->next_loaded)
+        if (*pp == m) {
+            *pp = m->next_loaded;
+            break;
+        }
     pthread_mutex_unlock(&kernels_lock);
+    if (m->globals)
+        fk_uncharge(m->globals_dev, m->globals);
     free(m);
     return CUDA_SUCCESS;
 }
@@ -623,7 +669,10 @@ FK_EXPORT CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit
 {
     FK_ENTER("cuLibraryLoadData");
     (void)jo, (void)jv, (void)nj, (void)lo, (void)lv, (void)nl;
-    return cuModuleLoadData((CUmodule *)library, code);
+    CUresult rc = cuModuleLoadData((CUmodule *)library, code);
+    if (rc == CUDA_SUCCESS) /* context-independent: outlives any context */
+        ((struct fk_module *)*library)->ctx = NULL;
+    return rc;
 }
 
 FK_EXPORT CUresult cuLibraryGetKernel(CUkernel *kernel, CUlibrary library, const char *name)

@@ -60,6 +60,9 @@ int fakecuda_hold(const char *name, sem_t *reached, sem_t *resume);
 
 /* Bytes of device memory used on `dev`, by every process sharing it. */
 unsigned long long fakecuda_used(int dev);
+/* Bytes of device memory this process holds on `dev` (allocations,
+ * contexts, limits, module globals), whatever FAKECUDA_SHM says. */
+unsigned long long fakecuda_held(int dev);
 /* The devices, their size, and the 16 bytes of a device's UUID (which the
  * test NVML, libnvidia-ml.so.1 of this folder, reports too). These need no
  * cuInit. */

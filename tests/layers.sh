@@ -20,7 +20,7 @@ bad=0
 layer_of() { # a file name -> layer
 	case $(basename "$1") in
 	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
-		limits.c | budget.c | protocol.c | peer.c | relief.c | debug.c) echo core ;;
+		limits.c | budget.c | protocol.c | peer.c | sockdir.c | relief.c | debug.c) echo core ;;
 	driver.h | hooks.def | real.c | dl_real.c) echo driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
 		staging.c | touch.c | fence.c | reach.c) echo offload ;;

@@ -3,6 +3,10 @@
  * user's own socket directory, with the workers of relief_workers.c on one
  * 256 MiB test device:
  *
+ *   1. kinds: for managed, pitched, stream-ordered (cuMemAllocAsync) and
+ *      program-VMM (cuMemCreate) allocations, A fills the device and goes
+ *      idle; B allocates by that kind past what is free and succeeds
+ *      because A gave; every byte of both intact, the device never over.
  *   2. group: a socket directory shared by a group (root's, 02770, group
  *      TEAM) and two workers running as two other users, both in TEAM:
  *      their sockets are the group's (0660); B gets room from A across the
@@ -12,7 +16,7 @@
  *      a directory open to others gets a worker no socket, and it runs on.
  *      (Needs root to be other users; skipped with a line otherwise.)
  *
- * By hand: `prog_relief_more group`.
+ * By hand: `prog_relief_more kinds` or `prog_relief_more group`.
  */
 #define _GNU_SOURCE 1
 #include "relief_workers.h"
@@ -33,6 +37,41 @@
 #define UID_A 47301
 #define UID_B 47302
 #define UID_STRANGER 47303
+
+/* ---- 1. every kind of allocation asks peers -------------------------------------- */
+static void kind(const char *name)
+{
+    scenario();
+    struct worker a, b;
+    start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
+    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=60000", NULL});
+    for (int i = 0; i < 6; i++)
+        ask_ok(&a, "a 32");
+    wait_tick();
+    /* 64M free: the driver refuses 96M until A gives */
+    char *got = ask(&b, "a 96 %s", name);
+    CHECK(strcmp(got, "ok") == 0, "%s: B's allocation got %s", name, got);
+    CHECK_EQ_U64(offloaded(&a), 96 * M); /* what B asked for, no more */
+    CHECK_EQ_U64(stat_of(&a, "counters.relief_given"), 1);
+    CHECK_EQ_U64(stat_of(&b, "counters.relief_taken"), 1);
+    CHECK(strtoull(ask(&b, "u"), NULL, 10) <= 256 * M, "%s: over the device", name);
+    ask_ok(&b, "c");
+    /* B lets go; A reads every byte, back on the device */
+    ask_ok(&b, "f");
+    ask_ok(&a, "c");
+    stop(&a);
+    stop(&b);
+    scenario_end();
+    printf("relief: %s allocations: ok\n", name);
+}
+
+static void kinds(void)
+{
+    kind("managed");
+    kind("pitch");
+    kind("async");
+    kind("vmm");
+}
 
 /* ---- 2. a socket directory shared by a group --------------------------------------- */
 
@@ -198,7 +237,7 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         void (*run)(void);
-    } all[] = {{"group", group_dir}};
+    } all[] = {{"kinds", kinds}, {"group", group_dir}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (only == NULL || strcmp(only, all[i].name) == 0)
             all[i].run();

@@ -195,3 +195,10 @@ CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out
     vs_hostpool_fit_budget();
     return CUDA_SUCCESS;
 }
+
+bool vs_admit_device_short(int dev, uint64_t bytes, const char *call, int step)
+{
+    if (step == 0)
+        return vs_tier_make_room(dev, -1, bytes, bytes) > 0;
+    return step == 1 && vs_relief_ask(dev, bytes, call, false) > 0;
+}

@@ -4,8 +4,11 @@
  * The thread starts when the program first reaches the CUDA driver (not in
  * every process that merely inherits LD_PRELOAD) and listens on
  * $VRAMSHIM_SOCKET_DIR/<pid>-<pid namespace>.sock (peer.c). The directory must be ours and mode
- * 0700, the socket is 0600, and a peer whose uid is neither ours nor root
- * (SO_PEERCRED) is refused. Entries in the directory that are not ours
+ * 0700 (the socket 0600), or shared by a group (sockdir.c: every group
+ * bit, none for others; the socket 0660 and the group's). A peer whose
+ * uid is neither ours nor root (SO_PEERCRED) is refused, except a member
+ * of a shared directory's group, which may only read stats and ask for
+ * relief. Entries in a private directory that are not ours
  * are removed (logged): one planted while the directory was open
  * must not outlive the chmod. Sockets nothing listens on (a refused
  * connect) are removed when a new server starts, and ours goes when the
@@ -61,24 +64,35 @@ static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static pid_t sock_owner_pid;
 static _Atomic int started;
 
-/* The directory exists (made if not), is a directory, is ours, and no one
- * else may enter it. */
-static int prepare_dir(const char *dir)
+/* The directory the sockets are in: private or shared by a group. */
+static struct vs_sockdir sockdir;
+
+/* The directory exists (made private if not) and passes sockdir.c's
+ * checks. One of ours that is not 0700 is made so, unless it was named
+ * (VRAMSHIM_SOCKET_DIR) with every group bit set and none for others:
+ * that one is meant to be shared. */
+static int prepare_dir(const char *dir, bool named, char *why, size_t why_len)
 {
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return -errno;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        snprintf(why, why_len, "%s: %s", dir, strerror(e));
+        return -e;
+    }
     struct stat st;
-    if (lstat(dir, &st) != 0)
-        return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid())
-        return -EPERM;
-    if ((st.st_mode & 0777) != 0700 && chmod(dir, 0700) != 0)
-        return -errno;
-    return 0;
+    if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() &&
+        (st.st_mode & 0777) != 0700 && !(named && (st.st_mode & 077) == 070) &&
+        chmod(dir, 0700) != 0) {
+        int e = errno;
+        snprintf(why, why_len, "%s: chmod 0700: %s", dir, strerror(e));
+        return -e;
+    }
+    return vs_dir_check(dir, &sockdir, why, why_len);
 }
 
-/* Remove what does not belong: entries of other users (logged), and
- * sockets nothing listens on any more. */
+/* Remove what does not belong: entries of other users (logged; in a
+ * shared directory the group's are its own), and sockets nothing listens
+ * on any more (another member's, in a sticky directory, stays: the
+ * kernel refuses, and its own next server removes it). */
 static void sweep(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -91,7 +105,7 @@ static void sweep(const char *dir)
         char path[VS_PATH_MAX + sizeof e->d_name + 2];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat st;
-        if (lstat(path, &st) == 0 && st.st_uid != getuid()) {
+        if (lstat(path, &st) == 0 && st.st_uid != getuid() && !sockdir.shared) {
             vs_warn("control socket: %s belongs to uid %u, not to us; removed", path,
                     (unsigned)st.st_uid);
             unlink(path);
@@ -107,15 +121,6 @@ static void sweep(const char *dir)
     closedir(d);
 }
 
-static bool peer_allowed(int fd)
-{
-    struct ucred cred;
-    socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-        return false;
-    return cred.uid == getuid() || cred.uid == 0;
-}
-
 /* ---- connections ------------------------------------------------------------ */
 
 /* One client. Its answer is `out`; a share answer carries descriptors in
@@ -123,6 +128,7 @@ static bool peer_allowed(int fd)
  * byte, each further one with one "+" after the line. */
 struct conn {
     int fd; /* -1: a free slot */
+    enum vs_access access; /* what the client may ask (sockdir.c) */
     uint64_t deadline;
     char in[VS_REQUEST_MAX + 1];
     size_t in_len;
@@ -465,6 +471,10 @@ static void answer(struct conn *c, size_t len)
     char why[256];
     if (vs_request_parse(c->in, len, &req, why, sizeof why) != 0)
         return reply_error(c, why);
+    if (!vs_request_allowed(c->access, req.cmd))
+        return reply_error(c, "permission denied: only the process's user may steer it or "
+                              "share its memory (a member of the socket directory's group "
+                              "may read stats and ask for relief)");
     switch (req.cmd) {
     case VS_REQ_HELLO:
     case VS_REQ_STATS:
@@ -531,9 +541,13 @@ static void conn_open(int fd)
     }
     c->fd = fd;
     c->deadline = vs_now_ms() + CONN_DEADLINE_MS;
-    if (!peer_allowed(fd)) {
-        vs_warn("control socket: refused a connection from another user");
-        reply_error(c, "permission denied: not the process's user");
+    c->access = vs_peer_access(fd, &sockdir, NULL);
+    if (c->access == VS_ACCESS_NONE) {
+        vs_warn("control socket: refused a connection from another user%s",
+                sockdir.shared ? " outside the socket directory's group" : "");
+        reply_error(c, sockdir.shared ? "permission denied: not the process's user nor a "
+                                        "member of the socket directory's group"
+                                      : "permission denied: not the process's user");
         if (conn_flush(c))
             conn_close(c);
     }
@@ -671,13 +685,15 @@ void vs_control_start(void)
         return;
     struct vs_config cfg;
     vs_limits_config(&cfg);
-    char dir[VS_PATH_MAX];
+    char dir[VS_PATH_MAX], why[VS_PATH_MAX + 200];
     int rc = vs_control_dir(cfg.socket_dir, dir, sizeof dir);
-    if (rc == 0)
-        rc = prepare_dir(dir);
     if (rc != 0) {
-        vs_warn("control socket: cannot use the directory %s (%s); no socket",
-                dir, strerror(-rc));
+        vs_warn("control socket: the socket directory's name is too long; no socket");
+        return;
+    }
+    rc = prepare_dir(dir, cfg.socket_dir[0] != '\0', why, sizeof why);
+    if (rc != 0) {
+        vs_warn("control socket: cannot use the directory: %s; no socket", why);
         return;
     }
     sweep(dir);
@@ -691,8 +707,10 @@ void vs_control_start(void)
         return;
     if (vs_sock_dead(addr.sun_path))
         unlink(addr.sun_path); /* a previous process with our pid and namespace */
+    /* in a shared directory the group may connect: the socket is its */
     if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
-        chmod(addr.sun_path, 0600) != 0 || listen(lfd, 64) != 0) {
+        (sockdir.shared && chown(addr.sun_path, (uid_t)-1, sockdir.gid) != 0) ||
+        chmod(addr.sun_path, sockdir.shared ? 0660 : 0600) != 0 || listen(lfd, 64) != 0) {
         vs_warn("control socket: cannot listen on %s (%s); no socket", addr.sun_path,
                 strerror(errno));
         close(lfd);

@@ -544,16 +544,57 @@ void vs_relief_order(struct vs_relief_peer *p, int n, int32_t my_priority);
  * of an ask that got nothing. Call with no lock of vramshim's held. */
 uint64_t vs_relief_ask(int dev, uint64_t want, const char *call, bool retrying);
 
+/* ---- sockdir.c: private or group-shared socket directories ------------- */
+/* A private directory is ours, 0700. A shared one has every group bit and
+ * none for others, is owned by us or root, and its group is one of ours:
+ * its members from other uids may read stats and ask for relief. */
+struct vs_sockdir {
+    bool shared;
+    gid_t gid; /* shared: the group that meets there */
+};
+struct vs_creds {
+    uid_t uid;
+    gid_t gid; /* effective */
+    const gid_t *groups; /* supplementary */
+    int n_groups;
+};
+enum vs_access {
+    VS_ACCESS_NONE,  /* refused */
+    VS_ACCESS_GROUP, /* a member of the shared directory's group: stats, relief */
+    VS_ACCESS_FULL,  /* the same user, or root: everything */
+};
+struct stat;
+/* The mode asks to share with the group (every group bit set). */
+bool vs_sockdir_wants_group(mode_t mode);
+/* Judge a directory from its lstat for a process with credentials `me`:
+ * 0 and *out, or -errno with `why` (pure: the unit tests inject both). */
+int vs_sockdir_judge(const char *dir, const struct stat *st, const struct vs_creds *me,
+                     struct vs_sockdir *out, char *why, size_t why_len);
+/* What a peer with credentials `peer` may do in a process running as
+ * `self` whose socket is in sd (pure). */
+enum vs_access vs_sockdir_access(const struct vs_sockdir *sd, uid_t self,
+                                 const struct vs_creds *peer);
+/* Whether a request of that kind is answered at that access. */
+bool vs_request_allowed(enum vs_access access, enum vs_request_cmd cmd);
+/* vs_sockdir_judge on dir, with this process's credentials; sd may be NULL. */
+int vs_dir_check(const char *dir, struct vs_sockdir *sd, char *why, size_t why_len);
+/* The access of the process at the other end of a connected unix socket
+ * (SO_PEERCRED, SO_PEERGROUPS); *pid (may be NULL) its pid. */
+enum vs_access vs_peer_access(int fd, const struct vs_sockdir *sd, pid_t *pid);
+
 /* ---- peer.c: the connecting side's checks ------------------------------ */
 uint64_t vs_now_ms(void);
-/* 0 when dir is a directory (not a symlink) of ours, closed to others;
- * else -errno with `why`. */
-int vs_dir_check(const char *dir, char *why, size_t why_len);
-/* 0 when path is a socket of ours; else -errno with `why`. */
-int vs_entry_check(const char *path, char *why, size_t why_len);
+/* 0 when path is a socket a process may trust: ours or, in a
+ * shared directory (sd->shared), one of its group's; else -errno with
+ * `why`. *maker (may be NULL): the uid that made it. */
+int vs_entry_check(const char *path, const struct vs_sockdir *sd, uid_t *maker, char *why,
+                   size_t why_len);
 /* Connect to the socket at path within deadline_ms, after vs_entry_check,
- * and only to a server running as us or root: the fd, or -errno with `why`. */
-int vs_peer_connect(const char *path, int deadline_ms, char *why, size_t why_len);
+ * and only to a server running as us or root or, in a shared directory,
+ * as the uid that made the socket: the fd, or -errno with `why`. sd NULL:
+ * the same user only (what sharing memory needs). */
+int vs_peer_connect(const char *path, const struct vs_sockdir *sd, int deadline_ms, char *why,
+                    size_t why_len);
 /* This process's pid namespace (its inode; 0 without /proc). */
 uint64_t vs_pidns_self(void);
 /* dir/<pid>-<ns>.sock (dir/<pid>.sock when ns is 0). */

@@ -79,7 +79,9 @@ CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresu
 /* With offload on, a buffer of a granule or more is backed by tier.c so
  * that it can move; if the device is full even so (another process took
  * it), room is made once and the backing tried again, and then other
- * processes on the device are asked to give way (relief.c). */
+ * processes on the device are asked to give way (relief.c). Every kind of
+ * allocation below does the same when the driver says out of memory
+ * (VS_ALLOC_RETRY). */
 CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
     struct vs_charge ch;
@@ -101,9 +103,8 @@ CUresult vs_hook_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
             return rc;
         }
     }
-    CUresult rc = vs_real.cuMemAlloc_v2(dptr, bytesize);
-    if (rc == CUDA_ERROR_OUT_OF_MEMORY && vs_relief_ask(ch.dev, bytesize, "cuMemAlloc", false))
-        rc = vs_real.cuMemAlloc_v2(dptr, bytesize);
+    CUresult rc;
+    VS_ALLOC_RETRY(rc, ch.dev, bytesize, "cuMemAlloc", vs_real.cuMemAlloc_v2(dptr, bytesize));
     return finish(&ch, rc, dptr, bytesize, VS_KIND_DEVICE);
 }
 
@@ -125,8 +126,10 @@ CUresult vs_hook_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch,
     uint64_t guess = vs_pitch_guess(WidthInBytes, Height);
     struct vs_charge ch;
     ADMIT("cuMemAllocPitch", guess, &ch);
-    CUresult rc = vs_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height,
-                                             ElementSizeBytes);
+    CUresult rc;
+    VS_ALLOC_RETRY(rc, ch.dev, guess, "cuMemAllocPitch",
+                   vs_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height,
+                                              ElementSizeBytes));
     uint64_t size = rc == CUDA_SUCCESS ? (uint64_t)*pPitch * Height : 0;
     if (rc == CUDA_SUCCESS)
         vs_budget_resize(&ch, size);
@@ -140,8 +143,10 @@ CUresult vs_hook_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize,
 {
     struct vs_charge ch;
     ADMIT("cuMemAllocManaged", bytesize, &ch);
-    return finish(&ch, vs_real.cuMemAllocManaged(dptr, bytesize, flags), dptr,
-                  bytesize, VS_KIND_MANAGED);
+    CUresult rc;
+    VS_ALLOC_RETRY(rc, ch.dev, bytesize, "cuMemAllocManaged",
+                   vs_real.cuMemAllocManaged(dptr, bytesize, flags));
+    return finish(&ch, rc, dptr, bytesize, VS_KIND_MANAGED);
 }
 
 /* A backed buffer leaves the tier first (a move of it finishes or stops),
@@ -227,21 +232,28 @@ static CUresult async_end(struct async_alloc *a, CUresult rc, CUdeviceptr *dptr,
                                   per_thread, &a);                             \
         if (rc != CUDA_SUCCESS)                                                \
             return rc;                                                         \
-        return async_end(&a, vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream), \
-                         dptr, bytesize);                                      \
+        if (a.captured || a.use.dev < 0)                                       \
+            rc = vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream);     \
+        else /* the device short: this process's buffers, then the peers */    \
+            VS_ALLOC_RETRY(rc, a.use.dev, bytesize, "cuMemAllocAsync",         \
+                           vs_real.cuMemAllocAsync##suffix(dptr, bytesize, hStream));\
+        return async_end(&a, rc, dptr, bytesize);                              \
     }                                                                          \
     CUresult vs_hook_cuMemAllocFromPoolAsync##suffix(                          \
         CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) \
     {                                                                          \
         struct async_alloc a;                                                  \
-        CUresult rc = async_begin("cuMemAllocFromPoolAsync", pool,              \
+        CUresult rc = async_begin("cuMemAllocFromPoolAsync", pool,             \
                                   bytesize, hStream, per_thread, &a);          \
         if (rc != CUDA_SUCCESS)                                                \
             return rc;                                                         \
-        return async_end(&a,                                                   \
-                         vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize, \
-                                                                 pool, hStream), \
-                         dptr, bytesize);                                      \
+        if (a.captured || a.use.dev < 0)                                       \
+            rc = vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize, pool, hStream);\
+        else /* the device short: this process's buffers, then the peers */    \
+            VS_ALLOC_RETRY(rc, a.use.dev, bytesize, "cuMemAllocFromPoolAsync", \
+                           vs_real.cuMemAllocFromPoolAsync##suffix(dptr, bytesize,\
+                                                                   pool, hStream));\
+        return async_end(&a, rc, dptr, bytesize);                              \
     }                                                                          \
     CUresult vs_hook_cuMemFreeAsync##suffix(CUdeviceptr dptr, CUstream hStream) \
     {                                                                          \

@@ -49,6 +49,16 @@ CUresult vs_hook_cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
         return rc;
     pthread_mutex_lock(&vmm_order);
     rc = vs_real.cuMemCreate(handle, size, prop, flags);
+    /* the device is short: room here, then from the peers, with vmm_order
+     * let go (a failed create left nothing to order, and a peer's answer
+     * may wait for this process's own server) */
+    for (int step = 0; rc == CUDA_ERROR_OUT_OF_MEMORY && !on_host && step < 2; step++) {
+        pthread_mutex_unlock(&vmm_order);
+        bool moved = vs_admit_device_short(prop->location.id, size, "cuMemCreate", step);
+        pthread_mutex_lock(&vmm_order);
+        if (moved)
+            rc = vs_real.cuMemCreate(handle, size, prop, flags);
+    }
     vs_budget_settle(&ch, rc == CUDA_SUCCESS);
     if (rc == CUDA_SUCCESS) {
         struct vs_handle_info info = {

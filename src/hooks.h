@@ -51,6 +51,22 @@ CUresult vs_admit_pinned(const char *call, uint64_t bytes, struct vs_charge *out
  * the call). */
 CUresult vs_admit_overhead(const char *call, enum vs_overhead_space space, uint64_t handle,
                            int dev, uint64_t ctx, uint64_t bytes);
+/* The driver said out of memory for `bytes` on dev that the budget had
+ * admitted: the device itself is short. Step 0 moves this process's own
+ * least recently touched buffers off dev, step 1 asks the other processes
+ * on it (relief.c). True when that step moved something and the driver
+ * should be asked again. Call with no lock of vramshim's held. */
+bool vs_admit_device_short(int dev, uint64_t bytes, const char *call, int step);
+/* rc = expr (a driver allocation on dev); while it says out of memory,
+ * make room here, then ask the peers, and call it again after each step
+ * that moved something. */
+#define VS_ALLOC_RETRY(rc, dev, bytes, call, expr)                              \
+    do {                                                                        \
+        (rc) = (expr);                                                          \
+        for (int step_ = 0; (rc) == CUDA_ERROR_OUT_OF_MEMORY && step_ < 2; step_++) \
+            if (vs_admit_device_short((dev), (bytes), (call), step_))           \
+                (rc) = (expr);                                                  \
+    } while (0)
 
 /* ---- hook_mem.c: the allocation hooks' common steps, for other families */
 /* The driver answered an allocation charged as ch: settle, record, count. */

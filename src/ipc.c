@@ -89,12 +89,14 @@ static int connect_to(pid_t pid, uint64_t pidns, uint64_t deadline, char *why,
         snprintf(why, why_len, "the socket directory's name is too long");
         return -ENAMETOOLONG;
     }
-    int rc = vs_dir_check(dir, why, why_len);
+    int rc = vs_dir_check(dir, NULL, why, why_len);
     if (rc != 0)
         return rc;
     vs_sock_path(dir, pid, pidns, path, sizeof path);
     uint64_t now = vs_now_ms();
-    return vs_peer_connect(path, now < deadline ? (int)(deadline - now) : 1, why, why_len);
+    /* memory is handed only between processes of one user: no group */
+    return vs_peer_connect(path, NULL, now < deadline ? (int)(deadline - now) : 1, why,
+                           why_len);
 }
 
 struct answer {

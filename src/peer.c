@@ -2,12 +2,14 @@
  * peer.c: the connecting side of a control socket (the tool, and ipc.c's
  * importer) trusts nothing it did not check.
  *
- * Before a connect: the directory is a real directory (not a symlink),
- * ours, and closed to everyone else (another user who made
- * /tmp/vramshim-$UID first could otherwise plant sockets in it), and the
- * socket entry itself is a socket of ours. The connect has a deadline, and
- * the process that answers must run as us or as root (SO_PEERCRED): a
- * socket that passed the checks and was then swapped is still caught.
+ * Before a connect: the directory passes sockdir.c's checks (ours and
+ * closed to everyone else, or shared by a group of ours and closed to
+ * others: another user who made /tmp/vramshim-$UID first could otherwise
+ * plant sockets in it), and the socket entry itself is a socket of ours
+ * (or, in a shared directory, of its group). The connect has a
+ * deadline, and the process that answers must run as us or as root
+ * (SO_PEERCRED), or in a shared directory as the uid that made the socket:
+ * a socket that passed the checks and was then swapped is still caught.
  *
  * Socket names carry the pid namespace (<pid>-<namespace inode>.sock), so
  * containers that share a directory never take each other's names, and a
@@ -36,32 +38,8 @@ uint64_t vs_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int vs_dir_check(const char *dir, char *why, size_t why_len)
-{
-    struct stat st;
-    if (lstat(dir, &st) != 0) {
-        int e = errno;
-        snprintf(why, why_len, "%s: %s", dir, strerror(e));
-        return -e;
-    }
-    if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
-        snprintf(why, why_len, "%s is not a directory (a symlink or another file)", dir);
-        return -ENOTDIR;
-    }
-    if (st.st_uid != getuid()) {
-        snprintf(why, why_len, "%s belongs to uid %u, not to us (uid %u)", dir,
-                 (unsigned)st.st_uid, (unsigned)getuid());
-        return -EPERM;
-    }
-    if ((st.st_mode & 077) != 0) {
-        snprintf(why, why_len, "%s is mode %03o; others may plant sockets in it (0700 needed)",
-                 dir, (unsigned)(st.st_mode & 0777));
-        return -EPERM;
-    }
-    return 0;
-}
-
-int vs_entry_check(const char *path, char *why, size_t why_len)
+int vs_entry_check(const char *path, const struct vs_sockdir *sd, uid_t *maker, char *why,
+                   size_t why_len)
 {
     struct stat st;
     if (lstat(path, &st) != 0) {
@@ -69,17 +47,26 @@ int vs_entry_check(const char *path, char *why, size_t why_len)
         snprintf(why, why_len, "%s: %s", path, strerror(e));
         return -e;
     }
-    if (!S_ISSOCK(st.st_mode) || st.st_uid != getuid()) {
-        snprintf(why, why_len, "%s is a foreign entry (%s, uid %u); not used", path,
-                 S_ISSOCK(st.st_mode) ? "socket" : "not a socket", (unsigned)st.st_uid);
+    /* in a shared directory only its owner, root and its group's members
+     * can make entries; one of them made this one for the group */
+    bool ours = st.st_uid == getuid();
+    bool groups = sd && sd->shared && st.st_gid == sd->gid;
+    if (!S_ISSOCK(st.st_mode) || !(ours || groups)) {
+        snprintf(why, why_len, "%s is a foreign entry (%s, uid %u, gid %u); not used", path,
+                 S_ISSOCK(st.st_mode) ? "socket" : "not a socket", (unsigned)st.st_uid,
+                 (unsigned)st.st_gid);
         return -EPERM;
     }
+    if (maker)
+        *maker = st.st_uid;
     return 0;
 }
 
-int vs_peer_connect(const char *path, int deadline_ms, char *why, size_t why_len)
+int vs_peer_connect(const char *path, const struct vs_sockdir *sd, int deadline_ms, char *why,
+                    size_t why_len)
 {
-    int rc = vs_entry_check(path, why, why_len);
+    uid_t maker;
+    int rc = vs_entry_check(path, sd, &maker, why, why_len);
     if (rc != 0)
         return rc;
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -111,9 +98,9 @@ int vs_peer_connect(const char *path, int deadline_ms, char *why, size_t why_len
     struct ucred cred = {.uid = (uid_t)-1};
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-        (cred.uid != getuid() && cred.uid != 0)) {
-        snprintf(why, why_len, "%s is served by uid %u, not by us; not used", path,
-                 (unsigned)cred.uid);
+        (cred.uid != getuid() && cred.uid != 0 && !(sd && sd->shared && cred.uid == maker))) {
+        snprintf(why, why_len, "%s is served by uid %u, not by us%s; not used", path,
+                 (unsigned)cred.uid, sd && sd->shared ? " nor by the uid that made it" : "");
         close(fd);
         return -EPERM;
     }

@@ -3,7 +3,8 @@
  * their idle buffers out when this one cannot make room by itself.
  *
  * Peers are the control sockets in the socket directory (peer.c checks
- * each: ours, a socket, served by our uid or root). A physical device is
+ * each: ours, a socket, served by our uid or root; in a directory shared
+ * by a group, sockdir.c, also those of the group's other users). A physical device is
  * named by its UUID, never by its index, which CUDA_VISIBLE_DEVICES
  * renumbers. One ask is two rounds, each bounded in time:
  *   1. "peer" to every socket at once: which of them hold memory on that
@@ -145,8 +146,8 @@ static bool send_line(int fd, const char *line)
 
 /* Round 1: every socket but ours, all at once. Fills peers with those on
  * the device; returns how many. */
-static int probe(const char *dir, const char *uuid, uint32_t probe_ms,
-                 struct vs_relief_peer *peers)
+static int probe(const char *dir, const struct vs_sockdir *sd, const char *uuid,
+                 uint32_t probe_ms, struct vs_relief_peer *peers)
 {
     DIR *d = opendir(dir);
     if (d == NULL)
@@ -167,7 +168,7 @@ static int probe(const char *dir, const char *uuid, uint32_t probe_ms,
             continue;
         char path[VS_PATH_MAX + 280], why[256];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        int fd = vs_peer_connect(path, (int)probe_ms / 4, why, sizeof why);
+        int fd = vs_peer_connect(path, sd, (int)probe_ms / 4, why, sizeof why);
         if (fd < 0)
             continue; /* gone (refused), or not ours: not a peer */
         if (!send_line(fd, line)) {
@@ -202,7 +203,8 @@ static int probe(const char *dir, const char *uuid, uint32_t probe_ms,
 }
 
 /* Round 2, one peer: the bytes it moved; *why says why none. */
-static uint64_t relieve(const char *dir, const struct vs_relief_peer *p, const char *uuid,
+static uint64_t relieve(const char *dir, const struct vs_sockdir *sd,
+                        const struct vs_relief_peer *p, const char *uuid,
                         uint64_t want, uint64_t deadline, uint32_t relief_ms,
                         const char **why)
 {
@@ -214,7 +216,7 @@ static uint64_t relieve(const char *dir, const struct vs_relief_peer *p, const c
     char path[VS_PATH_MAX + 64], err[256];
     if (vs_sock_path(dir, p->pid, p->ns, path, sizeof path) != 0)
         return *why = "no path", 0;
-    int fd = vs_peer_connect(path, (int)(deadline - now), err, sizeof err);
+    int fd = vs_peer_connect(path, sd, (int)(deadline - now), err, sizeof err);
     if (fd < 0)
         return *why = "gone", 0;
     vs_debug("relief: asking process %d for %llu bytes", (int)p->pid, (unsigned long long)want);
@@ -256,7 +258,8 @@ uint64_t vs_relief_ask(int dev, uint64_t want, const char *call, bool retrying)
     uint32_t relief_ms = cfg->relief_ms, probe_ms = relief_ms / 10 ? relief_ms / 10 : 1;
     free(cfg);
     char why[256];
-    if (rc != 0 || vs_dir_check(dir, why, sizeof why) != 0)
+    struct vs_sockdir sd;
+    if (rc != 0 || vs_dir_check(dir, &sd, why, sizeof why) != 0)
         return 0;
 
     pthread_once(&atfork_once, relief_once);
@@ -266,7 +269,7 @@ uint64_t vs_relief_ask(int dev, uint64_t want, const char *call, bool retrying)
         pthread_mutex_unlock(&ask_lock);
         return 0;
     }
-    int n = probe(dir, uuid, probe_ms, peers);
+    int n = probe(dir, &sd, uuid, probe_ms, peers);
     now = vs_now_ms();
     for (int i = 0; i < n; i++)
         peers[i].gave_lately = gave_lately(peers[i].pid, peers[i].ns, now);
@@ -287,7 +290,8 @@ uint64_t vs_relief_ask(int dev, uint64_t want, const char *call, bool retrying)
             snprintf(part, sizeof part, "%s%d (priority %d above ours, not asked)",
                      used ? ", " : "", (int)peers[i].pid, (int)peers[i].priority);
         } else {
-            moved = relieve(dir, &peers[i], uuid, want - got, deadline, relief_ms, &whynot);
+            moved = relieve(dir, &sd, &peers[i], uuid, want - got, deadline, relief_ms,
+                            &whynot);
             if (moved)
                 snprintf(part, sizeof part, "%s%d (gave %s)", used ? ", " : "",
                          (int)peers[i].pid, vs_human_size(moved, amount, sizeof amount));

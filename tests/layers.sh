@@ -23,7 +23,7 @@ bad=0
 layer_of() { # a file name -> $layer
 	case ${1##*/} in
 	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
-		limits.c | budget.c | overhead.c | protocol.c | peer.c | relief.c | debug.c) layer=core ;;
+		limits.c | budget.c | overhead.c | protocol.c | peer.c | sockdir.c | relief.c | debug.c) layer=core ;;
 	driver.h | hooks.def | real.c | dl_real.c) layer=driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
 		staging.c | touch.c | fence.c | reach.c | pool.c) layer=offload ;;

@@ -1,7 +1,9 @@
 /*
  * client.c: see client.h. The tool trusts nothing it did not check: the
- * directory (ours, 0700, not a symlink), each socket (ours) and the server
- * behind it (our uid or root), all through peer.c. A request has one
+ * directory (ours, 0700, not a symlink; or shared by a group of ours,
+ * closed to others), each socket (ours, or the group's there) and the
+ * server behind it (our uid or root, or the uid that made the socket in a
+ * shared directory), all through peer.c and sockdir.c. A request has one
  * deadline for the whole exchange and an answer has a size cap, so a
  * process that stopped answering, or one that never stops, cannot hang or
  * swell the tool. Strings in an answer are made printable before anyone
@@ -49,28 +51,36 @@ bool client_parse_pid(const char *s, pid_t *out)
     return true;
 }
 
-/* A socket directory, checked (the default one once): 0, or a message on
- * stderr and nonzero; -ENOENT when nobody has made it (no process runs). */
-static int dir_ok(const char *dir)
+/* A socket directory, checked (the default one once): 0 and *sd (private
+ * or shared by a group), or a message on stderr and nonzero; -ENOENT when
+ * nobody has made it (no process runs). */
+static int dir_ok(const char *dir, struct vs_sockdir *sd)
 {
     static int default_checked = 1; /* 1: not yet; 0: fine; -errno: refused */
+    static struct vs_sockdir default_sd;
     bool is_default = dir == client_dir();
-    if (is_default && default_checked != 1)
+    if (is_default && default_checked != 1) {
+        *sd = default_sd;
         return default_checked;
+    }
     char why[VS_PATH_MAX + 128];
-    int rc = dir[0] ? vs_dir_check(dir, why, sizeof why) : -ENAMETOOLONG;
+    memset(sd, 0, sizeof *sd);
+    int rc = dir[0] ? vs_dir_check(dir, sd, why, sizeof why) : -ENAMETOOLONG;
     if (rc != 0 && rc != -ENOENT && !client_quiet)
         fprintf(stderr, "vramshim: refusing the socket directory: %s\n",
                 dir[0] ? why : "its name is too long");
-    if (is_default)
+    if (is_default) {
         default_checked = rc;
+        default_sd = *sd;
+    }
     return rc;
 }
 
 /* pid's socket: in namespace *ns when given, else found (vs_sock_find). */
 static int connect_pid(const char *dir, pid_t pid, const uint64_t *given_ns, uint64_t deadline)
 {
-    int rc = dir_ok(dir);
+    struct vs_sockdir sd;
+    int rc = dir_ok(dir, &sd);
     if (rc != 0)
         return rc == -ENOENT ? -ENOENT : -EACCES;
     char path[VS_PATH_MAX + 48], why[VS_PATH_MAX + 128];
@@ -85,7 +95,7 @@ static int connect_pid(const char *dir, pid_t pid, const uint64_t *given_ns, uin
     }
     if (rc != 0)
         return rc;
-    rc = vs_peer_connect(path, (int)(deadline - vs_now_ms()), why, sizeof why);
+    rc = vs_peer_connect(path, &sd, (int)(deadline - vs_now_ms()), why, sizeof why);
     if (rc == -EPERM && !client_quiet)
         fprintf(stderr, "vramshim: %s\n", why);
     return rc;
@@ -246,7 +256,8 @@ static json_t *request(const char *dir, pid_t pid, const uint64_t *ns, const cha
 
 static int list_all_in(const char *dir, pid_t *pids, uint64_t *ns, int cap)
 {
-    if (dir_ok(dir) != 0)
+    struct vs_sockdir sd;
+    if (dir_ok(dir, &sd) != 0)
         return 0;
     DIR *d = opendir(dir);
     if (d == NULL)
@@ -258,7 +269,7 @@ static int list_all_in(const char *dir, pid_t *pids, uint64_t *ns, int cap)
             continue;
         char path[VS_PATH_MAX + sizeof e->d_name + 2], why[VS_PATH_MAX + 128];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (vs_entry_check(path, why, sizeof why) == -EPERM) {
+        if (vs_entry_check(path, &sd, NULL, why, sizeof why) == -EPERM) {
             if (!client_quiet)
                 fprintf(stderr, "vramshim: %s\n", why);
         } else {

@@ -13,7 +13,10 @@
 static const char ls_usage[] =
     "usage: vramshim ls [--json]\n"
     "Lists every live process running under vramshim for this user: pid, device\n"
-    "memory held, uptime and command. --json prints one JSON array of their stats.\n";
+    "memory held, uptime and command. --json prints one JSON array of their stats.\n"
+    "In a socket directory shared by a group (VRAMSHIM_SOCKET_DIR with every group\n"
+    "permission, none for others) the group's other users' processes are listed\n"
+    "too; they answer stats, not set, evict or free.\n";
 static const char stats_usage[] =
     "usage: vramshim stats [--json] PID\n"
     "Shows one process: per device, per owner, counters. --json prints the stats\n"

@@ -36,6 +36,7 @@ static const char usage_text[] =
     "  run [--vram-limit S] [--reserve S] [--pin-limit S] [--offload M] [--owner N] -- CMD ARGS...\n"
     "                     run CMD under libvramshim\n"
     "  ls [--json]        list every process running under vramshim for this user\n"
+    "                     (and its group's, in a socket directory shared by a group)\n"
     "  stats [--json] PID show one process: per device, per owner, counters\n"
     "  set PID KEY=VALUE...\n"
     "                     change vram_limit, reserve_vram, pin_limit, offload, idle_ms,\n"

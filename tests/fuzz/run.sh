@@ -31,7 +31,7 @@ jansson=$(pkg-config --cflags --libs jansson)
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-I"$src/src" -I"$src/include" -I"$src/tools" -I"$b" $cuda_inc \
 	"$src/tests/fuzz/fuzz_answer.c" "$src/tools/client.c" "$src/src/protocol.c" \
-	"$src/src/peer.c" $jansson -o "$work/fuzz_answer"
+	"$src/src/peer.c" "$src/src/sockdir.c" $jansson -o "$work/fuzz_answer"
 mkdir -p "$work/answers"
 i=0
 for seed in '0{"ok":true,"size":8388608,"span":8388608,"gran":2097152,"chunk":67108864,"n":1}' \

@@ -5,8 +5,10 @@
  * vramshim) on one 256 MiB test device shared through FAKECUDA_SHM, each with
  * its own settings, in a socket directory of the scenario's own. This
  * process drives them through pipes, one command and one answer at a time,
- * so every step happens in a known order (relief_workers.c). Idleness is set, not waited for:
- * idle_ms=0 makes every buffer touched before now idle, 60000 none, and
+ * so every step happens in a known order (relief_workers.c). Idleness is
+ * set, not waited for: idle_ms=0 makes every buffer touched before now
+ * idle, 86400000 (a day, longer than any run however slow the machine)
+ * none, and
  * wait_tick() waits for the coarse clock the touches are stamped with to
  * move on (a clock condition, never a sleep standing in for a handshake).
  *
@@ -106,7 +108,7 @@ static void fill_and_give(void)
     scenario();
     struct worker a, b;
     start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
-    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=60000", NULL});
+    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=86400000", NULL});
     for (int i = 0; i < 6; i++)
         ask_ok(&a, "a 32");
     CHECK_EQ_U64(strtoull(ask(&a, "u"), NULL, 10), 192 * M);
@@ -125,7 +127,7 @@ static void fill_and_give(void)
 
     /* A resumes and B goes idle: A's buffers come back, the last of them
      * by asking B */
-    ask_ok(&a, "s idle_ms 60000");
+    ask_ok(&a, "s idle_ms 86400000");
     ask_ok(&b, "s idle_ms 0");
     wait_tick();
     ask_ok(&a, "c");
@@ -150,8 +152,8 @@ static void priorities(void)
 {
     scenario();
     struct worker low, high, mid;
-    start(&low, "L", (const char *const[]){"VRAMSHIM_PRIORITY=0", "VRAMSHIM_IDLE_MS=60000", NULL});
-    start(&high, "H", (const char *const[]){"VRAMSHIM_PRIORITY=5", "VRAMSHIM_IDLE_MS=60000", NULL});
+    start(&low, "L", (const char *const[]){"VRAMSHIM_PRIORITY=0", "VRAMSHIM_IDLE_MS=86400000", NULL});
+    start(&high, "H", (const char *const[]){"VRAMSHIM_PRIORITY=5", "VRAMSHIM_IDLE_MS=86400000", NULL});
     start(&mid, "M", (const char *const[]){"VRAMSHIM_PRIORITY=0", "VRAMSHIM_IDLE_MS=0", NULL});
     for (int i = 0; i < 6; i++)
         ask_ok(&low, "a 32");
@@ -202,7 +204,7 @@ static void unresponsive(void)
     scenario();
     struct worker a, b;
     start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
-    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=60000", "VRAMSHIM_RELIEF_MS=2000", NULL});
+    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=86400000", "VRAMSHIM_RELIEF_MS=2000", NULL});
     for (int i = 0; i < 6; i++)
         ask_ok(&a, "a 32");
     wait_tick();
@@ -229,7 +231,7 @@ static void unresponsive(void)
     snprintf(log_env, sizeof log_env, "VRAMSHIM_LOG_FILE=%s", log);
     start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
     start(&b, "B",
-          (const char *const[]){"VRAMSHIM_IDLE_MS=60000", "VRAMSHIM_LOG=debug", log_env, NULL});
+          (const char *const[]){"VRAMSHIM_IDLE_MS=86400000", "VRAMSHIM_LOG=debug", log_env, NULL});
     for (int i = 0; i < 6; i++)
         ask_ok(&a, "a 32");
     ask_ok(&a, "b");

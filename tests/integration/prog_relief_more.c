@@ -44,7 +44,7 @@ static void kind(const char *name)
     scenario();
     struct worker a, b;
     start(&a, "A", (const char *const[]){"VRAMSHIM_IDLE_MS=0", NULL});
-    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=60000", NULL});
+    start(&b, "B", (const char *const[]){"VRAMSHIM_IDLE_MS=86400000", NULL});
     for (int i = 0; i < 6; i++)
         ask_ok(&a, "a 32");
     wait_tick();
@@ -154,7 +154,7 @@ static void group_dir(void)
     snprintf(as_b, sizeof as_b, "RELIEF_TEST_AS=%u:%u:%u", UID_B, UID_B, TEAM);
     struct worker a, b;
     start(&a, "A", (const char *const[]){as_a, "VRAMSHIM_IDLE_MS=0", NULL});
-    start(&b, "B", (const char *const[]){as_b, "VRAMSHIM_IDLE_MS=60000", NULL});
+    start(&b, "B", (const char *const[]){as_b, "VRAMSHIM_IDLE_MS=86400000", NULL});
     for (int i = 0; i < 6; i++)
         ask_ok(&a, "a 32");
     wait_tick();

@@ -66,12 +66,9 @@ allow("between arrays and host memory, or into sparse arrays: no device pointer"
 GAPS = {
     "cuMemBatchDecompressAsync": "decompresses into device memory it names by address",
     "cuMemBatchDecompressAsync_ptsz": "the same, per-thread stream",
-    "cuMemGetHandleForAddressRange": "exports a range (dma-buf) that may be a backed buffer",
     "cuMulticastBindAddr": "binds a range that may be a backed buffer to a multicast object",
     "cuTexRefSetAddress_v2": "a legacy texture reference bound to a range a launch reads",
     "cuTexRefSetAddress2D_v3": "the same, 2D",
-    "cuMemSetAccess": "the program granting access to a backed buffer's range (peer access)",
-    "cuMemGetAccess": "asks about a backed buffer's access, which vramshim set",
     "cuPointerSetAttribute": "sets SYNC_MEMOPS on a range that may be a backed buffer",
 }
 

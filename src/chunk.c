@@ -65,11 +65,17 @@ static bool fence_begin(struct buffer *b)
 
 /* A free: cuMemFree waits for the device without a deadline, and so does
  * the free of a backed buffer (the driver's own would block as long), for
- * every context that can reach it, before its memory is unmapped. */
+ * every context that can reach it, before its memory is unmapped. The
+ * driver's cuMemFree leaves another thread's stream capture alone; a
+ * context synchronise would invalidate it, so this one waits (bounded) for
+ * captures to end first (fence.c). */
 static void drain(struct buffer *b)
 {
     CUcontext ctxs[VS_FENCE_MAX_CTX];
     int n = reaching(b, ctxs);
+    if (!vs_sync_enter(true))
+        vs_warn("offload: freeing 0x%llx synchronises while a stream capture is under way; "
+                "the driver may invalidate it", (unsigned long long)b->base);
     vs_gate_write_lock();
     for (int i = 0; i < n; i++) {
         CUcontext popped;
@@ -83,6 +89,20 @@ static void drain(struct buffer *b)
             vs_real.cuCtxPopCurrent_v2(&popped);
     }
     vs_gate_write_unlock();
+    vs_sync_exit();
+}
+
+/* The fence's hold (the gate's write side, the buffer's context current)
+ * without its wait: for pageable chunks, whose address is unmapped, so
+ * nothing queued can be reading or writing them. */
+static bool hold_begin(struct buffer *b)
+{
+    vs_gate_write_lock();
+    if (b->ctx && vs_real.cuCtxPushCurrent_v2(b->ctx) != CUDA_SUCCESS) {
+        vs_gate_write_unlock();
+        return false;
+    }
+    return true;
 }
 
 static void fence_end(struct buffer *b)
@@ -97,20 +117,32 @@ static void fence_end(struct buffer *b)
 
 /* Access for the buffer's own device, every device peer access lets reach
  * it (reach.c), the host for pinned chunks when the driver allows it; none
- * for devices whose peer access was taken back. */
-static CUresult set_access(uint64_t va, uint64_t size, int dev, bool host_too)
+ * for devices whose peer access was taken back. The program's own
+ * cuMemSetAccess on the buffer (b->app_*, tier.c) decides for each device
+ * it named other than the buffer's own, which vramshim's copies need. */
+static CUresult set_access(const struct buffer *b, uint64_t va, uint64_t size, bool host_too)
 {
     CUmemAccessDesc d[VS_MAX_DEVICES + 1];
     memset(d, 0, sizeof d);
     size_t n = 0;
+    int dev = b->dev;
     uint32_t peers = vs_reach_mask(dev), revoked = vs_reach_revoked(dev);
+    uint32_t named = atomic_load(&b->app_named), rw = atomic_load(&b->app_rw),
+             ro = atomic_load(&b->app_ro);
     for (int i = 0; i < VS_MAX_DEVICES; i++) {
-        if (i != dev && !((peers | revoked) >> i & 1))
+        if (i != dev && !((peers | revoked | named) >> i & 1))
             continue;
         d[n].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
         d[n].location.id = i;
-        d[n].flags = i == dev || (peers >> i & 1) ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
-                                                  : CU_MEM_ACCESS_FLAGS_PROT_NONE;
+        if (i == dev)
+            d[n].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+        else if (named >> i & 1)
+            d[n].flags = rw >> i & 1   ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+                         : ro >> i & 1 ? CU_MEM_ACCESS_FLAGS_PROT_READ
+                                       : CU_MEM_ACCESS_FLAGS_PROT_NONE;
+        else
+            d[n].flags = peers >> i & 1 ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+                                        : CU_MEM_ACCESS_FLAGS_PROT_NONE;
         n++;
     }
     d[n].location.type = CU_MEM_LOCATION_TYPE_HOST;
@@ -164,7 +196,7 @@ static void refund(int dev, int owner, uint64_t bytes)
  * device access, copy the chunk's bytes from va into it, unmap it again. */
 static CUresult copy_into_scratch(const struct buffer *b, uint64_t va, uint64_t size)
 {
-    CUresult rc = set_access(scratch, size, b->dev, false);
+    CUresult rc = set_access(b, scratch, size, false);
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemcpyDtoD_v2(scratch, va, size);
     CUresult un = vs_real.cuMemUnmap(scratch, size);
@@ -187,7 +219,7 @@ static CUresult map_device(const struct buffer *b, uint64_t va, uint64_t size,
                            CUmemGenericAllocationHandle h)
 {
     CUresult rc = vs_real.cuMemMap(va, size, 0, h, 0);
-    if (rc == CUDA_SUCCESS && (rc = set_access(va, size, b->dev, false)) != CUDA_SUCCESS)
+    if (rc == CUDA_SUCCESS && (rc = set_access(b, va, size, false)) != CUDA_SUCCESS)
         vs_real.cuMemUnmap(va, size);
     return rc;
 }
@@ -196,7 +228,7 @@ static CUresult map_host(const struct buffer *b, uint64_t va, uint64_t size,
                          const struct vs_host_block *hb)
 {
     CUresult rc = vs_hostpool_map(hb, va);
-    if (rc == CUDA_SUCCESS && (rc = set_access(va, size, b->dev, true)) != CUDA_SUCCESS)
+    if (rc == CUDA_SUCCESS && (rc = set_access(b, va, size, true)) != CUDA_SUCCESS)
         vs_real.cuMemUnmap(va, size);
     return rc;
 }
@@ -394,7 +426,7 @@ static CUresult pageable_to_device(struct buffer *b, struct chunk *c)
     /* nothing can reach va while it is pageable: map it in place */
     rc = vs_real.cuMemMap(va, c->size, 0, h, 0);
     if (rc == CUDA_SUCCESS) {
-        rc = set_access(va, c->size, b->dev, false);
+        rc = set_access(b, va, c->size, false);
         if (rc == CUDA_SUCCESS)
             rc = vs_staging_copy(b->ctx, va, c->pageable, c->size, true);
         if (rc != CUDA_SUCCESS)
@@ -429,7 +461,7 @@ static CUresult pageable_to_pinned(struct buffer *b, struct chunk *c)
     if (rc == CUDA_SUCCESS) {
         rc = vs_hostpool_map(&hb, va);
         if (rc == CUDA_SUCCESS) {
-            rc = set_access(va, c->size, b->dev, true);
+            rc = set_access(b, va, c->size, true);
             if (rc == CUDA_SUCCESS)
                 rc = vs_staging_copy(b->ctx, va, c->pageable, c->size, true);
             if (rc != CUDA_SUCCESS)
@@ -544,23 +576,24 @@ static CUresult back(struct buffer *b)
             return rc;
         }
     }
-    rc = set_access(b->base, b->span, b->dev, false);
+    rc = set_access(b, b->base, b->span, false);
     if (rc != CUDA_SUCCESS)
         unback(b);
     return rc;
 }
 
-/* Peer access to b's device changed: every mapped chunk gets the access
- * set_access gives now (pageable chunks are mapped later, with it). */
+/* Peer access to b's device, or the program's own grant on b, changed:
+ * every mapped chunk gets the access set_access gives now (pageable chunks
+ * are mapped later, with it). */
 static void refresh_access(struct buffer *b)
 {
     for (uint32_t i = 0; i < b->n_chunks; i++) {
         const struct chunk *c = &b->chunk[i];
         if (c->where == CHUNK_PAGEABLE)
             continue;
-        CUresult rc = set_access(b->base + c->offset, c->size, b->dev, c->where == CHUNK_PINNED);
+        CUresult rc = set_access(b, b->base + c->offset, c->size, c->where == CHUNK_PINNED);
         if (rc != CUDA_SUCCESS)
-            vs_warn("peer access: cannot set the access of 0x%llx (%d); peers may not reach it",
+            vs_warn("access: cannot set the access of 0x%llx (%d); peers may not reach it",
                     (unsigned long long)(b->base + c->offset), (int)rc);
     }
 }
@@ -586,6 +619,7 @@ const struct vs_tier_ops vs_chunk_ops = {
     .unback = unback,
     .fence_begin = fence_begin,
     .fence_end = fence_end,
+    .hold_begin = hold_begin,
     .drain = drain,
     .device_to_pinned = device_to_pinned,
     .pinned_to_device = pinned_to_device,

@@ -23,9 +23,15 @@
  * CUDA_ERROR_STREAM_CAPTURE_INVALIDATED at cuStreamEndCapture). The hooks
  * of cuStreamBeginCapture* / cuStreamEndCapture count captures in flight,
  * process-wide (a capture in global mode forbids unsafe calls from every
- * thread); while any is, fences fail at once. Left open: a capture that
- * begins while the waiter is already inside a synchronise that started
- * before it.
+ * thread); while any is, fences fail at once. Captures and vramshim's own
+ * synchronises (the waiter's, and a free's drain in chunk.c) exclude each
+ * other: a capture begins only once no synchronise is in flight, and a
+ * synchronise starts only while no capture is under way. Each side waits
+ * for the other at most VRAMSHIM_FENCE_MS (a synchronise may be held up by
+ * the program's own stream, a capture by the program's own thread), and
+ * then goes ahead as it would have without vramshim: the fence fails, the
+ * capture begins, a free's drain synchronises anyway (its memory may still
+ * be in use: losing a capture is better than faulting).
  */
 #include "offload_internal.h"
 
@@ -36,6 +42,11 @@
 
 static uint32_t fence_ms = 5000;
 static _Atomic int captures; /* stream captures begun and not yet ended */
+
+/* captures and synchronises excluding each other (see the header) */
+static pthread_mutex_t excl_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t excl_cv; /* on CLOCK_MONOTONIC, set up in vs_fence_setup */
+static int syncing;            /* vramshim's synchronises in flight, under excl_mu */
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t asked_cv = PTHREAD_COND_INITIALIZER;
@@ -54,19 +65,67 @@ void vs_fence_setup(uint32_t ms)
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&answered_cv, &attr);
+    pthread_cond_init(&excl_cv, &attr);
     pthread_condattr_destroy(&attr);
+}
+
+static struct timespec deadline_in(uint32_t ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
 }
 
 void vs_capture_begin(void)
 {
-    atomic_fetch_add(&captures, 1);
+    pthread_mutex_lock(&excl_mu);
+    atomic_fetch_add(&captures, 1); /* no synchronise starts from now on */
+    struct timespec deadline = deadline_in(fence_ms);
+    while (syncing > 0)
+        if (pthread_cond_timedwait(&excl_cv, &excl_mu, &deadline) == ETIMEDOUT) {
+            vs_warn("offload: a stream capture begins while vramshim still waits for the "
+                    "device (%u ms); the driver may invalidate it", fence_ms);
+            break;
+        }
+    pthread_mutex_unlock(&excl_mu);
 }
 
 void vs_capture_end(void)
 {
+    pthread_mutex_lock(&excl_mu);
     int n = atomic_load(&captures);
-    while (n > 0 && !atomic_compare_exchange_weak(&captures, &n, n - 1))
-        ;
+    if (n > 0)
+        atomic_store(&captures, n - 1);
+    pthread_cond_broadcast(&excl_cv);
+    pthread_mutex_unlock(&excl_mu);
+}
+
+bool vs_sync_enter(bool wait)
+{
+    pthread_mutex_lock(&excl_mu);
+    struct timespec deadline = deadline_in(wait ? fence_ms : 0);
+    while (atomic_load(&captures) > 0)
+        if (!wait || pthread_cond_timedwait(&excl_cv, &excl_mu, &deadline) == ETIMEDOUT)
+            break;
+    bool quiet = atomic_load(&captures) == 0;
+    if (quiet || wait)
+        syncing++;
+    pthread_mutex_unlock(&excl_mu);
+    return quiet;
+}
+
+void vs_sync_exit(void)
+{
+    pthread_mutex_lock(&excl_mu);
+    syncing--;
+    pthread_cond_broadcast(&excl_cv);
+    pthread_mutex_unlock(&excl_mu);
 }
 
 bool vs_capture_active(void)
@@ -91,13 +150,18 @@ static void *waiter_main(void *arg)
             ctx[i] = want[i];
         pthread_mutex_unlock(&mu);
         CUresult rc = CUDA_SUCCESS;
-        for (int i = 0; i < n && rc == CUDA_SUCCESS; i++) {
-            CUcontext popped;
-            rc = ctx[i] ? vs_real.cuCtxPushCurrent_v2(ctx[i]) : CUDA_SUCCESS;
-            if (rc == CUDA_SUCCESS)
-                rc = vs_real.cuCtxSynchronize();
-            if (ctx[i])
-                vs_real.cuCtxPopCurrent_v2(&popped);
+        if (vs_sync_enter(false)) {
+            for (int i = 0; i < n && rc == CUDA_SUCCESS; i++) {
+                CUcontext popped;
+                rc = ctx[i] ? vs_real.cuCtxPushCurrent_v2(ctx[i]) : CUDA_SUCCESS;
+                if (rc == CUDA_SUCCESS)
+                    rc = vs_real.cuCtxSynchronize();
+                if (ctx[i])
+                    vs_real.cuCtxPopCurrent_v2(&popped);
+            }
+            vs_sync_exit();
+        } else {
+            rc = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; /* one began since the ask */
         }
         pthread_mutex_lock(&mu);
         n_answered = id;
@@ -143,14 +207,7 @@ CUresult vs_fence_wait(const CUcontext *ctxs, int n)
     uint64_t id = ++n_asked;
     busy = true;
     pthread_cond_signal(&asked_cv);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += fence_ms / 1000;
-    deadline.tv_nsec += (long)(fence_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_in(fence_ms);
     while (n_answered < id)
         if (pthread_cond_timedwait(&answered_cv, &mu, &deadline) == ETIMEDOUT)
             break;
@@ -177,4 +234,6 @@ void vs_fence_atfork_child(void)
     started = busy = false;
     n_asked = n_answered = 0;
     atomic_store(&captures, 0);
+    pthread_mutex_init(&excl_mu, NULL);
+    syncing = 0;
 }

@@ -6,6 +6,14 @@
  * vramshim makes of the program's buffers. So once the driver has said
  * yes, the grant is recorded (reach.c) and given to every backed buffer of
  * the peer's device with cuMemSetAccess, and disabling takes it back.
+ *
+ * The program's own cuMemSetAccess on a backed buffer's range would reach
+ * only the chunks mapped at that moment, and be lost at the next move
+ * (pinned host handles and new device handles are mapped with vramshim's
+ * access). So it is kept with the buffer and applied to every chunk,
+ * wherever it is, now and after each move (tier.c, chunk.c); and
+ * cuMemGetAccess answers what the program set, not what a chunk happens to
+ * have.
  */
 #include "hooks.h"
 
@@ -49,4 +57,19 @@ CUresult vs_hook_cuCtxDisablePeerAccess(CUcontext peerContext)
     if (rc == CUDA_SUCCESS)
         record(peerContext, false);
     return rc;
+}
+
+CUresult vs_hook_cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc,
+                                size_t count)
+{
+    CUresult rc = vs_tier_set_access(ptr, size, desc, count);
+    return rc == CUDA_ERROR_NOT_FOUND ? vs_real.cuMemSetAccess(ptr, size, desc, count) : rc;
+}
+
+CUresult vs_hook_cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location,
+                                CUdeviceptr ptr)
+{
+    if (flags == NULL || location == NULL || !vs_tier_get_access(ptr, location, flags))
+        return vs_real.cuMemGetAccess(flags, location, ptr);
+    return CUDA_SUCCESS;
 }

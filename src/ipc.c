@@ -75,6 +75,22 @@ CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
     return CUDA_SUCCESS;
 }
 
+/* A dma-buf of a backed buffer's range (an RDMA NIC, another driver) names
+ * the device memory mapped there when it is exported; a move would leave
+ * the exporter's reader with stale pages. So the buffer comes back whole
+ * first and never moves again, as one shared through cuIpcGetMemHandle:
+ * the descriptor has no end vramshim can see. */
+CUresult vs_hook_cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr, size_t size,
+                                               CUmemRangeHandleType handleType,
+                                               unsigned long long flags)
+{
+    struct vs_share sh;
+    CUresult rc = handle ? vs_tier_share(dptr, &sh) : CUDA_ERROR_NOT_FOUND;
+    if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_NOT_FOUND)
+        return rc;
+    return vs_real.cuMemGetHandleForAddressRange(handle, dptr, size, handleType, flags);
+}
+
 /* ---- the importer --------------------------------------------------------- */
 
 /* The exporter's socket, checked as peer.c does: our directory, our socket,

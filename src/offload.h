@@ -220,6 +220,17 @@ void vs_tier_publish(struct vs_backing *pending, bool recorded);
 struct vs_backing *vs_tier_free_begin(uint64_t base);
 void vs_tier_free_end(struct vs_backing *held);
 bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
+/* The program's cuMemSetAccess on the backed buffer holding ptr: its
+ * device locations are kept with the buffer and applied to every chunk,
+ * wherever it is, now and after each move. CUDA_ERROR_NOT_FOUND: not a
+ * backed buffer (the driver's call stands); CUDA_ERROR_INVALID_VALUE /
+ * _INVALID_DEVICE for a description the driver would refuse. */
+CUresult vs_tier_set_access(uint64_t ptr, uint64_t size, const CUmemAccessDesc *desc,
+                            size_t count);
+/* cuMemGetAccess for a backed buffer: what the program set for location,
+ * read-write for its own device and for devices peer access lets reach
+ * it. false: not a backed buffer. */
+bool vs_tier_get_access(uint64_t ptr, const CUmemLocation *location, unsigned long long *flags);
 
 /* ---- what moves, when asked (tier.c) ----------------------------------- */
 /* An allocation of `bytes` is `shortfall` bytes short: move least recently

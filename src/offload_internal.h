@@ -75,6 +75,12 @@ extern _Atomic uint32_t vs_pageable_total;
  * still under way), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED (a capture is
  * under way: no synchronise), or the driver's error: nothing may move. */
 CUresult vs_fence_wait(const CUcontext *ctxs, int n);
+/* Around each context synchronise of vramshim's own: no capture may begin
+ * meanwhile. vs_sync_enter(false): false, and nothing entered, while a
+ * capture is under way; (true): waits for captures to end, at most
+ * VRAMSHIM_FENCE_MS, then enters in any case (true if none was left). */
+bool vs_sync_enter(bool wait);
+void vs_sync_exit(void);
 void vs_fence_atfork_child(void);
 
 /* ---- reach.c: who else reaches a device's memory ------------------------ */
@@ -124,6 +130,10 @@ struct buffer {
     _Atomic bool handed_over; /* vramshim_offload: the program will not touch it */
     _Atomic bool shared;      /* another process may map it: never moves again */
     uint64_t share_token;     /* what an importer must name (under move_lock) */
+    /* The program's own cuMemSetAccess on the buffer, a bit per device:
+     * those it named, and which of them it gave read-write or read-only
+     * access (none: PROT_NONE). Every mapping of a chunk applies it. */
+    _Atomic uint32_t app_named, app_rw, app_ro;
     /* Who may touch the record (tier.c, under lru_lock): `busy` counts the
      * moves and requests that hold it; a free takes the buffer out of the
      * tree, sets `dying` (moves stop between chunks) and waits until busy is
@@ -157,6 +167,10 @@ struct vs_tier_ops {
      * until fence_end. false: the fence failed, nothing may move. */
     bool (*fence_begin)(struct buffer *b);
     void (*fence_end)(struct buffer *b);
+    /* fence_begin without waiting for the device, for chunks nothing
+     * submitted can be using (pageable ones: their address is unmapped);
+     * closed with fence_end. false: nothing may move. NULL: not offered. */
+    bool (*hold_begin)(struct buffer *b);
     /* Before a free: wait, without a deadline as cuMemFree does, until no
      * submitted work can reach b. NULL: fence_begin and fence_end. */
     void (*drain)(struct buffer *b);

@@ -655,6 +655,21 @@ static bool buffer_in(struct buffer *b)
         return true;
     }
     if (!fence_begin(b)) {
+        /* The device is busy, or a stream captures (no synchronise then).
+         * Pageable chunks still come back, to pinned memory where work
+         * reaches them: their address is unmapped, so nothing queued can
+         * be using them, and no wait is needed. */
+        if (b->n_pageable && ops->hold_begin) {
+            tree_changed();
+            if (ops->hold_begin(b)) {
+                take_back(b);
+                for (uint32_t i = 0; i < b->n_chunks && !atomic_load(&b->dying); i++)
+                    if (b->chunk[i].where == CHUNK_PAGEABLE)
+                        ops->from_pageable(b, &b->chunk[i], true);
+                fence_end(b);
+                return false;
+            }
+        }
         /* the program touched it: the hand-over is over even though nothing
          * could move (its pageable chunks now stop the next submission) */
         vs_gate_write_lock();
@@ -1118,6 +1133,73 @@ uint64_t vs_tier_yield_pins(uint64_t bytes)
         unclaim(b);
     }
     return freed;
+}
+
+CUresult vs_tier_set_access(uint64_t ptr, uint64_t size, const CUmemAccessDesc *desc,
+                            size_t count)
+{
+    if (desc == NULL || count == 0 || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint32_t named = 0, rw = 0, ro = 0;
+    for (size_t i = 0; i < count; i++) {
+        const CUmemAccessDesc *d = &desc[i];
+        if (d->flags != CU_MEM_ACCESS_FLAGS_PROT_NONE &&
+            d->flags != CU_MEM_ACCESS_FLAGS_PROT_READ &&
+            d->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
+            return CUDA_ERROR_INVALID_VALUE;
+        if (d->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+            continue; /* host access to device memory: vramshim's own choice per chunk */
+        if (d->location.id < 0 || d->location.id >= VS_MAX_DEVICES)
+            return CUDA_ERROR_INVALID_DEVICE;
+        uint32_t bit = 1u << d->location.id;
+        named |= bit;
+        rw = (rw & ~bit) | (d->flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE ? bit : 0);
+        ro = (ro & ~bit) | (d->flags == CU_MEM_ACCESS_FLAGS_PROT_READ ? bit : 0);
+    }
+    /* under move_lock, as a peer grant (vs_tier_refresh_access): no move
+     * is between its unmap and its new mapping */
+    move_lock_take(true);
+    struct buffer *b = claim_at(ptr, true);
+    if (b == NULL) {
+        move_lock_give();
+        return CUDA_ERROR_NOT_FOUND;
+    }
+    if (ptr + size > b->base + b->span)
+        vs_info("cuMemSetAccess: 0x%llx+%llu runs past the buffer at 0x%llx; "
+                "applied to the whole buffer", (unsigned long long)ptr,
+                (unsigned long long)size, (unsigned long long)b->base);
+    uint32_t keep = ~named;
+    atomic_store(&b->app_rw, (atomic_load(&b->app_rw) & keep) | rw);
+    atomic_store(&b->app_ro, (atomic_load(&b->app_ro) & keep) | ro);
+    atomic_fetch_or(&b->app_named, named);
+    if (ops->refresh_access)
+        ops->refresh_access(b);
+    unclaim(b);
+    move_lock_give();
+    return CUDA_SUCCESS;
+}
+
+bool vs_tier_get_access(uint64_t ptr, const CUmemLocation *location, unsigned long long *flags)
+{
+    struct buffer *b = claim_at(ptr, true);
+    if (b == NULL)
+        return false;
+    unsigned long long f = CU_MEM_ACCESS_FLAGS_PROT_NONE;
+    int id = location->id;
+    if (location->type == CU_MEM_LOCATION_TYPE_DEVICE && id >= 0 && id < VS_MAX_DEVICES) {
+        uint32_t bit = 1u << id;
+        if (id == b->dev)
+            f = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+        else if (atomic_load(&b->app_named) & bit)
+            f = atomic_load(&b->app_rw) & bit   ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+                : atomic_load(&b->app_ro) & bit ? CU_MEM_ACCESS_FLAGS_PROT_READ
+                                                : CU_MEM_ACCESS_FLAGS_PROT_NONE;
+        else if (vs_reach_mask(b->dev) & bit)
+            f = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    }
+    *flags = f;
+    unclaim(b);
+    return true;
 }
 
 void vs_tier_refresh_access(int dev)

@@ -219,7 +219,9 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuIpcOpenMemHandle", 4010, cuIpcOpenMemHandle, 0)                     \
     E("cuIpcOpenMemHandle", 11000, cuIpcOpenMemHandle_v2, 0)                 \
     E("cuIpcCloseMemHandle", 4010, cuIpcCloseMemHandle, 0)                   \
-    E("cuMemSetAccess", 10020, cuMemSetAccess, 0)
+    E("cuMemSetAccess", 10020, cuMemSetAccess, 0)                            \
+    E("cuMemGetAccess", 10020, cuMemGetAccess, 0)                            \
+    E("cuMemGetHandleForAddressRange", 11070, cuMemGetHandleForAddressRange, 0)
 
 /* Entry points an "old driver" build leaves out. A weak reference alone is
  * not enough: the dynamic linker would satisfy it with vramshim's export of

@@ -38,7 +38,7 @@ struct fk_handle {
 
 #define FK_ACCESS_HOST (1u << 31)
 struct fk_mapping {
-    uint64_t base, size;
+    uint64_t base, size, offset; /* offset: into the handle */
     struct fk_handle *h;
     uint32_t access; /* a bit per device granted, FK_ACCESS_HOST */
     struct fk_mapping *next;
@@ -268,7 +268,8 @@ FK_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
         free(m);
         return CUDA_ERROR_INVALID_VALUE;
     }
-    *m = (struct fk_mapping){.base = ptr, .size = size, .h = h, .next = mappings};
+    *m = (struct fk_mapping){.base = ptr, .size = size, .offset = offset, .h = h,
+                             .next = mappings};
     mappings = m;
     h->mappings++;
     pthread_mutex_unlock(&vmm_lock);
@@ -342,6 +343,76 @@ FK_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size,
     int rc = mprotect((void *)(uintptr_t)ptr, size, prot);
     pthread_mutex_unlock(&vmm_lock);
     return rc == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* cuMemGetHandleForAddressRange (driver API reference): a dma-buf file
+ * descriptor for device memory; a range from cuMemAddressReserve must be
+ * fully mapped, and dptr and size aligned to the host page size. Only
+ * CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD exists. Here the range must lie in
+ * one mapping of device memory, and the descriptor is its memfd: a
+ * reader maps it at offset (dptr - base + the mapping's offset into its
+ * handle) and sees the device's bytes for as long as that memory backs
+ * the range. cuMemAlloc memory (not VMM here) is refused with
+ * CUDA_ERROR_NOT_SUPPORTED, as its IPC is. */
+FK_EXPORT CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr, size_t size,
+                                                 CUmemRangeHandleType type,
+                                                 unsigned long long flags)
+{
+    FK_ENTER("cuMemGetHandleForAddressRange");
+    long page = sysconf(_SC_PAGESIZE);
+    if (handle == NULL || size == 0 || type != CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD ||
+        dptr % (uint64_t)page || size % (size_t)page)
+        return CUDA_ERROR_INVALID_VALUE;
+    (void)flags;
+    CUresult rc = CUDA_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&vmm_lock);
+    for (struct fk_mapping *m = mappings; m; m = m->next)
+        if (dptr >= m->base && dptr < m->base + m->size) {
+            rc = CUDA_ERROR_INVALID_VALUE;
+            if (dptr + size <= m->base + m->size && m->h->device >= 0) {
+                int fd = dup(m->h->fd);
+                if (fd >= 0) {
+                    *(int *)handle = fd;
+                    rc = CUDA_SUCCESS;
+                }
+            }
+            break;
+        }
+    pthread_mutex_unlock(&vmm_lock);
+    return rc;
+}
+
+/* "Get the access flags set for the given location and ptr" (driver API
+ * reference, cuMemGetAccess): what cuMemSetAccess gave the mapping at ptr;
+ * an address no mapping holds is CUDA_ERROR_INVALID_VALUE. */
+FK_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location,
+                                  CUdeviceptr ptr)
+{
+    FK_ENTER("cuMemGetAccess");
+    if (flags == NULL || location == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint32_t bit;
+    if (location->type == CU_MEM_LOCATION_TYPE_DEVICE) {
+        if (location->id < 0 || location->id >= fk.ndevices)
+            return CUDA_ERROR_INVALID_DEVICE;
+        bit = 1u << location->id;
+    } else if (location->type == CU_MEM_LOCATION_TYPE_HOST ||
+               location->type == CU_MEM_LOCATION_TYPE_HOST_NUMA) {
+        bit = FK_ACCESS_HOST;
+    } else {
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&vmm_lock);
+    for (struct fk_mapping *m = mappings; m; m = m->next)
+        if (ptr >= m->base && ptr < m->base + m->size) {
+            *flags = m->access & bit ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+                                     : CU_MEM_ACCESS_FLAGS_PROT_NONE;
+            rc = CUDA_SUCCESS;
+            break;
+        }
+    pthread_mutex_unlock(&vmm_lock);
+    return rc;
 }
 
 int fk_vmm_reachable(uint64_t addr, int dev)

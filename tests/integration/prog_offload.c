@@ -13,10 +13,17 @@
  *      flight on a stream: none of its writes are lost;
  *   4. a randomized run: 4 threads, 100,000 operations in all (allocate,
  *      free, write, read, kernel, device-to-device copy, offload, prefetch,
- *      limit changes), every read checked against a shadow copy.
+ *      limit changes), every read checked against a shadow copy, with
+ *      hostile threads (hostile.h) at the same time: a freer the run hands
+ *      buffers to, stream captures and graph launches, host callbacks
+ *      writing pinned memory that copies read, and the control socket's
+ *      `evict` and `free`. Every phase the books are checked and every
+ *      byte of every buffer. Seeded (CHECK_SEED), the seed printed.
  */
 #include "check.h"
 #include "fakecuda.h"
+#include "hostile.h"
+#include "scenario.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -221,7 +228,6 @@ static void move_under_kernel(void)
 /* every this many operations the threads meet, and vramshim's books are
  * checked (vramshim_check) while none of them runs */
 #define PHASE_OPS 2500
-static pthread_barrier_t phase;
 
 struct slot {
     CUdeviceptr p;
@@ -229,11 +235,12 @@ struct slot {
     unsigned char *shadow;
 };
 
-static _Atomic unsigned long ops_done, moves_asked;
+static _Atomic unsigned long ops_done, moves_asked, refused_in_capture;
+static uint64_t run_seed;
 
 static void *random_ops(void *arg)
 {
-    uint64_t seed = 0x9e3779b97f4a7c15ULL * ((uintptr_t)arg + 1);
+    uint64_t seed = run_seed ^ 0x9e3779b97f4a7c15ULL * ((uintptr_t)arg + 1);
     CHECK_CU(cu.set_ctx(cu.ctx));
     CUstream s;
     CHECK_CU(cu.stream_create(&s, 0));
@@ -245,21 +252,41 @@ static void *random_ops(void *arg)
         if (op % PHASE_OPS == 0 && op != checked_at) {
             checked_at = op;
             CHECK_CU(cu.stream_sync(s));
-            check_phase(&phase, op);
+            hostile_phase(op);
+            for (int i = 0; i < SLOTS; i++)
+                if (slots[i].p)
+                    check_device_bytes(cu.dtoh, slots[i].p, slots[i].shadow, slots[i].n,
+                                       "a whole buffer after a phase");
         }
         struct slot *sl = &slots[check_rnd(&seed) % SLOTS];
         unsigned kind = (unsigned)(check_rnd(&seed) % 100);
         if (sl->p == 0) { /* allocate 2 to 4 MiB; slot 0 sometimes under a granule */
-            sl->n = (2 + check_rnd(&seed) % 3) * M - (sl == slots ? (check_rnd(&seed) % 2) * 4096 : 0);
-            CHECK_CU(cu.alloc(&sl->p, sl->n));
+            size_t n = (2 + check_rnd(&seed) % 3) * M - (sl == slots ? (check_rnd(&seed) % 2) * 4096 : 0);
+            uint64_t mark = hostile_capture_mark();
+            CUresult rc = cu.alloc(&sl->p, n);
+            /* while a stream captures, vramshim makes no room (it cannot
+             * synchronise): refused, as the driver refuses one */
+            if (rc == CUDA_ERROR_OUT_OF_MEMORY && hostile_capture_overlapped(mark)) {
+                sl->p = 0;
+                refused_in_capture++;
+                continue;
+            }
+            CHECK_CU(rc);
+            sl->n = n;
+            hostile_account((int64_t)n);
             sl->shadow = malloc(sl->n);
             check_fill(sl->shadow, sl->n, (unsigned)op);
             CHECK_CU(cu.htod(sl->p, sl->shadow, sl->n));
-        } else if (kind < 4) { /* free, after checking everything */
+        } else if (kind < 4) { /* free, after checking everything, or give it to the freer */
             CHECK_CU(cu.stream_sync(s));
-            check_device_bytes(cu.dtoh, sl->p, sl->shadow, sl->n, "whole buffer before free");
-            CHECK_CU(cu.release(sl->p));
-            free(sl->shadow);
+            if (kind < 2) {
+                hostile_give(sl->p, sl->n, sl->shadow);
+            } else {
+                check_device_bytes(cu.dtoh, sl->p, sl->shadow, sl->n, "whole buffer before free");
+                CHECK_CU(cu.release(sl->p));
+                hostile_account(-(int64_t)sl->n);
+                free(sl->shadow);
+            }
             sl->p = 0;
         } else if (kind < 30) { /* write a small range */
             size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (sl->n - len);
@@ -298,6 +325,13 @@ static void *random_ops(void *arg)
             int rc = cu.prefetch(sl->p);
             CHECK(rc == 0 || rc == -ENOMEM || (rc == -ENOTSUP && sl->n < 2 * M), "prefetch: %d", rc);
             moves_asked++;
+        } else if (kind < 89) { /* work for the hostile threads */
+            static const enum hostile_kind kinds[] = {HOSTILE_CAPTURE, HOSTILE_CAPTURE,
+                                                      HOSTILE_CALLBACK, HOSTILE_CALLBACK};
+            if (kind == 85 && check_rnd(&seed) % 8 == 0)
+                hostile_ticket(HOSTILE_REQUEST);
+            else if (kind != 85)
+                hostile_ticket(kinds[kind - 85]);
         } else if (kind < 98) { /* read a small range */
             size_t len = 1 + check_rnd(&seed) % sizeof tmp, off = check_rnd(&seed) % (sl->n - len);
             CHECK_CU(cu.stream_sync(s));
@@ -316,6 +350,7 @@ static void *random_ops(void *arg)
             continue;
         check_device_bytes(cu.dtoh, slots[i].p, slots[i].shadow, slots[i].n, "at the end");
         CHECK_CU(cu.release(slots[i].p));
+        hostile_account(-(int64_t)slots[i].n);
         free(slots[i].shadow);
     }
     return NULL;
@@ -326,16 +361,22 @@ static void randomized(void)
     CHECK(cu.set("vram_limit", "56M") == 0, "set");
     /* a touched buffer comes back by moving only buffers idle this long */
     CHECK(cu.set("idle_ms", "500") == 0, "set");
+    run_seed = scenario_seed(0x6f66666c6f6164);
+    struct hostile_setup h = {.lib = cu.lib, .ctx = cu.ctx, .xor_kernel = cu.xor_kernel,
+                              .run_threads = THREADS, .seed = run_seed};
+    hostile_start(&h);
     pthread_t t[THREADS];
-    pthread_barrier_init(&phase, NULL, THREADS);
     for (uintptr_t i = 0; i < THREADS; i++)
         CHECK(pthread_create(&t[i], NULL, random_ops, (void *)i) == 0, "thread");
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    hostile_stop();
     check_invariants("after the randomized run");
     json_t *st = stats_get();
-    printf("randomized: %lu operations, %llu evictions, %llu restores, 0 mismatches\n",
-           (unsigned long)ops_done, (unsigned long long)stats_u64(st, "counters.evictions"),
+    printf("randomized: %lu operations (%lu allocations refused during a capture), "
+           "%llu evictions, %llu restores, 0 mismatches\n",
+           (unsigned long)ops_done, (unsigned long)refused_in_capture,
+           (unsigned long long)stats_u64(st, "counters.evictions"),
            (unsigned long long)stats_u64(st, "counters.restores"));
     CHECK_EQ_U64(ops_done, THREADS * OPS_PER_THREAD);
     /* about one operation in fifteen evicts: 1,000 of 100,000, 100 of the

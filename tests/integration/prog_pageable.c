@@ -20,10 +20,17 @@
  *      and cuPointerGetAttributes answers for it while it is out;
  *   4. vramshim's own pins yield to the program's cuMemHostAlloc;
  *   5. a randomized run of handed-over buffers under a small pin budget,
- *      every read checked against a shadow copy.
+ *      every read checked against a shadow copy, with hostile threads
+ *      (hostile.h) at the same time: a freer the run hands buffers to,
+ *      stream captures and graph launches, host callbacks writing pinned
+ *      memory that copies read, and the control socket's `evict` and
+ *      `free`. Every phase the books are checked and every byte of every
+ *      buffer. Seeded (CHECK_SEED), the seed printed.
  */
 #include "check.h"
 #include "fakecuda.h"
+#include "hostile.h"
+#include "scenario.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -359,11 +366,11 @@ static void pins_yield(void)
 #define PHASE_OPS 1000 /* the threads meet and vramshim's books are checked */
 
 static _Atomic unsigned long ops_done;
-static pthread_barrier_t phase;
+static uint64_t run_seed;
 
 static void *random_ops(void *arg)
 {
-    uint64_t seed = 0x2545f4914f6cdd1dULL * ((uintptr_t)arg + 1);
+    uint64_t seed = run_seed ^ 0x2545f4914f6cdd1dULL * ((uintptr_t)arg + 1);
     CHECK_CU(cu.set_ctx(cu.ctx));
     CUstream s;
     CHECK_CU(cu.stream_create(&s, 0));
@@ -374,15 +381,32 @@ static void *random_ops(void *arg)
         n[i] = (2 + check_rnd(&seed) % 3) * M;
         shadow[i] = malloc(n[i]);
         p[i] = alloc_filled(n[i], shadow[i], (unsigned)i);
+        hostile_account((int64_t)n[i]);
     }
     for (int op = 0; op < OPS_PER_THREAD; op++) {
         if (op && op % PHASE_OPS == 0) {
             CHECK_CU(cu.stream_sync(s));
-            check_phase(&phase, op);
+            hostile_phase(op);
+            for (int k = 0; k < SLOTS; k++)
+                check_device_bytes(cu.dtoh, p[k], shadow[k], n[k], "a whole buffer after a phase");
         }
         int i = (int)(check_rnd(&seed) % SLOTS);
         unsigned kind = (unsigned)(check_rnd(&seed) % 100);
-        if (kind < 25) { /* hand it over (a kernel may still be running on it) */
+        if (kind < 2) { /* give it to the freer, and take a new one */
+            CHECK_CU(cu.stream_sync(s));
+            hostile_give(p[i], n[i], shadow[i]);
+            n[i] = (2 + check_rnd(&seed) % 3) * M;
+            shadow[i] = malloc(n[i]);
+            p[i] = alloc_filled(n[i], shadow[i], (unsigned)op);
+            hostile_account((int64_t)n[i]);
+        } else if (kind < 6) { /* work for the hostile threads */
+            static const enum hostile_kind kinds[] = {HOSTILE_CAPTURE, HOSTILE_CALLBACK,
+                                                      HOSTILE_CALLBACK};
+            if (kind == 2 && check_rnd(&seed) % 4 == 0)
+                hostile_ticket(HOSTILE_REQUEST);
+            else if (kind != 2)
+                hostile_ticket(kinds[kind - 3]);
+        } else if (kind < 25) { /* hand it over (a kernel may still be running on it) */
             int rc = cu.offload(p[i]);
             CHECK(rc == 0 || rc == -ENOMEM, "offload: %d", rc);
         } else if (kind < 35) {
@@ -412,6 +436,7 @@ static void *random_ops(void *arg)
     for (int i = 0; i < SLOTS; i++) {
         check_device_bytes(cu.dtoh, p[i], shadow[i], n[i], "at the end");
         CHECK_CU(cu.release(p[i]));
+        hostile_account(-(int64_t)n[i]);
         free(shadow[i]);
     }
     return NULL;
@@ -420,12 +445,16 @@ static void *random_ops(void *arg)
 static void randomized(void)
 {
     CHECK(cu.set("pin_limit", "36M") == 0, "set pin_limit");
+    run_seed = scenario_seed(0x7061676561626c65);
+    struct hostile_setup h = {.lib = cu.lib, .ctx = cu.ctx, .xor_kernel = cu.xor_kernel,
+                              .run_threads = THREADS, .seed = run_seed};
+    hostile_start(&h);
     pthread_t t[THREADS];
-    pthread_barrier_init(&phase, NULL, THREADS);
     for (uintptr_t i = 0; i < THREADS; i++)
         CHECK(pthread_create(&t[i], NULL, random_ops, (void *)i) == 0, "thread");
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    hostile_stop();
     check_invariants("after the randomized run");
     json_t *st = stats_get();
     printf("randomized: %lu operations, %llu evictions, %llu restores, 0 mismatches\n",

@@ -4,6 +4,9 @@
 #include "scenario.h"
 
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define MiB (1024ULL * 1024ULL)
 
@@ -101,4 +104,48 @@ void scenario_run(const struct cu_api *api, const char *owner)
     check_owner(st, "weights", 0, 0, 0);
     json_decref(st);
     free(plain);
+}
+
+void scenario_own_socket(char *out, size_t cap)
+{
+    const char *dir = getenv("VRAMSHIM_SOCKET_DIR");
+    CHECK(dir != NULL, "VRAMSHIM_SOCKET_DIR is not set (run through make check)");
+    check_sock_path(dir, getpid(), out, cap);
+}
+
+void scenario_ask(const char *sock, const char *line, char *answer, size_t cap)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0, "socket");
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", sock);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect %s", sock);
+    CHECK(send(fd, line, strlen(line), MSG_NOSIGNAL) == (ssize_t)strlen(line), "send");
+    /* the server closes once it has answered */
+    char buf[4096];
+    size_t used = 0;
+    ssize_t r;
+    while (used < sizeof buf - 1 && (r = recv(fd, buf + used, sizeof buf - 1 - used, 0)) > 0)
+        used += (size_t)r;
+    buf[used] = '\0';
+    close(fd);
+    CHECK(used > 0 && buf[used - 1] == '\n', "no answer to %s", line);
+    buf[used - 1] = '\0';
+    char *last = strrchr(buf, '\n');
+    snprintf(answer, cap, "%s", last ? last + 1 : buf);
+}
+
+uint64_t scenario_seed(uint64_t dflt)
+{
+    const char *env = getenv("CHECK_SEED");
+    uint64_t seed = dflt;
+    if (env && *env) {
+        char *end;
+        seed = strtoull(env, &end, 0);
+        CHECK(*end == '\0' && seed != 0, "CHECK_SEED=%s is not a nonzero number", env);
+    }
+    printf("seed %llu (CHECK_SEED=%llu draws the same again)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    fflush(stdout);
+    return seed;
 }

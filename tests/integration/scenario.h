@@ -34,4 +34,16 @@ struct cu_api {
  * `owner` is the name the default owner should have. */
 void scenario_run(const struct cu_api *api, const char *owner);
 
+/* The seed of a randomized run: CHECK_SEED when set, else `dflt`; printed,
+ * so that a failure's draws can be made again. */
+uint64_t scenario_seed(uint64_t dflt);
+
+/* This process's own control socket (in VRAMSHIM_SOCKET_DIR), as the tool
+ * finds it. */
+void scenario_own_socket(char *out, size_t cap);
+/* One request to the control socket at `sock`, as the tool sends it: the
+ * last line of the answer (progress lines may come before it) goes to
+ * `answer`, without its newline. Fails the test if none comes. */
+void scenario_ask(const char *sock, const char *line, char *answer, size_t cap);
+
 #endif

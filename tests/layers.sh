@@ -19,7 +19,7 @@ bad=0
 
 layer_of() { # a file name -> layer
 	case $(basename "$1") in
-	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
+	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | page_index.c | \
 		limits.c | budget.c | protocol.c | peer.c | relief.c | debug.c) echo core ;;
 	driver.h | hooks.def | real.c | dl_real.c) echo driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \

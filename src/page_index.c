@@ -27,10 +27,9 @@
 
 uint64_t vs_page_index_slots_for(uint64_t n)
 {
-    uint64_t slots = MIN_SLOTS;
-    while (slots < 2 * n)
-        slots *= 2;
-    return slots;
+    if (n <= MIN_SLOTS / 2)
+        return MIN_SLOTS;
+    return 1ULL << (64 - __builtin_clzll(2 * n - 1)); /* the power of two >= 2n */
 }
 
 bool vs_page_index_fits(const struct vs_page_index *ix, uint64_t more)

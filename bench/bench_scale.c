@@ -308,6 +308,20 @@ int main(int argc, char **argv)
         time_launch(pointers, LAUNCH_COUNTED);
         return 0;
     }
+    if (argc == 5 && strcmp(argv[1], "--allocs") == 0) {
+        /* bench/alloc_instr.sh: grow to `live` allocations (backed ones
+         * first, as above), then `pairs` alloc+free of `size` bytes, for
+         * callgrind to count (run once with 0 pairs to subtract) */
+        long live = atol(argv[2]), pairs = atol(argv[4]);
+        size_t size = (size_t)atol(argv[3]);
+        backed = calloc(BACKED_CAP, sizeof *backed);
+        small = calloc((size_t)(live > 0 ? live : 1), sizeof *small);
+        if (backed == NULL || small == NULL)
+            return 1;
+        grow_to(live);
+        time_alloc(size, pairs);
+        return 0;
+    }
     const long level[LEVELS] = {10, 1000, 100000};
     backed = calloc(BACKED_CAP, sizeof *backed);
     small = calloc((size_t)level[LEVELS - 1], sizeof *small);

@@ -331,6 +331,54 @@ void vs_count_fast_copy(uint64_t bytes, uint64_t ns);
 void vs_count_prefault(uint64_t bytes, uint64_t ns);
 void vs_count_fast_copy_fallback(void);
 
+/* ---- page_index.c: what lies in each 2 MiB page ---------------------- */
+/* A hash table from page number (address >> VS_PAGE_SHIFT) to a pointer,
+ * open-addressed, at most half full. The caller guards it with its own
+ * lock and allocates its tables (vs_page_index_adopt). */
+#define VS_PAGE_SHIFT 21
+struct vs_page_slot {
+    uint64_t key; /* page + 1; 0: empty */
+    void *val;
+};
+struct vs_page_index {
+    struct vs_page_slot *slot; /* NULL: no table yet */
+    uint64_t mask;             /* slots - 1 */
+    unsigned shift;            /* 64 - log2(slots) */
+    uint64_t used;
+};
+static inline uint64_t vs_page_home(const struct vs_page_index *ix, uint64_t key)
+{
+    return (key * 0x9E3779B97F4A7C15ULL) >> ix->shift; /* Fibonacci hashing */
+}
+/* What page maps to; NULL: nothing. */
+static inline void *vs_page_index_get(const struct vs_page_index *ix, uint64_t page)
+{
+    if (VS_UNLIKELY(ix->slot == NULL))
+        return NULL;
+    uint64_t key = page + 1;
+    for (uint64_t i = vs_page_home(ix, key);; i = (i + 1) & ix->mask) {
+        if (VS_LIKELY(ix->slot[i].key == key))
+            return ix->slot[i].val;
+        if (ix->slot[i].key == 0)
+            return NULL;
+    }
+}
+/* The slots (a power of two) a table needs to hold n pages. */
+uint64_t vs_page_index_slots_for(uint64_t n);
+/* Whether `more` pages can be put without a bigger table. */
+bool vs_page_index_fits(const struct vs_page_index *ix, uint64_t more);
+/* Take fresh (zeroed, `slots` of them, vs_page_index_slots_for of at
+ * least what the table holds) as the table, moving the entries over and
+ * freeing the old one. */
+void vs_page_index_adopt(struct vs_page_index *ix, struct vs_page_slot *fresh, uint64_t slots);
+/* Map page to val unless it maps to something already (true either way);
+ * false: the table has no room (vs_page_index_fits said so). */
+bool vs_page_index_put(struct vs_page_index *ix, uint64_t page, void *val);
+/* Forget page if it maps to val. */
+void vs_page_index_drop(struct vs_page_index *ix, uint64_t page, const void *val);
+/* Empty it, keeping the table (a forked child: no allocation). */
+void vs_page_index_clear(struct vs_page_index *ix);
+
 /* ---- limits.c: the limits as they stand now ------------------------- */
 /* The configuration as first read from the environment and since changed
  * at run time. Every change bumps vs_limits_gen, which tells the budget

@@ -160,9 +160,9 @@ static bool device_ok(int device)
     return device >= 0 && device < VS_MAX_DEVICES;
 }
 
-/* The predecessor-or-equal of addr in the tree: the only record that can
- * contain it. Caller holds reg_lock. */
-static struct vs_alloc *find_containing(uint64_t addr)
+/* The predecessor-or-equal of addr in the tree (NULL: none), the only
+ * record that can contain it. Caller holds reg_lock. */
+static struct vs_alloc *at_or_below(uint64_t addr)
 {
     struct vs_alloc *node = RB_ROOT(&by_range), *best = NULL;
     while (node) {
@@ -173,6 +173,12 @@ static struct vs_alloc *find_containing(uint64_t addr)
             node = RB_LEFT(node, rb);
         }
     }
+    return best;
+}
+
+static struct vs_alloc *find_containing(uint64_t addr)
+{
+    struct vs_alloc *best = at_or_below(addr);
     if (best && addr - best->base < best->size)
         return best;
     return NULL;
@@ -299,10 +305,11 @@ static int add_record(uint64_t base, uint64_t size, int device,
      * free that bypassed us): trust the driver and drop the stale ones. */
     int rc = 0;
     for (;;) {
-        struct vs_alloc *stale = find_containing(base);
-        if (stale == NULL) {
-            struct vs_alloc key = {.base = base};
-            stale = RB_NFIND(vs_tree, &by_range, &key);
+        /* the record holding base, else the first after it (the next of
+         * its predecessor: no second walk from the root) */
+        struct vs_alloc *stale = at_or_below(base);
+        if (stale == NULL || base - stale->base >= stale->size) {
+            stale = stale ? RB_NEXT(vs_tree, &by_range, stale) : RB_MIN(vs_tree, &by_range);
             if (stale && stale->base >= base + size)
                 stale = NULL;
         }

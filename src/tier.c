@@ -98,6 +98,17 @@ RB_GENERATE_STATIC(buffer_tree, buffer, rb, cmp_buffer)
  * its line only with what is written as rarely (a buffer added, removed or
  * moved); what a launch may write has lines of its own. */
 static struct buffer_tree buffers = RB_INITIALIZER(&buffers);
+/* The same buffers by 2 MiB page (page_index.c), under the tree's lock:
+ * a launch finds the buffer a pointer names in one probe instead of a walk
+ * of the tree. Every page some buffer's span covers maps to a buffer whose
+ * span covers part of it (the one holding it whole, since spans are
+ * reserved at the granularity, 2 MiB, so no two buffers share a page; with
+ * a smaller granularity a shared page maps to one of them and a look-up
+ * it does not answer walks the tree), and no other page maps to anything.
+ * pages_whole false: a bigger table could not be had (out of memory),
+ * look-ups walk the tree from then on. */
+static struct vs_page_index pages;
+static bool pages_whole = true;
 static const struct vs_tier_ops *ops = &(const struct vs_tier_ops){0};
 _Alignas(64) _Atomic uint32_t vs_tier_buffers;
 _Atomic uint64_t vs_tier_lowest = UINT64_MAX, vs_tier_highest;
@@ -210,10 +221,99 @@ static struct buffer *find_from(uint64_t addr)
     return RB_NFIND(buffer_tree, &buffers, &key);
 }
 
+static inline uint64_t first_page(const struct buffer *b) { return b->base >> VS_PAGE_SHIFT; }
+static inline uint64_t last_page(const struct buffer *b)
+{
+    return (b->base + b->span - 1) >> VS_PAGE_SHIFT;
+}
+
+/* The buffer whose span holds addr, or NULL: by the page index, walking
+ * the tree only for a page shared by two buffers (never at 2 MiB
+ * granularity) or when the index is not whole. Caller holds the tree's
+ * lock. */
+static inline struct buffer *find_holding(uint64_t addr)
+{
+    struct buffer *b;
+    if (VS_LIKELY(pages_whole)) {
+        b = vs_page_index_get(&pages, addr >> VS_PAGE_SHIFT);
+        if (VS_LIKELY(b == NULL || addr - b->base < b->span)) {
+#ifdef VS_DEBUG
+            struct buffer *t = find_from(addr);
+            VS_ASSERT(b == (t && addr - t->base < t->span ? t : NULL));
+#endif
+            return b;
+        }
+    }
+    b = find_from(addr);
+    return b && addr - b->base < b->span ? b : NULL;
+}
+
 static struct buffer *find_containing(uint64_t addr)
 {
-    struct buffer *b = find_from(addr);
-    return b && addr >= b->base && addr - b->base < b->size ? b : NULL;
+    struct buffer *b = find_holding(addr);
+    return b && addr - b->base < b->size ? b : NULL;
+}
+
+/* Put b's pages in the index. Caller holds the tree's write side, made
+ * room for them (pages_make_room) and inserted b in the tree. */
+static void pages_add(struct buffer *b)
+{
+    for (uint64_t p = first_page(b); pages_whole && p <= last_page(b); p++)
+        if (!vs_page_index_put(&pages, p, b))
+            pages_whole = false; /* pages_make_room failed to grow it */
+}
+
+/* Take b's pages out of the index; a page b shared with a neighbour
+ * (granularity under 2 MiB) goes to the neighbour. Caller holds the
+ * tree's write side and took b out of the tree. */
+static void pages_remove(struct buffer *b)
+{
+    if (!pages_whole)
+        return;
+    for (uint64_t p = first_page(b); p <= last_page(b); p++)
+        vs_page_index_drop(&pages, p, b);
+    uint64_t mask = (1ULL << VS_PAGE_SHIFT) - 1;
+    if (!(b->base & mask) && !((b->base + b->span) & mask))
+        return;
+    uint64_t edge[2] = {first_page(b), last_page(b)};
+    for (int i = 0; i < 2; i++) {
+        struct buffer *o = find_from(edge[i] << VS_PAGE_SHIFT);
+        if (o && o->base < (edge[i] + 1) << VS_PAGE_SHIFT)
+            vs_page_index_put(&pages, edge[i], o); /* fits: b's pages just left */
+    }
+}
+
+/* Make the index big enough for n more pages and take the tree's write
+ * side; the table is allocated with the lock not held, so launches never
+ * wait for an allocation. */
+static void pages_make_room_and_lock(uint64_t n)
+{
+    struct vs_page_slot *fresh = NULL;
+    uint64_t fresh_slots = 0;
+    for (;;) {
+        vs_rw_write_lock(VS_RW_TREE);
+        if (!pages_whole || vs_page_index_fits(&pages, n))
+            break;
+        uint64_t want = vs_page_index_slots_for(pages.used + n);
+        if (fresh_slots >= want) {
+            vs_page_index_adopt(&pages, fresh, fresh_slots); /* rehash: O(pages), per doubling */
+            fresh = NULL;
+            break;
+        }
+        vs_rw_write_unlock(VS_RW_TREE);
+        free(fresh);
+        fresh_slots = want;
+        fresh = calloc(want, sizeof *fresh);
+        if (fresh == NULL) {
+            vs_warn("offload: no memory for the page index of %llu pages; launches look "
+                    "buffers up in the tree from now on",
+                    (unsigned long long)(pages.used + n));
+            vs_rw_write_lock(VS_RW_TREE);
+            pages_whole = false;
+            break;
+        }
+    }
+    free(fresh); /* another thread grew it meanwhile */
 }
 
 bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
@@ -514,8 +614,9 @@ void vs_tier_publish(struct vs_backing *pending, bool recorded)
 {
     struct buffer *b = (struct buffer *)pending;
     b->fixed = !recorded;
-    vs_rw_write_lock(VS_RW_TREE);
+    pages_make_room_and_lock(last_page(b) - first_page(b) + 1);
     RB_INSERT(buffer_tree, &buffers, b);
+    pages_add(b);
     vs_rw_write_unlock(VS_RW_TREE);
     pthread_mutex_lock(&lru_lock);
     b->lists = LISTED;
@@ -535,17 +636,20 @@ struct vs_backing *vs_tier_free_begin(uint64_t base)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
         return NULL;
-    struct buffer key = {.base = base};
     vs_rw_read_lock(VS_RW_TREE); /* most frees are of buffers not backed */
-    bool backed = RB_FIND(buffer_tree, &buffers, &key) != NULL;
+    struct buffer *held = find_holding(base);
+    bool backed = held && held->base == base;
     vs_rw_read_unlock(VS_RW_TREE);
     if (!backed)
         return NULL;
     vs_rw_write_lock(VS_RW_TREE);
-    struct buffer *b = RB_FIND(buffer_tree, &buffers, &key);
-    if (b) {
+    struct buffer *b = find_holding(base);
+    if (b && b->base == base) {
         RB_REMOVE(buffer_tree, &buffers, b);
+        pages_remove(b);
         tree_changed();
+    } else {
+        b = NULL;
     }
     vs_rw_write_unlock(VS_RW_TREE);
     if (b == NULL)
@@ -938,8 +1042,8 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
             e->stamped = now;
             continue;
         }
-        for (struct buffer *b = find_from(a); b && b->base < a + len;
-             b = RB_NEXT(buffer_tree, &buffers, b)) {
+        struct buffer *b = len == 1 ? find_holding(a) : find_from(a);
+        for (; b && b->base < a + len; b = RB_NEXT(buffer_tree, &buffers, b)) {
             if (!stamp(b, now)) {
                 if (n_back < 8)
                     back[n_back++] = b->base;
@@ -955,6 +1059,53 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
     }
     if (locked)
         vs_rw_read_unlock(VS_RW_TREE);
+    for (int i = 0; i < n_back; i++)
+        bring_back(back[i], true);
+}
+
+/* A launch's words that missed the thread's cache (touch.c checked each
+ * against [lowest, highest) and the cache already): one pass with the
+ * page index, without vs_tier_touch_words' range checks. */
+void vs_tier_touch_missed(const uint64_t *words, int n, uint64_t now)
+{
+    unsigned slot = vs_thread_slot();
+    if (VS_UNLIKELY(slot == VS_THREAD_SHARED)) {
+        vs_tier_touch_words(words, n, 1, now);
+        return;
+    }
+    struct vs_touch_cache *tc = &vs_touch_caches[slot];
+    uint64_t back[8];
+    int n_back = 0;
+    vs_rw_read_lock(VS_RW_TREE);
+    uint64_t gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
+    if (tc->gen != gen) {
+        memset(tc->e, 0, sizeof tc->e);
+        tc->gen = gen;
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t a = words[i];
+        struct vs_touch_entry *e = &tc->e[VS_TOUCH_INDEX(a)];
+        if (a - e->base < e->span) { /* cached, by an earlier word or launch */
+            if (e->stamped != now) {
+                stamp(e->b, now); /* resident when cached; a move since bumped gen */
+                e->stamped = now;
+            }
+            continue;
+        }
+        struct buffer *b = find_holding(a);
+        if (b == NULL)
+            continue;
+        if (!stamp(b, now)) {
+            if (n_back < 8)
+                back[n_back++] = b->base;
+            continue;
+        }
+        e->base = b->base;
+        e->span = b->span;
+        e->b = b;
+        e->stamped = now;
+    }
+    vs_rw_read_unlock(VS_RW_TREE);
     for (int i = 0; i < n_back; i++)
         bring_back(back[i], true);
 }
@@ -1258,6 +1409,7 @@ int vs_tier_check(void)
     bool ok = true;
     uint32_t n_buffers = 0, pageable = 0, reachable = 0;
     uint32_t on[5] = {0}; /* buffers that say they are in a tree, on each list */
+    uint64_t distinct_pages = 0, prev_page = UINT64_MAX;
     move_lock_take(false);
     vs_rw_read_lock(VS_RW_TREE);
     pthread_mutex_lock(&lru_lock);
@@ -1285,6 +1437,16 @@ int vs_tier_check(void)
         if (b->base < atomic_load(&vs_tier_lowest) ||
             b->base + b->span > atomic_load(&vs_tier_highest))
             BROKEN("buffer 0x%llx lies outside [lowest, highest)", (unsigned long long)b->base);
+        for (uint64_t p = first_page(b); pages_whole && p <= last_page(b); p++) {
+            const struct buffer *o = vs_page_index_get(&pages, p);
+            if (o == NULL || o->base >> VS_PAGE_SHIFT > p || last_page(o) < p ||
+                RB_FIND(buffer_tree, &buffers, (struct buffer *)o) != o)
+                BROKEN("page 0x%llx of buffer 0x%llx: the index names %s",
+                       (unsigned long long)p, (unsigned long long)b->base,
+                       o ? "a buffer not on it" : "nothing");
+            distinct_pages += p != prev_page;
+            prev_page = p;
+        }
         if (b->lists != lists_wanted(b) || !(b->lists & LISTED))
             BROKEN("buffer 0x%llx is on lists 0x%x, should be on 0x%x",
                    (unsigned long long)b->base, b->lists, lists_wanted(b));
@@ -1296,6 +1458,9 @@ int vs_tier_check(void)
         pageable += pg;
         reachable += atomic_load(&b->handed_over) ? 0 : pg;
     }
+    if (pages_whole && distinct_pages != pages.used)
+        BROKEN("%llu pages in the index, %llu covered by buffers",
+               (unsigned long long)pages.used, (unsigned long long)distinct_pages);
     if (n_buffers != atomic_load(&vs_tier_buffers))
         BROKEN("%u buffers in the tree, %u counted", n_buffers, atomic_load(&vs_tier_buffers));
     if (pageable != atomic_load(&vs_pageable_total) ||
@@ -1344,6 +1509,8 @@ void vs_tier_atfork_child(void)
     atomic_store(&program_waiting, 0);
     pthread_cond_init(&unclaimed, NULL);
     RB_INIT(&buffers); /* the records leak: they describe the parent's memory */
+    vs_page_index_clear(&pages);
+    pages_whole = true;
     atomic_store(&vs_tier_buffers, 0);
     atomic_store(&vs_tier_lowest, UINT64_MAX);
     atomic_store(&vs_tier_highest, 0);

@@ -125,7 +125,8 @@ static inline const struct layout *layout_of(CUfunction f)
 }
 
 /* The words of a launch's parameters that may name a backed buffer and are
- * not answered by the thread's cache; a miss goes to tier.c's look-up. */
+ * not answered by the thread's cache; the misses go to tier.c's page index
+ * together. */
 struct scan {
     uint64_t lo, hi, gen, now;
     struct vs_touch_cache *tc;
@@ -139,7 +140,7 @@ static inline void scan_word(struct scan *s, uint64_t a)
         return; /* most words: sizes, strides, scalars */
     if (VS_LIKELY(s->tc != NULL)) {
         const struct vs_touch_entry *e = &s->tc->e[VS_TOUCH_INDEX(a)];
-        if (VS_LIKELY(s->tc->gen == s->gen && a - e->base < e->span && e->stamped == s->now))
+        if (VS_LIKELY(a - e->base < e->span && e->stamped == s->now))
             return; /* this thread stamped it on this tick: nothing to write */
     }
     if (s->n < MAX_WORDS)
@@ -166,7 +167,9 @@ void vs_touch_launch(CUfunction f, void **params, void **extra)
     s.hi = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed);
     s.gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
     unsigned slot = vs_thread_slot();
-    s.tc = slot != VS_THREAD_SHARED ? &vs_touch_caches[slot] : NULL;
+    /* a cache of another generation answers nothing */
+    s.tc = slot != VS_THREAD_SHARED && vs_touch_caches[slot].gen == s.gen ? &vs_touch_caches[slot]
+                                                                          : NULL;
     s.n = 0;
     if (params) {
         const struct layout *l = layout_of(f);
@@ -194,7 +197,7 @@ void vs_touch_launch(CUfunction f, void **params, void **extra)
             scan_bytes(&s, buf, size);
     }
     if (s.n)
-        vs_tier_touch_words(s.words, s.n, 1, s.now);
+        vs_tier_touch_missed(s.words, s.n, s.now);
 }
 
 void vs_touch_atfork_child(void)

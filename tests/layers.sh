@@ -22,7 +22,7 @@ bad=0
 # loaded machine).
 layer_of() { # a file name -> $layer
 	case ${1##*/} in
-	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | \
+	vramshim.h | core.h | config.c | log.c | owner.c | registry.c | stats.c | state.c | thread.c | page_index.c | \
 		limits.c | budget.c | overhead.c | protocol.c | peer.c | sockdir.c | relief.c | debug.c) layer=core ;;
 	driver.h | hooks.def | real.c | dl_real.c) layer=driver ;;
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \

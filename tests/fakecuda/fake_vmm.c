@@ -8,7 +8,10 @@
  * on a GPU. As measured on the real driver: sizes and offsets must be
  * multiples of the 2 MiB granularity, an unmap must cover whole mappings,
  * and unmapping does not wait for running work. Handles on a host location
- * are not charged to any device.
+ * are not charged to any device. Mappings never overlap, so they are kept
+ * in a tree by base, and finding the one holding an address costs log n:
+ * the test driver should not be what grows when a bench holds 10^4
+ * buffers (the real driver's look-ups do not grow that way either).
  *
  * Sharing: a handle created with POSIX file descriptors among its
  * requestedHandleTypes exports as a duplicate of its memfd, and importing
@@ -20,6 +23,10 @@
  */
 #include "fake_internal.h"
 
+#ifndef __unused
+#define __unused __attribute__((unused)) /* what bsd/sys/tree.h's generated functions use */
+#endif
+#include <bsd/sys/tree.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -41,11 +48,47 @@ struct fk_mapping {
     uint64_t base, size, offset; /* offset: into the handle */
     struct fk_handle *h;
     uint32_t access; /* a bit per device granted, FK_ACCESS_HOST */
-    struct fk_mapping *next;
+    RB_ENTRY(fk_mapping) rb;
 };
 
+static int cmp_mapping(const struct fk_mapping *a, const struct fk_mapping *b)
+{
+    return a->base < b->base ? -1 : a->base > b->base;
+}
+RB_HEAD(mapping_tree, fk_mapping);
+RB_GENERATE_STATIC(mapping_tree, fk_mapping, rb, cmp_mapping)
+
 static pthread_mutex_t vmm_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct fk_mapping *mappings;
+static struct mapping_tree mappings = RB_INITIALIZER(&mappings);
+
+/* The mapping with the greatest base at or below addr (NULL: none), which
+ * holds addr if any does. Caller holds vmm_lock. */
+static struct fk_mapping *at_or_below(uint64_t addr)
+{
+    struct fk_mapping *node = RB_ROOT(&mappings), *best = NULL;
+    while (node) {
+        if (node->base <= addr) {
+            best = node;
+            node = RB_RIGHT(node, rb);
+        } else {
+            node = RB_LEFT(node, rb);
+        }
+    }
+    return best;
+}
+
+static struct fk_mapping *holding(uint64_t addr)
+{
+    struct fk_mapping *m = at_or_below(addr);
+    return m && addr - m->base < m->size ? m : NULL;
+}
+
+/* The first mapping whose base is at or above addr. */
+static struct fk_mapping *from(uint64_t addr)
+{
+    struct fk_mapping key = {.base = addr};
+    return RB_NFIND(mapping_tree, &mappings, &key);
+}
 
 static bool granular(uint64_t v) { return (v % FK_GRANULARITY) == 0; }
 
@@ -254,12 +297,11 @@ FK_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
     if (m == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     pthread_mutex_lock(&vmm_lock);
-    for (struct fk_mapping *o = mappings; o; o = o->next) {
-        if (ptr < o->base + o->size && o->base < ptr + size) {
-            pthread_mutex_unlock(&vmm_lock);
-            free(m);
-            return CUDA_ERROR_INVALID_VALUE; /* already mapped */
-        }
+    struct fk_mapping *o = at_or_below(ptr + size - 1); /* the last that could overlap */
+    if (o && ptr < o->base + o->size) {
+        pthread_mutex_unlock(&vmm_lock);
+        free(m);
+        return CUDA_ERROR_INVALID_VALUE; /* already mapped */
     }
     void *p = mmap((void *)(uintptr_t)ptr, size, PROT_NONE, MAP_SHARED | MAP_FIXED,
                    h->fd, (off_t)offset);
@@ -268,9 +310,8 @@ FK_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
         free(m);
         return CUDA_ERROR_INVALID_VALUE;
     }
-    *m = (struct fk_mapping){.base = ptr, .size = size, .offset = offset, .h = h,
-                             .next = mappings};
-    mappings = m;
+    *m = (struct fk_mapping){.base = ptr, .size = size, .offset = offset, .h = h};
+    RB_INSERT(mapping_tree, &mappings, m);
     h->mappings++;
     pthread_mutex_unlock(&vmm_lock);
     return CUDA_SUCCESS;
@@ -282,27 +323,21 @@ FK_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
     if (ptr == 0 || size == 0)
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&vmm_lock);
-    /* Every mapping touched must lie wholly inside the range. */
-    for (struct fk_mapping *m = mappings; m; m = m->next) {
-        bool overlaps = ptr < m->base + m->size && m->base < ptr + size;
-        bool inside = m->base >= ptr && m->base + m->size <= ptr + size;
-        if (overlaps && !inside) {
-            pthread_mutex_unlock(&vmm_lock);
-            return CUDA_ERROR_INVALID_VALUE;
-        }
+    /* Every mapping touched must lie wholly inside the range: only the
+     * ones holding its first and its last byte can stick out. */
+    struct fk_mapping *first = holding(ptr), *last = holding(ptr + size - 1);
+    if ((first && first->base < ptr) || (last && last->base + last->size > ptr + size)) {
+        pthread_mutex_unlock(&vmm_lock);
+        return CUDA_ERROR_INVALID_VALUE;
     }
     mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-    for (struct fk_mapping **pm = &mappings; *pm;) {
-        struct fk_mapping *m = *pm;
-        if (m->base >= ptr && m->base + m->size <= ptr + size) {
-            *pm = m->next;
-            m->h->mappings--;
-            handle_drop_if_unused(m->h);
-            free(m);
-        } else {
-            pm = &m->next;
-        }
+    for (struct fk_mapping *m = from(ptr), *next; m && m->base < ptr + size; m = next) {
+        next = RB_NEXT(mapping_tree, &mappings, m);
+        RB_REMOVE(mapping_tree, &mappings, m);
+        m->h->mappings--;
+        handle_drop_if_unused(m->h);
+        free(m);
     }
     pthread_mutex_unlock(&vmm_lock);
     return CUDA_SUCCESS;
@@ -334,8 +369,9 @@ FK_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size,
     }
     pthread_mutex_lock(&vmm_lock);
     uint32_t any = grant;
-    for (struct fk_mapping *m = mappings; m; m = m->next)
-        if (m->base >= ptr && m->base + m->size <= ptr + size) {
+    for (struct fk_mapping *m = from(ptr); m && m->base < ptr + size;
+         m = RB_NEXT(mapping_tree, &mappings, m))
+        if (m->base + m->size <= ptr + size) {
             m->access = (m->access | grant) & ~revoke;
             any |= m->access;
         }
@@ -366,18 +402,17 @@ FK_EXPORT CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr,
     (void)flags;
     CUresult rc = CUDA_ERROR_NOT_SUPPORTED;
     pthread_mutex_lock(&vmm_lock);
-    for (struct fk_mapping *m = mappings; m; m = m->next)
-        if (dptr >= m->base && dptr < m->base + m->size) {
-            rc = CUDA_ERROR_INVALID_VALUE;
-            if (dptr + size <= m->base + m->size && m->h->device >= 0) {
-                int fd = dup(m->h->fd);
-                if (fd >= 0) {
-                    *(int *)handle = fd;
-                    rc = CUDA_SUCCESS;
-                }
+    struct fk_mapping *m = holding(dptr);
+    if (m) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+        if (dptr + size <= m->base + m->size && m->h->device >= 0) {
+            int fd = dup(m->h->fd);
+            if (fd >= 0) {
+                *(int *)handle = fd;
+                rc = CUDA_SUCCESS;
             }
-            break;
         }
+    }
     pthread_mutex_unlock(&vmm_lock);
     return rc;
 }
@@ -404,13 +439,12 @@ FK_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation
     }
     CUresult rc = CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&vmm_lock);
-    for (struct fk_mapping *m = mappings; m; m = m->next)
-        if (ptr >= m->base && ptr < m->base + m->size) {
-            *flags = m->access & bit ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
-                                     : CU_MEM_ACCESS_FLAGS_PROT_NONE;
-            rc = CUDA_SUCCESS;
-            break;
-        }
+    struct fk_mapping *m = holding(ptr);
+    if (m) {
+        *flags = m->access & bit ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+                                 : CU_MEM_ACCESS_FLAGS_PROT_NONE;
+        rc = CUDA_SUCCESS;
+    }
     pthread_mutex_unlock(&vmm_lock);
     return rc;
 }
@@ -419,11 +453,9 @@ int fk_vmm_reachable(uint64_t addr, int dev)
 {
     int r = -1;
     pthread_mutex_lock(&vmm_lock);
-    for (struct fk_mapping *m = mappings; m; m = m->next)
-        if (addr >= m->base && addr < m->base + m->size) {
-            r = dev >= 0 && dev < 31 && (m->access >> dev & 1);
-            break;
-        }
+    struct fk_mapping *m = holding(addr);
+    if (m)
+        r = dev >= 0 && dev < 31 && (m->access >> dev & 1);
     pthread_mutex_unlock(&vmm_lock);
     return r;
 }
@@ -433,15 +465,13 @@ bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
 {
     bool found = false;
     pthread_mutex_lock(&vmm_lock);
-    for (struct fk_mapping *m = mappings; m; m = m->next) {
-        if (addr >= m->base && addr < m->base + m->size) {
-            *base = m->base;
-            *size = m->size;
-            *dev = m->h->device;
-            *on_host = m->h->device < 0;
-            found = true;
-            break;
-        }
+    struct fk_mapping *m = holding(addr);
+    if (m) {
+        *base = m->base;
+        *size = m->size;
+        *dev = m->h->device;
+        *on_host = m->h->device < 0;
+        found = true;
     }
     pthread_mutex_unlock(&vmm_lock);
     return found;

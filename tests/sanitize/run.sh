@@ -26,7 +26,8 @@ address)
 		prog_vmm prog_rtld_next prog_disabled prog_late_load prog_limits prog_offload
 		prog_pageable prog_share prog_reserve prog_nvml prog_control prog_peer prog_stats
 		prog_unload prog_faults prog_memop prog_fastcopy prog_fence prog_capture prog_p2p
-		prog_vmm_life prog_old_abi prog_dlvsym prog_arrays prog_relief"}
+		prog_vmm_life prog_old_abi prog_dlvsym prog_arrays prog_relief prog_pools prog_overhead
+		prog_ranges"}
 	;;
 thread)
 	flags="-fsanitize=thread"

@@ -113,7 +113,10 @@ static bool eventually(bool (*cond)(void))
 }
 
 static uint64_t fake_now(void) { return clock_ns; }
-static uint64_t fake_granularity(int dev) { return dev == 0 ? G2 : UINT64_MAX; }
+/* The granularity and the gap left between buffers: 2 MiB and 2 MiB, but
+ * for the test of pages two buffers share. */
+static uint64_t fake_gran = G2, fake_gap = G2;
+static uint64_t fake_granularity(int dev) { return dev == 0 ? fake_gran : UINT64_MAX; }
 
 static CUresult fake_back(struct buffer *b)
 {
@@ -124,7 +127,7 @@ static CUresult fake_back(struct buffer *b)
         return CUDA_ERROR_OUT_OF_MEMORY;
     dev_used += need;
     b->base = next_va;
-    next_va += b->span + G2; /* a gap, so neighbours never touch */
+    next_va += b->span + fake_gap; /* a gap, so neighbours never touch */
     return CUDA_SUCCESS;
 }
 
@@ -276,6 +279,7 @@ static int setup(void **state)
     dev_used = pin_used = 0;
     pin_cap = 1024 * M;
     next_va = 1ULL << 40;
+    fake_gran = fake_gap = G2;
     fence_fails = false;
     fences = aheads = 0;
     last_moved = 0;
@@ -347,6 +351,72 @@ static bool offloaded(uint64_t p)
 }
 
 /* ---- the tests --------------------------------------------------------------- */
+
+/* Every address of [first, end) is found in the buffer the model says, or
+ * in none, by a look-up (the page index) and by a touch (stamping it). */
+static void lookups_match(const uint64_t *base, const uint64_t *size, const bool *alive, int n,
+                          uint64_t first, uint64_t end, uint64_t step)
+{
+    for (uint64_t a = first; a < end; a += step) {
+        int want = -1;
+        for (int i = 0; i < n; i++)
+            if (alive[i] && a >= base[i] && a < base[i] + size[i])
+                want = i;
+        struct vs_tier_view v;
+        bool found = vs_tier_lookup(a, &v);
+        assert_int_equal(found, want >= 0);
+        if (found)
+            assert_int_equal(v.base, base[want]);
+    }
+    assert_int_equal(vs_tier_check(), 0);
+}
+
+/* The page index under a granularity below its 2 MiB pages: buffers packed
+ * end to end share pages, each shared page names one of them, and a
+ * free hands it to the neighbour; every interior pointer (and the gaps a
+ * free leaves) answers as the model does, and vs_tier_check finds the
+ * index exact after every free. */
+static void page_index_follows_shared_pages(void **state)
+{
+    (void)state;
+    fake_gran = 64 * 1024;
+    fake_gap = 0;
+    enum { N = 24 };
+    uint64_t base[N], size[N];
+    bool alive[N];
+    uint64_t first = next_va, x = 0x2545f4914f6cdd1dULL;
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size[i] = (1 + x % 80) * fake_gran; /* 64 KiB to 5 MiB */
+        base[i] = alloc_at(size[i], 0, clock_ns);
+        alive[i] = true;
+    }
+    uint64_t end = next_va + 4 * M;
+    lookups_match(base, size, alive, N, first - 2 * M, end, 16 * 1024);
+    for (int k = 0; k < N; k++) { /* an order that frees middles before ends */
+        int i = (k * 7) % N;
+        assert_null(vs_tier_free_begin(base[i] + 8)); /* not a base: no free */
+        assert_int_equal(tier_free(base[i]), CUDA_SUCCESS);
+        forget(base[i]);
+        alive[i] = false;
+        lookups_match(base, size, alive, N, first, end, 32 * 1024);
+    }
+}
+
+/* At 2 MiB granularity every page belongs to one buffer: a buffer of
+ * several chunks is found by its last byte, and not one byte past it. */
+static void page_index_finds_interior_pointers(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(200 * M + 5, 0, clock_ns);
+    uint64_t b = alloc_at(2 * M, 0, clock_ns);
+    uint64_t base[2] = {a, b}, size[2] = {200 * M + 5, 2 * M};
+    bool alive[2] = {true, true};
+    lookups_match(base, size, alive, 2, a - 4 * M, b + 4 * M, 512 * 1024 - 3);
+    struct vs_tier_view v;
+    assert_true(vs_tier_lookup(a + 200 * M + 4, &v));
+    assert_false(vs_tier_lookup(a + 200 * M + 5, &v)); /* past the size, inside the span */
+}
 
 /* The least recently touched buffer moves first, and only as much as the
  * shortfall (no margin for an allocation of 0 bytes). */
@@ -1054,6 +1124,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(random_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(graph_launch_touches_all, setup, teardown),
         cmocka_unit_test_setup_teardown(lru_matches_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(page_index_follows_shared_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(page_index_finds_interior_pointers, setup, teardown),
         cmocka_unit_test_setup_teardown(free_waits_only_for_its_own_move, setup, teardown),
         cmocka_unit_test_setup_teardown(long_request_lets_program_in, setup, teardown),
         cmocka_unit_test_setup_teardown(waiting_program_is_not_idle, setup, teardown),

@@ -213,8 +213,17 @@ uint64_t vs_pool_admit(CUmemoryPool pool, int dev, uint64_t bytes, struct vs_poo
         return 0;
     }
     uint64_t free_in_reserve = p->reserved > p->used ? p->reserved - p->used : 0;
+    int pool_dev = p->dev;
     pthread_mutex_unlock(&lock);
-    return bytes > free_in_reserve ? bytes - free_in_reserve : 0;
+    if (bytes <= free_in_reserve)
+        return 0;
+    /* A device pool's reserve is backed by physical allocations, which come
+     * in whole granules: admitting less lets the reserve pass the limit. */
+    uint64_t growth = bytes - free_in_reserve;
+    uint64_t gran = pool_dev >= 0 ? vs_chunk_ops.granularity(pool_dev) : UINT64_MAX;
+    if (gran != UINT64_MAX && gran > 1)
+        growth = (growth + gran - 1) / gran * gran;
+    return growth;
 }
 
 void vs_pool_after(struct vs_pool_use *u, bool ok, uint64_t bytes)

@@ -2,10 +2,14 @@
  * prog_kinds: every kind of memory vramshim counts, mixed at random on two
  * devices, with the limits changed at run time through the control socket
  * (issue 12, "Must show"). Kinds: plain, pitched, managed, stream-ordered
- * from the default pool and from a pool named explicitly, CUDA arrays,
- * VMM with the early release (create, map, release at once), page-locked
- * host allocations and registrations, and module globals (overhead); the
- * contexts' own reservations are overhead too.
+ * from the default pool and from a pool of cuMemPoolCreate on each device
+ * (device 0's keeps up to 32 MiB past its frees, its release threshold;
+ * device 1's threshold is 0), graph memory (a graph with an allocation
+ * node and a free node, instantiated and launched), CUDA arrays, VMM with
+ * the early release (create, map, release at once), page-locked host
+ * allocations and registrations, and module globals (overhead); the
+ * contexts' own reservations are overhead too. Other steps trim a created
+ * pool (cuMemPoolTrimTo) or a device's graph memory (cuDeviceGraphMemTrim).
  *
  * After every step, on each device: the test driver's own count of what
  * this process holds (fakecuda_held) equals vramshim's allocated plus
@@ -20,10 +24,10 @@
  * Seeded (KINDS_SEED, else the time; printed) and reproducible: the same
  * seed replays the same steps. CHECK_QUICK=1 runs a tenth of them.
  *
- * Left for issue 12's pool and graph memory work (marked H12B below): pools
- * made with cuMemPoolCreate and a release threshold, a pool of the other
- * device or of the host, graph memory nodes; and checking the books between
- * a cuMemFreeAsync and the stream reaching it (the test synchronises there).
+ * A stream-ordered free is checked twice: after cuMemFreeAsync, before the
+ * stream is synchronised (a pool gives memory back only at a synchronise,
+ * so the driver's count cannot move under the check), and after. Not
+ * covered here (prog_pools is): a pool of the other device or the host.
  */
 #define _GNU_SOURCE 1
 #include "check.h"
@@ -36,9 +40,15 @@
 #define M (1ULL << 20)
 #define MAX_LIVE 96
 
-enum kind { PLAIN, PITCH, MANAGED, ASYNC, POOL, ARRAY, VMM, HOST, REGISTERED, MODULE, NKINDS };
-static const char *kind_name[NKINDS] = {"plain", "pitch",  "managed", "async", "pool",
-                                        "array", "vmm",    "host",    "registered", "module"};
+enum kind {
+    PLAIN, PITCH, MANAGED, ASYNC, POOL, GRAPH, ARRAY, VMM, HOST, REGISTERED, MODULE, NKINDS
+};
+static const char *kind_name[NKINDS] = {"plain", "pitch", "managed",    "async",
+                                        "pool",  "graph", "array",      "vmm",
+                                        "host",  "registered", "module"};
+
+/* Device 0's created pool keeps this much past its frees. */
+#define POOL0_THRESHOLD (32 * M)
 
 struct live {
     enum kind kind;
@@ -48,6 +58,8 @@ struct live {
     void *host;      /* host kinds */
     CUarray array;
     CUmodule module;
+    CUgraph graph; /* GRAPH: the graph and its instance */
+    CUgraphExec exec;
     size_t reserved; /* VMM: the address range */
     unsigned seed;
 };
@@ -56,7 +68,8 @@ static struct {
     void *lib;
     CUcontext ctx[2];
     CUstream stream[2];
-    CUmemoryPool pool[2];
+    CUmemoryPool pool[2]; /* created, one per device */
+    CUmemoryPool default_pool[2];
     CUresult (*set_ctx)(CUcontext);
     CUresult (*alloc)(CUdeviceptr *, size_t);
     CUresult (*pitch)(CUdeviceptr *, size_t *, size_t, size_t, unsigned);
@@ -66,6 +79,18 @@ static struct {
     CUresult (*alloc_pool)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
     CUresult (*free_async)(CUdeviceptr, CUstream);
     CUresult (*stream_sync)(CUstream);
+    CUresult (*pool_trim)(CUmemoryPool, size_t);
+    CUresult (*graph_create)(CUgraph *, unsigned);
+    CUresult (*alloc_node)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                           CUDA_MEM_ALLOC_NODE_PARAMS *);
+    CUresult (*free_node)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t, CUdeviceptr);
+    CUresult (*instantiate)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*launch)(CUgraphExec, CUstream);
+    CUresult (*exec_destroy)(CUgraphExec);
+    CUresult (*graph_destroy)(CUgraph);
+    CUresult (*graph_trim)(CUdevice);
+    CUresult (*pool_attr)(CUmemoryPool, CUmemPool_attribute, void *);
+    CUresult (*graph_attr)(CUdevice, CUgraphMem_attribute, void *);
     CUresult (*array_create)(CUarray *, const CUDA_ARRAY_DESCRIPTOR *);
     CUresult (*array_destroy)(CUarray);
     CUresult (*create)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
@@ -127,13 +152,16 @@ static void verify(struct live *l, size_t n)
 }
 
 /* Bytes of a live entry the test writes and reads back (arrays and
- * modules hold none the test can reach by address). */
+ * modules hold none the test can reach by address; a graph's block is
+ * freed inside the graph). */
 static size_t data_bytes(const struct live *l)
 {
-    if (l->kind == ARRAY || l->kind == MODULE)
+    if (l->kind == ARRAY || l->kind == MODULE || l->kind == GRAPH)
         return 0;
     return l->bytes < 64 * 1024 ? l->bytes : 64 * 1024;
 }
+
+static void check_books(const char *what);
 
 /* ---- one allocation of each kind ------------------------------------------ */
 static CUresult make(struct live *l, enum kind k, int dev, uint64_t mib)
@@ -166,12 +194,32 @@ static CUresult make(struct live *l, enum kind k, int dev, uint64_t mib)
         if (rc == CUDA_SUCCESS)
             CHECK_CU(cu.stream_sync(cu.stream[dev]));
         break;
-    case POOL: /* H12B: a pool of its own with a release threshold goes here */
+    case POOL:
         rc = cu.alloc_pool(&l->ptr, size, cu.pool[dev], cu.stream[dev]);
         l->bytes = size;
         if (rc == CUDA_SUCCESS)
             CHECK_CU(cu.stream_sync(cu.stream[dev]));
         break;
+    case GRAPH: { /* allocate, free, launch: the memory is the device's graph memory */
+        CUDA_MEM_ALLOC_NODE_PARAMS p = {
+            .poolProps = {.allocType = CU_MEM_ALLOCATION_TYPE_PINNED,
+                          .location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev}},
+            .bytesize = size};
+        CUgraphNode alloc_node;
+        CHECK_CU(cu.graph_create(&l->graph, 0));
+        CHECK_CU(cu.alloc_node(&alloc_node, l->graph, NULL, 0, &p));
+        CHECK_CU(cu.free_node(NULL, l->graph, &alloc_node, 1, p.dptr));
+        CHECK_CU(cu.instantiate(&l->exec, l->graph, 0));
+        l->bytes = size;
+        rc = cu.launch(l->exec, cu.stream[dev]);
+        if (rc == CUDA_SUCCESS) {
+            CHECK_CU(cu.stream_sync(cu.stream[dev]));
+        } else {
+            CHECK_CU(cu.exec_destroy(l->exec));
+            CHECK_CU(cu.graph_destroy(l->graph));
+        }
+        break;
+    }
     case ARRAY: { /* 1 MiB rows of 4-byte texels: mib MiB */
         CUDA_ARRAY_DESCRIPTOR d = {.Width = 256 * 1024, .Height = mib,
                                    .Format = CU_AD_FORMAT_UNSIGNED_INT32, .NumChannels = 1};
@@ -241,9 +289,15 @@ static void unmake(struct live *l)
         CHECK_CU(cu.free_(l->ptr));
         break;
     case ASYNC:
-    case POOL: /* H12B: check the books before the stream reaches the free */
+    case POOL: /* the books hold between the free and the stream reaching it */
         CHECK_CU(cu.free_async(l->ptr, cu.stream[l->dev]));
+        check_books("a free on its way");
+        use_device(l->dev);
         CHECK_CU(cu.stream_sync(cu.stream[l->dev]));
+        break;
+    case GRAPH: /* its memory stays cached for graphs until a trim */
+        CHECK_CU(cu.exec_destroy(l->exec));
+        CHECK_CU(cu.graph_destroy(l->graph));
         break;
     case ARRAY:
         CHECK_CU(cu.array_destroy(l->array));
@@ -265,6 +319,29 @@ static void unmake(struct live *l)
     default:
         break;
     }
+}
+
+/* What a device's pools and graph memory keep unused, by the driver's own
+ * figures: vramshim trims it (cuMemPoolTrimTo, cuDeviceGraphMemTrim) before
+ * it refuses an allocation. The test driver's pools never fragment: they
+ * keep their use rounded up to 2 MiB granules. */
+static uint64_t spare(int dev)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        cuuint64_t reserved, used;
+        if (i < 2) {
+            CUmemoryPool pool = i ? cu.pool[dev] : cu.default_pool[dev];
+            CHECK_CU(cu.pool_attr(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved));
+            CHECK_CU(cu.pool_attr(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used));
+        } else {
+            CHECK_CU(cu.graph_attr(dev, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT, &reserved));
+            CHECK_CU(cu.graph_attr(dev, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT, &used));
+        }
+        used = (used + 2 * M - 1) / (2 * M) * (2 * M);
+        total += reserved > used ? reserved - used : 0;
+    }
+    return total;
 }
 
 /* ---- the books ------------------------------------------------------------- */
@@ -372,6 +449,17 @@ static void open_driver(void)
     cu.alloc_pool = check_sym(l, "cuMemAllocFromPoolAsync");
     cu.free_async = check_sym(l, "cuMemFreeAsync");
     cu.stream_sync = check_sym(l, "cuStreamSynchronize");
+    cu.pool_trim = check_sym(l, "cuMemPoolTrimTo");
+    cu.graph_create = check_sym(l, "cuGraphCreate");
+    cu.alloc_node = check_sym(l, "cuGraphAddMemAllocNode");
+    cu.free_node = check_sym(l, "cuGraphAddMemFreeNode");
+    cu.instantiate = check_sym(l, "cuGraphInstantiateWithFlags");
+    cu.launch = check_sym(l, "cuGraphLaunch");
+    cu.exec_destroy = check_sym(l, "cuGraphExecDestroy");
+    cu.graph_destroy = check_sym(l, "cuGraphDestroy");
+    cu.graph_trim = check_sym(l, "cuDeviceGraphMemTrim");
+    cu.pool_attr = check_sym(l, "cuMemPoolGetAttribute");
+    cu.graph_attr = check_sym(l, "cuDeviceGetGraphMemAttribute");
     cu.array_create = check_sym(l, "cuArrayCreate_v2");
     cu.array_destroy = check_sym(l, "cuArrayDestroy");
     cu.create = check_sym(l, "cuMemCreate");
@@ -394,13 +482,22 @@ static void open_driver(void)
     CUresult (*retain)(CUcontext *, CUdevice) = check_sym(l, "cuDevicePrimaryCtxRetain");
     CUresult (*stream_create)(CUstream *, unsigned) = check_sym(l, "cuStreamCreate");
     CUresult (*default_pool)(CUmemoryPool *, CUdevice) = check_sym(l, "cuDeviceGetDefaultMemPool");
+    CUresult (*pool_create)(CUmemoryPool *, const CUmemPoolProps *) =
+        check_sym(l, "cuMemPoolCreate");
+    CUresult (*pool_set)(CUmemoryPool, CUmemPool_attribute, void *) =
+        check_sym(l, "cuMemPoolSetAttribute");
     CUresult (*init)(unsigned) = check_sym(l, "cuInit");
     CHECK_CU(init(0));
     for (int d = 0; d < 2; d++) {
         CHECK_CU(retain(&cu.ctx[d], d));
         use_device(d);
         CHECK_CU(stream_create(&cu.stream[d], 0));
-        CHECK_CU(default_pool(&cu.pool[d], d));
+        CUmemPoolProps props = {.allocType = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                .location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = d}};
+        CHECK_CU(default_pool(&cu.default_pool[d], d));
+        CHECK_CU(pool_create(&cu.pool[d], &props));
+        cuuint64_t threshold = d == 0 ? POOL0_THRESHOLD : 0;
+        CHECK_CU(pool_set(cu.pool[d], CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &threshold));
     }
 }
 
@@ -434,6 +531,16 @@ int main(int argc, char **argv)
             check_books("limits set");
             continue;
         }
+        if (r < 7) { /* give back what a created pool or graph memory keeps */
+            int dev = (int)rnd(2);
+            use_device(dev);
+            if (r < 6)
+                CHECK_CU(cu.pool_trim(cu.pool[dev], (size_t)rnd(POOL0_THRESHOLD / M + 1) * M));
+            else
+                CHECK_CU(cu.graph_trim(dev));
+            check_books(r < 6 ? "pool trimmed" : "graph memory trimmed");
+            continue;
+        }
         if (n_live > 0 && (r < 40 || n_live == MAX_LIVE)) {
             int i = (int)rnd((uint64_t)n_live);
             struct live *l = &live[i];
@@ -447,13 +554,21 @@ int main(int argc, char **argv)
         enum kind k = (enum kind)rnd(NKINDS);
         int dev = (int)rnd(2);
         uint64_t mib = 1 + rnd(k == MODULE ? 4 : 24);
-        uint64_t before = k == HOST || k == REGISTERED ? pinned : cu.held(dev);
+        bool pins = k == HOST || k == REGISTERED;
+        uint64_t before = pins ? pinned : cu.held(dev) - spare(dev);
+        uint64_t cap = pins ? pin_limit : limit[dev];
+        /* vramshim learns a graph's memory only once it is launched: it
+         * neither refuses the launch nor makes room for it (trims, evicts)
+         * first. A graph is launched only where its granules fit as is. */
+        if (k == GRAPH && cu.held(dev) + (mib + 1) / 2 * 2 * M > cap) {
+            step_no--;
+            continue;
+        }
         struct live *l = &live[n_live];
         CUresult rc = make(l, k, dev, mib);
         CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY,
               "step %d: %s of %llu MiB on device %d returned %d", step_no, kind_name[k],
               (unsigned long long)mib, dev, (int)rc);
-        uint64_t cap = k == HOST || k == REGISTERED ? pin_limit : limit[dev];
         bool fits = before + l->bytes <= cap;
         if (k == PLAIN || k == VMM || k == HOST || k == REGISTERED || k == MODULE)
             CHECK((rc == CUDA_SUCCESS) == fits,
@@ -470,8 +585,6 @@ int main(int argc, char **argv)
             n_live++;
         }
         check_books(kind_name[k]);
-        /* H12B: graph memory nodes (cuGraphAddMemAllocNode, launched and
-         * trimmed) and cuMemPoolTrimTo steps go here */
     }
     tool_figures();
     while (n_live > 0) {

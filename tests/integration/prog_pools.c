@@ -9,6 +9,7 @@
  *   - an allocation that does not fit next to an unused reserve trims the
  *     pool first, before any buffer is evicted (an idle buffer stays
  *     resident) or the call refused;
+ *   - a reserve's growth is admitted in whole granules;
  *   - cuMemAllocFromPoolAsync on a pool of device 1 is charged to device 1,
  *     on a host pool to the pin limit;
  *   - graph memory nodes are charged when the graph is launched and given
@@ -186,6 +187,27 @@ static void trim_before_evict(CUmemoryPool pool)
     check_books(0, "back to nothing");
 }
 
+/* A pool grows by whole granules (2 MiB here): an odd-sized block that
+ * needs the reserve to grow is admitted for the granule it takes, not for
+ * its own size, or the reserve passes the limit. */
+static void growth_in_granules(CUmemoryPool pool)
+{
+    release_threshold(pool, 0);
+    CUdeviceptr one, odd;
+    CHECK_CU(cu.alloc(&one, 1 * M));
+    CUresult rc = cu.async(&odd, 63 * M, NULL); /* takes 64 MiB of reserve */
+    CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY, "63 MiB from the pool: %d",
+          (int)rc);
+    if (rc == CUDA_SUCCESS)
+        CHECK_CU(cu.sync(NULL));
+    check_books(0, "a 63 MiB block next to 1 MiB under 64 MiB");
+    if (rc == CUDA_SUCCESS)
+        CHECK_CU(cu.free_async(odd, NULL));
+    CHECK_CU(cu.mem_free(one));
+    CHECK_CU(cu.sync(NULL));
+    check_books(0, "the odd block gone");
+}
+
 /* A pool's reserve belongs to its own location. */
 static void pools_elsewhere(void)
 {
@@ -343,6 +365,7 @@ int main(int argc, char **argv)
         call
     PART("threshold", threshold_keeps(pool));
     PART("trim", trim_before_evict(pool));
+    PART("granules", growth_in_granules(pool));
     PART("elsewhere", pools_elsewhere());
     PART("graph", graph_memory());
     PART("capture", captured_alloc());

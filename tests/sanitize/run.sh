@@ -68,11 +68,16 @@ export VRAMSHIM_LIBRARY=$work/libvramshim.so
 fail=0
 for p in $progs; do
 	log=$work/$p.log
-	if LD_LIBRARY_PATH=$b/tests/fakecuda/.libs LD_PRELOAD="$runtime $work/libvramshim.so" \
-		"$b/tests/integration/$p" >"$log" 2>&1 &&
+	# a socket directory of its own, as make check gives (run-preloaded.sh):
+	# the randomized runs ask their own control socket for evict and free
+	sockdir=$(mktemp -d "${TMPDIR:-/tmp}/vs-sanitize.XXXXXX")
+	if VRAMSHIM_SOCKET_DIR=$sockdir LD_LIBRARY_PATH=$b/tests/fakecuda/.libs \
+		LD_PRELOAD="$runtime $work/libvramshim.so" "$b/tests/integration/$p" >"$log" 2>&1 &&
 		! grep -q -E 'ERROR: AddressSanitizer|runtime error:|WARNING: ThreadSanitizer' "$log"; then
+		rm -rf "$sockdir"
 		echo "ok   $p ($mode)"
 	else
+		rm -rf "$sockdir"
 		echo "FAIL $p ($mode):"
 		tail -40 "$log"
 		fail=1

@@ -18,6 +18,7 @@
  * its charge behind.
  */
 #include "check.h"
+#include "scenario.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -103,28 +104,12 @@ static void *freer(void *arg)
     return NULL;
 }
 
-/* One request to this process's own control socket; the answer must be ok. */
+/* One request to this process's own control socket; the answer (its last
+ * line, after any progress lines) must be ok. */
 static void ask(const char *line)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0, "socket");
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", sock);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect %s", sock);
-    CHECK(send(fd, line, strlen(line), MSG_NOSIGNAL) == (ssize_t)strlen(line), "send");
-    /* the server closes once it has answered; progress lines may come
-     * before the answer, which is the last line */
-    char buf[4096];
-    size_t used = 0;
-    ssize_t r;
-    while (used < sizeof buf - 1 && (r = recv(fd, buf + used, sizeof buf - 1 - used, 0)) > 0)
-        used += (size_t)r;
-    buf[used] = '\0';
-    close(fd);
-    CHECK(used > 0 && buf[used - 1] == '\n', "no answer to %s", line);
-    buf[used - 1] = '\0';
-    char *last = strrchr(buf, '\n');
-    last = last ? last + 1 : buf;
+    char last[4096];
+    scenario_ask(sock, line, last, sizeof last);
     CHECK(strncmp(last, "{\"ok\":true,\"moved\":", 19) == 0, "%s answered %s", line, last);
 }
 

@@ -696,7 +696,8 @@ extern struct vs_state vs_state;
 /* Nothing is set up until a process first calls CUDA, NVML or vramshim's
  * API (a shell that merely inherits LD_PRELOAD pays nothing): every way in
  * calls vs_init (init.c), or, from below the init layer, vs_ensure_init,
- * which reaches it through the pointer init.c's constructor leaves here. */
+ * which reaches it through this pointer, initialised in init.c (no code runs
+ * at load: see init.c). */
 extern void (*vs_init_fn)(void);
 extern _Atomic bool vs_init_done;
 static inline void vs_ensure_init(void)

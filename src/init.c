@@ -1,18 +1,16 @@
 /*
  * init.c: process-wide state, set up once.
  *
- * The constructor runs in every process that inherits LD_PRELOAD, shells and
- * `ls` included, so it does nothing but leave vs_init where the layers
- * below can reach it: the settings are read, and the registry, owners and
- * offload layer set up, by the first CUDA, NVML or vramshim_* call (so
+ * The library is loaded into every process that inherits LD_PRELOAD, shells
+ * and `ls` included, so none of its code runs at load: the settings are
+ * read, and the registry, owners and offload layer set up, by the first CUDA, NVML or vramshim_* call (so
  * the settings are those of the environment at that call). The driver is
  * opened by the first intercepted CUDA call, through vs_driver_ready:
  * every way in (exported symbols, dlsym, and cuGetProcAddress behind them)
  * goes through it, and it is the one place that orders set-up, loading the
  * driver, pairing hooks and starting the control socket. vs_init can also
- * be reached before the constructor (another library's constructor calling
- * dlsym or a CUDA entry point), hence pthread_once rather than constructor
- * order.
+ * be reached from another library's constructor (calling dlsym or a CUDA
+ * entry point) as well as from the program, hence pthread_once.
  */
 #include "init.h"
 
@@ -60,6 +58,17 @@ static void on_fork_child(void)
     vs_offload_atfork_child();
 }
 
+/* The summary goes only to processes that used CUDA: a shell that merely
+ * inherited LD_PRELOAD stays quiet. Registered by the first set-up. */
+static void print_summary_at_exit(void)
+{
+    if (vs_real_ready() && vs_log_get_level() >= VS_LOG_INFO) {
+        struct vs_config cfg;
+        vs_limits_config(&cfg);
+        vs_stats_print_summary(vs_log_get_fd(), &cfg);
+    }
+}
+
 static void init_once_body(void)
 {
     vs_state.start_ns = vs_now_ns();
@@ -85,6 +94,7 @@ static void init_once_body(void)
         vs_state.disabled = true;
     }
     pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+    atexit(print_summary_at_exit);
     if (vs_state.disabled)
         vs_info("VRAMSHIM_DISABLE: pure pass-through");
     atomic_store_explicit(&vs_init_done, true, memory_order_release);
@@ -105,22 +115,14 @@ bool vs_driver_ready(bool must_load)
     return true;
 }
 
-__attribute__((constructor)) static void vs_constructor(void) { vs_init_fn = vs_init; }
-
-/* The summary goes only to processes that used CUDA: a shell that merely
- * inherited LD_PRELOAD stays quiet. */
-__attribute__((destructor)) static void vs_destructor(void)
-{
-    if (vs_real_ready() && vs_log_get_level() >= VS_LOG_INFO) {
-        struct vs_config cfg;
-        vs_limits_config(&cfg);
-        vs_stats_print_summary(vs_log_get_fd(), &cfg);
-    }
-}
+/* A process that never calls CUDA runs no code of ours: no constructor, no
+ * destructor (the loader reaches this pointer by a relocation alone), so the
+ * library's text is never paged in (docs/PERFORMANCE.md, start-up). */
+void (*vs_init_fn)(void) = vs_init;
 
 VS_EXPORT int vramshim_owner_push(const char *name)
 {
-    vs_init(); /* a push may come before our constructor ran */
+    vs_init();
     return vs_owner_push(name);
 }
 

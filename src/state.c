@@ -10,7 +10,9 @@
 
 struct vs_state vs_state;
 
-void (*vs_init_fn)(void);
+/* Weak: init.c's initialised definition wins in the shim (no constructor
+ * has to run for it); the core alone (tool, unit tests) keeps it NULL. */
+__attribute__((weak)) void (*vs_init_fn)(void);
 _Atomic bool vs_init_done;
 
 uint64_t vs_now_ns(void)

@@ -32,7 +32,7 @@ layer_of() { # a file name -> $layer
 		hook_capture.c | hook_peer.c | hook_pool.c | hook_ctx.c | \
 		ipc.c) layer=hooks ;;
 	control.h | control.c | control_relief.c) layer=control ;;
-	init.h | init.c | hook_exports.c | hook_dlsym.c) layer=init ;;
+	init.h | init.c | hook_exports.c | hook_dlsym.c | dso_handle.c) layer=init ;;
 	*) layer=unknown ;;
 	esac
 }
@@ -91,7 +91,7 @@ else
 		layer_of "$name.c"
 		l=$layer
 		nm "$o" | awk -v f="$name" -v l="$l" '
-			NF == 3 && $2 ~ /^[TDBRC]$/ { print "D", $3, f, l }
+			NF == 3 && $2 ~ /^[TDBRCVW]$/ { print "D", $3, f, l }
 			NF == 2 && $1 == "U" { print "U", $2, f, l }'
 	done >"$tab"
 	# may_use again, in awk: one line per (user, symbol) pair would cost a
@@ -99,7 +99,10 @@ else
 	awk 'BEGIN { r["core"] = 0; r["driver"] = 1; r["offload"] = 2; r["hooks"] = 3
 	             r["control"] = 3; r["init"] = 4 }
 	     function rank(l) { return (l in r) ? r[l] : 9 }
-	     $1 == "D" { def[$2] = $3; dl[$2] = $4; next }
+	     # a symbol defined twice is a weak default below and the upper
+	     # layer override (vs_init_fn): it belongs to the lower one
+	     $1 == "D" { if (!($2 in def) || rank($4) < rank(dl[$2])) { def[$2] = $3; dl[$2] = $4 }
+	                 next }
 	     { use[NR] = $0 }
 	     END { for (i in use) { split(use[i], u, " ")
 	             if ((u[2] in def) && def[u[2]] != u[3] && u[4] != dl[u[2]] &&

@@ -5,9 +5,22 @@
  * (a host function) can use it directly and a freed buffer faults when
  * touched. cuMemFree waits for all queued work first, as the real driver
  * does; cuMemFreeAsync releases in stream order.
+ *
+ * Allocations are found by base in a hash (frees) and by any address inside
+ * them in three trees by base (every copy asks which side is the device and
+ * whether the host side is pinned; launches ask whether a pointer is
+ * reachable): device-side memory, the program's page-locked host memory
+ * (cuMemHostAlloc and registered ranges, which registration keeps disjoint)
+ * and host pools' carvings. Within each tree ranges never overlap, so the
+ * greatest base at or below an address is the only range that can hold it,
+ * and a look-up costs log n however many buffers a program holds.
  */
 #include "fake_internal.h"
 
+#ifndef __unused
+#define __unused __attribute__((unused)) /* what bsd/sys/tree.h's generated functions use */
+#endif
+#include <bsd/sys/tree.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,10 +36,56 @@ struct fk_alloc {
     enum fk_alloc_kind kind;
     void *from; /* FK_CARVED: the pool, told when the bytes come back */
     UT_hash_handle hh;
+    RB_ENTRY(fk_alloc) rb;
 };
 
+static int cmp_alloc(const struct fk_alloc *a, const struct fk_alloc *b)
+{
+    return a->base < b->base ? -1 : a->base > b->base;
+}
+RB_HEAD(alloc_tree, fk_alloc);
+RB_GENERATE_STATIC(alloc_tree, fk_alloc, rb, cmp_alloc)
+
+/* All under mem_lock. */
 static struct fk_alloc *allocs;
+static struct alloc_tree device_side = RB_INITIALIZER(&device_side);
+static struct alloc_tree pinned_side = RB_INITIALIZER(&pinned_side);
+static struct alloc_tree host_pool_side = RB_INITIALIZER(&host_pool_side);
 static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct alloc_tree *tree_of(const struct fk_alloc *a)
+{
+    if (a->kind == FK_HOST || a->kind == FK_REGISTERED)
+        return &pinned_side;
+    return a->kind == FK_CARVED && a->device < 0 ? &host_pool_side : &device_side;
+}
+
+static void add(struct fk_alloc *a)
+{
+    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    RB_INSERT(alloc_tree, tree_of(a), a);
+}
+
+static void drop(struct fk_alloc *a)
+{
+    HASH_DEL(allocs, a);
+    RB_REMOVE(alloc_tree, tree_of(a), a);
+}
+
+/* The range in t with the greatest base at or below addr, if it holds addr. */
+static struct fk_alloc *holding(struct alloc_tree *t, uint64_t addr)
+{
+    struct fk_alloc *node = RB_ROOT(t), *best = NULL;
+    while (node) {
+        if (node->base <= addr) {
+            best = node;
+            node = RB_RIGHT(node, rb);
+        } else {
+            node = RB_LEFT(node, rb);
+        }
+    }
+    return best && addr - best->base < best->size ? best : NULL;
+}
 
 static uint64_t page_round(uint64_t n) { return (n + FK_PAGE - 1) & ~(FK_PAGE - 1); }
 
@@ -51,7 +110,7 @@ static CUresult device_alloc_flags(CUdeviceptr *dptr, size_t bytesize,
     *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = bytesize,
                            .charged = charge, .device = c->device, .kind = kind};
     pthread_mutex_lock(&mem_lock);
-    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    add(a);
     pthread_mutex_unlock(&mem_lock);
     *dptr = a->base;
     return CUDA_SUCCESS;
@@ -86,7 +145,7 @@ static struct fk_alloc *take(uint64_t base, bool host)
     struct fk_alloc *a;
     HASH_FIND(hh, allocs, &base, sizeof base, a);
     if (a && (a->kind == FK_HOST || a->kind == FK_REGISTERED) == host)
-        HASH_DEL(allocs, a);
+        drop(a);
     else
         a = NULL;
     pthread_mutex_unlock(&mem_lock);
@@ -104,18 +163,6 @@ static void release(struct fk_alloc *a)
     free(a);
 }
 
-static bool device_kind(const struct fk_alloc *a)
-{
-    return a->kind == FK_DEVICE || a->kind == FK_MANAGED ||
-           (a->kind == FK_CARVED && a->device >= 0);
-}
-
-static bool host_kind(const struct fk_alloc *a)
-{
-    return a->kind == FK_HOST || a->kind == FK_REGISTERED ||
-           (a->kind == FK_CARVED && a->device < 0);
-}
-
 CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from)
 {
     uint64_t len = page_round(size);
@@ -130,7 +177,7 @@ CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from)
     *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = size, .charged = len,
                            .device = dev, .kind = FK_CARVED, .from = from};
     pthread_mutex_lock(&mem_lock);
-    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    add(a);
     pthread_mutex_unlock(&mem_lock);
     *dptr = a->base;
     return CUDA_SUCCESS;
@@ -151,28 +198,22 @@ bool fk_mem_is_carved(uint64_t base, void **from)
 bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *managed)
 {
-    bool found = false;
     pthread_mutex_lock(&mem_lock);
-    for (struct fk_alloc *a = allocs; a; a = a->hh.next) {
-        if (addr >= a->base && addr < a->base + a->size && device_kind(a)) {
-            *base = a->base;
-            *size = a->size;
-            *dev = a->device;
-            *managed = a->kind == FK_MANAGED;
-            found = true;
-            break;
-        }
+    struct fk_alloc *a = holding(&device_side, addr);
+    if (a) {
+        *base = a->base;
+        *size = a->size;
+        *dev = a->device;
+        *managed = a->kind == FK_MANAGED;
     }
     pthread_mutex_unlock(&mem_lock);
-    return found;
+    return a != NULL;
 }
 
 bool fk_host_pinned(uint64_t addr)
 {
-    bool found = false;
     pthread_mutex_lock(&mem_lock);
-    for (struct fk_alloc *a = allocs; a && !found; a = a->hh.next)
-        found = host_kind(a) && addr >= a->base && addr < a->base + a->size;
+    bool found = holding(&pinned_side, addr) || holding(&host_pool_side, addr);
     pthread_mutex_unlock(&mem_lock);
     return found;
 }
@@ -290,7 +331,7 @@ static CUresult host_alloc(void **pp, size_t bytesize)
     *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = bytesize,
                            .charged = len, .device = -1, .kind = FK_HOST};
     pthread_mutex_lock(&mem_lock);
-    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    add(a);
     pthread_mutex_unlock(&mem_lock);
     *pp = p;
     return CUDA_SUCCESS;
@@ -318,7 +359,7 @@ FK_EXPORT CUresult cuMemFreeHost(void *p)
     if (a == NULL || a->kind != FK_HOST) {
         if (a) { /* a registered range is not freed this way: put it back */
             pthread_mutex_lock(&mem_lock);
-            HASH_ADD(hh, allocs, base, sizeof a->base, a);
+            add(a);
             pthread_mutex_unlock(&mem_lock);
         }
         return CUDA_ERROR_INVALID_VALUE;
@@ -335,12 +376,12 @@ FK_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int F
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t base = (uint64_t)(uintptr_t)p;
     pthread_mutex_lock(&mem_lock);
-    for (struct fk_alloc *a = allocs; a; a = a->hh.next) {
-        if ((a->kind == FK_HOST || a->kind == FK_REGISTERED) &&
-            base < a->base + a->size && a->base < base + bytesize) {
-            pthread_mutex_unlock(&mem_lock);
-            return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
-        }
+    /* overlapping a pinned range: the one holding base, or one starting inside */
+    struct fk_alloc key = {.base = base};
+    struct fk_alloc *next = RB_NFIND(alloc_tree, &pinned_side, &key);
+    if (holding(&pinned_side, base) || (next && next->base < base + bytesize)) {
+        pthread_mutex_unlock(&mem_lock);
+        return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
     }
     struct fk_alloc *a = malloc(sizeof *a);
     if (a == NULL) {
@@ -349,7 +390,7 @@ FK_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int F
     }
     *a = (struct fk_alloc){.base = base, .size = bytesize, .charged = 0,
                            .device = -1, .kind = FK_REGISTERED};
-    HASH_ADD(hh, allocs, base, sizeof a->base, a);
+    add(a);
     pthread_mutex_unlock(&mem_lock);
     return CUDA_SUCCESS;
 }
@@ -361,7 +402,7 @@ FK_EXPORT CUresult cuMemHostUnregister(void *p)
     if (a == NULL || a->kind != FK_REGISTERED) {
         if (a) {
             pthread_mutex_lock(&mem_lock);
-            HASH_ADD(hh, allocs, base, sizeof a->base, a);
+            add(a);
             pthread_mutex_unlock(&mem_lock);
         }
         return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;

@@ -206,6 +206,26 @@ static void pin_limit(void)
     CHECK_CU(cu.free_host(a));
     CHECK_CU(cu.free_host(b));
     free(mem);
+
+    /* A registration overlapping a registered range is the driver's
+     * CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED, and charges nothing: one
+     * ending inside it, one inside it; one just after it is a range of its
+     * own. */
+    char *big = aligned_alloc(4096, 64 * M);
+    CHECK_CU(cu.host_register(big + 32 * M, 16 * M, 0));
+    CHECK(cu.host_register(big, 40 * M, 0) == CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
+          "a range ending inside a registered one");
+    CHECK(cu.host_register(big + 40 * M, 4 * M, 0) == CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
+          "a range inside a registered one");
+    CHECK_CU(cu.host_register(big + 48 * M, 4 * M, 0));
+    CHECK_CU(cu.host_register(big, 32 * M, 0));
+    st = stats_get();
+    CHECK_EQ_U64(stats_u64(st, "pinned.app"), 52 * M);
+    json_decref(st);
+    CHECK_CU(cu.host_unregister(big));
+    CHECK_CU(cu.host_unregister(big + 32 * M));
+    CHECK_CU(cu.host_unregister(big + 48 * M));
+    free(big);
 }
 
 /* Threads racing for the last bytes never overshoot, and together get

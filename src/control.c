@@ -28,7 +28,7 @@
  * others nothing. Nothing here blocks. An evict or free, which moves as
  * many bytes as it takes (tens of GiB on a large GPU), runs on a thread of
  * its own, one at a time: while it works, its client gets a progress line
- * whenever another chunk has moved (at most every PROGRESS_MS), then the
+ * every PROGRESS_MS, then the
  * answer, and the server goes on serving everyone else. Answers are built from the same
  * snapshot as vramshim_stats_json and from vs_limits_set, which take the
  * registry lock only for a snapshot and the limits mutex only for a copy,
@@ -136,8 +136,6 @@ struct conn {
     size_t out_len, out_off, line_len;
     int *fds, n_fds, batches_sent;
     bool on_job;          /* waits for the evict or free running (job) */
-    uint64_t job_said;    /* the bytes moved its last progress line said */
-    uint64_t job_chunks;  /* vs_tier_chunks_out() at its last progress line */
     uint64_t next_progress;
 };
 
@@ -338,8 +336,6 @@ static void answer_move(struct conn *c, const struct vs_request *req)
         return reply_error(c, "cannot start the move (no thread)");
     atomic_store(&job.running, true);
     c->on_job = true;
-    c->job_said = 0;
-    c->job_chunks = vs_tier_chunks_out();
     c->next_progress = vs_now_ms() + PROGRESS_MS;
 }
 
@@ -360,16 +356,15 @@ static uint64_t job_poll(struct conn *c, uint64_t now)
         c->deadline = now + CONN_DEADLINE_MS; /* to take the answer */
         return UINT64_MAX;
     }
-    /* progress is a chunk moved, not only a buffer finished: one buffer of
-     * tens of GiB takes longer than the client waits between lines */
-    uint64_t moved = atomic_load(&job.moved), chunks = vs_tier_chunks_out();
-    if (now >= c->next_progress && (moved > c->job_said || chunks != c->job_chunks) &&
-        c->out == NULL) {
+    /* A line every PROGRESS_MS while the job runs, whether or not another
+     * chunk has finished: one chunk of a large buffer, or one slowed by a
+     * loaded machine, can take longer than the client waits between lines,
+     * and the job itself never waits without bound (its fences end at
+     * VRAMSHIM_FENCE_MS), so the client waits as long as the job is alive. */
+    if (now >= c->next_progress && c->out == NULL) {
         snprintf(line, sizeof line, "{\"ok\":true,\"progress\":{\"moved\":%llu}}\n",
-                 (unsigned long long)moved);
+                 (unsigned long long)atomic_load(&job.moved));
         conn_append(c, line);
-        c->job_said = moved;
-        c->job_chunks = chunks;
         c->next_progress = now + PROGRESS_MS;
     }
     return c->next_progress > now ? c->next_progress : now + PROGRESS_MS;

@@ -246,10 +246,6 @@ int vs_tier_prefetch(uint64_t p);
  * touched since the request began. Returns the bytes moved; `progress`,
  * when given, follows them as they move. */
 uint64_t vs_tier_evict(int owner, uint64_t bytes, bool idle_only, _Atomic uint64_t *progress);
-/* Chunks moved off a device so far, by anyone: a move that takes longer
- * than a client's patience shows it is still going (control.c's progress
- * lines) even while one large buffer is not done yet. */
-uint64_t vs_tier_chunks_out(void);
 /* Another process on the device asks for room (relief): move buffers of
  * dev idle for idle_ms, one at a time, until bytes have moved. Returns the
  * bytes moved. */

@@ -705,13 +705,6 @@ static bool may_go_pageable(const struct buffer *b)
     return now < last || now - last >= idle_ns;
 }
 
-static _Atomic uint64_t chunks_out; /* vs_tier_chunks_out */
-
-uint64_t vs_tier_chunks_out(void)
-{
-    return atomic_load_explicit(&chunks_out, memory_order_relaxed);
-}
-
 /* Move chunks of b out, last first, until `want` bytes moved: to pinned
  * memory while the pin budget lasts, then to pageable memory where that is
  * safe. Caller holds move_lock. Returns the bytes moved. */
@@ -732,7 +725,6 @@ static uint64_t buffer_out(struct buffer *b, uint64_t want)
         if (rc != CUDA_SUCCESS)
             break;
         moved += c->counted;
-        atomic_fetch_add_explicit(&chunks_out, 1, memory_order_relaxed);
     }
     fence_end(b);
     if (pinned_any) /* under pressure: have host memory ready for the next */

@@ -16,7 +16,8 @@
  * VS_CONTEXT_MAX when others hold memory (their memory then counts as
  * this context's: the slice errs on the side of not overcommitting).
  * Memory another process takes or frees during the call itself skews
- * the reading by that much.
+ * the reading by that much. The old ABI's cuCtxCreate / cuCtxDestroy
+ * count as their _v2 twins.
  */
 #include "hooks.h"
 
@@ -137,14 +138,30 @@ CUresult vs_hook_cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsi
     return created(vs_real.cuCtxCreate_v4(pctx, params, flags, dev), &p, pctx);
 }
 
-/* The driver unloads the context's modules with it. */
-CUresult vs_hook_cuCtxDestroy_v2(CUcontext ctx)
+/* The old ABI's name (cuda.h: cuCtxCreate(CUcontext *, unsigned int,
+ * CUdevice), before CUDA 3.2) makes a context just the same. */
+CUresult vs_hook_cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
-    CUresult rc = vs_real.cuCtxDestroy_v2(ctx);
+    struct vs_probe p;
+    vs_probe_begin(&p, (int)dev);
+    return created(vs_real.cuCtxCreate(pctx, flags, dev), &p, pctx);
+}
+
+/* The driver unloads the context's modules with it. */
+static CUresult destroyed(CUresult rc, CUcontext ctx)
+{
     if (rc == CUDA_SUCCESS)
         vs_overhead_drop(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)ctx);
     return rc;
 }
+
+CUresult vs_hook_cuCtxDestroy_v2(CUcontext ctx)
+{
+    return destroyed(vs_real.cuCtxDestroy_v2(ctx), ctx);
+}
+
+/* The old ABI's name (before CUDA 4.0) */
+CUresult vs_hook_cuCtxDestroy(CUcontext ctx) { return destroyed(vs_real.cuCtxDestroy(ctx), ctx); }
 
 /* The first retain makes the primary context; it lives until the last
  * release or a reset. It is not current after the retain, so it is asked

@@ -176,8 +176,9 @@ enum vs_kind {
     VS_KIND_HOST_ALLOC, /* cuMemHostAlloc, cuMemAllocHost */
     VS_KIND_HOST_REGISTERED, /* cuMemHostRegister */
     VS_KIND_HOST_VMM,   /* a mapping of the program's cuMemCreate on a host location */
-    VS_KIND_IMPORTED,   /* a mapping of an imported or multicast handle: another
-                           process's memory, shown apart and not charged */
+    VS_KIND_IMPORTED,   /* a mapping of an imported or multicast handle, or a
+                           pointer imported from another process's memory
+                           pool: its memory, shown apart and not charged */
     VS_KIND_COUNT
 };
 enum vs_tier { VS_TIER_RESIDENT, VS_TIER_PINNED, VS_TIER_PAGEABLE };

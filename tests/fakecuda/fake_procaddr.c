@@ -64,6 +64,10 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemAllocAsync", 11020, cuMemAllocAsync, 0)                          \
     E("cuMemAllocAsync", 11020, cuMemAllocAsync_ptsz, 1)                     \
     E("cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync, 0)          \
+    E("cuMemPoolExportToShareableHandle", 11020, cuMemPoolExportToShareableHandle, 0) \
+    E("cuMemPoolImportFromShareableHandle", 11020, cuMemPoolImportFromShareableHandle, 0) \
+    E("cuMemPoolExportPointer", 11020, cuMemPoolExportPointer, 0)            \
+    E("cuMemPoolImportPointer", 11020, cuMemPoolImportPointer, 0)            \
     E("cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync_ptsz, 1)     \
     E("cuMemFreeAsync", 11020, cuMemFreeAsync, 0)                            \
     E("cuMemFreeAsync", 11020, cuMemFreeAsync_ptsz, 1)                       \

@@ -176,8 +176,9 @@ enum vs_kind {
     VS_KIND_HOST_ALLOC, /* cuMemHostAlloc, cuMemAllocHost */
     VS_KIND_HOST_REGISTERED, /* cuMemHostRegister */
     VS_KIND_HOST_VMM,   /* a mapping of the program's cuMemCreate on a host location */
-    VS_KIND_IMPORTED,   /* a mapping of an imported or multicast handle: another
-                           process's memory, shown apart and not charged */
+    VS_KIND_IMPORTED,   /* a mapping of an imported or multicast handle, or a
+                           pointer imported from another process's memory
+                           pool: its memory, shown apart and not charged */
     VS_KIND_COUNT
 };
 enum vs_tier { VS_TIER_RESIDENT, VS_TIER_PINNED, VS_TIER_PAGEABLE };
@@ -513,6 +514,13 @@ bool vs_overhead_add(enum vs_overhead_space space, uint64_t handle, int dev, uin
 uint64_t vs_overhead_drop(enum vs_overhead_space space, uint64_t handle);
 /* Bytes held on dev beyond allocations (stats `devices[].overhead`). */
 uint64_t vs_overhead_device(int dev);
+/* Where the device's last overhead figure came from (stats
+ * `devices[].overhead_source`): NVML's per-process usage, the change in
+ * the device's free memory around the call, or the estimate for a first
+ * context with nothing to measure against. */
+enum vs_overhead_source { VS_SOURCE_FREE_MEMORY, VS_SOURCE_NVML, VS_SOURCE_ESTIMATE };
+void vs_overhead_set_source(int dev, enum vs_overhead_source src);
+const char *vs_overhead_source_name(int dev);
 void vs_overhead_reset(void);
 
 /* ---- protocol.c: control socket requests ----------------------------- */

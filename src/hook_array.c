@@ -18,6 +18,9 @@
  * tile pool into them, and a tile pool is a cuMemCreate handle, charged
  * there: they are passed through.
  *
+ * The old ABI's cuArrayCreate / cuArray3DCreate (32-bit descriptors) are
+ * charged the same way, by the shape they describe.
+ *
  * Creation and destruction hold array_order across the driver call and
  * the bookkeeping, as the VMM hooks do: a handle the driver frees may come
  * back from the next creation at once.
@@ -155,6 +158,30 @@ CUresult vs_hook_cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR 
                                   .Format = desc->Format, .NumChannels = desc->NumChannels};
     uint64_t bytes = array_bytes(&d3, 1, false, vs_current_device());
     CREATE_CHARGED("cuArrayCreate", bytes, vs_real.cuArrayCreate_v2(pHandle, desc), pHandle);
+}
+
+/* The old ABI's names take descriptors with 32-bit widths (cuda.h's
+ * CUDA_ARRAY_DESCRIPTOR_v1, CUDA_ARRAY3D_DESCRIPTOR_v1): the same shape,
+ * charged as the _v2 twin would be, created through the old entry. */
+CUresult vs_hook_cuArrayCreate(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR_v1 *desc)
+{
+    if (pHandle == NULL || desc == NULL)
+        return vs_real.cuArrayCreate(pHandle, desc);
+    CUDA_ARRAY3D_DESCRIPTOR d3 = {.Width = desc->Width, .Height = desc->Height,
+                                  .Format = desc->Format, .NumChannels = desc->NumChannels};
+    uint64_t bytes = array_bytes(&d3, 1, false, vs_current_device());
+    CREATE_CHARGED("cuArrayCreate", bytes, vs_real.cuArrayCreate(pHandle, desc), pHandle);
+}
+
+CUresult vs_hook_cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *desc)
+{
+    if (pHandle == NULL || desc == NULL)
+        return vs_real.cuArray3DCreate(pHandle, desc);
+    CUDA_ARRAY3D_DESCRIPTOR d3 = {.Width = desc->Width, .Height = desc->Height,
+                                  .Depth = desc->Depth, .Format = desc->Format,
+                                  .NumChannels = desc->NumChannels, .Flags = desc->Flags};
+    uint64_t bytes = array_bytes(&d3, 1, false, vs_current_device());
+    CREATE_CHARGED("cuArray3DCreate", bytes, vs_real.cuArray3DCreate(pHandle, desc), pHandle);
 }
 
 CUresult vs_hook_cuMipmappedArrayCreate(CUmipmappedArray *pHandle,

@@ -16,7 +16,17 @@
  * VS_CONTEXT_MAX when others hold memory (their memory then counts as
  * this context's: the slice errs on the side of not overcommitting).
  * Memory another process takes or frees during the call itself skews
- * the reading by that much.
+ * the reading by that much. The old ABI's cuCtxCreate / cuCtxDestroy
+ * count as their _v2 twins.
+ *
+ * Where the program has loaded and initialised NVML and NVML lists this
+ * process, the same events are measured by NVML's figure for the process
+ * instead (hook_nvml.c): the event is charged what the process uses
+ * beyond everything charged on the device, so other processes cannot skew
+ * it, a first context needs no cap, and memory the free-memory measure
+ * missed (a library's share of a context made after its load) is taken in
+ * at the next event. Each device's stats say which source gave its last
+ * figure (overhead_source).
  */
 #include "hooks.h"
 
@@ -74,14 +84,22 @@ void vs_probe_begin(struct vs_probe *p, int dev)
 int64_t vs_probe_end(struct vs_probe *p, CUresult rc, CUcontext in, bool new_context)
 {
     int64_t bytes = 0;
-    uint64_t after, total;
-    if (rc == CUDA_SUCCESS && device_ok(p->dev) &&
-        (in ? free_in(in, p->dev, &after, &total) : free_here(p->dev, &after, &total))) {
+    uint64_t after, total, nvml_used;
+    if (rc == CUDA_SUCCESS && device_ok(p->dev) && vs_nvml_process_used(p->dev, &nvml_used)) {
+        /* what NVML says the process uses beyond everything charged on the
+         * device (allocations, reserves, overhead so far): this event's,
+         * and any drift since the last reading, either way */
+        bytes = (int64_t)nvml_used - (int64_t)charged_on(p->dev);
+        vs_overhead_set_source(p->dev, VS_SOURCE_NVML);
+    } else if (rc == CUDA_SUCCESS && device_ok(p->dev) &&
+               (in ? free_in(in, p->dev, &after, &total) : free_here(p->dev, &after, &total))) {
         /* what other threads of this process took meanwhile is theirs */
         uint64_t mine = charged_on(p->dev) - p->charged;
         if (p->known) {
             bytes = (int64_t)(p->free - after) - (int64_t)mine;
+            vs_overhead_set_source(p->dev, VS_SOURCE_FREE_MEMORY);
         } else if (new_context) {
+            vs_overhead_set_source(p->dev, VS_SOURCE_ESTIMATE);
             uint64_t used = total - after, ours = p->charged + mine;
             bytes = used > ours ? (int64_t)(used - ours) : 0;
             if (bytes > (int64_t)VS_CONTEXT_MAX)
@@ -137,14 +155,30 @@ CUresult vs_hook_cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsi
     return created(vs_real.cuCtxCreate_v4(pctx, params, flags, dev), &p, pctx);
 }
 
-/* The driver unloads the context's modules with it. */
-CUresult vs_hook_cuCtxDestroy_v2(CUcontext ctx)
+/* The old ABI's name (cuda.h: cuCtxCreate(CUcontext *, unsigned int,
+ * CUdevice), before CUDA 3.2) makes a context just the same. */
+CUresult vs_hook_cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
-    CUresult rc = vs_real.cuCtxDestroy_v2(ctx);
+    struct vs_probe p;
+    vs_probe_begin(&p, (int)dev);
+    return created(vs_real.cuCtxCreate(pctx, flags, dev), &p, pctx);
+}
+
+/* The driver unloads the context's modules with it. */
+static CUresult destroyed(CUresult rc, CUcontext ctx)
+{
     if (rc == CUDA_SUCCESS)
         vs_overhead_drop(VS_OVERHEAD_CONTEXT, (uint64_t)(uintptr_t)ctx);
     return rc;
 }
+
+CUresult vs_hook_cuCtxDestroy_v2(CUcontext ctx)
+{
+    return destroyed(vs_real.cuCtxDestroy_v2(ctx), ctx);
+}
+
+/* The old ABI's name (before CUDA 4.0) */
+CUresult vs_hook_cuCtxDestroy(CUcontext ctx) { return destroyed(vs_real.cuCtxDestroy(ctx), ctx); }
 
 /* The first retain makes the primary context; it lives until the last
  * release or a reset. It is not current after the retain, so it is asked

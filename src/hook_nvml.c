@@ -14,6 +14,17 @@
  * That needs an initialised CUDA driver; until the program initialises it
  * (vramshim never does: cuInit before a fork breaks the children), or for
  * a device CUDA cannot see, NVML's figures pass through untouched.
+ *
+ * NVML also tells how much this process uses on a device
+ * (nvmlDeviceGetComputeRunningProcesses_v3: "all of the memory used by the
+ * application"), which the overhead measure prefers to the device's free
+ * memory (hook_ctx.c): other processes cannot skew it. It is asked only of
+ * an NVML the program loaded and initialised itself. Loading NVML here
+ * would cost every CUDA program under vramshim the library's start-up,
+ * and nvmlInit/nvmlShutdown are reference counted per process, so an init
+ * of ours could keep the program's NVML alive past its own shutdown. A
+ * process NVML does not list (a PID namespace: NVML reports the host's
+ * pids) falls back to the free-memory measure.
  */
 #define _GNU_SOURCE 1
 #include "hooks.h"
@@ -23,6 +34,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* This file takes only the NVML lines of hooks.def. */
 #define VS_HOOK(name, params, args)
@@ -31,6 +43,19 @@
 #define NVML_SUCCESS 0
 #define NVML_ERROR_UNINITIALIZED 1
 #define NVML_UUID_LEN 96
+#define NVML_VALUE_NOT_AVAILABLE (~0ULL)
+/* processes read in one call; past this many on one device, NVML is not
+ * used and the free-memory measure stands */
+#define NVML_MAX_PROCS 256
+
+/* nvml.h's nvmlProcessInfo_t, as _v3 fills it */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvml_process_t;
+typedef nvmlReturn_t (*procs_fn)(nvmlDevice_t, unsigned int *, nvml_process_t *);
+typedef nvmlReturn_t (*by_uuid_fn)(const char *, nvmlDevice_t *);
 
 typedef nvmlReturn_t (*uuid_fn)(nvmlDevice_t, char *, unsigned int);
 
@@ -196,6 +221,56 @@ static nvmlReturn_t get_info_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory)
 #define NVML_BODY_nvmlDeviceGetMemoryInfo_v2 get_info_v2
 #include "hooks.def"
 #undef VS_NVML_HOOK
+
+/* ---- this process's usage, for the overhead ----------------------------- */
+
+/* An NVML function of the library the program loaded, or NULL. */
+static void *nvml_fn(const char *name)
+{
+    void *known = (void *)atomic_load(&nvml_real.nvmlDeviceGetMemoryInfo);
+    if (known == NULL)
+        known = (void *)atomic_load(&nvml_real.nvmlDeviceGetMemoryInfo_v2);
+    void *fn = known ? sibling(known, name) : NULL;
+    return fn ? fn : loaded_nvml(name);
+}
+
+bool vs_nvml_process_used(int ordinal, uint64_t *used)
+{
+    static _Atomic(procs_fn) procs_cache;
+    static _Atomic(by_uuid_fn) by_uuid_cache;
+    procs_fn procs = atomic_load(&procs_cache);
+    by_uuid_fn by_uuid = atomic_load(&by_uuid_cache);
+    if (procs == NULL || by_uuid == NULL) {
+        procs = (procs_fn)nvml_fn("nvmlDeviceGetComputeRunningProcesses_v3");
+        by_uuid = (by_uuid_fn)nvml_fn("nvmlDeviceGetHandleByUUID");
+        if (procs == NULL || by_uuid == NULL)
+            return false; /* the program has not loaded NVML */
+        atomic_store(&procs_cache, procs);
+        atomic_store(&by_uuid_cache, by_uuid);
+    }
+    CUdevice d;
+    CUuuid u;
+    char text[NVML_UUID_LEN];
+    nvmlDevice_t device;
+    if (vs_real.cuDeviceGet == NULL || vs_real.cuDeviceGetUuid_v2 == NULL ||
+        vs_real.cuDeviceGet(&d, ordinal) != CUDA_SUCCESS ||
+        vs_real.cuDeviceGetUuid_v2(&u, d) != CUDA_SUCCESS)
+        return false;
+    vs_format_uuid(&u, text, sizeof text);
+    if (by_uuid(text, &device) != NVML_SUCCESS) /* not initialised by the program */
+        return false;
+    nvml_process_t infos[NVML_MAX_PROCS];
+    unsigned int n = NVML_MAX_PROCS;
+    if (procs(device, &n, infos) != NVML_SUCCESS)
+        return false;
+    unsigned int me = (unsigned int)getpid();
+    for (unsigned int i = 0; i < n && i < NVML_MAX_PROCS; i++)
+        if (infos[i].pid == me && infos[i].usedGpuMemory != NVML_VALUE_NOT_AVAILABLE) {
+            *used = infos[i].usedGpuMemory;
+            return true;
+        }
+    return false;
+}
 
 void *vs_nvml_swap(const char *name, void *sym)
 {

@@ -11,8 +11,15 @@
  * cuDeviceGraphMemTrim. Each hook calls the driver, then has pool.c read
  * the figures again; the synchronise hooks cost one relaxed load while no
  * reserve was ever charged.
+ *
+ * A pool imported from another process is that process's memory: pool.c
+ * never charges it, and each pointer imported from it is recorded as
+ * imported memory (devices[].imported), outside `allocated` and the
+ * limits, until the program frees it (cuMemFree, cuMemFreeAsync).
  */
 #include "hooks.h"
+
+#include <errno.h>
 
 CUresult vs_hook_cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
 {
@@ -55,6 +62,41 @@ CUresult vs_hook_cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute at
     CUresult rc = vs_real.cuMemPoolSetAttribute(pool, attr, value);
     if (rc == CUDA_SUCCESS && attr == CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)
         vs_pool_refresh(pool);
+    return rc;
+}
+
+CUresult vs_hook_cuMemPoolImportFromShareableHandle(CUmemoryPool *pool, void *handle,
+                                                   CUmemAllocationHandleType type,
+                                                   unsigned long long flags)
+{
+    CUresult rc = vs_real.cuMemPoolImportFromShareableHandle(pool, handle, type, flags);
+    if (rc == CUDA_SUCCESS && pool)
+        vs_pool_imported(*pool);
+    return rc;
+}
+
+/* The driver knows the imported allocation's size and device; a pointer
+ * it will not describe is recorded on the current device, one byte long,
+ * so that its free still finds it. */
+CUresult vs_hook_cuMemPoolImportPointer(CUdeviceptr *ptr, CUmemoryPool pool,
+                                        CUmemPoolPtrExportData *data)
+{
+    CUresult rc = vs_real.cuMemPoolImportPointer(ptr, pool, data);
+    if (rc != CUDA_SUCCESS || ptr == NULL)
+        return rc;
+    CUdeviceptr base = *ptr;
+    size_t size = 0;
+    int dev = -1;
+    if (vs_real.cuMemGetAddressRange_v2 == NULL ||
+        vs_real.cuMemGetAddressRange_v2(NULL, &size, base) != CUDA_SUCCESS)
+        size = 0;
+    if (vs_real.cuPointerGetAttribute == NULL ||
+        vs_real.cuPointerGetAttribute(&dev, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, base) !=
+            CUDA_SUCCESS)
+        dev = vs_current_device();
+    if (vs_registry_add(base, size, dev, VS_KIND_IMPORTED, vs_owner_current()) == -ENOMEM)
+        vs_warn("out of memory for the registry: the imported pointer 0x%llx is not shown",
+                (unsigned long long)base);
     return rc;
 }
 

@@ -110,6 +110,10 @@ typedef struct {
 } nvmlMemory_v2_t;
 /* dlsym found `sym` for an nvml* name: the hook to hand out instead. */
 void *vs_nvml_swap(const char *name, void *sym);
+/* What NVML says this process uses on CUDA device `ordinal`
+ * (nvmlDeviceGetComputeRunningProcesses_v3), when the program has loaded
+ * and initialised NVML and NVML lists this process; else false. */
+bool vs_nvml_process_used(int ordinal, uint64_t *used);
 
 /* ---- fork: the hooks' own locks and tables, made anew in the child ------ */
 void vs_ipc_atfork_child(void);

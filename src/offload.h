@@ -48,6 +48,8 @@ void vs_reach_set(int mem_dev, int by_dev, CUcontext by_ctx, bool on);
 void vs_pool_created(CUmemoryPool pool, int dev);
 void vs_pool_destroyed(CUmemoryPool pool);
 void vs_pool_set_current(int dev, CUmemoryPool pool);
+/* A pool imported from another process: the exporter's, never charged. */
+void vs_pool_imported(CUmemoryPool pool);
 /* A stream-ordered allocation of `bytes` from `pool` (NULL: the current
  * pool of dev): fills u (u->dev: where the pool lives, -1 on the host) and
  * returns how much its reserve may have to grow, from the figures last

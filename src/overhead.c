@@ -11,7 +11,9 @@
  * (hook_ctx.c says how). Its bytes are charged to its device's budget,
  * past the limit if need be (the driver took them already), and to no
  * owner; they are given back when the object goes. A context takes its
- * modules with it, as the driver unloads them when it is destroyed.
+ * modules with it, as the driver unloads them when it is destroyed. Each
+ * device also keeps where its last figure came from (NVML, free memory,
+ * or an estimate), for the stats.
  */
 #include "core.h"
 
@@ -35,6 +37,7 @@ struct item {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct item *items;
 static _Atomic uint64_t per_device[VS_MAX_DEVICES];
+static _Atomic int source[VS_MAX_DEVICES]; /* enum vs_overhead_source */
 
 static inline bool device_ok(int dev) { return dev >= 0 && dev < VS_MAX_DEVICES; }
 
@@ -132,6 +135,21 @@ uint64_t vs_overhead_device(int dev)
     return device_ok(dev) ? atomic_load(&per_device[dev]) : 0;
 }
 
+void vs_overhead_set_source(int dev, enum vs_overhead_source src)
+{
+    if (device_ok(dev))
+        atomic_store(&source[dev], (int)src);
+}
+
+const char *vs_overhead_source_name(int dev)
+{
+    switch (device_ok(dev) ? atomic_load(&source[dev]) : VS_SOURCE_FREE_MEMORY) {
+    case VS_SOURCE_NVML: return "nvml";
+    case VS_SOURCE_ESTIMATE: return "estimate";
+    default: return "free-memory";
+    }
+}
+
 /* A forked child holds no device memory (vs_budget_reset gave back its
  * charges), and the lock may have been held by a thread that is gone. */
 void vs_overhead_reset(void)
@@ -142,6 +160,8 @@ void vs_overhead_reset(void)
         HASH_DEL(items, it);
         free(it);
     }
-    for (int d = 0; d < VS_MAX_DEVICES; d++)
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
         atomic_store(&per_device[d], 0);
+        atomic_store(&source[d], VS_SOURCE_FREE_MEMORY);
+    }
 }

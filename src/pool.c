@@ -23,6 +23,13 @@
  * vs_pool_trim gives back what pools and graph memory reserve beyond what
  * they use: the first thing done to make room, since it moves nobody's
  * data (tier.c, through vs_tier_ops.trim).
+ *
+ * A pool imported from another process (cuMemPoolImportFromShareableHandle)
+ * is the exporter's memory: it is recorded so that it is never taken for a
+ * pool of this process, and is never read, charged or trimmed; nothing can
+ * be allocated from it ("Imported memory pools do not support creating new
+ * allocations", cuda.h), and the pointers imported from it
+ * (cuMemPoolImportPointer) are shown apart, as imported memory.
  */
 #include "offload_internal.h"
 
@@ -35,6 +42,7 @@ struct pool_rec {
     int dev;              /* -1: a host or host-NUMA pool */
     uint64_t reserved;    /* as last read */
     uint64_t used;        /* as last read, plus what was handed out since */
+    bool imported;        /* another process's pool: charged nothing */
     struct vs_charge charge;
     UT_hash_handle hh;
 };
@@ -156,6 +164,22 @@ void vs_pool_created(CUmemoryPool pool, int dev)
     pthread_mutex_unlock(&lock);
 }
 
+void vs_pool_imported(CUmemoryPool pool)
+{
+    pthread_mutex_lock(&lock);
+    struct pool_rec *p;
+    HASH_FIND_PTR(pools, &pool, p);
+    if (p == NULL)
+        p = add_locked(pool, -1);
+    if (p) {
+        /* a stale record of the same handle (a destruction not seen) held
+         * a charge: it goes */
+        settle_locked(p, 0);
+        p->imported = true;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 void vs_pool_set_current(int dev, CUmemoryPool pool)
 {
     if (!dev_ok(dev))
@@ -169,7 +193,7 @@ void vs_pool_set_current(int dev, CUmemoryPool pool)
 static void refresh_locked(struct pool_rec *p)
 {
     uint64_t reserved, used;
-    if (!read_attr(p->pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
+    if (p->imported || !read_attr(p->pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
         return;
     if (read_attr(p->pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used))
         p->used = used;
@@ -186,7 +210,7 @@ void vs_pool_destroyed(CUmemoryPool pool)
     HASH_FIND_PTR(pools, &pool, p);
     if (p) {
         uint64_t reserved;
-        if (!read_attr(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
+        if (p->imported || !read_attr(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
             reserved = 0;
         settle_locked(p, reserved);
         if (reserved == 0) {
@@ -206,6 +230,8 @@ uint64_t vs_pool_admit(CUmemoryPool pool, int dev, uint64_t bytes, struct vs_poo
     if (pool == NULL && dev_ok(dev))
         pool = current[dev] ? current[dev] : default_locked(dev);
     struct pool_rec *p = pool ? find_locked(pool, dev) : NULL;
+    if (p && p->imported)
+        p = NULL; /* nothing can be allocated from it: the driver refuses */
     u->rec = p;
     u->dev = p ? p->dev : dev;
     if (p == NULL) { /* no pool to draw on (no context): the driver answers */
@@ -301,7 +327,7 @@ uint64_t vs_pool_trim(int dev)
     pthread_mutex_lock(&lock);
     struct pool_rec *p, *tmp;
     HASH_ITER(hh, pools, p, tmp) {
-        if ((dev >= 0 && p->dev != dev) || p->reserved == 0)
+        if ((dev >= 0 && p->dev != dev) || p->reserved == 0 || p->imported)
             continue;
         uint64_t before = p->reserved, used;
         if (vs_real.cuMemPoolTrimTo && read_attr(p->pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used))

@@ -251,15 +251,20 @@ static struct vs_handle_rec *handle_find_locked(uint64_t handle, enum vs_handle_
 
 static void handle_unmapped_locked(uint64_t handle);
 
+/* Imported memory (a mapping of an imported handle, or a pointer imported
+ * from another process's pool) counts only in the device's imported
+ * bytes: the exporter holds it. */
 static void account(const struct vs_alloc *r, int sign)
 {
+    if (r->kind == VS_KIND_IMPORTED && device_ok(r->device))
+        dev_counts[r->device].imported += sign > 0 ? r->size : -r->size;
     if (r->of_handle) {
-        if (r->kind == VS_KIND_IMPORTED && device_ok(r->device))
-            dev_counts[r->device].imported += sign > 0 ? r->size : -r->size;
         if (sign < 0)
             handle_unmapped_locked(r->handle);
         return;
     }
+    if (r->kind == VS_KIND_IMPORTED)
+        return;
     account_bytes(r->device, r->owner, vs_kind_is_host((enum vs_kind)r->kind),
                   r->kind == VS_KIND_ASYNC, r->size, r->off_pinned, r->off_pageable, sign);
 }
@@ -656,10 +661,11 @@ int vs_registry_check(struct vs_expected_charges *exp)
                 BROKEN("mapping 0x%llx of a handle vramshim no longer knows",
                        (unsigned long long)r->base);
             h->check_maps++;
-            if (r->kind == VS_KIND_IMPORTED && device_ok(r->device))
-                dev[r->device].imported += r->size;
-            continue;
         }
+        if (r->kind == VS_KIND_IMPORTED && device_ok(r->device))
+            dev[r->device].imported += r->size;
+        if (r->of_handle || r->kind == VS_KIND_IMPORTED)
+            continue;
         if (vs_kind_is_host((enum vs_kind)r->kind)) {
             app += r->size;
             exp->pin += r->size;

@@ -157,14 +157,15 @@ static void put_devices(struct out *o, const struct vs_snapshot *s, int ndev)
             ",\"allocated\":%llu,\"resident\":%llu,\"offloaded_pinned\":%llu,"
             "\"offloaded_pageable\":%llu,\"peak_resident\":%llu,\"imported\":%llu,\"arrays\":%llu,"
             "\"pools\":%llu,\"pools_used\":%llu,\"graph_memory\":%llu,\"graph_memory_used\":%llu,"
-            "\"overhead\":%llu}",
+            "\"overhead\":%llu,\"overhead_source\":\"%s\"}",
             (unsigned long long)d->allocated, (unsigned long long)d->resident,
             (unsigned long long)d->offloaded_pinned,
             (unsigned long long)d->offloaded_pageable,
             (unsigned long long)d->peak_resident, (unsigned long long)d->imported,
             (unsigned long long)d->arrays, (unsigned long long)d->pool_reserved,
             (unsigned long long)d->pool_used, (unsigned long long)d->graph_reserved,
-            (unsigned long long)d->graph_used, (unsigned long long)vs_overhead_device(i));
+            (unsigned long long)d->graph_used, (unsigned long long)vs_overhead_device(i),
+            vs_overhead_source_name(i));
     }
     put(o, "]");
 }

@@ -288,10 +288,11 @@ static void draw(struct frame *f, json_t *all, bool rates)
         json_array_foreach(json_object_get(st, "devices"), d, dv) {
             uint64_t over = num(dv, "overhead"), arrays = num(dv, "arrays"),
                      imported = num(dv, "imported");
+            const char *source = json_string_value(json_object_get(dv, "overhead_source"));
             if (over || arrays || imported)
-                emit(f, "%-8d dev %zu: overhead %s, arrays %s, imported %s\n", (int)num(st, "pid"),
-                     d, size_text(over, a, sizeof a), size_text(arrays, b, sizeof b),
-                     size_text(imported, c, sizeof c));
+                emit(f, "%-8d dev %zu: overhead %s (%s), arrays %s, imported %s\n",
+                     (int)num(st, "pid"), d, size_text(over, a, sizeof a), source ? source : "-",
+                     size_text(arrays, b, sizeof b), size_text(imported, c, sizeof c));
         }
     }
     json_array_foreach(all, i, st) { /* fast copies: bytes per nanosecond is GB/s */

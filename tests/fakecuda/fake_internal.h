@@ -111,6 +111,12 @@ bool fk_mem_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
  * stream reached the free of `bytes` carved from `from`. */
 CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from);
 bool fk_mem_is_carved(uint64_t base, void **from);
+/* The same, carved from pages of a shareable pool's file (fd at off) that
+ * another process may map too; fd < 0: private pages. An allocation
+ * carved so: its pool, its offset in that file, its size. */
+CUresult fk_mem_carve_shared(CUdeviceptr *dptr, uint64_t size, int dev, void *from, int fd,
+                             uint64_t off);
+bool fk_mem_carved_at(uint64_t base, void **from, uint64_t *off, uint64_t *size);
 void fk_pool_returned(void *from, uint64_t bytes);
 CUresult fk_mem_free_async(CUdeviceptr dptr, struct fk_stream *st);
 /* A synchronise (stream, event, context) returned: pools above their

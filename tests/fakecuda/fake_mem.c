@@ -35,6 +35,7 @@ struct fk_alloc {
     int device;
     enum fk_alloc_kind kind;
     void *from; /* FK_CARVED: the pool, told when the bytes come back */
+    uint64_t file_off; /* FK_CARVED from a shareable pool: where in its file */
     UT_hash_handle hh;
     RB_ENTRY(fk_alloc) rb;
 };
@@ -165,9 +166,16 @@ static void release(struct fk_alloc *a)
 
 CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from)
 {
+    return fk_mem_carve_shared(dptr, size, dev, from, -1, 0);
+}
+
+CUresult fk_mem_carve_shared(CUdeviceptr *dptr, uint64_t size, int dev, void *from, int fd,
+                             uint64_t off)
+{
     uint64_t len = page_round(size);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = fd < 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                     : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
     struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
     if (a == NULL) {
         if (p != MAP_FAILED)
@@ -175,7 +183,7 @@ CUresult fk_mem_carve(CUdeviceptr *dptr, uint64_t size, int dev, void *from)
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     *a = (struct fk_alloc){.base = (uint64_t)(uintptr_t)p, .size = size, .charged = len,
-                           .device = dev, .kind = FK_CARVED, .from = from};
+                           .device = dev, .kind = FK_CARVED, .from = from, .file_off = off};
     pthread_mutex_lock(&mem_lock);
     add(a);
     pthread_mutex_unlock(&mem_lock);
@@ -191,6 +199,21 @@ bool fk_mem_is_carved(uint64_t base, void **from)
     bool carved = a && a->kind == FK_CARVED;
     if (carved)
         *from = a->from;
+    pthread_mutex_unlock(&mem_lock);
+    return carved;
+}
+
+bool fk_mem_carved_at(uint64_t base, void **from, uint64_t *off, uint64_t *size)
+{
+    pthread_mutex_lock(&mem_lock);
+    struct fk_alloc *a;
+    HASH_FIND(hh, allocs, &base, sizeof base, a);
+    bool carved = a && a->kind == FK_CARVED;
+    if (carved) {
+        *from = a->from;
+        *off = a->file_off;
+        *size = a->size;
+    }
     pthread_mutex_unlock(&mem_lock);
     return carved;
 }

@@ -8,6 +8,16 @@
  * a FAKECUDA_SHM device, and like the real NVML they need no cuInit.
  * Device order is the reverse of CUDA's unless FAKENVML_ORDER=cuda: real
  * NVML numbers by PCI bus while CUDA puts the fastest device first.
+ *
+ * Per-process usage (nvmlDeviceGetComputeRunningProcesses_v3): "information
+ * about processes with a compute context on a device"; "The usedGpuMemory
+ * field returned is all of the memory used by the application"; "To query
+ * the current number of running compute processes, call this function with
+ * *infoCount = 0. The return code will be NVML_ERROR_INSUFFICIENT_SIZE, or
+ * NVML_SUCCESS if none are running. For this call infos is allowed to be
+ * NULL." (NVML API reference). This NVML knows one process, the calling
+ * one: it is listed while the test driver says it holds memory on the
+ * device (allocations, contexts, modules: fakecuda_held), with that figure.
  */
 #define _GNU_SOURCE 1
 #include "fakecuda.h"
@@ -17,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #define NV_EXPORT __attribute__((visibility("default")))
 
@@ -25,6 +37,7 @@ enum {
     NVML_ERROR_UNINITIALIZED = 1,
     NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
 };
 /* A handle points at one of these. */
@@ -94,6 +107,49 @@ NV_EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid,
                      b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
                      b[10], b[11], b[12], b[13], b[14], b[15]);
     return n < 0 || (unsigned)n >= length ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+}
+
+NV_EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device)
+{
+    if (init_count == 0)
+        return NVML_ERROR_UNINITIALIZED;
+    if (uuid == NULL || device == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    int n = fakecuda_device_count();
+    for (int i = 0; i < n; i++) {
+        char text[96];
+        devices[i].cuda_ordinal = cuda_ordinal_of_index(i);
+        if (nvmlDeviceGetUUID(&devices[i], text, sizeof text) == NVML_SUCCESS &&
+            strcasecmp(text, uuid) == 0) {
+            *device = &devices[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+NV_EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
+                                                               unsigned int *infoCount,
+                                                               nvmlProcessInfo_t *infos)
+{
+    if (init_count == 0)
+        return NVML_ERROR_UNINITIALIZED;
+    if (device == NULL || infoCount == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long mine = fakecuda_held(device->cuda_ordinal);
+    unsigned running = mine > 0;
+    if (*infoCount < running) {
+        *infoCount = running;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    *infoCount = running;
+    if (running) {
+        if (infos == NULL)
+            return NVML_ERROR_INVALID_ARGUMENT;
+        infos[0] = (nvmlProcessInfo_t){.pid = (unsigned)getpid(), .usedGpuMemory = mine,
+                                       .gpuInstanceId = ~0u, .computeInstanceId = ~0u};
+    }
+    return NVML_SUCCESS;
 }
 
 /* The driver keeps a little memory for itself, reported as reserved. */

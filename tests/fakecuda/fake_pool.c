@@ -34,12 +34,48 @@
  * keeps an instantiated graph's blocks in use until the graph exec is
  * destroyed (the real one may free more at a trim); the device's figures
  * are CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT and _RESERVED_MEM_CURRENT.
+ *
+ * Sharing a pool between processes (cuda.h, cuMemPoolExportToShareableHandle
+ * and its siblings): a pool made with a handle type ("To create an IPC
+ * capable mempool, create a mempool with a CUmemAllocationHandleType other
+ * than CU_MEM_HANDLE_TYPE_NONE"; here POSIX file descriptors) exports as a
+ * file descriptor, which another process turns into a pool of its own with
+ * cuMemPoolImportFromShareableHandle. "Imported memory pools do not support
+ * creating new allocations. As such imported memory pools may not be used
+ * in cuDeviceSetMemPool or cuMemAllocFromPoolAsync calls." A block of the
+ * exporter's is named by cuMemPoolExportPointer's export data ("not a
+ * handle and may be shared through any IPC mechanism") and mapped by the
+ * importer with cuMemPoolImportPointer, freed there with cuMemFree or
+ * cuMemFreeAsync. The memory stays the exporter's: the importer's device
+ * is charged nothing for it. Here the shareable pool's blocks live in a
+ * memfd (its first page says which device the pool is on), the descriptor
+ * is a duplicate of it, and the export data gives a block's offset and
+ * size in it.
  */
 #include "fake_internal.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define POOL_MAGIC 0x706f6f6cU
+#define SHARE_MAGIC 0x73686172U
+
+/* the first page of a shareable pool's file */
+struct share_header {
+    unsigned magic;
+    int device;
+};
+/* what cuMemPoolExportPointer writes into CUmemPoolPtrExportData */
+struct share_data {
+    unsigned magic;
+    uint64_t inode, off, size;
+};
+_Static_assert(sizeof(struct share_data) <= sizeof(CUmemPoolPtrExportData),
+               "export data must fit");
 
 struct fk_pool {
     unsigned magic;
@@ -47,6 +83,10 @@ struct fk_pool {
     bool destroyed;
     uint64_t reserved, used, reserved_high, used_high, threshold;
     int reuse[3]; /* the three reuse policies: kept, not modelled */
+    /* shareable (made with POSIX file descriptors) or imported: its file */
+    bool shareable, imported;
+    int fd;
+    uint64_t file_end; /* where the next block goes in it */
     struct fk_pool *next;
 };
 
@@ -84,6 +124,14 @@ static struct fk_pool *pool_of(CUmemoryPool h)
             found = p;
     pthread_mutex_unlock(&pool_lock);
     return found;
+}
+
+static void add_created(struct fk_pool *p)
+{
+    pthread_mutex_lock(&pool_lock);
+    p->next = created;
+    created = p;
+    pthread_mutex_unlock(&pool_lock);
 }
 
 /* Give back what is reserved above `keep` (and above what is in use).
@@ -127,6 +175,12 @@ static CUresult alloc_from(struct fk_pool *p, CUdeviceptr *dptr, size_t bytesize
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t need = page_round(bytesize);
     pthread_mutex_lock(&pool_lock);
+    uint64_t off = p->file_end;
+    if (p->shareable && ftruncate(p->fd, (off_t)(off + need)) != 0) {
+        pthread_mutex_unlock(&pool_lock);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    p->file_end += p->shareable ? need : 0;
     uint64_t grow = p->used + need > p->reserved ? gran_round(p->used + need - p->reserved) : 0;
     if (grow && p->device >= 0 && !fk_charge(p->device, grow)) {
         pthread_mutex_unlock(&pool_lock);
@@ -139,7 +193,8 @@ static CUresult alloc_from(struct fk_pool *p, CUdeviceptr *dptr, size_t bytesize
     if (p->used > p->used_high)
         p->used_high = p->used;
     pthread_mutex_unlock(&pool_lock);
-    CUresult rc = fk_mem_carve(dptr, bytesize, p->device, p);
+    CUresult rc = fk_mem_carve_shared(dptr, bytesize, p->device, p, p->shareable ? p->fd : -1,
+                                      off);
     if (rc != CUDA_SUCCESS)
         fk_pool_returned(p, need);
     return rc;
@@ -180,7 +235,7 @@ __attribute__((unused)) static CUresult alloc_async(CUdeviceptr *dptr, size_t by
         pthread_mutex_lock(&pool_lock);
         p = current_pool[c->device] ? current_pool[c->device] : default_of(c->device);
         pthread_mutex_unlock(&pool_lock);
-    } else if ((p = pool_of(pool)) == NULL) {
+    } else if ((p = pool_of(pool)) == NULL || p->imported) {
         return CUDA_ERROR_INVALID_VALUE;
     }
     return alloc_from(p, dptr, bytesize);
@@ -262,7 +317,7 @@ FK_EXPORT CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool)
     if (dev < 0 || dev >= fk.ndevices)
         return CUDA_ERROR_INVALID_DEVICE;
     struct fk_pool *p = pool_of(pool);
-    if (p == NULL || p->device != dev)
+    if (p == NULL || p->device != dev || p->imported)
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&pool_lock);
     current_pool[dev] = p;
@@ -289,16 +344,109 @@ FK_EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *pro
     default:
         return CUDA_ERROR_INVALID_VALUE;
     }
+    if (props->handleTypes != CU_MEM_HANDLE_TYPE_NONE &&
+        props->handleTypes != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return CUDA_ERROR_NOT_SUPPORTED; /* the others are not modelled */
     struct fk_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    *p = (struct fk_pool){.magic = POOL_MAGIC, .device = dev, .reuse = {1, 1, 1}};
-    pthread_mutex_lock(&pool_lock);
-    p->next = created;
-    created = p;
-    pthread_mutex_unlock(&pool_lock);
+    *p = (struct fk_pool){.magic = POOL_MAGIC, .device = dev, .reuse = {1, 1, 1}, .fd = -1};
+    if (props->handleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
+        struct share_header h = {.magic = SHARE_MAGIC, .device = dev};
+        p->shareable = true;
+        p->file_end = FK_PAGE;
+        p->fd = memfd_create("fakecuda-pool", MFD_CLOEXEC);
+        if (p->fd < 0 || pwrite(p->fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+            if (p->fd >= 0)
+                close(p->fd);
+            free(p);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+    }
+    add_created(p);
     *pool = (CUmemoryPool)p;
     return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemPoolExportToShareableHandle(void *handle_out, CUmemoryPool pool,
+                                                    CUmemAllocationHandleType type,
+                                                    unsigned long long flags)
+{
+    FK_ENTER("cuMemPoolExportToShareableHandle");
+    struct fk_pool *p = pool_of(pool);
+    if (handle_out == NULL || p == NULL || !p->shareable || flags != 0 ||
+        type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return CUDA_ERROR_INVALID_VALUE;
+    int fd = dup(p->fd);
+    if (fd < 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *(int *)handle_out = fd;
+    return CUDA_SUCCESS;
+}
+
+/* The descriptor is passed as the handle itself, cast to a pointer, as
+ * for cuMemImportFromShareableHandle. */
+FK_EXPORT CUresult cuMemPoolImportFromShareableHandle(CUmemoryPool *pool_out, void *handle,
+                                                      CUmemAllocationHandleType type,
+                                                      unsigned long long flags)
+{
+    FK_ENTER("cuMemPoolImportFromShareableHandle");
+    int fd = (int)(intptr_t)handle;
+    struct share_header h;
+    if (pool_out == NULL || flags != 0 || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR ||
+        pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || h.magic != SHARE_MAGIC ||
+        h.device < 0 || h.device >= fk.ndevices)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *p = (struct fk_pool){.magic = POOL_MAGIC, .device = h.device, .reuse = {1, 1, 1},
+                          .imported = true, .fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)};
+    if (p->fd < 0) {
+        free(p);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    add_created(p);
+    *pool_out = (CUmemoryPool)p;
+    return CUDA_SUCCESS;
+}
+
+static uint64_t inode_of(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+FK_EXPORT CUresult cuMemPoolExportPointer(CUmemPoolPtrExportData *out, CUdeviceptr ptr)
+{
+    FK_ENTER("cuMemPoolExportPointer");
+    void *from;
+    uint64_t off, size;
+    if (out == NULL || !fk_mem_carved_at(ptr, &from, &off, &size) || from == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_pool *p = from;
+    if (!p->shareable)
+        return CUDA_ERROR_INVALID_VALUE; /* "from an already shared memory pool" */
+    struct share_data d = {.magic = SHARE_MAGIC, .inode = inode_of(p->fd), .off = off,
+                           .size = size};
+    memset(out, 0, sizeof *out);
+    memcpy(out->reserved, &d, sizeof d);
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuMemPoolImportPointer(CUdeviceptr *ptr_out, CUmemoryPool pool,
+                                          CUmemPoolPtrExportData *data)
+{
+    FK_ENTER("cuMemPoolImportPointer");
+    struct fk_pool *p = pool_of(pool);
+    struct share_data d;
+    if (ptr_out == NULL || data == NULL || p == NULL || !p->imported)
+        return CUDA_ERROR_INVALID_VALUE;
+    memcpy(&d, data->reserved, sizeof d);
+    if (d.magic != SHARE_MAGIC || d.inode != inode_of(p->fd) || d.size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    /* the exporter's memory: carved from no pool here, charged nothing */
+    return fk_mem_carve_shared(ptr_out, d.size, p->device, NULL, p->fd, d.off);
 }
 
 /* "If any pointers obtained from this pool haven't been freed or the pool

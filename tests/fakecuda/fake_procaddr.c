@@ -36,8 +36,14 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuDeviceGetAttribute", 2000, cuDeviceGetAttribute, 0)                 \
     E("cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain, 0)         \
     E("cuDevicePrimaryCtxRelease", 11000, cuDevicePrimaryCtxRelease_v2, 0)   \
+    E("cuCtxCreate", 2000, cuCtxCreate, 0)                                   \
     E("cuCtxCreate", 3020, cuCtxCreate_v2, 0)                                \
+    E("cuCtxDestroy", 2000, cuCtxDestroy, 0)                                 \
     E("cuCtxDestroy", 4000, cuCtxDestroy_v2, 0)                              \
+    E("cuArrayCreate", 2000, cuArrayCreate, 0)                               \
+    E("cuArrayCreate", 3020, cuArrayCreate_v2, 0)                            \
+    E("cuArray3DCreate", 2000, cuArray3DCreate, 0)                           \
+    E("cuArray3DCreate", 3020, cuArray3DCreate_v2, 0)                        \
     E("cuCtxSetCurrent", 4000, cuCtxSetCurrent, 0)                           \
     E("cuCtxGetCurrent", 4000, cuCtxGetCurrent, 0)                           \
     E("cuCtxPushCurrent", 4000, cuCtxPushCurrent_v2, 0)                      \
@@ -58,6 +64,10 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuMemAllocAsync", 11020, cuMemAllocAsync, 0)                          \
     E("cuMemAllocAsync", 11020, cuMemAllocAsync_ptsz, 1)                     \
     E("cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync, 0)          \
+    E("cuMemPoolExportToShareableHandle", 11020, cuMemPoolExportToShareableHandle, 0) \
+    E("cuMemPoolImportFromShareableHandle", 11020, cuMemPoolImportFromShareableHandle, 0) \
+    E("cuMemPoolExportPointer", 11020, cuMemPoolExportPointer, 0)            \
+    E("cuMemPoolImportPointer", 11020, cuMemPoolImportPointer, 0)            \
     E("cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync_ptsz, 1)     \
     E("cuMemFreeAsync", 11020, cuMemFreeAsync, 0)                            \
     E("cuMemFreeAsync", 11020, cuMemFreeAsync_ptsz, 1)                       \

@@ -8,7 +8,8 @@
  * cuGetProcAddress hands them out for versions before 3.2. Here device
  * allocations come from the low 2 GiB of the address space so that their
  * addresses fit 32 bits; page-locked memory, IPC and the figures are the
- * _v2 calls' (a figure past 4 GiB saturates, which nothing documents).
+ * _v2 calls' (a figure past 4 GiB saturates, which nothing documents), and
+ * so are arrays (32-bit descriptors) and contexts.
  */
 #include "fake_internal.h"
 
@@ -100,4 +101,43 @@ FK_EXPORT CUresult cuIpcOpenMemHandle(CUdeviceptr *pdptr, CUipcMemHandle handle,
 {
     FK_ENTER("cuIpcOpenMemHandle");
     return cuIpcOpenMemHandle_v2(pdptr, handle, Flags);
+}
+
+/* Arrays: the old descriptors (cuda.h, CUDA_ARRAY_DESCRIPTOR_v1 and
+ * CUDA_ARRAY3D_DESCRIPTOR_v1) hold the same fields with unsigned int
+ * widths; the array is the one the _v2 call makes of that shape. */
+FK_EXPORT CUresult cuArrayCreate(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR_v1 *d)
+{
+    FK_ENTER("cuArrayCreate");
+    if (d == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUDA_ARRAY_DESCRIPTOR d2 = {.Width = d->Width, .Height = d->Height, .Format = d->Format,
+                                .NumChannels = d->NumChannels};
+    return cuArrayCreate_v2(pHandle, &d2);
+}
+
+FK_EXPORT CUresult cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *d)
+{
+    FK_ENTER("cuArray3DCreate");
+    if (d == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUDA_ARRAY3D_DESCRIPTOR d3 = {.Width = d->Width, .Height = d->Height, .Depth = d->Depth,
+                                  .Format = d->Format, .NumChannels = d->NumChannels,
+                                  .Flags = d->Flags};
+    return cuArray3DCreate_v2(pHandle, &d3);
+}
+
+/* Contexts: cuCtxCreate (before 3.2) and cuCtxDestroy (before 4.0) have
+ * the prototypes of their _v2 twins and make and destroy the same
+ * contexts, with the same memory. */
+FK_EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    FK_ENTER("cuCtxCreate");
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+FK_EXPORT CUresult cuCtxDestroy(CUcontext ctx)
+{
+    FK_ENTER("cuCtxDestroy");
+    return cuCtxDestroy_v2(ctx);
 }

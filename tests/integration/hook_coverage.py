@@ -55,7 +55,7 @@ allow("returns an address; submits no work",
 allow("graphics interop resources, which vramshim never backs",
       *PT("cuGraphicsMapResources", "cuGraphicsUnmapResources"))
 allow("stream-ordered pool and graph memory, never backed (issue 12 counts it)",
-      "cuMemPoolExportPointer", "cuMemPoolImportPointer", "cuGraphAddMemFreeNode",
+      "cuMemPoolExportPointer", "cuGraphAddMemFreeNode",
       "cuGraphMemFreeNodeGetParams")
 allow("between arrays and host memory, or into sparse arrays: no device pointer",
       *PT("cuMemcpyAtoHAsync_v2", "cuMemcpyHtoAAsync_v2", "cuMemMapArrayAsync"))

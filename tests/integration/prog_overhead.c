@@ -6,9 +6,14 @@
  * 256 MiB limit vramshim's `overhead` equals what the driver holds beyond
  * the allocations after each step, cuMemGetInfo's free figure leaves it
  * out, and allocations past limit - overhead are refused; unloading and
- * destroying give it back.
+ * destroying give it back. The program is linked with the test NVML: until
+ * it initialises NVML the figures come from the device's free memory
+ * (overhead_source "free-memory", "estimate" for the first context); once
+ * it has, from NVML's per-process usage (nvmlDeviceGetComputeRunningProcesses,
+ * "nvml"), and they still equal what the driver holds.
  */
 #include "check.h"
+#include "fakenvml.h"
 
 #include <string.h>
 
@@ -38,6 +43,16 @@ static void check_books(const char *where, uint64_t allocated, uint64_t want_ove
     CHECK(f == LIMIT - allocated - overhead, "%s: cuMemGetInfo free %zu, expected %llu", where,
           f, (unsigned long long)(LIMIT - allocated - overhead));
     check_invariants(where);
+}
+
+static void check_source(const char *where, const char *want)
+{
+    json_t *st = stats_get();
+    json_t *dev = json_array_get(json_object_get(st, "devices"), 0);
+    const char *got = json_string_value(json_object_get(dev, "overhead_source"));
+    CHECK(got && strcmp(got, want) == 0, "%s: overhead_source %s, expected %s", where,
+          got ? got : "(none)", want);
+    json_decref(st);
 }
 
 int main(int argc, char **argv)
@@ -70,6 +85,7 @@ int main(int argc, char **argv)
     CHECK_CU(get_ctx(&primary));
     uint64_t over = CTX_MEM;
     check_books("primary context", 0, over);
+    check_source("primary context", "estimate");
 
     /* a 16 KiB stack for each of 8192 threads: 15 KiB x 8192 more */
     CHECK_CU(set_limit(CU_LIMIT_STACK_SIZE, 16 * 1024));
@@ -77,6 +93,7 @@ int main(int argc, char **argv)
     CHECK_CU(get_limit(&stack, CU_LIMIT_STACK_SIZE));
     over += (stack - 1024) * THREADS;
     check_books("stack raised", 0, over);
+    check_source("stack raised", "free-memory");
     CHECK_CU(set_limit(CU_LIMIT_MALLOC_HEAP_SIZE, 40 * M)); /* 8 MiB by default */
     over += 32 * M;
     check_books("heap raised", 0, over);
@@ -130,6 +147,25 @@ int main(int argc, char **argv)
     CHECK(load(&mod, "fakecuda-module globals=268435456") == CUDA_ERROR_OUT_OF_MEMORY,
           "a module as large as the limit was admitted");
     check_books("refused", 0, CTX_MEM + 8 * M);
+    check_source("refused", "free-memory");
+
+    /* NVML, loaded and initialised by the program, becomes the source */
+    CHECK(nvmlInit_v2() == 0, "nvmlInit_v2");
+    CUcontext third;
+    CHECK_CU(create(&third, 0, 0));
+    check_source("a context with NVML", "nvml");
+    check_books("a context with NVML", 0, 2 * CTX_MEM + 8 * M);
+    CHECK_CU(destroy(third));
+    CHECK_CU(set_ctx(primary));
+    check_books("that context destroyed", 0, CTX_MEM + 8 * M);
+    CHECK_CU(set_limit(CU_LIMIT_MALLOC_HEAP_SIZE, 24 * M));
+    check_source("heap raised with NVML", "nvml");
+    check_books("heap raised with NVML", 0, CTX_MEM + 16 * M);
+    CHECK_CU(load(&mod, "fakecuda-module globals=4194304"));
+    check_books("module with NVML", 0, CTX_MEM + 20 * M);
+    CHECK_CU(unload(mod));
+    check_books("module unloaded with NVML", 0, CTX_MEM + 16 * M);
+    CHECK(nvmlShutdown() == 0, "nvmlShutdown");
     printf("prog_overhead: ok\n");
     return 0;
 }

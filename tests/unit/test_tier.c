@@ -561,7 +561,7 @@ static void what_never_moves(void **state)
     uint64_t shared = alloc_at(8 * M, 0, 101 * SEC);
     uint64_t other = alloc_at(8 * M, 0, 102 * SEC);
     struct vs_share sh;
-    assert_int_equal(vs_tier_share(shared, &sh), CUDA_SUCCESS);
+    assert_int_equal(vs_tier_share(shared, "test", &sh), CUDA_SUCCESS);
     assert_int_equal(sh.base, shared);
     assert_int_equal(vs_tier_offload(shared), -EBUSY);
     fence_fails = true;
@@ -905,7 +905,7 @@ static void lru_matches_reference(void **state)
         case 9:
             if (pick && (x >> 40) % 8 == 0) {
                 struct vs_share sh;
-                assert_int_equal(vs_tier_share(pick->base, &sh), CUDA_SUCCESS);
+                assert_int_equal(vs_tier_share(pick->base, "test", &sh), CUDA_SUCCESS);
                 pick->resident = pick->shared = true;
             }
             break;

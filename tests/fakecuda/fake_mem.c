@@ -423,18 +423,14 @@ FK_EXPORT CUresult cuMemHostUnregister(void *p)
  * allocation or a VMM mapping holds it; set >= 0 sets it. */
 static bool sync_memops(uint64_t addr, int set, bool *value)
 {
-    bool found = false;
     pthread_mutex_lock(&mem_lock);
-    for (struct fk_alloc *a = allocs; a && !found; a = a->hh.next) {
-        if (addr >= a->base && addr < a->base + a->size && device_kind(a)) {
-            if (set >= 0)
-                a->sync_memops = set;
-            *value = a->sync_memops;
-            found = true;
-        }
-    }
+    struct fk_alloc *a = holding(&device_side, addr);
+    if (a && set >= 0)
+        a->sync_memops = set;
+    if (a)
+        *value = a->sync_memops;
     pthread_mutex_unlock(&mem_lock);
-    return found || fk_vmm_sync_memops(addr, set, value);
+    return a != NULL || fk_vmm_sync_memops(addr, set, value);
 }
 
 FK_EXPORT CUresult cuPointerSetAttribute(const void *value, CUpointer_attribute attribute,

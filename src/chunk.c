@@ -115,6 +115,32 @@ static void fence_end(struct buffer *b)
 
 /* ---- pieces ------------------------------------------------------------------ */
 
+/* The program's SYNC_MEMOPS on b (tier.c), given to the mapping at va, a
+ * new allocation as far as the driver knows: "the region of memory that
+ * ptr points to is guaranteed to always synchronize memory operations that
+ * are synchronous" (driver API reference, cuPointerSetAttribute), which
+ * must hold for the program's buffer wherever its bytes are. The driver
+ * refusing it costs only that guarantee: logged, the move goes on. */
+static void apply_sync_memops(const struct buffer *b, uint64_t va, uint64_t size, bool host)
+{
+    uint8_t sm = atomic_load(&b->sync_memops);
+    if (sm == VS_SYNC_MEMOPS_UNSET || vs_real.cuPointerSetAttribute == NULL)
+        return;
+    unsigned int on = sm == VS_SYNC_MEMOPS_ON;
+    /* a device chunk is one allocation; a pinned one is a host block, one
+     * handle per set bit of its granules, largest first (hostpool.c) */
+    uint64_t granules = host ? size / b->gran : 1, at = va;
+    for (int bit = 63; bit >= 0; bit--) {
+        if (!(granules >> bit & 1))
+            continue;
+        CUresult rc = vs_real.cuPointerSetAttribute(&on, CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, at);
+        if (rc != CUDA_SUCCESS)
+            vs_warn("cuPointerSetAttribute: cannot give SYNC_MEMOPS=%u to 0x%llx (%d); its "
+                    "synchronous copies may return early", on, (unsigned long long)at, (int)rc);
+        at += (b->gran << bit);
+    }
+}
+
 /* Access for the buffer's own device, every device peer access lets reach
  * it (reach.c), the host for pinned chunks when the driver allows it; none
  * for devices whose peer access was taken back. The program's own
@@ -148,9 +174,14 @@ static CUresult set_access(const struct buffer *b, uint64_t va, uint64_t size, b
     d[n].location.type = CU_MEM_LOCATION_TYPE_HOST;
     d[n].location.id = 0;
     d[n].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    if (host_too && vs_real.cuMemSetAccess(va, size, d, n + 1) == CUDA_SUCCESS)
-        return CUDA_SUCCESS;
-    return vs_real.cuMemSetAccess(va, size, d, n);
+    CUresult rc = CUDA_ERROR_UNKNOWN;
+    if (host_too)
+        rc = vs_real.cuMemSetAccess(va, size, d, n + 1);
+    if (rc != CUDA_SUCCESS)
+        rc = vs_real.cuMemSetAccess(va, size, d, n);
+    if (rc == CUDA_SUCCESS)
+        apply_sync_memops(b, va, size, host_too);
+    return rc;
 }
 
 static CUresult create_device(int dev, uint64_t size, CUmemGenericAllocationHandle *h)

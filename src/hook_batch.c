@@ -9,6 +9,11 @@
  * depends on an element size vramshim cannot see (a batch operand against
  * an array), it is touched generously: a buffer touched needlessly costs at
  * most an early bring-back, one missed would be reached while it moves.
+ *
+ * Batch decompression is a copy too: each operation reads srcNumBytes at
+ * src and writes dst and the 32-bit count at dstActBytes, all of them
+ * device memory the stream's device reaches (cuda.h). dstNumBytes is only
+ * a hint and may be 0; then the rest of the buffer dst lies in is touched.
  */
 #include "hooks.h"
 
@@ -108,3 +113,38 @@ BATCHES(_ptsz)
     }
 ARRAYS()
 ARRAYS(_ptds)
+
+/* How far a decompression may write from dst: the hint, or to the end of
+ * the backed buffer holding dst (the output's length is the data's own). */
+static size_t decompress_reach(uint64_t dst, size_t hint)
+{
+    struct vs_tier_view v;
+    if (hint != 0 || !vs_tier_lookup(dst, &v))
+        return hint;
+    return v.base + v.size - dst;
+}
+
+static void touch_decompress(const CUmemDecompressParams *p, size_t count)
+{
+    for (size_t i = 0; p && i < count; i++) {
+        uint64_t src = (uintptr_t)p[i].src, dst = (uintptr_t)p[i].dst,
+                 act = (uintptr_t)p[i].dstActBytes;
+        if (src)
+            vs_touch_range(src, 0, p[i].srcNumBytes);
+        if (dst)
+            vs_touch_range(dst, 0, decompress_reach(dst, p[i].dstNumBytes));
+        if (act)
+            vs_touch_range(act, 0, sizeof(cuuint32_t));
+    }
+}
+
+#define DECOMPRESS(sfx)                                                                       \
+    CUresult vs_hook_cuMemBatchDecompressAsync##sfx(CUmemDecompressParams *p, size_t count,   \
+                                                    unsigned int flags, size_t *error_index,  \
+                                                    CUstream s)                               \
+    {                                                                                        \
+        touch_decompress(p, count);                                                          \
+        VS_GATED(vs_real.cuMemBatchDecompressAsync##sfx(p, count, flags, error_index, s));   \
+    }
+DECOMPRESS()
+DECOMPRESS(_ptsz)

@@ -6,6 +6,12 @@
  * as its range, and a chunk moved to host memory as host memory. For those
  * buffers the allocation's own figures are answered here; every other
  * pointer, and every other attribute, goes to the driver.
+ *
+ * The one attribute a program can set, CU_POINTER_ATTRIBUTE_SYNC_MEMOPS,
+ * belongs to the allocation too: the driver would keep it for one chunk's
+ * mapping and lose it at the next move. vramshim keeps it with the buffer
+ * (tier.c), has every mapping of every chunk apply it (chunk.c), and
+ * answers it from there.
  */
 #include "hooks.h"
 
@@ -41,6 +47,11 @@ static bool answer(const struct vs_tier_view *v, void *data, CUpointer_attribute
     case CU_POINTER_ATTRIBUTE_MAPPED:
         *(unsigned int *)data = 1;
         return true;
+    case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
+        if (v->sync_memops < 0)
+            return false; /* never set: the driver's default stands */
+        *(unsigned int *)data = (unsigned int)v->sync_memops;
+        return true;
     default:
         return false;
     }
@@ -67,6 +78,21 @@ CUresult vs_hook_cuPointerGetAttributes(unsigned int n, CUpointer_attribute *att
         return rc;
     for (unsigned int i = 0; i < n; i++)
         answer(&v, data[i], attributes[i], ptr);
+    return rc;
+}
+
+/* "value will be considered as a pointer to an unsigned integer to which
+ * this attribute is to be set" (driver API reference, cuPointerSetAttribute);
+ * SYNC_MEMOPS is the only attribute it sets, so anything else, and every
+ * pointer that is not a backed buffer, is the driver's to answer. */
+CUresult vs_hook_cuPointerSetAttribute(const void *value, CUpointer_attribute attribute,
+                                       CUdeviceptr ptr)
+{
+    if (value == NULL || attribute != CU_POINTER_ATTRIBUTE_SYNC_MEMOPS)
+        return vs_real.cuPointerSetAttribute(value, attribute, ptr);
+    CUresult rc = vs_tier_set_sync_memops(ptr, *(const unsigned int *)value != 0);
+    if (rc == CUDA_ERROR_NOT_FOUND)
+        return vs_real.cuPointerSetAttribute(value, attribute, ptr);
     return rc;
 }
 

@@ -62,7 +62,7 @@ void vs_ipc_atfork_child(void)
 CUresult vs_hook_cuIpcGetMemHandle(CUipcMemHandle *handle, CUdeviceptr dptr)
 {
     struct vs_share sh;
-    CUresult rc = handle ? vs_tier_share(dptr, &sh) : CUDA_ERROR_NOT_FOUND;
+    CUresult rc = handle ? vs_tier_share(dptr, "cuIpcGetMemHandle", &sh) : CUDA_ERROR_NOT_FOUND;
     if (rc == CUDA_ERROR_NOT_FOUND)
         return vs_real.cuIpcGetMemHandle(handle, dptr);
     if (rc != CUDA_SUCCESS)
@@ -85,7 +85,8 @@ CUresult vs_hook_cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr, s
                                                unsigned long long flags)
 {
     struct vs_share sh;
-    CUresult rc = handle ? vs_tier_share(dptr, &sh) : CUDA_ERROR_NOT_FOUND;
+    CUresult rc = handle ? vs_tier_share(dptr, "cuMemGetHandleForAddressRange", &sh)
+                         : CUDA_ERROR_NOT_FOUND;
     if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_NOT_FOUND)
         return rc;
     return vs_real.cuMemGetHandleForAddressRange(handle, dptr, size, handleType, flags);

@@ -202,6 +202,7 @@ struct vs_tier_view {
     int dev;
     CUcontext ctx;
     bool offloaded;
+    int sync_memops; /* the program's CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: 0, 1; -1: never set */
 };
 /* Should an allocation of size on dev be backed (offload on, VMM there,
  * at least one granule)? */
@@ -233,6 +234,11 @@ CUresult vs_tier_set_access(uint64_t ptr, uint64_t size, const CUmemAccessDesc *
  * read-write for its own device and for devices peer access lets reach
  * it. false: not a backed buffer. */
 bool vs_tier_get_access(uint64_t ptr, const CUmemLocation *location, unsigned long long *flags);
+/* The program's cuPointerSetAttribute(CU_POINTER_ATTRIBUTE_SYNC_MEMOPS) on
+ * the backed buffer holding ptr: kept with the buffer, applied to every
+ * chunk mapped now and to every later mapping (a move's new backing).
+ * CUDA_ERROR_NOT_FOUND: not a backed buffer. */
+CUresult vs_tier_set_sync_memops(uint64_t ptr, bool on);
 
 /* ---- what moves, when asked (tier.c) ----------------------------------- */
 /* An allocation of `bytes` is `shortfall` bytes short: move least recently
@@ -268,8 +274,11 @@ struct vs_share {
     int dev;
 };
 /* Mark the backed buffer holding dptr shared (brought back, never moved
- * again). CUDA_ERROR_NOT_FOUND: not a backed buffer. */
-CUresult vs_tier_share(uint64_t dptr, struct vs_share *out);
+ * again): for another process, or for anything else that reaches its
+ * device memory where vramshim cannot see (a dma-buf, a multicast binding,
+ * a texture reference). `call` names the program's call in log lines.
+ * CUDA_ERROR_NOT_FOUND: not a backed buffer. */
+CUresult vs_tier_share(uint64_t dptr, const char *call, struct vs_share *out);
 /* Export the chunks of the shared buffer at base (token must match) as
  * file descriptors, in order: their number, or -ENOENT, -E2BIG, -EIO. */
 int vs_tier_export(uint64_t base, uint64_t token, int *fds, uint32_t cap, struct vs_share *out);

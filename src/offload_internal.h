@@ -109,6 +109,8 @@ struct chunk {
     uint8_t where;
 };
 
+enum { VS_SYNC_MEMOPS_UNSET, VS_SYNC_MEMOPS_OFF, VS_SYNC_MEMOPS_ON };
+
 struct buffer {
     RB_ENTRY(buffer) rb;
     /* tier.c's victim order and lists (under its lru_lock): while the
@@ -134,6 +136,11 @@ struct buffer {
      * those it named, and which of them it gave read-write or read-only
      * access (none: PROT_NONE). Every mapping of a chunk applies it. */
     _Atomic uint32_t app_named, app_rw, app_ro;
+    /* The program's CU_POINTER_ATTRIBUTE_SYNC_MEMOPS on the buffer
+     * (cuPointerSetAttribute): VS_SYNC_MEMOPS_* below. The driver keeps it
+     * per allocation, and the buffer is many (its chunks, their backings
+     * after each move), so every mapping of a chunk applies it. */
+    _Atomic uint8_t sync_memops;
     /* Who may touch the record (tier.c, under lru_lock): `busy` counts the
      * moves and requests that hold it; a free takes the buffer out of the
      * tree, sets `dying` (moves stop between chunks) and waits until busy is

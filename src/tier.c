@@ -328,6 +328,8 @@ bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out)
         out->dev = b->dev;
         out->ctx = b->ctx;
         out->offloaded = atomic_load(&b->n_off) > 0;
+        uint8_t sm = atomic_load(&b->sync_memops);
+        out->sync_memops = sm == VS_SYNC_MEMOPS_UNSET ? -1 : sm == VS_SYNC_MEMOPS_ON;
     }
     vs_rw_read_unlock(VS_RW_TREE);
     return b != NULL;
@@ -1172,14 +1174,14 @@ int vs_tier_prefetch(uint64_t p)
  * move again, and described for ipc.c, which hands out a handle that names
  * this process and a token. The importer asks this process's control
  * socket (vs_tier_export) for the chunks' memory as file descriptors. */
-CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
+CUresult vs_tier_share(uint64_t dptr, const char *call, struct vs_share *out)
 {
     move_lock_take(true);
     struct buffer *b = claim_at(dptr, true);
     CUresult rc = CUDA_ERROR_NOT_FOUND;
     if (b && !atomic_load(&b->shared) && !bring_back_locked(b, false)) {
-        vs_warn("cuIpcGetMemHandle: the buffer at 0x%llx cannot come back to the device "
-                "to be shared (CUDA_ERROR_OUT_OF_MEMORY)", (unsigned long long)b->base);
+        vs_warn("%s: the buffer at 0x%llx cannot come back to the device "
+                "to be shared (CUDA_ERROR_OUT_OF_MEMORY)", call, (unsigned long long)b->base);
         rc = CUDA_ERROR_OUT_OF_MEMORY;
     } else if (b) {
         /* the token is all that keeps another process of ours from a
@@ -1187,7 +1189,7 @@ CUresult vs_tier_share(uint64_t dptr, struct vs_share *out)
         uint64_t token;
         if (!atomic_load(&b->shared) &&
             getrandom(&token, sizeof token, GRND_NONBLOCK) != (ssize_t)sizeof token) {
-            vs_warn("cuIpcGetMemHandle: no random token for 0x%llx (%s); not shared",
+            vs_warn("%s: no random token for 0x%llx (%s); not shared", call,
                     (unsigned long long)b->base, strerror(errno));
             rc = CUDA_ERROR_OPERATING_SYSTEM;
         } else {
@@ -1315,6 +1317,24 @@ CUresult vs_tier_set_access(uint64_t ptr, uint64_t size, const CUmemAccessDesc *
     atomic_store(&b->app_rw, (atomic_load(&b->app_rw) & keep) | rw);
     atomic_store(&b->app_ro, (atomic_load(&b->app_ro) & keep) | ro);
     atomic_fetch_or(&b->app_named, named);
+    if (ops->refresh_access)
+        ops->refresh_access(b);
+    unclaim(b);
+    move_lock_give();
+    return CUDA_SUCCESS;
+}
+
+CUresult vs_tier_set_sync_memops(uint64_t ptr, bool on)
+{
+    /* under move_lock, as cuMemSetAccess: no move is between its unmap and
+     * its new mapping, and every later mapping applies the new setting */
+    move_lock_take(true);
+    struct buffer *b = claim_at(ptr, true);
+    if (b == NULL) {
+        move_lock_give();
+        return CUDA_ERROR_NOT_FOUND;
+    }
+    atomic_store(&b->sync_memops, on ? VS_SYNC_MEMOPS_ON : VS_SYNC_MEMOPS_OFF);
     if (ops->refresh_access)
         ops->refresh_access(b);
     unclaim(b);

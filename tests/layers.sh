@@ -28,7 +28,7 @@ layer_of() { # a file name -> $layer
 	offload.h | offload_internal.h | offload.c | gate.c | tier.c | chunk.c | hostpool.c | \
 		staging.c | touch.c | fence.c | reach.c | pool.c) layer=offload ;;
 	hooks.h | hook_table.c | admit.c | hook_mem.c | hook_vmm.c | hook_v1.c | hook_array.c | hook_host.c | hook_info.c | \
-		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_batch.c | hook_ptr.c | hook_gpa.c | hook_module.c | hook_memop.c | \
+		hook_nvml.c | hook_launch.c | hook_copy.c | hook_strided.c | hook_batch.c | hook_bind.c | hook_ptr.c | hook_gpa.c | hook_module.c | hook_memop.c | \
 		hook_capture.c | hook_peer.c | hook_pool.c | hook_ctx.c | \
 		ipc.c) layer=hooks ;;
 	control.h | control.c | control_relief.c) layer=control ;;

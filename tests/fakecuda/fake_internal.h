@@ -143,6 +143,9 @@ enum fk_host_side fk_host_side(uint64_t dst, uint64_t src);
 /* VMM mappings (fake_vmm.c). */
 bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *on_host);
+/* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS of the VMM mapping holding addr: set
+ * to `set` unless it is -1; its value in *value. false: no mapping there. */
+bool fk_vmm_sync_memops(uint64_t addr, int set, bool *value);
 /* Can work of device dev reach a VMM mapping holding addr? -1: addr is not
  * VMM memory; 0: no (cuMemSetAccess never granted dev); 1: yes. */
 int fk_vmm_reachable(uint64_t addr, int dev);

@@ -36,6 +36,7 @@ struct fk_alloc {
     enum fk_alloc_kind kind;
     void *from; /* FK_CARVED: the pool, told when the bytes come back */
     uint64_t file_off; /* FK_CARVED from a shareable pool: where in its file */
+    bool sync_memops; /* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS */
     UT_hash_handle hh;
     RB_ENTRY(fk_alloc) rb;
 };
@@ -435,6 +436,37 @@ FK_EXPORT CUresult cuMemHostUnregister(void *p)
 }
 
 /* ---- what a pointer is ------------------------------------------------- */
+/* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, kept per allocation: "When set, the
+ * region of memory that ptr points to is guaranteed to always synchronize
+ * memory operations that are synchronous" (driver API reference,
+ * cuPointerSetAttribute). The test driver's synchronous copies always
+ * finish before they return, so the flag changes no behaviour here; it is
+ * what cuPointerGetAttribute answers (0 until set: querying P2P_TOKENS
+ * "has a side effect of setting" it, so it starts unset). A device
+ * allocation or a VMM mapping holds it; set >= 0 sets it. */
+static bool sync_memops(uint64_t addr, int set, bool *value)
+{
+    pthread_mutex_lock(&mem_lock);
+    struct fk_alloc *a = holding(&device_side, addr);
+    if (a && set >= 0)
+        a->sync_memops = set;
+    if (a)
+        *value = a->sync_memops;
+    pthread_mutex_unlock(&mem_lock);
+    return a != NULL || fk_vmm_sync_memops(addr, set, value);
+}
+
+FK_EXPORT CUresult cuPointerSetAttribute(const void *value, CUpointer_attribute attribute,
+                                         CUdeviceptr ptr)
+{
+    FK_ENTER("cuPointerSetAttribute");
+    bool now;
+    if (value == NULL || attribute != CU_POINTER_ATTRIBUTE_SYNC_MEMOPS) /* the only one */
+        return CUDA_ERROR_INVALID_VALUE;
+    return sync_memops(ptr, *(const unsigned int *)value != 0, &now) ? CUDA_SUCCESS
+                                                                    : CUDA_ERROR_INVALID_VALUE;
+}
+
 static CUresult get_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
 {
     if (data == NULL)
@@ -464,6 +496,12 @@ static CUresult get_attribute(void *data, CUpointer_attribute attribute, CUdevic
     case CU_POINTER_ATTRIBUTE_IS_MANAGED:
         *(unsigned int *)data = managed;
         return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: {
+        bool on = false;
+        sync_memops(ptr, -1, &on);
+        *(unsigned int *)data = on;
+        return CUDA_SUCCESS;
+    }
     default:
         return CUDA_ERROR_INVALID_VALUE;
     }

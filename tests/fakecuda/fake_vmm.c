@@ -34,6 +34,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Memory bound to a multicast object (cuMulticastBindAddr): the bound
+ * allocation's pages, held open as long as the binding lasts. */
+struct fk_mc_bind {
+    uint64_t mc_offset, size, fd_offset;
+    int fd, device;
+    struct fk_mc_bind *next;
+};
+
 struct fk_handle {
     int fd;
     uint64_t size;
@@ -41,6 +49,12 @@ struct fk_handle {
     bool exportable, imported;
     int mappings;
     bool released;
+    /* a multicast object: its team, the devices added so far, and what
+     * they bound (each mapping of the object reaches the bound pages) */
+    bool multicast;
+    unsigned int mc_team;
+    uint32_t mc_added;
+    struct fk_mc_bind *mc_binds;
 };
 
 #define FK_ACCESS_HOST (1u << 31)
@@ -48,6 +62,9 @@ struct fk_mapping {
     uint64_t base, size, offset; /* offset: into the handle */
     struct fk_handle *h;
     uint32_t access; /* a bit per device granted, FK_ACCESS_HOST */
+    /* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, which the driver keeps per
+     * allocation: here per mapping, what a VMM pointer's range is */
+    bool sync_memops;
     RB_ENTRY(fk_mapping) rb;
 };
 
@@ -236,9 +253,11 @@ FK_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *p
 /* cuda.h, Multicast Object Management: a multicast object is a handle of
  * prop->size (a multiple of the granularity) that cuMemMap maps like any
  * other; the memory behind it is what each device binds to it
- * (cuMulticastBindMem), handles with their own charge, so the object
- * itself charges no device. Released with cuMemRelease. Binding is not
- * modelled: a mapping of the object reads its own pages. */
+ * (cuMulticastBindMem / cuMulticastBindAddr), handles with their own
+ * charge, so the object itself charges no device. Released with
+ * cuMemRelease. Where nothing is bound, a mapping of the object reads the
+ * object's own pages (the real driver's behaviour there is not documented;
+ * no test reads it). */
 FK_EXPORT CUresult cuMulticastCreate(CUmemGenericAllocationHandle *mcHandle,
                                      const CUmulticastObjectProp *prop)
 {
@@ -258,6 +277,8 @@ FK_EXPORT CUresult cuMulticastCreate(CUmemGenericAllocationHandle *mcHandle,
     h->size = prop->size;
     h->device = 0;
     h->imported = true; /* charges nothing when dropped */
+    h->multicast = true;
+    h->mc_team = prop->numDevices;
     *mcHandle = (CUmemGenericAllocationHandle)(uintptr_t)h;
     return CUDA_SUCCESS;
 }
@@ -266,6 +287,12 @@ static void handle_drop_if_unused(struct fk_handle *h)
 {
     if (!h->released || h->mappings > 0)
         return;
+    while (h->mc_binds) {
+        struct fk_mc_bind *b = h->mc_binds;
+        h->mc_binds = b->next;
+        close(b->fd);
+        free(b);
+    }
     close(h->fd);
     if (h->device >= 0 && !h->imported)
         fk_uncharge(h->device, h->size);
@@ -281,6 +308,137 @@ FK_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
     pthread_mutex_lock(&vmm_lock);
     h->released = true;
     handle_drop_if_unused(h); /* memory lives on while mapped */
+    pthread_mutex_unlock(&vmm_lock);
+    return CUDA_SUCCESS;
+}
+
+/* Show [mc_offset, +size) of a multicast object, backed by fd from
+ * fd_offset, through its mapping m (the part of it m maps), with the access
+ * m has. Caller holds vmm_lock. */
+static void mc_overlay(const struct fk_mapping *m, uint64_t mc_offset, uint64_t size, int fd,
+                       uint64_t fd_offset)
+{
+    uint64_t lo = mc_offset > m->offset ? mc_offset : m->offset;
+    uint64_t hi = mc_offset + size < m->offset + m->size ? mc_offset + size
+                                                        : m->offset + m->size;
+    if (lo >= hi)
+        return;
+    mmap((void *)(uintptr_t)(m->base + (lo - m->offset)), hi - lo,
+         m->access ? PROT_READ | PROT_WRITE : PROT_NONE, MAP_SHARED | MAP_FIXED, fd,
+         (off_t)(fd_offset + (lo - mc_offset)));
+}
+
+/* Every mapping of the multicast object h shows [mc_offset, +size) from fd. */
+static void mc_show(struct fk_handle *h, uint64_t mc_offset, uint64_t size, int fd,
+                    uint64_t fd_offset)
+{
+    struct fk_mapping *m;
+    RB_FOREACH(m, mapping_tree, &mappings)
+        if (m->h == h)
+            mc_overlay(m, mc_offset, size, fd, fd_offset);
+}
+
+static struct fk_handle *multicast_of(CUmemGenericAllocationHandle handle)
+{
+    struct fk_handle *h = (struct fk_handle *)(uintptr_t)handle;
+    return h && h->multicast ? h : NULL;
+}
+
+/* cuda.h: "Associates a device to a multicast object. The added device will
+ * be a part of the multicast team of size specified by
+ * CUmulticastObjectProp::numDevices"; "All devices must be added to the
+ * multicast team before any memory can be bound". The driver blocks a bind
+ * until then; the test driver, with no other process to add them, refuses
+ * it (CUDA_ERROR_NOT_PERMITTED) instead of hanging. */
+FK_EXPORT CUresult cuMulticastAddDevice(CUmemGenericAllocationHandle mcHandle, CUdevice dev)
+{
+    FK_ENTER("cuMulticastAddDevice");
+    struct fk_handle *h = multicast_of(mcHandle);
+    if (h == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&vmm_lock);
+    CUresult rc = CUDA_SUCCESS;
+    if (!(h->mc_added >> dev & 1) &&
+        (unsigned)__builtin_popcount(h->mc_added) >= h->mc_team)
+        rc = CUDA_ERROR_INVALID_VALUE; /* the team is full */
+    else
+        h->mc_added |= 1u << dev;
+    pthread_mutex_unlock(&vmm_lock);
+    return rc;
+}
+
+/* cuda.h, cuMulticastBindAddr: "Binds a memory allocation specified by its
+ * mapped address memptr to a multicast object"; memptr, size and mcOffset
+ * multiples of the granularity, "size cannot be larger than the size of the
+ * allocated memory", "size + mcOffset cannot be larger than the total size
+ * of the multicast object", the memory "created on one of the devices that
+ * was added to the multicast team", flags zero. What is bound is the
+ * physical memory mapped there when the call is made: every mapping of the
+ * object then reaches those pages, whatever is later mapped at memptr. */
+FK_EXPORT CUresult cuMulticastBindAddr(CUmemGenericAllocationHandle mcHandle, size_t mcOffset,
+                                       CUdeviceptr memptr, size_t size, unsigned long long flags)
+{
+    FK_ENTER("cuMulticastBindAddr");
+    struct fk_handle *h = multicast_of(mcHandle);
+    if (h == NULL || flags != 0 || size == 0 || !granular(mcOffset) || !granular(memptr) ||
+        !granular(size) || mcOffset + size > h->size)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fk_mc_bind *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&vmm_lock);
+    struct fk_mapping *m = holding(memptr);
+    CUresult rc = CUDA_SUCCESS;
+    if (m == NULL || memptr + size > m->base + m->size || m->h->multicast)
+        rc = CUDA_ERROR_INVALID_VALUE; /* not one mapped allocation */
+    else if (m->h->device < 0 || !(h->mc_added >> m->h->device & 1))
+        rc = CUDA_ERROR_INVALID_DEVICE;
+    else if ((unsigned)__builtin_popcount(h->mc_added) < h->mc_team)
+        rc = CUDA_ERROR_NOT_PERMITTED;
+    else if ((b->fd = fcntl(m->h->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    if (rc == CUDA_SUCCESS) {
+        b->mc_offset = mcOffset;
+        b->size = size;
+        b->fd_offset = m->offset + (memptr - m->base);
+        b->device = m->h->device;
+        b->next = h->mc_binds;
+        h->mc_binds = b;
+        mc_show(h, mcOffset, size, b->fd, b->fd_offset);
+    }
+    pthread_mutex_unlock(&vmm_lock);
+    if (rc != CUDA_SUCCESS)
+        free(b);
+    return rc;
+}
+
+/* cuda.h: "Unbinds any memory allocations hosted on dev and bound to a
+ * multicast object at mcOffset and upto a given size"; the object's
+ * mappings read its own pages there again. */
+FK_EXPORT CUresult cuMulticastUnbind(CUmemGenericAllocationHandle mcHandle, CUdevice dev,
+                                     size_t mcOffset, size_t size)
+{
+    FK_ENTER("cuMulticastUnbind");
+    struct fk_handle *h = multicast_of(mcHandle);
+    if (h == NULL || !granular(mcOffset) || !granular(size) || mcOffset + size > h->size)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= fk.ndevices)
+        return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&vmm_lock);
+    for (struct fk_mc_bind **pp = &h->mc_binds; *pp;) {
+        struct fk_mc_bind *b = *pp;
+        if (b->device == dev && b->mc_offset >= mcOffset &&
+            b->mc_offset + b->size <= mcOffset + size) {
+            *pp = b->next;
+            mc_show(h, b->mc_offset, b->size, h->fd, b->mc_offset);
+            close(b->fd);
+            free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
     pthread_mutex_unlock(&vmm_lock);
     return CUDA_SUCCESS;
 }
@@ -311,6 +469,8 @@ FK_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
         return CUDA_ERROR_INVALID_VALUE;
     }
     *m = (struct fk_mapping){.base = ptr, .size = size, .offset = offset, .h = h};
+    for (struct fk_mc_bind *b = h->mc_binds; b; b = b->next)
+        mc_overlay(m, b->mc_offset, b->size, b->fd, b->fd_offset);
     RB_INSERT(mapping_tree, &mappings, m);
     h->mappings++;
     pthread_mutex_unlock(&vmm_lock);
@@ -475,6 +635,18 @@ bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
     }
     pthread_mutex_unlock(&vmm_lock);
     return found;
+}
+
+bool fk_vmm_sync_memops(uint64_t addr, int set, bool *value)
+{
+    pthread_mutex_lock(&vmm_lock);
+    struct fk_mapping *m = holding(addr);
+    if (m && set >= 0)
+        m->sync_memops = set;
+    if (m)
+        *value = m->sync_memops;
+    pthread_mutex_unlock(&vmm_lock);
+    return m != NULL;
 }
 
 /* ---- legacy IPC ----------------------------------------------------------- */

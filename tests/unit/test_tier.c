@@ -245,6 +245,14 @@ static uint64_t fake_release_staging(void)
     return s;
 }
 
+/* Mappings given the buffer's settings again (chunk.c: access, SYNC_MEMOPS). */
+static int refreshed;
+static void fake_refresh_access(struct buffer *b)
+{
+    (void)b;
+    refreshed++;
+}
+
 static const struct vs_tier_ops fake_ops = {
     .now = fake_now,
     .granularity = fake_granularity,
@@ -259,6 +267,7 @@ static const struct vs_tier_ops fake_ops = {
     .export_chunk = fake_export,
     .host_ahead = fake_ahead,
     .release_staging = fake_release_staging,
+    .refresh_access = fake_refresh_access,
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -561,7 +570,7 @@ static void what_never_moves(void **state)
     uint64_t shared = alloc_at(8 * M, 0, 101 * SEC);
     uint64_t other = alloc_at(8 * M, 0, 102 * SEC);
     struct vs_share sh;
-    assert_int_equal(vs_tier_share(shared, &sh), CUDA_SUCCESS);
+    assert_int_equal(vs_tier_share(shared, "test", &sh), CUDA_SUCCESS);
     assert_int_equal(sh.base, shared);
     assert_int_equal(vs_tier_offload(shared), -EBUSY);
     fence_fails = true;
@@ -575,6 +584,33 @@ static void what_never_moves(void **state)
     assert_int_equal(vs_tier_export(shared, sh.token + 1, fds, 4, &sh), -ENOENT);
     assert_int_equal(vs_tier_export(shared, sh.token, fds, 4, &sh), 1);
     close(fds[0]);
+}
+
+/* SYNC_MEMOPS stays with the buffer: answered from any address inside it,
+ * while it is offloaded and after it is back, and every mapping is given
+ * it again when it changes; an address that is no backed buffer is the
+ * driver's. */
+static void sync_memops_follows_the_buffer(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, 101 * SEC);
+    struct vs_tier_view v;
+    assert_true(vs_tier_lookup(a, &v));
+    assert_int_equal(v.sync_memops, -1);
+    int before = refreshed;
+    assert_int_equal(vs_tier_set_sync_memops(a + M, true), CUDA_SUCCESS);
+    assert_int_equal(refreshed, before + 1);
+    assert_int_equal(vs_tier_offload(a), 0);
+    assert_true(vs_tier_lookup(a + 7 * M, &v));
+    assert_int_equal(v.sync_memops, 1);
+    assert_int_equal(vs_tier_prefetch(a), 0);
+    assert_false(offloaded(a));
+    assert_true(vs_tier_lookup(a, &v));
+    assert_int_equal(v.sync_memops, 1);
+    assert_int_equal(vs_tier_set_sync_memops(a, false), CUDA_SUCCESS);
+    assert_true(vs_tier_lookup(a, &v));
+    assert_int_equal(v.sync_memops, 0);
+    assert_int_equal(vs_tier_set_sync_memops(next_va + 64 * M, true), CUDA_ERROR_NOT_FOUND);
 }
 
 /* The program's own pinning: staging goes first, then pinned chunks come
@@ -905,7 +941,7 @@ static void lru_matches_reference(void **state)
         case 9:
             if (pick && (x >> 40) % 8 == 0) {
                 struct vs_share sh;
-                assert_int_equal(vs_tier_share(pick->base, &sh), CUDA_SUCCESS);
+                assert_int_equal(vs_tier_share(pick->base, "test", &sh), CUDA_SUCCESS);
                 pick->resident = pick->shared = true;
             }
             break;
@@ -1118,6 +1154,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(pageable_only_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(handed_over_stays_out_until_named, setup, teardown),
         cmocka_unit_test_setup_teardown(what_never_moves, setup, teardown),
+        cmocka_unit_test_setup_teardown(sync_memops_follows_the_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(pins_yield, setup, teardown),
         cmocka_unit_test_setup_teardown(free_offloaded, setup, teardown),
         cmocka_unit_test_setup_teardown(unpublished_never_moves, setup, teardown),

@@ -11,6 +11,13 @@
  * cuDeviceGraphMemTrim. Each hook calls the driver, then has pool.c read
  * the figures again; the synchronise hooks cost one relaxed load while no
  * reserve was ever charged.
+ *
+ * Graph memory is also admitted before it is taken: the instantiate hook
+ * has pool.c read the graph's allocation nodes, and vs_graph_admit (used
+ * by the upload hooks here and the launch hooks in hook_launch.c) admits
+ * what the exec may add, as any allocation is admitted. A launch of an
+ * exec with no memory nodes, or one already bound, costs one relaxed load
+ * (no exec has memory nodes) or one short lock and a hash look-up.
  */
 #include "hooks.h"
 
@@ -105,25 +112,73 @@ static CUresult graph_changed(CUresult rc)
     return rc;
 }
 
+void vs_graph_admitted(CUgraphExec exec, struct vs_graph_admission *a, CUresult rc)
+{
+    if (VS_LIKELY(a->devs == 0))
+        return;
+    /* the reserve read back is charged before the estimate goes */
+    vs_graph_exec_ran(exec, a->devs, a->counted, rc == CUDA_SUCCESS);
+    for (int d = 0; d < VS_MAX_DEVICES; d++)
+        if (a->devs & (1u << d))
+            vs_budget_settle(&a->growth[d], false);
+}
+
+CUresult vs_graph_admit(const char *call, CUgraphExec exec, struct vs_graph_admission *a)
+{
+    uint32_t todo = vs_graph_exec_unbound(exec);
+    a->devs = 0;
+    for (int d = 0; d < VS_MAX_DEVICES && todo >> d; d++) {
+        if (!(todo & (1u << d)))
+            continue;
+        a->devs |= 1u << d;
+        a->growth[d] = (struct vs_charge){.dev = d, .owner = 0, .bytes = 0};
+        uint64_t growth = vs_graph_exec_take(exec, d, &a->counted[d]);
+        if (growth == 0 || vs_budget_charge_device(d, vs_owner_current(), growth,
+                                                   &a->growth[d]) == VS_ADMIT)
+            continue;
+        /* trimmed first, so that the growth admitted next is worked out on
+         * the reserve as it stands after the trim */
+        vs_graph_exec_untake(d, a->counted[d]);
+        (void)vs_pool_trim(d);
+        growth = vs_graph_exec_take(exec, d, &a->counted[d]);
+        if (growth && vs_admit_device(call, d, growth, &a->growth[d]) != CUDA_SUCCESS) {
+            vs_graph_admitted(exec, a, CUDA_ERROR_OUT_OF_MEMORY);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
+/* The graph's allocation nodes are read while the graph is at hand. */
 CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
                                              unsigned long long flags)
 {
-    return graph_changed(vs_real.cuGraphInstantiateWithFlags(exec, graph, flags));
+    CUresult rc = vs_real.cuGraphInstantiateWithFlags(exec, graph, flags);
+    if (rc == CUDA_SUCCESS && exec)
+        vs_graph_exec_made(*exec, graph);
+    return graph_changed(rc);
 }
 
-CUresult vs_hook_cuGraphUpload(CUgraphExec exec, CUstream s)
-{
-    return graph_changed(vs_real.cuGraphUpload(exec, s));
-}
-
-CUresult vs_hook_cuGraphUpload_ptsz(CUgraphExec exec, CUstream s)
-{
-    return graph_changed(vs_real.cuGraphUpload_ptsz(exec, s));
-}
+#define UPLOAD_HOOK(suffix)                                                   \
+    CUresult vs_hook_cuGraphUpload##suffix(CUgraphExec exec, CUstream s)      \
+    {                                                                         \
+        struct vs_graph_admission a;                                          \
+        CUresult rc = vs_graph_admit("cuGraphUpload", exec, &a);              \
+        if (rc != CUDA_SUCCESS)                                               \
+            return rc;                                                        \
+        rc = vs_real.cuGraphUpload##suffix(exec, s);                          \
+        vs_graph_admitted(exec, &a, rc);                                      \
+        return graph_changed(rc);                                             \
+    }
+UPLOAD_HOOK()
+UPLOAD_HOOK(_ptsz)
 
 CUresult vs_hook_cuGraphExecDestroy(CUgraphExec exec)
 {
-    return graph_changed(vs_real.cuGraphExecDestroy(exec));
+    CUresult rc = vs_real.cuGraphExecDestroy(exec);
+    if (rc == CUDA_SUCCESS)
+        vs_graph_exec_gone(exec);
+    return graph_changed(rc);
 }
 
 CUresult vs_hook_cuDeviceGraphMemTrim(CUdevice dev)

@@ -557,13 +557,6 @@ int main(int argc, char **argv)
         bool pins = k == HOST || k == REGISTERED;
         uint64_t before = pins ? pinned : cu.held(dev) - spare(dev);
         uint64_t cap = pins ? pin_limit : limit[dev];
-        /* vramshim learns a graph's memory only once it is launched: it
-         * neither refuses the launch nor makes room for it (trims, evicts)
-         * first. A graph is launched only where its granules fit as is. */
-        if (k == GRAPH && cu.held(dev) + (mib + 1) / 2 * 2 * M > cap) {
-            step_no--;
-            continue;
-        }
         struct live *l = &live[n_live];
         CUresult rc = make(l, k, dev, mib);
         CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY,

@@ -149,6 +149,14 @@ CUresult vs_graph_admit(const char *call, CUgraphExec exec, struct vs_graph_admi
     return CUDA_SUCCESS;
 }
 
+CUresult vs_hook_cuGraphExecDestroy(CUgraphExec exec)
+{
+    CUresult rc = vs_real.cuGraphExecDestroy(exec);
+    if (rc == CUDA_SUCCESS)
+        vs_graph_exec_gone(exec);
+    return graph_changed(rc);
+}
+
 /* The graph's allocation nodes are read while the graph is at hand. */
 CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
                                              unsigned long long flags)
@@ -173,13 +181,39 @@ CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
 UPLOAD_HOOK()
 UPLOAD_HOOK(_ptsz)
 
-CUresult vs_hook_cuGraphExecDestroy(CUgraphExec exec)
-{
-    CUresult rc = vs_real.cuGraphExecDestroy(exec);
-    if (rc == CUDA_SUCCESS)
-        vs_graph_exec_gone(exec);
-    return graph_changed(rc);
-}
+/* CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD "will perform an upload of the graph
+ * into hUploadStream once the graph has been instantiated": that upload
+ * maps the graph's memory, so it is made apart, admitted as any upload.
+ * Refused, the new exec is destroyed and the call answers as the driver
+ * does when it cannot map the memory. */
+#define INSTANTIATE_PARAMS_HOOK(suffix)                                       \
+    CUresult vs_hook_cuGraphInstantiateWithParams##suffix(                    \
+        CUgraphExec *exec, CUgraph graph, CUDA_GRAPH_INSTANTIATE_PARAMS *p)   \
+    {                                                                         \
+        if (exec == NULL || p == NULL || !(p->flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD)) { \
+            CUresult rc = vs_real.cuGraphInstantiateWithParams##suffix(exec, graph, p); \
+            if (rc == CUDA_SUCCESS && exec)                                   \
+                vs_graph_exec_made(*exec, graph);                             \
+            return graph_changed(rc);                                         \
+        }                                                                     \
+        CUDA_GRAPH_INSTANTIATE_PARAMS mine = *p;                              \
+        mine.flags &= ~(cuuint64_t)CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD;        \
+        CUresult rc = vs_real.cuGraphInstantiateWithParams##suffix(exec, graph, &mine); \
+        p->hErrNode_out = mine.hErrNode_out;                                  \
+        p->result_out = mine.result_out;                                      \
+        if (rc != CUDA_SUCCESS)                                               \
+            return rc;                                                        \
+        vs_graph_exec_made(*exec, graph);                                     \
+        rc = vs_hook_cuGraphUpload##suffix(*exec, p->hUploadStream);          \
+        if (rc != CUDA_SUCCESS) {                                             \
+            (void)vs_hook_cuGraphExecDestroy(*exec);                          \
+            *exec = NULL;                                                     \
+            p->result_out = CUDA_GRAPH_INSTANTIATE_ERROR;                     \
+        }                                                                     \
+        return rc;                                                            \
+    }
+INSTANTIATE_PARAMS_HOOK()
+INSTANTIATE_PARAMS_HOOK(_ptsz)
 
 CUresult vs_hook_cuDeviceGraphMemTrim(CUdevice dev)
 {

@@ -1139,11 +1139,8 @@ FK_EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGr
     return CUDA_SUCCESS;
 }
 
-FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
-                                               unsigned long long flags)
+static CUresult instantiate(CUgraphExec *phGraphExec, CUgraph hGraph)
 {
-    FK_ENTER("cuGraphInstantiateWithFlags");
-    (void)flags;
     if (phGraphExec == NULL || hGraph == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     struct fk_graph *copy = malloc(sizeof *copy);
@@ -1161,6 +1158,40 @@ FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph
     *phGraphExec = (CUgraphExec)copy;
     return CUDA_SUCCESS;
 }
+
+FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
+                                               unsigned long long flags)
+{
+    FK_ENTER("cuGraphInstantiateWithFlags");
+    (void)flags;
+    return instantiate(phGraphExec, hGraph);
+}
+
+/* CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD "will perform an upload of the graph
+ * into hUploadStream once the graph has been instantiated"; the upload maps
+ * the exec's memory (here, at once): when it cannot, the instantiation
+ * fails and no exec is left. */
+#define FK_INSTANTIATE_PARAMS(suffix)                                          \
+    FK_EXPORT CUresult cuGraphInstantiateWithParams##suffix(                   \
+        CUgraphExec *phGraphExec, CUgraph hGraph, CUDA_GRAPH_INSTANTIATE_PARAMS *p) \
+    {                                                                          \
+        FK_ENTER("cuGraphInstantiateWithParams" #suffix);                      \
+        if (p == NULL)                                                         \
+            return CUDA_ERROR_INVALID_VALUE;                                   \
+        p->hErrNode_out = NULL;                                                \
+        CUresult rc = instantiate(phGraphExec, hGraph);                        \
+        if (rc == CUDA_SUCCESS && (p->flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD)) { \
+            rc = fk_stream_of(p->hUploadStream) ? map_graph_mem((struct fk_graph *)*phGraphExec) \
+                                                : CUDA_ERROR_INVALID_HANDLE;   \
+            if (rc != CUDA_SUCCESS) {                                          \
+                (void)cuGraphExecDestroy(*phGraphExec);                        \
+                *phGraphExec = NULL;                                           \
+            }                                                                  \
+        }                                                                      \
+        p->result_out = rc == CUDA_SUCCESS ? CUDA_GRAPH_INSTANTIATE_SUCCESS    \
+                                           : CUDA_GRAPH_INSTANTIATE_ERROR;     \
+        return rc;                                                             \
+    }
 
 FK_EXPORT CUresult cuGraphDestroy(CUgraph hGraph)
 {
@@ -1184,6 +1215,9 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
     free(hGraphExec);
     return CUDA_SUCCESS;
 }
+
+FK_INSTANTIATE_PARAMS()
+FK_INSTANTIATE_PARAMS(_ptsz)
 
 #define FK_GRAPH_LAUNCH(suffix)                                                \
     FK_EXPORT CUresult cuGraphLaunch##suffix(CUgraphExec hGraphExec, CUstream s) \

@@ -57,6 +57,7 @@ static struct {
     CUresult (*instantiate)(CUgraphExec *, CUgraph, unsigned long long);
     CUresult (*launch)(CUgraphExec, CUstream);
     CUresult (*upload)(CUgraphExec, CUstream);
+    CUresult (*instantiate_params)(CUgraphExec *, CUgraph, CUDA_GRAPH_INSTANTIATE_PARAMS *);
     CUresult (*exec_destroy)(CUgraphExec);
     CUresult (*graph_destroy)(CUgraph);
     CUresult (*graph_trim)(CUdevice);
@@ -315,6 +316,12 @@ static void graph_admitted(void)
           "a graph needing 72 MiB under a 64 MiB limit is refused");
     CHECK(cu.upload(too_big, NULL) == CUDA_ERROR_OUT_OF_MEMORY,
           "its upload (which maps the memory as a launch does) too");
+    CUDA_GRAPH_INSTANTIATE_PARAMS ip = {.flags = CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD};
+    CUgraphExec uploaded = (CUgraphExec)1;
+    CHECK(cu.instantiate_params(&uploaded, too_big_g, &ip) == CUDA_ERROR_OUT_OF_MEMORY &&
+              uploaded == NULL && ip.result_out == CUDA_GRAPH_INSTANTIATE_ERROR,
+          "and its instantiation with an upload");
+    check_books(0, "an instantiation with an upload refused");
     check_books(0, "a graph past the limit refused");
 
     CUdeviceptr idle;
@@ -347,6 +354,12 @@ static void graph_admitted(void)
     CHECK_CU(cu.upload(upload, NULL));
     CHECK_EQ_U64(stat("devices.0.graph_memory"), 44 * M);
     check_books(0, "an upload that fits");
+    CHECK_CU(cu.exec_destroy(upload)); /* one exec of a graph at a time */
+    ip = (CUDA_GRAPH_INSTANTIATE_PARAMS){.flags = CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD};
+    CHECK_CU(cu.instantiate_params(&upload, upload_g, &ip));
+    CHECK(ip.result_out == CUDA_GRAPH_INSTANTIATE_SUCCESS, "instantiated and uploaded");
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 44 * M); /* the 4 MiB came back for it */
+    check_books(0, "an instantiation with an upload that fits");
 
     CHECK_CU(cu.dtoh(got, idle, sizeof got));
     CHECK(memcmp(got, want, sizeof got) == 0, "the offloaded buffer's first bytes");
@@ -429,6 +442,7 @@ int main(int argc, char **argv)
     SYM(instantiate, "cuGraphInstantiateWithFlags");
     SYM(launch, "cuGraphLaunch");
     SYM(upload, "cuGraphUpload");
+    SYM(instantiate_params, "cuGraphInstantiateWithParams");
     SYM(exec_destroy, "cuGraphExecDestroy");
     SYM(graph_destroy, "cuGraphDestroy");
     SYM(graph_trim, "cuDeviceGraphMemTrim");

@@ -322,6 +322,29 @@ static void graph_admitted(void)
               uploaded == NULL && ip.result_out == CUDA_GRAPH_INSTANTIATE_ERROR,
           "and its instantiation with an upload");
     check_books(0, "an instantiation with an upload refused");
+
+    /* nodes on both devices, device 1's past its limit: refused, and what
+     * was admitted on device 0 first is given back */
+    CUgraph both_g;
+    CHECK_CU(cu.graph_create(&both_g, 0));
+    for (int d = 0; d < 2; d++) {
+        CUDA_MEM_ALLOC_NODE_PARAMS np;
+        memset(&np, 0, sizeof np);
+        np.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+        np.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        np.poolProps.location.id = d;
+        np.bytesize = d ? 72 * M : 8 * M;
+        CUgraphNode node;
+        CHECK_CU(cu.add_alloc_node(&node, both_g, NULL, 0, &np));
+    }
+    CUgraphExec both;
+    CHECK_CU(cu.instantiate(&both, both_g, 0));
+    CHECK(cu.launch(both, NULL) == CUDA_ERROR_OUT_OF_MEMORY, "a graph past device 1's limit");
+    CHECK_EQ_U64(free_now(), LIMIT);
+    check_books(0, "a two-device graph refused");
+    check_books(1, "a two-device graph refused, device 1");
+    CHECK_CU(cu.exec_destroy(both));
+    CHECK_CU(cu.graph_destroy(both_g));
     check_books(0, "a graph past the limit refused");
 
     CUdeviceptr idle;

@@ -42,16 +42,24 @@
             f, gx, gy, gz, bx, by, bz, shm, s, params));                      \
     }                                                                         \
     /* A graph may reach any buffer: all of them count as touched. Its     \
-     * memory nodes take graph memory at the launch (pool.c reads it). */    \
+     * memory nodes may take graph memory at the launch: admitted first    \
+     * (hook_pool.c), read back after (pool.c). */                           \
     CUresult vs_hook_cuGraphLaunch##suffix(CUgraphExec g, CUstream s)         \
     {                                                                         \
         vs_count_launch();                                                    \
+        struct vs_graph_admission a_;                                         \
+        CUresult rc_ = vs_graph_admit("cuGraphLaunch", g, &a_);               \
+        if (rc_ != CUDA_SUCCESS)                                              \
+            return rc_;                                                       \
         vs_tier_touch_all(vs_now_ns());                                       \
         int gate_ = vs_gate_enter();                                          \
-        if (gate_ < 0)                                                        \
+        if (gate_ < 0) {                                                      \
+            vs_graph_admitted(g, &a_, CUDA_ERROR_OUT_OF_MEMORY);              \
             return CUDA_ERROR_OUT_OF_MEMORY;                                  \
-        CUresult rc_ = vs_real.cuGraphLaunch##suffix(g, s);                   \
+        }                                                                     \
+        rc_ = vs_real.cuGraphLaunch##suffix(g, s);                            \
         vs_gate_leave(gate_);                                                 \
+        vs_graph_admitted(g, &a_, rc_);                                       \
         vs_graph_mem_refresh();                                               \
         return rc_;                                                           \
     }

@@ -16,6 +16,13 @@
  * never charges it, and each pointer imported from it is recorded as
  * imported memory (devices[].imported), outside `allocated` and the
  * limits, until the program frees it (cuMemFree, cuMemFreeAsync).
+ *
+ * Graph memory is also admitted before it is taken: the instantiate hook
+ * has pool.c read the graph's allocation nodes, and vs_graph_admit (used
+ * by the upload hooks here and the launch hooks in hook_launch.c) admits
+ * what the exec may add, as any allocation is admitted. A launch of an
+ * exec with no memory nodes, or one already bound, costs one relaxed load
+ * (no exec has memory nodes) or one short lock and a hash look-up.
  */
 #include "hooks.h"
 
@@ -147,26 +154,108 @@ static CUresult graph_changed(CUresult rc)
     return rc;
 }
 
-CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
-                                             unsigned long long flags)
+void vs_graph_admitted(CUgraphExec exec, struct vs_graph_admission *a, CUresult rc)
 {
-    return graph_changed(vs_real.cuGraphInstantiateWithFlags(exec, graph, flags));
+    if (VS_LIKELY(a->devs == 0))
+        return;
+    /* the reserve read back is charged before the estimate goes */
+    vs_graph_exec_ran(exec, a->devs, a->counted, rc == CUDA_SUCCESS);
+    for (int d = 0; d < VS_MAX_DEVICES; d++)
+        if (a->devs & (1u << d))
+            vs_budget_settle(&a->growth[d], false);
 }
 
-CUresult vs_hook_cuGraphUpload(CUgraphExec exec, CUstream s)
+CUresult vs_graph_admit(const char *call, CUgraphExec exec, struct vs_graph_admission *a)
 {
-    return graph_changed(vs_real.cuGraphUpload(exec, s));
-}
-
-CUresult vs_hook_cuGraphUpload_ptsz(CUgraphExec exec, CUstream s)
-{
-    return graph_changed(vs_real.cuGraphUpload_ptsz(exec, s));
+    uint32_t todo = vs_graph_exec_unbound(exec);
+    a->devs = 0;
+    for (int d = 0; d < VS_MAX_DEVICES && todo >> d; d++) {
+        if (!(todo & (1u << d)))
+            continue;
+        a->devs |= 1u << d;
+        a->growth[d] = (struct vs_charge){.dev = d, .owner = 0, .bytes = 0};
+        uint64_t growth = vs_graph_exec_take(exec, d, &a->counted[d]);
+        if (growth == 0 || vs_budget_charge_device(d, vs_owner_current(), growth,
+                                                   &a->growth[d]) == VS_ADMIT)
+            continue;
+        /* trimmed first, so that the growth admitted next is worked out on
+         * the reserve as it stands after the trim */
+        vs_graph_exec_untake(d, a->counted[d]);
+        (void)vs_pool_trim(d);
+        growth = vs_graph_exec_take(exec, d, &a->counted[d]);
+        if (growth && vs_admit_device(call, d, growth, &a->growth[d]) != CUDA_SUCCESS) {
+            vs_graph_admitted(exec, a, CUDA_ERROR_OUT_OF_MEMORY);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+    }
+    return CUDA_SUCCESS;
 }
 
 CUresult vs_hook_cuGraphExecDestroy(CUgraphExec exec)
 {
-    return graph_changed(vs_real.cuGraphExecDestroy(exec));
+    CUresult rc = vs_real.cuGraphExecDestroy(exec);
+    if (rc == CUDA_SUCCESS)
+        vs_graph_exec_gone(exec);
+    return graph_changed(rc);
 }
+
+/* The graph's allocation nodes are read while the graph is at hand. */
+CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
+                                             unsigned long long flags)
+{
+    CUresult rc = vs_real.cuGraphInstantiateWithFlags(exec, graph, flags);
+    if (rc == CUDA_SUCCESS && exec)
+        vs_graph_exec_made(*exec, graph);
+    return graph_changed(rc);
+}
+
+#define UPLOAD_HOOK(suffix)                                                   \
+    CUresult vs_hook_cuGraphUpload##suffix(CUgraphExec exec, CUstream s)      \
+    {                                                                         \
+        struct vs_graph_admission a;                                          \
+        CUresult rc = vs_graph_admit("cuGraphUpload", exec, &a);              \
+        if (rc != CUDA_SUCCESS)                                               \
+            return rc;                                                        \
+        rc = vs_real.cuGraphUpload##suffix(exec, s);                          \
+        vs_graph_admitted(exec, &a, rc);                                      \
+        return graph_changed(rc);                                             \
+    }
+UPLOAD_HOOK()
+UPLOAD_HOOK(_ptsz)
+
+/* CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD "will perform an upload of the graph
+ * into hUploadStream once the graph has been instantiated": that upload
+ * maps the graph's memory, so it is made apart, admitted as any upload.
+ * Refused, the new exec is destroyed and the call answers as the driver
+ * does when it cannot map the memory. */
+#define INSTANTIATE_PARAMS_HOOK(suffix)                                       \
+    CUresult vs_hook_cuGraphInstantiateWithParams##suffix(                    \
+        CUgraphExec *exec, CUgraph graph, CUDA_GRAPH_INSTANTIATE_PARAMS *p)   \
+    {                                                                         \
+        if (exec == NULL || p == NULL || !(p->flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD)) { \
+            CUresult rc = vs_real.cuGraphInstantiateWithParams##suffix(exec, graph, p); \
+            if (rc == CUDA_SUCCESS && exec)                                   \
+                vs_graph_exec_made(*exec, graph);                             \
+            return graph_changed(rc);                                         \
+        }                                                                     \
+        CUDA_GRAPH_INSTANTIATE_PARAMS mine = *p;                              \
+        mine.flags &= ~(cuuint64_t)CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD;        \
+        CUresult rc = vs_real.cuGraphInstantiateWithParams##suffix(exec, graph, &mine); \
+        p->hErrNode_out = mine.hErrNode_out;                                  \
+        p->result_out = mine.result_out;                                      \
+        if (rc != CUDA_SUCCESS)                                               \
+            return rc;                                                        \
+        vs_graph_exec_made(*exec, graph);                                     \
+        rc = vs_hook_cuGraphUpload##suffix(*exec, p->hUploadStream);          \
+        if (rc != CUDA_SUCCESS) {                                             \
+            (void)vs_hook_cuGraphExecDestroy(*exec);                          \
+            *exec = NULL;                                                     \
+            p->result_out = CUDA_GRAPH_INSTANTIATE_ERROR;                     \
+        }                                                                     \
+        return rc;                                                            \
+    }
+INSTANTIATE_PARAMS_HOOK()
+INSTANTIATE_PARAMS_HOOK(_ptsz)
 
 CUresult vs_hook_cuDeviceGraphMemTrim(CUdevice dev)
 {

@@ -68,6 +68,20 @@ bool vs_admit_device_short(int dev, uint64_t bytes, const char *call, int step);
                 (rc) = (expr);                                                  \
     } while (0)
 
+/* ---- hook_pool.c: graph memory admitted before a graph runs ------------ */
+/* What launching or uploading an exec may add to the graph memory of each
+ * device it is not bound on, admitted like any allocation (trim, make
+ * room, relief, else CUDA_ERROR_OUT_OF_MEMORY, which is what the driver
+ * answers when it cannot map a graph's memory). vs_graph_admitted, after
+ * the driver call, reads graph memory back and drops the estimate. */
+struct vs_graph_admission {
+    uint32_t devs;
+    uint64_t counted[VS_MAX_DEVICES];
+    struct vs_charge growth[VS_MAX_DEVICES];
+};
+CUresult vs_graph_admit(const char *call, CUgraphExec exec, struct vs_graph_admission *a);
+void vs_graph_admitted(CUgraphExec exec, struct vs_graph_admission *a, CUresult rc);
+
 /* ---- hook_mem.c: the allocation hooks' common steps, for other families */
 /* The driver answered an allocation charged as ch: settle, record, count. */
 CUresult vs_alloc_finish(struct vs_charge *ch, CUresult rc, uint64_t base, uint64_t size,

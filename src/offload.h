@@ -75,6 +75,22 @@ void vs_pool_fit_limits(void);
  * trim). One relaxed load while no memory node was made. */
 void vs_graph_mem_seen(int dev);
 void vs_graph_mem_refresh(void);
+/* Graph execs, admitted before they run. At instantiation, what the
+ * graph's allocation nodes need on each device is recorded (each node
+ * rounded up to 4 KiB); an exec's memory is bound from its first launch or
+ * upload until a trim gives it back. Before a launch or upload,
+ * vs_graph_exec_unbound says on which devices the exec is not bound (one
+ * relaxed load while no exec has memory nodes); vs_graph_exec_take says
+ * how much dev's graph memory may grow for it, in whole granules, and
+ * counts the unused reserve it uses as spoken for (*counted) until
+ * vs_graph_exec_untake or vs_graph_exec_ran gives it back; vs_graph_exec_ran
+ * marks the exec bound where it ran and reads graph memory again. */
+void vs_graph_exec_made(CUgraphExec exec, CUgraph graph);
+void vs_graph_exec_gone(CUgraphExec exec);
+uint32_t vs_graph_exec_unbound(CUgraphExec exec);
+uint64_t vs_graph_exec_take(CUgraphExec exec, int dev, uint64_t *counted);
+void vs_graph_exec_untake(int dev, uint64_t counted);
+void vs_graph_exec_ran(CUgraphExec exec, uint32_t devs, const uint64_t *counted, bool ok);
 void vs_pool_atfork_child(void);
 
 /* ---- the move gate (gate.c, tier.c) ------------------------------------ */

@@ -15,10 +15,22 @@
  * The figures are read where they can change and the program cannot
  * avoid passing: a reserve grows only inside an allocation (one attribute
  * read after each; the growth is admitted beforehand from the figures last
- * read) or a graph's instantiation, upload or launch; it shrinks at a
- * synchronise, a trim, a threshold change or a pool's destruction. A
- * reserve a driver let go elsewhere is over-charged until the next of
- * these, never under-charged.
+ * read) or a graph's upload or launch; it shrinks at a synchronise, a
+ * trim, a threshold change or a pool's destruction. A reserve a driver let
+ * go elsewhere is over-charged until the next of these, never
+ * under-charged.
+ *
+ * Graph memory is admitted before it is taken. At instantiation the
+ * graph's allocation nodes are read (per device, each rounded up to a
+ * page); an exec's first launch or upload binds that much of the device's
+ * graph memory to it, and the driver keeps it bound between launches, so
+ * only an unbound exec is admitted: its need less the reserve no graph
+ * holds, rounded up to whole granules (the reserve is backed by physical
+ * allocations). That is an upper bound: the driver may also hand it memory
+ * bound to graphs that do not run at the same time. After the call the
+ * reserve read back replaces the estimate. A trim that gives memory back
+ * unbinds every exec on the device unless what the driver says is in use
+ * still covers them all.
  *
  * vs_pool_trim gives back what pools and graph memory reserve beyond what
  * they use: the first thing done to make room, since it moves nobody's
@@ -48,9 +60,25 @@ struct pool_rec {
 };
 
 struct graph_mem {
-    uint64_t reserved, used;
+    uint64_t reserved, used; /* as last read */
+    uint64_t promised;       /* unused reserve launches in flight count on */
     struct vs_charge charge;
 };
+
+/* An instantiated graph with allocation nodes: what they need on each
+ * device, and where its memory is bound (a launch or upload mapped it; the
+ * driver keeps a graph's mappings between launches, until a trim). */
+struct graph_exec {
+    CUgraphExec exec;
+    uint64_t need[VS_MAX_DEVICES];
+    uint32_t devs, bound;
+    UT_hash_handle hh;
+};
+
+/* The allocation pools hand out is not part of the driver's interface
+ * (at least 256 bytes; 512 seen, rapidsai/cudf#10384): a node is counted
+ * rounded up to a page, more than either. */
+#define GRAPH_NODE_ROUND 4096ULL
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool_rec *pools;
@@ -61,6 +89,12 @@ static struct graph_mem graph[VS_MAX_DEVICES];
 static _Atomic uint32_t graph_devs;
 /* any reserve charged at all: the synchronise hooks skip everything else */
 static _Atomic bool anything;
+/* The execs, under exec_lock alone where a launch asks (a trim holds lock
+ * for driver calls); taken inside lock where both are needed. */
+static pthread_mutex_t exec_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct graph_exec *execs;
+/* execs with memory nodes: graph launches skip the rest while 0 */
+static _Atomic unsigned n_execs;
 
 static bool dev_ok(int dev) { return dev >= 0 && dev < VS_MAX_DEVICES; }
 
@@ -266,6 +300,24 @@ void vs_pool_after(struct vs_pool_use *u, bool ok, uint64_t bytes)
     pthread_mutex_unlock(&lock);
 }
 
+/* A trim gave back some of dev's graph memory: the driver may have unmapped
+ * any graph not running. While what it says is in use still covers every
+ * exec bound there, they all stay bound; otherwise none does, and each
+ * is admitted again at its next launch. Caller holds lock. */
+static void graph_trimmed_locked(int dev)
+{
+    uint64_t bound = 0;
+    struct graph_exec *e, *tmp;
+    pthread_mutex_lock(&exec_lock);
+    HASH_ITER(hh, execs, e, tmp)
+        if (e->bound & (1u << dev))
+            bound += e->need[dev];
+    if (graph[dev].used < bound)
+        HASH_ITER(hh, execs, e, tmp)
+            e->bound &= ~(1u << dev);
+    pthread_mutex_unlock(&exec_lock);
+}
+
 /* Graph memory of one device, re-read. Caller holds lock. */
 static void graph_refresh_locked(int dev)
 {
@@ -277,8 +329,11 @@ static void graph_refresh_locked(int dev)
         return;
     (void)vs_real.cuDeviceGetGraphMemAttribute(d, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT, &used);
     struct graph_mem *g = &graph[dev];
+    bool shrank = reserved < g->reserved;
     g->reserved = reserved;
     g->used = used;
+    if (shrank)
+        graph_trimmed_locked(dev);
     g->charge.dev = dev;
     g->charge.owner = 0;
     vs_budget_hold(&g->charge, reserved);
@@ -337,7 +392,9 @@ uint64_t vs_pool_trim(int dev)
     }
     uint32_t devs = atomic_load(&graph_devs);
     for (int d = 0; d < VS_MAX_DEVICES; d++) {
-        if (!(devs & (1u << d)) || (dev >= 0 && d != dev) || graph[d].reserved == 0)
+        /* not under a launch in flight that counts on the unused reserve */
+        if (!(devs & (1u << d)) || (dev >= 0 && d != dev) || graph[d].reserved == 0 ||
+            graph[d].promised)
             continue;
         uint64_t before = graph[d].reserved;
         if (vs_real.cuDeviceGraphMemTrim)
@@ -352,6 +409,161 @@ uint64_t vs_pool_trim(int dev)
     else if (freed)
         vs_info("memory pools: trimmed %llu bytes of unused reserve", (unsigned long long)freed);
     return freed;
+}
+
+/* ---- graph execs ---------------------------------------------------------- */
+
+/* What the allocation nodes of graph need, per device. Child graphs hold
+ * none: "If childGraph contains allocation nodes, free nodes, or
+ * conditional nodes, this call will return an error"
+ * (cuGraphAddChildGraphNode). False: the driver could not say. */
+static bool graph_needs(CUgraph graph, struct graph_exec *e)
+{
+    size_t n = 0;
+    if (vs_real.cuGraphGetNodes == NULL || vs_real.cuGraphNodeGetType == NULL ||
+        vs_real.cuGraphMemAllocNodeGetParams == NULL ||
+        vs_real.cuGraphGetNodes(graph, NULL, &n) != CUDA_SUCCESS)
+        return false;
+    if (n == 0)
+        return true;
+    CUgraphNode *nodes = calloc(n, sizeof *nodes);
+    if (nodes == NULL)
+        return false;
+    bool ok = vs_real.cuGraphGetNodes(graph, nodes, &n) == CUDA_SUCCESS;
+    for (size_t i = 0; ok && i < n; i++) {
+        CUgraphNodeType type;
+        CUDA_MEM_ALLOC_NODE_PARAMS p;
+        if (nodes[i] == NULL || vs_real.cuGraphNodeGetType(nodes[i], &type) != CUDA_SUCCESS ||
+            type != CU_GRAPH_NODE_TYPE_MEM_ALLOC)
+            continue;
+        ok = vs_real.cuGraphMemAllocNodeGetParams(nodes[i], &p) == CUDA_SUCCESS;
+        int d = p.poolProps.location.id;
+        if (!ok || p.poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE || !dev_ok(d))
+            continue;
+        e->need[d] += (p.bytesize + GRAPH_NODE_ROUND - 1) / GRAPH_NODE_ROUND * GRAPH_NODE_ROUND;
+        e->devs |= 1u << d;
+    }
+    free(nodes);
+    return ok;
+}
+
+void vs_graph_exec_made(CUgraphExec exec, CUgraph graph)
+{
+    struct graph_exec *e = calloc(1, sizeof *e);
+    if (e == NULL || !graph_needs(graph, e)) {
+        vs_info("graph %p: its memory nodes could not be read; its graph memory is "
+                "charged after it runs, not admitted before",
+                (void *)graph);
+        free(e);
+        return;
+    }
+    e->exec = exec;
+    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&exec_lock);
+    struct graph_exec *old;
+    HASH_FIND_PTR(execs, &exec, old);
+    if (old) { /* a handle the driver reused: the old exec is gone */
+        HASH_DEL(execs, old);
+        free(old);
+        atomic_fetch_sub(&n_execs, 1);
+    }
+    if (e->devs) {
+        HASH_ADD_PTR(execs, exec, e);
+        atomic_fetch_add(&n_execs, 1);
+    }
+    pthread_mutex_unlock(&exec_lock);
+    if (e->devs) {
+        atomic_fetch_or(&graph_devs, e->devs);
+        for (int d = 0; d < VS_MAX_DEVICES; d++)
+            if (e->devs & (1u << d))
+                graph_refresh_locked(d);
+    } else {
+        free(e);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void vs_graph_exec_gone(CUgraphExec exec)
+{
+    if (atomic_load_explicit(&n_execs, memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&exec_lock);
+    struct graph_exec *e;
+    HASH_FIND_PTR(execs, &exec, e);
+    if (e) {
+        HASH_DEL(execs, e);
+        free(e);
+        atomic_fetch_sub(&n_execs, 1);
+    }
+    pthread_mutex_unlock(&exec_lock);
+}
+
+uint32_t vs_graph_exec_unbound(CUgraphExec exec)
+{
+    if (VS_LIKELY(atomic_load_explicit(&n_execs, memory_order_relaxed) == 0))
+        return 0;
+    pthread_mutex_lock(&exec_lock);
+    struct graph_exec *e;
+    HASH_FIND_PTR(execs, &exec, e);
+    uint32_t devs = e ? e->devs & ~e->bound : 0;
+    pthread_mutex_unlock(&exec_lock);
+    return devs;
+}
+
+/* The exec's need on dev, less the reserve no graph holds and no other
+ * launch counts on; the rest is growth. Conservative: the driver may also
+ * reuse memory bound to graphs that do not run at the same time. */
+uint64_t vs_graph_exec_take(CUgraphExec exec, int dev, uint64_t *counted)
+{
+    *counted = 0;
+    if (!dev_ok(dev))
+        return 0;
+    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&exec_lock);
+    struct graph_exec *e;
+    HASH_FIND_PTR(execs, &exec, e);
+    uint64_t need = e ? e->need[dev] : 0;
+    pthread_mutex_unlock(&exec_lock);
+    struct graph_mem *g = &graph[dev];
+    uint64_t taken = g->used + g->promised;
+    uint64_t spare = g->reserved > taken ? g->reserved - taken : 0;
+    *counted = need < spare ? need : spare;
+    g->promised += *counted;
+    pthread_mutex_unlock(&lock);
+    uint64_t growth = need - *counted;
+    uint64_t gran = growth ? vs_chunk_ops.granularity(dev) : UINT64_MAX;
+    if (gran != UINT64_MAX && gran > 1)
+        growth = (growth + gran - 1) / gran * gran;
+    return growth;
+}
+
+void vs_graph_exec_untake(int dev, uint64_t counted)
+{
+    if (!dev_ok(dev) || counted == 0)
+        return;
+    pthread_mutex_lock(&lock);
+    graph[dev].promised -= counted < graph[dev].promised ? counted : graph[dev].promised;
+    pthread_mutex_unlock(&lock);
+}
+
+void vs_graph_exec_ran(CUgraphExec exec, uint32_t devs, const uint64_t *counted, bool ok)
+{
+    pthread_mutex_lock(&lock);
+    if (ok) {
+        pthread_mutex_lock(&exec_lock);
+        struct graph_exec *e;
+        HASH_FIND_PTR(execs, &exec, e);
+        if (e)
+            e->bound |= devs;
+        pthread_mutex_unlock(&exec_lock);
+    }
+    for (int d = 0; d < VS_MAX_DEVICES; d++) {
+        if (!(devs & (1u << d)))
+            continue;
+        graph[d].promised -= counted[d] < graph[d].promised ? counted[d] : graph[d].promised;
+        graph_refresh_locked(d);
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 void vs_pool_fit_limits(void)
@@ -378,6 +590,13 @@ void vs_pool_atfork_child(void)
     memset(current, 0, sizeof current);
     memset(defaults, 0, sizeof defaults);
     memset(graph, 0, sizeof graph);
+    pthread_mutex_init(&exec_lock, NULL);
+    struct graph_exec *e, *etmp;
+    HASH_ITER(hh, execs, e, etmp) {
+        HASH_DEL(execs, e);
+        free(e);
+    }
+    atomic_store(&n_execs, 0);
     atomic_store(&graph_devs, 0);
     atomic_store(&anything, false);
 }

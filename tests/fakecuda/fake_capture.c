@@ -19,6 +19,7 @@
 #include "fake_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static _Atomic uint64_t next_capture_id;
 
@@ -71,7 +72,7 @@ static CUresult begin(CUstream s, CUstreamCaptureMode mode)
         st->capture = CU_STREAM_CAPTURE_STATUS_ACTIVE;
         st->capture_id = atomic_fetch_add(&next_capture_id, 1) + 1;
         st->cap_head = st->cap_tail = NULL;
-        st->cap_mem = 0;
+        st->n_cap_alloc = 0;
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -88,9 +89,10 @@ static CUresult end(CUstream s, CUgraph *graph)
     pthread_mutex_lock(&st->mu);
     int was = st->capture;
     struct fk_op *ops = st->cap_head;
-    uint64_t mem = st->cap_mem;
-    int mem_dev = st->cap_mem_dev;
-    st->cap_mem = 0;
+    int n_alloc = st->n_cap_alloc;
+    __typeof__(st->cap_alloc) allocs;
+    memcpy(allocs, st->cap_alloc, sizeof allocs);
+    st->n_cap_alloc = 0;
     st->capture = CU_STREAM_CAPTURE_STATUS_NONE;
     st->cap_head = st->cap_tail = NULL;
     pthread_mutex_unlock(&st->mu);
@@ -106,8 +108,8 @@ static CUresult end(CUstream s, CUgraph *graph)
         return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
     }
     *graph = fk_graph_of_ops(ops);
-    if (*graph && mem)
-        fk_graph_add_mem(*graph, mem_dev, mem);
+    for (int i = 0; *graph && i < n_alloc; i++)
+        (void)fk_graph_add_alloc(*graph, allocs[i].dev, allocs[i].dptr, allocs[i].bytes, NULL);
     return *graph ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 

@@ -17,6 +17,8 @@
 #define FK_MAX_DEVICES 8
 #define FK_GRANULARITY (2ULL << 20)
 #define FK_PAGE 4096ULL
+/* memory nodes a graph (or a stream capture) may hold in this driver */
+#define FK_GRAPH_MEM_NODES 16
 /* Multiprocessors and resident threads on each, as cuDeviceGetAttribute
  * reports them: a thread stack is reserved for every resident thread. */
 #define FK_SM_COUNT 4
@@ -127,8 +129,10 @@ void fk_pool_sync_release(void);
  * unmapped when it is destroyed. */
 bool fk_graph_mem_map(int dev, uint64_t bytes);
 void fk_graph_mem_unmap(int dev, uint64_t bytes);
-/* What a stream capture's cuMemAllocAsync took, handed to its graph. */
-void fk_graph_add_mem(CUgraph g, int dev, uint64_t bytes);
+/* An allocation node of graph g (cuGraphAddMemAllocNode, cuGraphAddNode,
+ * or a stream capture's cuMemAllocAsync): false when the graph is full. */
+bool fk_graph_add_alloc(CUgraph g, int dev, CUdeviceptr dptr, size_t bytesize,
+                        CUgraphNode *node);
 /* A device allocation whose address fits the old ABI's 32 bits (fake_v1.c). */
 CUresult fk_device_alloc_low(CUdeviceptr *dptr, size_t bytesize);
 /* Is addr inside page-locked host memory (cuMemHostAlloc, cuMemHostRegister)? */
@@ -178,8 +182,13 @@ struct fk_stream {
     int capture; /* CU_STREAM_CAPTURE_STATUS_NONE, _ACTIVE or _INVALIDATED */
     uint64_t capture_id;
     struct fk_op *cap_head, *cap_tail;
-    uint64_t cap_mem; /* bytes cuMemAllocAsync took in the capture: graph memory */
-    int cap_mem_dev;
+    /* what cuMemAllocAsync took in the capture: the graph's allocation nodes */
+    struct {
+        CUdeviceptr dptr;
+        size_t bytes;
+        int dev;
+    } cap_alloc[FK_GRAPH_MEM_NODES];
+    int n_cap_alloc;
 };
 struct fk_stream *fk_stream_of(CUstream s);
 /* Queue op on the stream; its thread runs it later. */

@@ -30,10 +30,17 @@
  * launches"); the device's graph memory is taken when an instantiated
  * graph is first launched or uploaded, and the driver keeps it cached
  * until cuDeviceGraphMemTrim frees "blocks which are not in use by a graph
- * that is either currently executing or scheduled to execute". This driver
- * keeps an instantiated graph's blocks in use until the graph exec is
- * destroyed (the real one may free more at a trim); the device's figures
- * are CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT and _RESERVED_MEM_CURRENT.
+ * that is either currently executing or scheduled to execute". Reuse: the
+ * programming guide (Graph Memory Nodes, "Physical Memory Management and
+ * Sharing") lets several graphs use the same physical memory when they
+ * will not run at the same time, and keeps a graph's mappings between its
+ * launches. This driver reuses the least that allows: an exec's memory is
+ * bound to it from its first launch or upload until it is destroyed (a
+ * trim leaves it), and only memory no exec is bound to (a destroyed one's,
+ * kept in the reserve until a trim) is handed to the next exec; the reserve
+ * grows by whole granules when that is short. A real driver may reuse
+ * more, so its reserve grows by at most as much. The device's figures are
+ * CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT (bound) and _RESERVED_MEM_CURRENT.
  *
  * Sharing a pool between processes (cuda.h, cuMemPoolExportToShareableHandle
  * and its siblings): a pool made with a handle type ("To create an IPC
@@ -209,11 +216,18 @@ static CUresult alloc_captured(struct fk_stream *st, CUdeviceptr *dptr, size_t b
     if (dptr == NULL || bytesize == 0)
         return CUDA_ERROR_INVALID_VALUE;
     int dev = st->ctx ? st->ctx->device : 0;
+    pthread_mutex_lock(&st->mu);
+    bool room = st->n_cap_alloc < FK_GRAPH_MEM_NODES;
+    pthread_mutex_unlock(&st->mu);
+    if (!room) /* this driver's graphs hold so many memory nodes */
+        return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = fk_mem_carve(dptr, bytesize, dev, NULL);
     if (rc == CUDA_SUCCESS) {
         pthread_mutex_lock(&st->mu);
-        st->cap_mem += page_round(bytesize);
-        st->cap_mem_dev = dev;
+        int i = st->n_cap_alloc++;
+        st->cap_alloc[i].dptr = *dptr;
+        st->cap_alloc[i].bytes = bytesize;
+        st->cap_alloc[i].dev = dev;
         pthread_mutex_unlock(&st->mu);
     }
     return rc;

@@ -873,35 +873,73 @@ FK_EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
 #endif
 
 /* ---- graphs: a list of kernel nodes run in order ----------------------- */
+/* Every node handle points at a node that opens with its type, so that
+ * cuGraphNodeGetType can tell one from the handle alone. The nodes a
+ * stream capture recorded are ops run in order, not nodes: only their
+ * allocations are (cuGraphGetNodes lists kernel and memory nodes). */
 struct fk_graph_node {
+    CUgraphNodeType type; /* CU_GRAPH_NODE_TYPE_KERNEL */
     struct fk_kernel *k;
     unsigned grid[3], block[3];
     void *values[FK_MAX_PARAMS];
     char storage[256];
 };
+struct fk_mem_node {
+    CUgraphNodeType type; /* CU_GRAPH_NODE_TYPE_MEM_ALLOC or _MEM_FREE */
+    CUDA_MEM_ALLOC_NODE_PARAMS alloc; /* a free node: alloc.dptr only */
+};
 struct fk_graph {
     int n;
     struct fk_graph_node nodes[16];
     struct fk_op *ops; /* what a stream capture recorded, in order */
-    /* graph memory (fake_pool.c): what its allocation nodes take on
-     * device mem_dev, mapped from an exec's first launch or upload */
-    uint64_t mem_bytes;
-    int mem_dev;
+    int n_mem;
+    struct fk_mem_node mem[2 * FK_GRAPH_MEM_NODES];
+    /* an exec's graph memory (fake_pool.c), per device: what its
+     * allocation nodes take, mapped from its first launch or upload */
+    uint64_t mem_bytes[FK_MAX_DEVICES];
     bool mapped;
 };
 
-void fk_graph_add_mem(CUgraph g, int dev, uint64_t bytes)
+static struct fk_mem_node *add_mem_node(struct fk_graph *g, CUgraphNodeType type)
 {
-    ((struct fk_graph *)g)->mem_bytes += bytes;
-    ((struct fk_graph *)g)->mem_dev = dev;
+    if (g->n_mem >= (int)(sizeof g->mem / sizeof g->mem[0]))
+        return NULL;
+    struct fk_mem_node *m = &g->mem[g->n_mem++];
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    return m;
 }
 
+bool fk_graph_add_alloc(CUgraph graph, int dev, CUdeviceptr dptr, size_t bytesize,
+                        CUgraphNode *node)
+{
+    struct fk_graph *g = (struct fk_graph *)graph;
+    struct fk_mem_node *m = add_mem_node(g, CU_GRAPH_NODE_TYPE_MEM_ALLOC);
+    if (m == NULL)
+        return false;
+    m->alloc.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    m->alloc.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    m->alloc.poolProps.location.id = dev;
+    m->alloc.bytesize = bytesize;
+    m->alloc.dptr = dptr;
+    g->mem_bytes[dev] += (bytesize + FK_PAGE - 1) & ~(FK_PAGE - 1);
+    if (node)
+        *node = (CUgraphNode)m;
+    return true;
+}
+
+/* All of an exec's devices, or none. */
 static CUresult map_graph_mem(struct fk_graph *g)
 {
-    if (g->mem_bytes == 0 || g->mapped)
+    if (g->mapped)
         return CUDA_SUCCESS;
-    if (!fk_graph_mem_map(g->mem_dev, g->mem_bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
+    for (int d = 0; d < fk.ndevices; d++)
+        if (g->mem_bytes[d] && !fk_graph_mem_map(d, g->mem_bytes[d])) {
+            while (d-- > 0)
+                if (g->mem_bytes[d])
+                    fk_graph_mem_unmap(d, g->mem_bytes[d]);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
     g->mapped = true;
     return CUDA_SUCCESS;
 }
@@ -913,12 +951,12 @@ static CUresult add_alloc_node(CUgraphNode *node, struct fk_graph *g, const CUme
     if (g == NULL || bytesize == 0 || props->location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
         props->location.id < 0 || props->location.id >= fk.ndevices)
         return CUDA_ERROR_INVALID_VALUE;
+    if (g->n_mem >= (int)(sizeof g->mem / sizeof g->mem[0]))
+        return CUDA_ERROR_OUT_OF_MEMORY; /* this driver's graphs hold so many */
     CUresult rc = fk_mem_carve(dptr, bytesize, props->location.id, NULL);
     if (rc != CUDA_SUCCESS)
         return rc;
-    fk_graph_add_mem((CUgraph)g, props->location.id, (bytesize + FK_PAGE - 1) & ~(FK_PAGE - 1));
-    if (node)
-        *node = (CUgraphNode)(uintptr_t)*dptr;
+    (void)fk_graph_add_alloc((CUgraph)g, props->location.id, *dptr, bytesize, node);
     return CUDA_SUCCESS;
 }
 
@@ -944,8 +982,60 @@ FK_EXPORT CUresult cuGraphAddMemFreeNode(CUgraphNode *node, CUgraph hGraph,
     (void)ndeps;
     if (hGraph == NULL || dptr == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    struct fk_mem_node *m = add_mem_node((struct fk_graph *)hGraph, CU_GRAPH_NODE_TYPE_MEM_FREE);
+    if (m == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    m->alloc.dptr = dptr;
     if (node)
-        *node = (CUgraphNode)(uintptr_t)(dptr + 1);
+        *node = (CUgraphNode)m;
+    return CUDA_SUCCESS;
+}
+
+/* "If nodes is NULL, this function will return the number of nodes in
+ * numNodes. Otherwise, numNodes entries will be filled in. If numNodes is
+ * higher than the actual number of nodes, the remaining entries in nodes
+ * will be set to NULL, and the number of nodes actually obtained will be
+ * returned in numNodes." (cuGraphGetNodes) */
+FK_EXPORT CUresult cuGraphGetNodes(CUgraph hGraph, CUgraphNode *nodes, size_t *numNodes)
+{
+    FK_ENTER("cuGraphGetNodes");
+    struct fk_graph *g = (struct fk_graph *)hGraph;
+    if (g == NULL || numNodes == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    size_t total = (size_t)g->n + (size_t)g->n_mem;
+    if (nodes == NULL) {
+        *numNodes = total;
+        return CUDA_SUCCESS;
+    }
+    size_t got = 0;
+    for (int i = 0; i < g->n && got < *numNodes; i++)
+        nodes[got++] = (CUgraphNode)&g->nodes[i];
+    for (int i = 0; i < g->n_mem && got < *numNodes; i++)
+        nodes[got++] = (CUgraphNode)&g->mem[i];
+    for (size_t i = got; i < *numNodes; i++)
+        nodes[i] = NULL;
+    *numNodes = got;
+    return CUDA_SUCCESS;
+}
+
+FK_EXPORT CUresult cuGraphNodeGetType(CUgraphNode hNode, CUgraphNodeType *type)
+{
+    FK_ENTER("cuGraphNodeGetType");
+    if (hNode == NULL || type == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *type = *(const CUgraphNodeType *)hNode;
+    return CUDA_SUCCESS;
+}
+
+/* The parameters the node was made with, its address filled in. */
+FK_EXPORT CUresult cuGraphMemAllocNodeGetParams(CUgraphNode hNode,
+                                                CUDA_MEM_ALLOC_NODE_PARAMS *params_out)
+{
+    FK_ENTER("cuGraphMemAllocNodeGetParams");
+    if (hNode == NULL || params_out == NULL ||
+        *(const CUgraphNodeType *)hNode != CU_GRAPH_NODE_TYPE_MEM_ALLOC)
+        return CUDA_ERROR_INVALID_VALUE;
+    *params_out = ((const struct fk_mem_node *)hNode)->alloc;
     return CUDA_SUCCESS;
 }
 
@@ -1033,6 +1123,7 @@ FK_EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGr
     if (k == NULL || p->extra)
         return CUDA_ERROR_INVALID_VALUE;
     struct fk_graph_node *node = &g->nodes[g->n];
+    node->type = CU_GRAPH_NODE_TYPE_KERNEL;
     node->k = k;
     node->grid[0] = p->gridDimX; node->grid[1] = p->gridDimY; node->grid[2] = p->gridDimZ;
     node->block[0] = p->blockDimX; node->block[1] = p->blockDimY; node->block[2] = p->blockDimZ;
@@ -1048,11 +1139,8 @@ FK_EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGr
     return CUDA_SUCCESS;
 }
 
-FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
-                                               unsigned long long flags)
+static CUresult instantiate(CUgraphExec *phGraphExec, CUgraph hGraph)
 {
-    FK_ENTER("cuGraphInstantiateWithFlags");
-    (void)flags;
     if (phGraphExec == NULL || hGraph == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     struct fk_graph *copy = malloc(sizeof *copy);
@@ -1071,6 +1159,40 @@ FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph
     return CUDA_SUCCESS;
 }
 
+FK_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
+                                               unsigned long long flags)
+{
+    FK_ENTER("cuGraphInstantiateWithFlags");
+    (void)flags;
+    return instantiate(phGraphExec, hGraph);
+}
+
+/* CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD "will perform an upload of the graph
+ * into hUploadStream once the graph has been instantiated"; the upload maps
+ * the exec's memory (here, at once): when it cannot, the instantiation
+ * fails and no exec is left. */
+#define FK_INSTANTIATE_PARAMS(suffix)                                          \
+    FK_EXPORT CUresult cuGraphInstantiateWithParams##suffix(                   \
+        CUgraphExec *phGraphExec, CUgraph hGraph, CUDA_GRAPH_INSTANTIATE_PARAMS *p) \
+    {                                                                          \
+        FK_ENTER("cuGraphInstantiateWithParams" #suffix);                      \
+        if (p == NULL)                                                         \
+            return CUDA_ERROR_INVALID_VALUE;                                   \
+        p->hErrNode_out = NULL;                                                \
+        CUresult rc = instantiate(phGraphExec, hGraph);                        \
+        if (rc == CUDA_SUCCESS && (p->flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD)) { \
+            rc = fk_stream_of(p->hUploadStream) ? map_graph_mem((struct fk_graph *)*phGraphExec) \
+                                                : CUDA_ERROR_INVALID_HANDLE;   \
+            if (rc != CUDA_SUCCESS) {                                          \
+                (void)cuGraphExecDestroy(*phGraphExec);                        \
+                *phGraphExec = NULL;                                           \
+            }                                                                  \
+        }                                                                      \
+        p->result_out = rc == CUDA_SUCCESS ? CUDA_GRAPH_INSTANTIATE_SUCCESS    \
+                                           : CUDA_GRAPH_INSTANTIATE_ERROR;     \
+        return rc;                                                             \
+    }
+
 FK_EXPORT CUresult cuGraphDestroy(CUgraph hGraph)
 {
     FK_ENTER("cuGraphDestroy");
@@ -1085,13 +1207,17 @@ FK_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
     FK_ENTER("cuGraphExecDestroy");
     fk_sync_all();
     struct fk_graph *g = (struct fk_graph *)hGraphExec;
-    if (g && g->mapped)
-        fk_graph_mem_unmap(g->mem_dev, g->mem_bytes);
+    for (int d = 0; g && g->mapped && d < fk.ndevices; d++)
+        if (g->mem_bytes[d])
+            fk_graph_mem_unmap(d, g->mem_bytes[d]);
     if (hGraphExec)
         free_ops(((struct fk_graph *)hGraphExec)->ops);
     free(hGraphExec);
     return CUDA_SUCCESS;
 }
+
+FK_INSTANTIATE_PARAMS()
+FK_INSTANTIATE_PARAMS(_ptsz)
 
 #define FK_GRAPH_LAUNCH(suffix)                                                \
     FK_EXPORT CUresult cuGraphLaunch##suffix(CUgraphExec hGraphExec, CUstream s) \

@@ -18,8 +18,9 @@
  * lowered at run time); cuMemGetInfo's free figure is exactly what the
  * limit leaves; pinned.app equals what the program pinned and stays
  * within the pin limit. Every step either succeeds or gets
- * CUDA_ERROR_OUT_OF_MEMORY, and a plain or VMM allocation is refused
- * exactly when it would not fit. At the end every byte written reads back.
+ * CUDA_ERROR_OUT_OF_MEMORY, and a plain, VMM, pinned, module or graph
+ * allocation is refused exactly when it would not fit (a graph's memory
+ * is admitted before its launch). At the end every byte written reads back.
  *
  * Seeded (KINDS_SEED, else the time; printed) and reproducible: the same
  * seed replays the same steps. CHECK_QUICK=1 runs a tenth of them.
@@ -557,20 +558,30 @@ int main(int argc, char **argv)
         bool pins = k == HOST || k == REGISTERED;
         uint64_t before = pins ? pinned : cu.held(dev) - spare(dev);
         uint64_t cap = pins ? pin_limit : limit[dev];
-        /* vramshim learns a graph's memory only once it is launched: it
-         * neither refuses the launch nor makes room for it (trims, evicts)
-         * first. A graph is launched only where its granules fit as is. */
-        if (k == GRAPH && cu.held(dev) + (mib + 1) / 2 * 2 * M > cap) {
-            step_no--;
-            continue;
+        /* a graph takes its memory from the unused graph reserve when that
+         * holds it (nothing grows: it runs even over a lowered limit);
+         * else, once the unused reserve is trimmed, the granules its need
+         * adds to what graph memory uses */
+        uint64_t graph_growth = 0;
+        bool from_reserve = false;
+        if (k == GRAPH) {
+            cuuint64_t used, reserved;
+            CHECK_CU(cu.graph_attr(dev, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT, &used));
+            CHECK_CU(cu.graph_attr(dev, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT, &reserved));
+            if (used + mib * M > reserved)
+                graph_growth = (used + mib * M + 2 * M - 1) / (2 * M) * (2 * M) -
+                               (used + 2 * M - 1) / (2 * M) * (2 * M);
+            else
+                from_reserve = true;
         }
         struct live *l = &live[n_live];
         CUresult rc = make(l, k, dev, mib);
         CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY,
               "step %d: %s of %llu MiB on device %d returned %d", step_no, kind_name[k],
               (unsigned long long)mib, dev, (int)rc);
-        bool fits = before + l->bytes <= cap;
-        if (k == PLAIN || k == VMM || k == HOST || k == REGISTERED || k == MODULE)
+        bool fits = k == GRAPH ? from_reserve || before + graph_growth <= cap
+                               : before + l->bytes <= cap;
+        if (k == PLAIN || k == VMM || k == HOST || k == REGISTERED || k == MODULE || k == GRAPH)
             CHECK((rc == CUDA_SUCCESS) == fits,
                   "step %d: %s of %llu bytes with %llu held under %llu: %d", step_no,
                   kind_name[k], (unsigned long long)l->bytes, (unsigned long long)before,

@@ -14,7 +14,10 @@
  *     on a host pool to the pin limit;
  *   - graph memory nodes are charged when the graph is launched and given
  *     back at cuDeviceGraphMemTrim; cuMemAllocAsync inside a stream capture
- *     is neither charged nor recorded at capture time.
+ *     is neither charged nor recorded at capture time;
+ *   - a graph's memory is admitted before the launch or upload that maps
+ *     it: refused past the limit, making room by offloading an idle buffer
+ *     where that lets it fit, nothing admitted again for a bound graph.
  * At every quiet point what vramshim charges a device equals what the test
  * driver says the process holds there, and vramshim's own books balance.
  */
@@ -53,6 +56,8 @@ static struct {
                                CUDA_MEM_ALLOC_NODE_PARAMS *);
     CUresult (*instantiate)(CUgraphExec *, CUgraph, unsigned long long);
     CUresult (*launch)(CUgraphExec, CUstream);
+    CUresult (*upload)(CUgraphExec, CUstream);
+    CUresult (*instantiate_params)(CUgraphExec *, CUgraph, CUDA_GRAPH_INSTANTIATE_PARAMS *);
     CUresult (*exec_destroy)(CUgraphExec);
     CUresult (*graph_destroy)(CUgraph);
     CUresult (*graph_trim)(CUdevice);
@@ -281,6 +286,120 @@ static void graph_memory(void)
     check_books(0, "graph memory trimmed");
 }
 
+/* A graph of one allocation node of `bytes` on device 0, instantiated. */
+static CUgraphExec graph_of(size_t bytes, CUgraph *g)
+{
+    CHECK_CU(cu.graph_create(g, 0));
+    CUDA_MEM_ALLOC_NODE_PARAMS p;
+    memset(&p, 0, sizeof p);
+    p.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    p.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    p.bytesize = bytes;
+    CUgraphNode node;
+    CHECK_CU(cu.add_alloc_node(&node, *g, NULL, 0, &p));
+    CUgraphExec exec;
+    CHECK_CU(cu.instantiate(&exec, *g, 0));
+    return exec;
+}
+
+/* Graph memory is admitted before the launch or upload that maps it, like
+ * any allocation: a graph that cannot fit is refused with
+ * CUDA_ERROR_OUT_OF_MEMORY, one that fits once an idle buffer is offloaded
+ * runs with that buffer's bytes intact, and the driver's count never
+ * passes the limit. A graph already bound runs again without admitting
+ * anything, after a trim too. */
+static void graph_admitted(void)
+{
+    CUgraph too_big_g, fits_g, upload_g;
+    CUgraphExec too_big = graph_of(72 * M, &too_big_g);
+    CHECK(cu.launch(too_big, NULL) == CUDA_ERROR_OUT_OF_MEMORY,
+          "a graph needing 72 MiB under a 64 MiB limit is refused");
+    CHECK(cu.upload(too_big, NULL) == CUDA_ERROR_OUT_OF_MEMORY,
+          "its upload (which maps the memory as a launch does) too");
+    CUDA_GRAPH_INSTANTIATE_PARAMS ip = {.flags = CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD};
+    CUgraphExec uploaded = (CUgraphExec)1;
+    CHECK(cu.instantiate_params(&uploaded, too_big_g, &ip) == CUDA_ERROR_OUT_OF_MEMORY &&
+              uploaded == NULL && ip.result_out == CUDA_GRAPH_INSTANTIATE_ERROR,
+          "and its instantiation with an upload");
+    check_books(0, "an instantiation with an upload refused");
+
+    /* nodes on both devices, device 1's past its limit: refused, and what
+     * was admitted on device 0 first is given back */
+    CUgraph both_g;
+    CHECK_CU(cu.graph_create(&both_g, 0));
+    for (int d = 0; d < 2; d++) {
+        CUDA_MEM_ALLOC_NODE_PARAMS np;
+        memset(&np, 0, sizeof np);
+        np.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+        np.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        np.poolProps.location.id = d;
+        np.bytesize = d ? 72 * M : 8 * M;
+        CUgraphNode node;
+        CHECK_CU(cu.add_alloc_node(&node, both_g, NULL, 0, &np));
+    }
+    CUgraphExec both;
+    CHECK_CU(cu.instantiate(&both, both_g, 0));
+    CHECK(cu.launch(both, NULL) == CUDA_ERROR_OUT_OF_MEMORY, "a graph past device 1's limit");
+    CHECK_EQ_U64(free_now(), LIMIT);
+    check_books(0, "a two-device graph refused");
+    check_books(1, "a two-device graph refused, device 1");
+    CHECK_CU(cu.exec_destroy(both));
+    CHECK_CU(cu.graph_destroy(both_g));
+    check_books(0, "a graph past the limit refused");
+
+    CUdeviceptr idle;
+    CHECK_CU(cu.alloc(&idle, 40 * M));
+    static unsigned char want[1 << 16], got[1 << 16];
+    check_fill(want, sizeof want, 12);
+    CHECK_CU(cu.htod(idle, want, sizeof want));
+    CHECK_CU(cu.htod(idle + 40 * M - sizeof want, want, sizeof want));
+    CUgraphExec fits = graph_of(40 * M, &fits_g);
+    uint64_t evictions = stat("counters.evictions");
+    CHECK_CU(cu.launch(fits, NULL));
+    check_books(0, "a graph launched next to an idle buffer");
+    CHECK(stat("counters.evictions") > evictions, "the idle buffer made room for the graph");
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 40 * M);
+    CHECK_CU(cu.sync(NULL));
+
+    /* bound: launched again with the slice full, nothing is admitted */
+    CUdeviceptr rest;
+    CHECK_CU(cu.alloc(&rest, LIMIT - 40 * M - 2 * M));
+    evictions = stat("counters.evictions");
+    CHECK_CU(cu.launch(fits, NULL));
+    CHECK_CU(cu.graph_trim(0)); /* nothing unused: the graph stays bound */
+    CHECK_CU(cu.launch(fits, NULL));
+    CHECK_CU(cu.sync(NULL));
+    CHECK_EQ_U64(stat("counters.evictions"), evictions);
+    check_books(0, "a bound graph launched again");
+
+    CHECK_CU(cu.mem_free(rest));
+    CUgraphExec upload = graph_of(4 * M, &upload_g);
+    CHECK_CU(cu.upload(upload, NULL));
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 44 * M);
+    check_books(0, "an upload that fits");
+    CHECK_CU(cu.exec_destroy(upload)); /* one exec of a graph at a time */
+    ip = (CUDA_GRAPH_INSTANTIATE_PARAMS){.flags = CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD};
+    CHECK_CU(cu.instantiate_params(&upload, upload_g, &ip));
+    CHECK(ip.result_out == CUDA_GRAPH_INSTANTIATE_SUCCESS, "instantiated and uploaded");
+    CHECK_EQ_U64(stat("devices.0.graph_memory"), 44 * M); /* the 4 MiB came back for it */
+    check_books(0, "an instantiation with an upload that fits");
+
+    CHECK_CU(cu.dtoh(got, idle, sizeof got));
+    CHECK(memcmp(got, want, sizeof got) == 0, "the offloaded buffer's first bytes");
+    CHECK_CU(cu.dtoh(got, idle + 40 * M - sizeof got, sizeof got));
+    CHECK(memcmp(got, want, sizeof got) == 0, "the offloaded buffer's last bytes");
+    CHECK_CU(cu.mem_free(idle));
+    CUgraphExec execs[] = {too_big, fits, upload};
+    CUgraph graphs[] = {too_big_g, fits_g, upload_g};
+    for (int i = 0; i < 3; i++) {
+        CHECK_CU(cu.exec_destroy(execs[i]));
+        CHECK_CU(cu.graph_destroy(graphs[i]));
+    }
+    CHECK_CU(cu.graph_trim(0));
+    CHECK_EQ_U64(free_now(), LIMIT);
+    check_books(0, "the graphs gone");
+}
+
 /* cudaMallocAsync inside a capture is the graph's memory, not the call's. */
 static void captured_alloc(void)
 {
@@ -345,6 +464,8 @@ int main(int argc, char **argv)
     SYM(add_alloc_node, "cuGraphAddMemAllocNode");
     SYM(instantiate, "cuGraphInstantiateWithFlags");
     SYM(launch, "cuGraphLaunch");
+    SYM(upload, "cuGraphUpload");
+    SYM(instantiate_params, "cuGraphInstantiateWithParams");
     SYM(exec_destroy, "cuGraphExecDestroy");
     SYM(graph_destroy, "cuGraphDestroy");
     SYM(graph_trim, "cuDeviceGraphMemTrim");
@@ -369,6 +490,7 @@ int main(int argc, char **argv)
     PART("elsewhere", pools_elsewhere());
     PART("graph", graph_memory());
     PART("capture", captured_alloc());
+    PART("graph_admitted", graph_admitted());
 #undef PART
     printf("prog_pools: ok\n");
     return 0;

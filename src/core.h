@@ -337,6 +337,7 @@ void vs_count_fast_copy_fallback(void);
  * open-addressed, at most half full. The caller guards it with its own
  * lock and allocates its tables (vs_page_index_adopt). */
 #define VS_PAGE_SHIFT 21
+#define VS_PAGE_HASH 0x9E3779B97F4A7C15ULL /* Fibonacci hashing: key * this >> shift */
 struct vs_page_slot {
     uint64_t key; /* page + 1; 0: empty */
     void *val;
@@ -349,20 +350,26 @@ struct vs_page_index {
 };
 static inline uint64_t vs_page_home(const struct vs_page_index *ix, uint64_t key)
 {
-    return (key * 0x9E3779B97F4A7C15ULL) >> ix->shift; /* Fibonacci hashing */
+    return (key * VS_PAGE_HASH) >> ix->shift;
+}
+/* What page maps to in a table of mask + 1 slots (shift: 64 - log2 of
+ * that); NULL: nothing. A caller probing many pages keeps the three in
+ * registers. */
+static inline void *vs_page_probe(const struct vs_page_slot *slot, uint64_t mask, unsigned shift,
+                                  uint64_t page)
+{
+    uint64_t key = page + 1;
+    uint64_t i = (key * VS_PAGE_HASH) >> shift;
+    while (VS_UNLIKELY(slot[i].key != key) && slot[i].key != 0)
+        i = (i + 1) & mask;
+    return slot[i].val; /* NULL in an empty slot */
 }
 /* What page maps to; NULL: nothing. */
 static inline void *vs_page_index_get(const struct vs_page_index *ix, uint64_t page)
 {
     if (VS_UNLIKELY(ix->slot == NULL))
         return NULL;
-    uint64_t key = page + 1;
-    for (uint64_t i = vs_page_home(ix, key);; i = (i + 1) & ix->mask) {
-        if (VS_LIKELY(ix->slot[i].key == key))
-            return ix->slot[i].val;
-        if (ix->slot[i].key == 0)
-            return NULL;
-    }
+    return vs_page_probe(ix->slot, ix->mask, ix->shift, page);
 }
 /* The slots (a power of two) a table needs to hold n pages. */
 uint64_t vs_page_index_slots_for(uint64_t n);

@@ -250,8 +250,8 @@ extern const struct vs_tier_ops vs_chunk_ops;
 void vs_chunk_atfork_child(void);
 
 /* Stamp the buffers a launch's words point into (each in [lowest,
- * highest), missed by the thread's cache); bring back those offloaded. */
-void vs_tier_touch_missed(const uint64_t *words, int n, uint64_t now);
+ * highest)), through the thread's cache; bring back those offloaded. */
+void vs_tier_touch_launch(const uint64_t *words, int n, uint64_t now);
 
 /* ---- touch.c ----------------------------------------------------------------- */
 void vs_touch_atfork_child(void);

@@ -1057,10 +1057,14 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
         bring_back(back[i], true);
 }
 
-/* A launch's words that missed the thread's cache (touch.c checked each
- * against [lowest, highest) and the cache already): one pass with the
- * page index, without vs_tier_touch_words' range checks. */
-void vs_tier_touch_missed(const uint64_t *words, int n, uint64_t now)
+/* A launch's words, each in [lowest, highest) (touch.c checked), in one
+ * pass: a word the thread stamped on this tick, by its cache, costs a few
+ * instructions and no lock; the first word that is not takes the tree's
+ * read side, and each such word is one probe of the page index, one stamp,
+ * and a refill of its cache entry. What the pass does not expect (no index,
+ * a page two buffers share, a buffer to bring back) hands the words left
+ * to vs_tier_touch_words, which does everything, slower. */
+void vs_tier_touch_launch(const uint64_t *words, int n, uint64_t now)
 {
     unsigned slot = vs_thread_slot();
     if (VS_UNLIKELY(slot == VS_THREAD_SHARED)) {
@@ -1068,40 +1072,59 @@ void vs_tier_touch_missed(const uint64_t *words, int n, uint64_t now)
         return;
     }
     struct vs_touch_cache *tc = &vs_touch_caches[slot];
-    uint64_t back[8];
-    int n_back = 0;
-    vs_rw_read_lock(VS_RW_TREE);
+    /* only this thread reads or writes its cache: no lock to reset it */
     uint64_t gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
-    if (tc->gen != gen) {
+    if (VS_UNLIKELY(tc->gen != gen)) {
         memset(tc->e, 0, sizeof tc->e);
         tc->gen = gen;
     }
-    for (int i = 0; i < n; i++) {
+    /* the index's fields, read once under the lock, kept in registers */
+    const struct vs_page_slot *ix = NULL; /* NULL: the lock is not held yet */
+    uint64_t ix_mask = 0;
+    unsigned ix_shift = 0;
+    int i = 0;
+    for (; i < n; i++) {
         uint64_t a = words[i];
         struct vs_touch_entry *e = &tc->e[VS_TOUCH_INDEX(a)];
-        if (a - e->base < e->span) { /* cached, by an earlier word or launch */
-            if (e->stamped != now) {
-                stamp(e->b, now); /* resident when cached; a move since bumped gen */
-                e->stamped = now;
-            }
+        bool cached = a - e->base < e->span;
+        if (VS_LIKELY(cached && e->stamped == now))
+            continue; /* this thread stamped it on this tick: nothing to write */
+        if (ix == NULL) {
+            vs_rw_read_lock(VS_RW_TREE);
+            if (VS_UNLIKELY(!pages_whole || pages.slot == NULL))
+                goto slow;
+            ix = pages.slot;
+            ix_mask = pages.mask;
+            ix_shift = pages.shift;
+            if (VS_UNLIKELY(atomic_load_explicit(&vs_tree_gen, memory_order_acquire) != gen))
+                goto slow; /* a buffer left or moved since: the cache is stale */
+        }
+        if (cached) { /* resident when cached; a move since bumped gen */
+            stamp(e->b, now);
+            e->stamped = now;
             continue;
         }
-        struct buffer *b = find_holding(a);
+        struct buffer *b = vs_page_probe(ix, ix_mask, ix_shift, a >> VS_PAGE_SHIFT);
+#ifdef VS_DEBUG
+        VS_ASSERT(b == NULL || b == find_holding(a) || a - b->base >= b->span);
+        VS_ASSERT(b != NULL || find_holding(a) == NULL);
+#endif
         if (b == NULL)
-            continue;
-        if (!stamp(b, now)) {
-            if (n_back < 8)
-                back[n_back++] = b->base;
-            continue;
-        }
-        e->base = b->base;
-        e->span = b->span;
+            continue; /* no buffer has this page */
+        uint64_t base = b->base, span = b->span;
+        if (VS_UNLIKELY(a - base >= span) || VS_UNLIKELY(!stamp(b, now)))
+            goto slow; /* a page two buffers share; offloaded or handed over */
+        e->base = base;
+        e->span = span;
         e->b = b;
         e->stamped = now;
     }
+    if (ix != NULL)
+        vs_rw_read_unlock(VS_RW_TREE);
+    return;
+slow:
     vs_rw_read_unlock(VS_RW_TREE);
-    for (int i = 0; i < n_back; i++)
-        bring_back(back[i], true);
+    vs_tier_touch_words(words + i, n - i, 1, now);
 }
 
 void vs_tier_touch_all(uint64_t now)

@@ -28,12 +28,13 @@
 #include <uthash.h>
 
 #define MAX_PARAMS 64
-#define MAX_WORDS 64
+#define MAX_WORDS 64 /* no fewer than MAX_PARAMS (the words-only scan counts on it) */
 
 struct layout {
     CUfunction f;
     uint32_t gen; /* the unload generation it was asked in */
     int n;        /* -1: the driver did not say */
+    bool words;   /* every parameter is one 8-byte word (most kernels) */
     uint32_t size[MAX_PARAMS];
     UT_hash_handle hh;
 };
@@ -96,6 +97,9 @@ static const struct layout *layout_lookup(CUfunction f, uint32_t gen)
     fresh->f = f;
     fresh->gen = gen;
     fresh->n = ask_layout(f, fresh->size);
+    fresh->words = true;
+    for (int i = 0; i < fresh->n; i++)
+        fresh->words &= fresh->size[i] == 8;
     pthread_rwlock_wrlock(&layout_lock);
     HASH_FIND_PTR(layouts, &f, l);
     if (l == NULL || l->gen != gen) {
@@ -124,26 +128,19 @@ static inline const struct layout *layout_of(CUfunction f)
     return l;
 }
 
-/* The words of a launch's parameters that may name a backed buffer and are
- * not answered by the thread's cache; the misses go to tier.c's page index
- * together. */
+/* The words of a launch's parameters that may name a backed buffer: tier.c
+ * checks them against the thread's cache and its page index in one pass. */
 struct scan {
-    uint64_t lo, hi, gen, now;
-    struct vs_touch_cache *tc;
+    uint64_t lo, width; /* [lowest, highest) */
     int n;
     uint64_t words[MAX_WORDS];
 };
 
 static inline void scan_word(struct scan *s, uint64_t a)
 {
-    if (a < s->lo || a >= s->hi)
+    if (a - s->lo >= s->width)
         return; /* most words: sizes, strides, scalars */
-    if (VS_LIKELY(s->tc != NULL)) {
-        const struct vs_touch_entry *e = &s->tc->e[VS_TOUCH_INDEX(a)];
-        if (VS_LIKELY(a - e->base < e->span && e->stamped == s->now))
-            return; /* this thread stamped it on this tick: nothing to write */
-    }
-    if (s->n < MAX_WORDS)
+    if (VS_LIKELY(s->n < MAX_WORDS))
         s->words[s->n++] = a;
 }
 
@@ -160,19 +157,29 @@ void vs_touch_launch(CUfunction f, void **params, void **extra)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
         return;
+    uint64_t now = vs_now_ns();
+    vs_tier_submitted(now);
     struct scan s;
-    s.now = vs_now_ns();
-    vs_tier_submitted(s.now);
     s.lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
-    s.hi = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed);
-    s.gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
-    unsigned slot = vs_thread_slot();
-    /* a cache of another generation answers nothing */
-    s.tc = slot != VS_THREAD_SHARED && vs_touch_caches[slot].gen == s.gen ? &vs_touch_caches[slot]
-                                                                          : NULL;
+    s.width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - s.lo;
     s.n = 0;
     if (params) {
         const struct layout *l = layout_of(f);
+        if (VS_LIKELY(l != NULL && l->words)) {
+            /* one word each, at most MAX_PARAMS == MAX_WORDS of them: the
+             * layout was worked out once, no size to check per launch */
+            int n = 0;
+            for (int i = 0; i < l->n; i++) {
+                if (VS_UNLIKELY(params[i] == NULL))
+                    continue;
+                uint64_t a;
+                memcpy(&a, params[i], 8);
+                s.words[n] = a;
+                n += a - s.lo < s.width; /* most words: sizes, strides, scalars */
+            }
+            s.n = n;
+            l = NULL;
+        }
         for (int i = 0; l && i < l->n; i++) {
             if (params[i] == NULL)
                 continue;
@@ -197,7 +204,7 @@ void vs_touch_launch(CUfunction f, void **params, void **extra)
             scan_bytes(&s, buf, size);
     }
     if (s.n)
-        vs_tier_touch_missed(s.words, s.n, s.now);
+        vs_tier_touch_launch(s.words, s.n, now);
 }
 
 void vs_touch_atfork_child(void)

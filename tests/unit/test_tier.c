@@ -427,6 +427,65 @@ static void page_index_finds_interior_pointers(void **state)
     assert_false(vs_tier_lookup(a + 200 * M + 5, &v)); /* past the size, inside the span */
 }
 
+/* A launch's one pass (vs_tier_touch_launch), against what each buffer
+ * should be: at 2 MiB and at 64 KiB granularity (pages shared, so some
+ * words take the tree), with offloaded buffers named (they come back),
+ * words in the gaps (nothing), the same words again on the same tick (the
+ * thread's cache answers) and on a later tick (the cache stamps again).
+ * After launches at T1 and T1 + 0.6 s, an idle-only eviction at T1 + 1.3 s
+ * moves exactly the buffers the second launch did not name. */
+static void launch_pass_stamps_what_it_names(void **state)
+{
+    (void)state;
+    enum { N = 12, WORDS = 10 };
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (int round = 0; round < 2; round++) {
+        fake_gran = round == 0 ? G2 : 64 * 1024;
+        fake_gap = round == 0 ? G2 : 0;
+        uint64_t base[N], size[N];
+        for (int i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size[i] = (1 + x % 40) * fake_gran - (x % 3) * 8;
+            base[i] = alloc_at(size[i], 0, clock_ns);
+        }
+        for (int step = 0; step < 60; step++) {
+            uint64_t t1 = clock_ns + 10 * SEC;
+            bool named[2][N] = {{false}};
+            for (int l = 0; l < 2; l++) {
+                uint64_t words[WORDS];
+                for (int w = 0; w < WORDS; w++) {
+                    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                    int i = (int)(x % N);
+                    /* a buffer's span is its size rounded up to the
+                     * granularity: a word in the tail still names it */
+                    uint64_t span = (size[i] + fake_gran - 1) / fake_gran * fake_gran;
+                    if (x % 5 == 0 && i + 1 < N && base[i] + span < base[i + 1]) {
+                        words[w] = base[i] + span + (x >> 40) % (base[i + 1] - base[i] - span);
+                        continue; /* in a gap: no buffer */
+                    }
+                    words[w] = base[i] + (x >> 20) % span;
+                    named[l][i] = true;
+                }
+                clock_ns = t1 + (uint64_t)l * 600000000ULL;
+                vs_tier_touch_launch(words, WORDS, clock_ns);
+                vs_tier_touch_launch(words, WORDS, clock_ns); /* the cache's answer */
+                for (int i = 0; i < N; i++)
+                    if (named[l][i])
+                        assert_false(offloaded(base[i]));
+            }
+            clock_ns = t1 + 1300000000ULL;
+            vs_tier_evict(-1, UINT64_MAX, true, NULL);
+            for (int i = 0; i < N; i++)
+                assert_int_equal(offloaded(base[i]), !named[1][i]);
+            assert_int_equal(vs_tier_check(), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(tier_free(base[i]), CUDA_SUCCESS);
+            forget(base[i]);
+        }
+    }
+}
+
 /* The least recently touched buffer moves first, and only as much as the
  * shortfall (no margin for an allocation of 0 bytes). */
 static void least_recently_touched_first(void **state)
@@ -1147,6 +1206,7 @@ int main(void)
         cmocka_unit_test(readers_never_see_a_write_half_done),
         cmocka_unit_test(launch_counts_survive_slot_sharing),
         cmocka_unit_test_setup_teardown(least_recently_touched_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(launch_pass_stamps_what_it_names, setup, teardown),
         cmocka_unit_test_setup_teardown(shortfall_plus_margin, setup, teardown),
         cmocka_unit_test_setup_teardown(owner_limit_moves_the_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(evict_idle_only, setup, teardown),

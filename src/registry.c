@@ -294,6 +294,39 @@ static void drop_locked(struct vs_alloc *r)
 /* handle: NULL for an allocation; else the VMM handle mapped at base,
  * whose record, when vramshim knows the handle, gives the mapping its
  * kind, device and owner. */
+/* Link r (base and size set) into the by-range tree, in one walk from the
+ * root that also finds its neighbours: NULL when linked, else a live record
+ * overlapping r's range (r is then not linked). The walk is the only part
+ * of an allocation that grows with the number of records (log n). */
+static struct vs_alloc *link_range(struct vs_alloc *r)
+{
+    struct vs_alloc *node = RB_ROOT(&by_range), *parent = NULL;
+    struct vs_alloc *below = NULL, *above = NULL; /* base < r's; base >= r's */
+    while (node) {
+        parent = node;
+        if (node->base < r->base) {
+            below = node;
+            node = RB_RIGHT(node, rb);
+        } else {
+            above = node;
+            node = RB_LEFT(node, rb);
+        }
+    }
+    if (below && r->base - below->base < below->size)
+        return below;
+    if (above && above->base - r->base < r->size)
+        return above;
+    RB_SET(r, parent, rb);
+    if (parent == NULL)
+        RB_ROOT(&by_range) = r;
+    else if (parent == above)
+        RB_LEFT(parent, rb) = r;
+    else
+        RB_RIGHT(parent, rb) = r;
+    vs_tree_RB_INSERT_COLOR(&by_range, r);
+    return NULL;
+}
+
 static int add_record(uint64_t base, uint64_t size, int device,
                       enum vs_kind kind, int owner, bool undoing_free,
                       const uint64_t *handle)
@@ -306,20 +339,17 @@ static int add_record(uint64_t base, uint64_t size, int device,
     pthread_rwlock_wrlock(&reg_lock);
     if (by_base == NULL)
         HASH_ADD(hh, by_base, base, sizeof sentinel.base, &sentinel);
+    struct vs_alloc *r = take_record();
+    if (r == NULL) {
+        pthread_rwlock_unlock(&reg_lock);
+        return -ENOMEM;
+    }
+    r->base = base;
+    r->size = size;
     /* A live range overlapping the new one means releases were missed (a
      * free that bypassed us): trust the driver and drop the stale ones. */
     int rc = 0;
-    for (;;) {
-        /* the record holding base, else the first after it (the next of
-         * its predecessor: no second walk from the root) */
-        struct vs_alloc *stale = at_or_below(base);
-        if (stale == NULL || base - stale->base >= stale->size) {
-            stale = stale ? RB_NEXT(vs_tree, &by_range, stale) : RB_MIN(vs_tree, &by_range);
-            if (stale && stale->base >= base + size)
-                stale = NULL;
-        }
-        if (stale == NULL)
-            break;
+    for (struct vs_alloc *stale; (stale = link_range(r)) != NULL;) {
         rc = -EEXIST;
         struct vs_alloc_info gone;
         fill_info(stale, &gone);
@@ -335,13 +365,6 @@ static int add_record(uint64_t base, uint64_t size, int device,
         device = h->info.device;
         owner = h->info.owner;
     }
-    struct vs_alloc *r = take_record();
-    if (r == NULL) {
-        pthread_rwlock_unlock(&reg_lock);
-        return -ENOMEM;
-    }
-    r->base = base;
-    r->size = size;
     r->device = (int16_t)(device_ok(device) ? device : -1);
     r->kind = (uint8_t)kind;
     r->tier = VS_TIER_RESIDENT;
@@ -353,7 +376,6 @@ static int add_record(uint64_t base, uint64_t size, int device,
     if (h)
         h->maps++;
     HASH_ADD(hh, by_base, base, sizeof r->base, r);
-    RB_INSERT(vs_tree, &by_range, r);
     live_records++;
     account(r, +1);
     if (undoing_free && !r->of_handle && !vs_kind_is_host(kind) && device_ok(r->device)) {

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -297,6 +299,133 @@ static void records_carved_and_reused(void **state)
     }
 }
 
+/* Ranges thrown at random into a small space, so that new ones often
+ * overlap live ones: the one walk that links a record must find every
+ * stale neighbour (the one below that runs into it, every one above that
+ * starts inside it) and nothing else, as a plain list of ranges does. */
+#define OVERLAP_MODEL 512
+static void overlaps_against_model(void **state)
+{
+    (void)state;
+    struct { uint64_t base, size; } m[OVERLAP_MODEL];
+    int n = 0;
+    unsigned seed = 7;
+    const uint64_t space = 0x700000000ULL;
+    struct vs_snapshot *s = malloc(sizeof *s);
+    for (int step = 0; step < 40000; step++) {
+        if (n > 0 && rand_r(&seed) % 3 == 0) { /* free one */
+            int k = rand_r(&seed) % n;
+            assert_int_equal(vs_registry_remove(m[k].base, NULL), 0);
+            m[k] = m[--n];
+        } else {
+            uint64_t base = space + (uint64_t)(rand_r(&seed) % 0x4000) * 16;
+            uint64_t size = 1 + (uint64_t)(rand_r(&seed) % (step % 2 ? 0x40 : 0x2000));
+            bool overlap = false;
+            for (int k = 0; k < n;) {
+                if (m[k].base < base + size && base < m[k].base + m[k].size) {
+                    overlap = true;
+                    m[k] = m[--n];
+                } else {
+                    k++;
+                }
+            }
+            assert_true(n < OVERLAP_MODEL);
+            assert_int_equal(vs_registry_add(base, size, 0, VS_KIND_DEVICE, 0),
+                             overlap ? -EEXIST : 0);
+            m[n].base = base;
+            m[n].size = size;
+            n++;
+        }
+        /* every address of a few probes answers as the model does */
+        for (int p = 0; p < 4; p++) {
+            uint64_t probe = space + (uint64_t)(rand_r(&seed) % 0x42000);
+            int want = -1;
+            for (int k = 0; k < n; k++)
+                if (probe - m[k].base < m[k].size)
+                    want = k;
+            struct vs_alloc_info info;
+            assert_int_equal(vs_registry_find(probe, &info), want >= 0);
+            if (want >= 0)
+                assert_int_equal(info.base, m[want].base);
+        }
+        if (step % 1000 == 0) {
+            uint64_t sum = 0;
+            for (int k = 0; k < n; k++)
+                sum += m[k].size;
+            vs_registry_snapshot(s);
+            assert_int_equal(s->live_records, (uint64_t)n);
+            assert_int_equal(s->dev[0].allocated, sum);
+        }
+    }
+    free(s);
+}
+
+/* Threads adding and removing records at once, each in its own address
+ * window, while another takes snapshots: every snapshot is consistent
+ * (a device's bytes are the sum of its owners'), and at the end every
+ * record and byte is gone and each pair was counted. */
+#define THREADS 6
+#define PAIRS 20000
+static atomic_bool snapshots_stop;
+static atomic_int snapshot_faults;
+
+static void *pairs_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    uint64_t window = 0x800000000ULL + (uint64_t)t * 0x10000000ULL;
+    for (int i = 0; i < PAIRS; i++) {
+        uint64_t base = window + (uint64_t)(i % 4096) * 0x10000;
+        uint64_t size = 0x100 + (uint64_t)(i % 7) * 0x100;
+        if (vs_registry_add(base, size, t % 2, VS_KIND_DEVICE, 0) != 0 ||
+            !vs_registry_find(base + size - 1, NULL) || vs_registry_remove(base, NULL) != 0)
+            atomic_fetch_add(&snapshot_faults, 1);
+    }
+    return NULL;
+}
+
+static void *snapshots_thread(void *arg)
+{
+    (void)arg;
+    struct vs_snapshot *s = malloc(sizeof *s);
+    while (!atomic_load(&snapshots_stop)) {
+        vs_registry_snapshot(s);
+        for (int d = 0; d < 2; d++) {
+            uint64_t owners = 0;
+            for (int o = 0; o < VS_MAX_OWNERS; o++)
+                owners += s->owner[o][d].allocated;
+            if (owners != s->dev[d].allocated || s->live_records > THREADS)
+                atomic_fetch_add(&snapshot_faults, 1);
+        }
+    }
+    free(s);
+    return NULL;
+}
+
+static void threads_add_and_remove(void **state)
+{
+    (void)state;
+    struct vs_snapshot *s = malloc(sizeof *s);
+    vs_registry_snapshot(s);
+    uint64_t allocs = s->events.allocs, frees = s->events.frees;
+    pthread_t th[THREADS], snap;
+    atomic_store(&snapshots_stop, false);
+    atomic_store(&snapshot_faults, 0);
+    assert_int_equal(pthread_create(&snap, NULL, snapshots_thread, NULL), 0);
+    for (int t = 0; t < THREADS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, pairs_thread, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+    atomic_store(&snapshots_stop, true);
+    pthread_join(snap, NULL);
+    assert_int_equal(atomic_load(&snapshot_faults), 0);
+    vs_registry_snapshot(s);
+    assert_int_equal(s->live_records, 0);
+    assert_int_equal(s->dev[0].allocated + s->dev[1].allocated, 0);
+    assert_int_equal(s->events.allocs - allocs, (uint64_t)THREADS * PAIRS);
+    assert_int_equal(s->events.frees - frees, (uint64_t)THREADS * PAIRS);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +434,8 @@ int main(void)
         cmocka_unit_test_setup(counters_and_peaks, setup),
         cmocka_unit_test_setup(pool_reserves, setup),
         cmocka_unit_test_setup(overlap_replaces_stale, setup),
+        cmocka_unit_test_setup(overlaps_against_model, setup),
+        cmocka_unit_test_setup(threads_add_and_remove, setup),
         cmocka_unit_test_setup(remove_range, setup),
         cmocka_unit_test_setup(random_against_model, setup),
         cmocka_unit_test_setup(owner_stack, setup),

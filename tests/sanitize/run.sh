@@ -27,7 +27,7 @@ address)
 		prog_pageable prog_share prog_reserve prog_nvml prog_control prog_peer prog_stats
 		prog_unload prog_faults prog_memop prog_fastcopy prog_fence prog_capture prog_p2p
 		prog_vmm_life prog_old_abi prog_dlvsym prog_arrays prog_relief prog_pools prog_overhead
-		prog_ranges prog_binds"}
+		prog_ranges prog_binds prog_pool_import"}
 	;;
 thread)
 	flags="-fsanitize=thread"

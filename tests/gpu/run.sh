@@ -14,7 +14,7 @@ out=${OUT:-/tmp/vramshim-gpu}
 mkdir -p "$out"
 rows=()
 fails=0
-row() { rows+=("| $1 | $2 | $3 |"); [ "$2" = PASS ] || fails=$((fails + 1)); }
+row() { rows+=("| $1 | $2 | $3 |"); [ "$2" = PASS ] || [ "$2" = SKIP ] || fails=$((fails + 1)); }
 
 [ -f "$lib" ] || { echo "no $lib: build first (make), then carry the tree"; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1
@@ -153,6 +153,38 @@ if [ "${1:-}" = "--bench" ]; then
 	frac=$(ratio "${p_v:-0}" "${pin:-0}")
 	if awk -v s="$frac" 'BEGIN{exit !(s >= 0.8)}'; then res=PASS; else res=FAIL; fi
 	row "pageable host-to-device copy, 1 GiB" $res "pinned ${pin:-?} GB/s, driver ${p_n:-?}, vramshim ${p_v:-?}: ${frac} of pinned (target 0.8)"
+fi
+
+# issue 11: a CUDA graph replayed while a limit forces offload, and peer
+# copies between two GPUs over backed buffers; issue 12: cudaMallocAsync in
+# a 4 GiB slice, against nvidia-smi's figure for the process
+python3 tests/gpu/torch_more.py --graphs "$out/graphs-native.bin" >"$out/graphs-native.log" 2>&1; n=$?
+VRAMSHIM_VRAM_LIMIT=4G LD_PRELOAD=$lib python3 tests/gpu/torch_more.py --graphs "$out/graphs-shim.bin" \
+	>"$out/graphs-shim.log" 2>&1; v=$?
+detail="$(grep -h '^vramshim' "$out/graphs-shim.log" | tr '\n' ' ')"
+if [ $n -eq 0 ] && [ $v -eq 0 ] && cmp -s "$out/graphs-native.bin" "$out/graphs-shim.bin"; then
+	row "PyTorch CUDA graph replayed under a 4 GiB limit that forces offload" PASS "outputs identical; $detail"
+else
+	row "PyTorch CUDA graph replayed under a 4 GiB limit that forces offload" FAIL "native exit $n, vramshim exit $v; $detail (see graphs-*.log)"
+fi
+python3 tests/gpu/torch_more.py --peer "$out/peer-native.bin" >"$out/peer-native.log" 2>&1; n=$?
+if [ $n -eq 77 ]; then
+	row "two GPUs, peer copies over backed buffers" SKIP "one GPU on this machine"
+else
+	LD_PRELOAD=$lib python3 tests/gpu/torch_more.py --peer "$out/peer-shim.bin" >"$out/peer-shim.log" 2>&1; v=$?
+	if [ $n -eq 0 ] && [ $v -eq 0 ] && cmp -s "$out/peer-native.bin" "$out/peer-shim.bin"; then
+		row "two GPUs, peer copies over backed buffers" PASS "outputs identical"
+	else
+		row "two GPUs, peer copies over backed buffers" FAIL "native exit $n, vramshim exit $v (see peer-*.log)"
+	fi
+fi
+PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync VRAMSHIM_VRAM_LIMIT=4G VRAMSHIM_OFFLOAD=off LD_PRELOAD=$lib \
+	python3 tests/gpu/torch_more.py --async-slice >"$out/async-slice.log" 2>&1; v=$?
+detail="$(grep -h '^held\|^nvidia-smi against' "$out/async-slice.log" | tr '\n' ' ')"
+if [ $v -eq 0 ]; then
+	row "PyTorch cudaMallocAsync filling a 4 GiB slice" PASS "$detail"
+else
+	row "PyTorch cudaMallocAsync filling a 4 GiB slice" FAIL "$detail (see async-slice.log)"
 fi
 
 echo

@@ -10,6 +10,9 @@
  * library uses is __dso_handle, the key atexit and pthread_atfork file
  * their handlers under; the rest (transactional-memory clone tables, frame
  * registration that PT_GNU_EH_FRAME makes unnecessary, the _init/_fini
- * frames) is unused here.
+ * frames) is unused here. What crtbegin's destructor did at a dlclose, give
+ * back the handlers filed under __dso_handle, nothing does now: the library
+ * is linked -z nodelete, so a dlclose leaves it mapped and the handlers
+ * stay valid.
  */
 __attribute__((visibility("hidden"))) void *__dso_handle = &__dso_handle;

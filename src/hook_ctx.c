@@ -79,17 +79,20 @@ void vs_probe_begin(struct vs_probe *p, int dev)
     p->charged = device_ok(dev) ? charged_on(dev) : 0;
     uint64_t total;
     p->known = device_ok(dev) && free_here(dev, &p->free, &total);
+    p->nvml_known = device_ok(dev) && vs_nvml_process_used(dev, &p->nvml_used);
 }
 
 int64_t vs_probe_end(struct vs_probe *p, CUresult rc, CUcontext in, bool new_context)
 {
     int64_t bytes = 0;
     uint64_t after, total, nvml_used;
-    if (rc == CUDA_SUCCESS && device_ok(p->dev) && vs_nvml_process_used(p->dev, &nvml_used)) {
-        /* what NVML says the process uses beyond everything charged on the
-         * device (allocations, reserves, overhead so far): this event's,
-         * and any drift since the last reading, either way */
-        bytes = (int64_t)nvml_used - (int64_t)charged_on(p->dev);
+    if (rc == CUDA_SUCCESS && device_ok(p->dev) && p->nvml_known &&
+        vs_nvml_process_used(p->dev, &nvml_used)) {
+        /* what NVML says this process took across the call, less what other
+         * threads of it were charged meanwhile (theirs, and possibly only
+         * admitted, not yet taken): other processes do not show in it */
+        uint64_t mine = charged_on(p->dev) - p->charged;
+        bytes = (int64_t)(nvml_used - p->nvml_used) - (int64_t)mine;
         vs_overhead_set_source(p->dev, VS_SOURCE_NVML);
     } else if (rc == CUDA_SUCCESS && device_ok(p->dev) &&
                (in ? free_in(in, p->dev, &after, &total) : free_here(p->dev, &after, &total))) {

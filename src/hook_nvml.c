@@ -224,52 +224,81 @@ static nvmlReturn_t get_info_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory)
 
 /* ---- this process's usage, for the overhead ----------------------------- */
 
-/* An NVML function of the library the program loaded, or NULL. */
-static void *nvml_fn(const char *name)
+/* The program's NVML, held open for one query (NULL: not loaded). Nothing
+ * of it is cached across queries: the program may shut NVML down and
+ * unload it between two CUDA events, and vramshim asks on those events,
+ * not when the program calls NVML. dladdr of a pointer into an unloaded
+ * library finds nothing, so a stale nvml_real entry is harmless here. */
+static void *hold_nvml(void)
 {
     void *known = (void *)atomic_load(&nvml_real.nvmlDeviceGetMemoryInfo);
     if (known == NULL)
         known = (void *)atomic_load(&nvml_real.nvmlDeviceGetMemoryInfo_v2);
-    void *fn = known ? sibling(known, name) : NULL;
-    return fn ? fn : loaded_nvml(name);
+    Dl_info info;
+    if (known && dladdr(known, &info) != 0 && info.dli_fname != NULL) {
+        void *lib = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL);
+        if (lib)
+            return lib;
+    }
+    return dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL);
+}
+
+/* NVML lists host pids: in a child PID namespace getpid() may name another
+ * process of the host. True when this process's pid is the host's (one
+ * NSpid field, or a kernel too old to say: no namespaces to speak of). */
+static bool pid_is_hosts(void)
+{
+    static _Atomic int answer; /* 0: not asked yet; 1: yes; 2: no */
+    int a = atomic_load(&answer);
+    if (a == 0) {
+        a = 1;
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (strncmp(line, "NSpid:", 6) == 0) {
+                unsigned long first, second;
+                a = sscanf(line + 6, "%lu %lu", &first, &second) == 2 ? 2 : 1;
+                break;
+            }
+        if (f)
+            fclose(f);
+        atomic_store(&answer, a);
+    }
+    return a == 1;
 }
 
 bool vs_nvml_process_used(int ordinal, uint64_t *used)
 {
-    static _Atomic(procs_fn) procs_cache;
-    static _Atomic(by_uuid_fn) by_uuid_cache;
-    procs_fn procs = atomic_load(&procs_cache);
-    by_uuid_fn by_uuid = atomic_load(&by_uuid_cache);
-    if (procs == NULL || by_uuid == NULL) {
-        procs = (procs_fn)nvml_fn("nvmlDeviceGetComputeRunningProcesses_v3");
-        by_uuid = (by_uuid_fn)nvml_fn("nvmlDeviceGetHandleByUUID");
-        if (procs == NULL || by_uuid == NULL)
-            return false; /* the program has not loaded NVML */
-        atomic_store(&procs_cache, procs);
-        atomic_store(&by_uuid_cache, by_uuid);
-    }
+    if (!pid_is_hosts())
+        return false;
+    void *lib = hold_nvml();
+    if (lib == NULL)
+        return false; /* the program has not loaded NVML */
+    procs_fn procs = (procs_fn)vs_real_dlsym(lib, "nvmlDeviceGetComputeRunningProcesses_v3");
+    by_uuid_fn by_uuid = (by_uuid_fn)vs_real_dlsym(lib, "nvmlDeviceGetHandleByUUID");
+    bool found = false;
     CUdevice d;
     CUuuid u;
     char text[NVML_UUID_LEN];
     nvmlDevice_t device;
-    if (vs_real.cuDeviceGet == NULL || vs_real.cuDeviceGetUuid_v2 == NULL ||
-        vs_real.cuDeviceGet(&d, ordinal) != CUDA_SUCCESS ||
-        vs_real.cuDeviceGetUuid_v2(&u, d) != CUDA_SUCCESS)
-        return false;
-    vs_format_uuid(&u, text, sizeof text);
-    if (by_uuid(text, &device) != NVML_SUCCESS) /* not initialised by the program */
-        return false;
     nvml_process_t infos[NVML_MAX_PROCS];
     unsigned int n = NVML_MAX_PROCS;
-    if (procs(device, &n, infos) != NVML_SUCCESS)
-        return false;
-    unsigned int me = (unsigned int)getpid();
-    for (unsigned int i = 0; i < n && i < NVML_MAX_PROCS; i++)
-        if (infos[i].pid == me && infos[i].usedGpuMemory != NVML_VALUE_NOT_AVAILABLE) {
-            *used = infos[i].usedGpuMemory;
-            return true;
+    if (procs && by_uuid && vs_real.cuDeviceGet && vs_real.cuDeviceGetUuid_v2 &&
+        vs_real.cuDeviceGet(&d, ordinal) == CUDA_SUCCESS &&
+        vs_real.cuDeviceGetUuid_v2(&u, d) == CUDA_SUCCESS) {
+        vs_format_uuid(&u, text, sizeof text);
+        /* by_uuid fails while the program has not initialised NVML */
+        if (by_uuid(text, &device) == NVML_SUCCESS && procs(device, &n, infos) == NVML_SUCCESS) {
+            unsigned int me = (unsigned int)getpid();
+            for (unsigned int i = 0; i < n && i < NVML_MAX_PROCS && !found; i++)
+                if (infos[i].pid == me && infos[i].usedGpuMemory != NVML_VALUE_NOT_AVAILABLE) {
+                    *used = infos[i].usedGpuMemory;
+                    found = true;
+                }
         }
-    return false;
+    }
+    dlclose(lib);
+    return found;
 }
 
 void *vs_nvml_swap(const char *name, void *sym)

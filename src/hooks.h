@@ -101,8 +101,9 @@ bool vs_stream_capturing(CUstream s, bool per_thread);
  * serialised: begin takes a lock that end lets go. */
 struct vs_probe {
     int dev;
-    bool known; /* free was read */
-    uint64_t free, charged;
+    bool known;      /* free was read */
+    bool nvml_known; /* NVML's figure for this process was read */
+    uint64_t free, charged, nvml_used;
 };
 void vs_probe_begin(struct vs_probe *p, int dev);
 /* After the call: the bytes it took (negative: gave back), read in `in`

@@ -24,6 +24,10 @@
 #include <unistd.h>
 
 #define DEADLINE_MS 5000
+/* Progress lines that say the same bytes moved for this long no longer
+ * extend the wait: a job stuck in the driver would otherwise keep the tool
+ * waiting for good (the server sends a line every 500 ms while it runs). */
+#define STALL_MS 60000
 #define ANSWER_MAX (16u << 20) /* far above any stats document */
 
 bool client_quiet;
@@ -155,12 +159,18 @@ void client_make_printable(json_t *v)
 #define PROGRESS_HEAD "{\"ok\":true,\"progress\":"
 
 /* The answer line, read by the deadline and up to ANSWER_MAX bytes. A long
- * evict or free sends progress lines first (more bytes have moved): each
- * is dropped and gives the answer another client_deadline_ms, so the wait
- * lasts as long as the work goes on, and no longer. */
+ * evict or free sends a progress line every 500 ms while it runs: each is
+ * dropped and gives the answer another client_deadline_ms, so the wait
+ * lasts as long as the work goes on, until STALL_MS pass with the bytes
+ * moved unchanged. */
+static bool stalled; /* read_answer gave up on a job that moved nothing */
+
 static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
 {
     size_t cap = 1 << 16, used = 0;
+    unsigned long long last_moved = 0;
+    uint64_t last_change = vs_now_ms();
+    stalled = false;
     char *buf = malloc(cap);
     while (buf) {
         uint64_t now = vs_now_ms();
@@ -189,9 +199,19 @@ static char *read_answer(int fd, uint64_t deadline, size_t *used_out)
                strncmp(buf, PROGRESS_HEAD, strlen(PROGRESS_HEAD)) == 0 &&
                (nl = memchr(buf, '\n', used)) != NULL) {
             size_t line = (size_t)(nl - buf) + 1;
+            const char *m = strstr(buf, "\"moved\":");
+            unsigned long long moved = m && m < nl ? strtoull(m + 8, NULL, 10) : last_moved;
+            uint64_t at = vs_now_ms();
+            if (moved != last_moved) {
+                last_moved = moved;
+                last_change = at;
+            }
             memmove(buf, buf + line, used - line);
             used -= line;
-            deadline = vs_now_ms() + (uint64_t)client_deadline_ms;
+            if (at - last_change < STALL_MS)
+                deadline = at + (uint64_t)client_deadline_ms;
+            else
+                stalled = true;
         }
         if (used > 0 && buf[used - 1] == '\n') {
             buf[used] = '\0';
@@ -244,7 +264,10 @@ static json_t *request(const char *dir, pid_t pid, const uint64_t *ns, const cha
     json_t *answer = buf ? json_loads(buf, 0, NULL) : NULL;
     free(buf);
     if (answer == NULL || !json_is_object(answer)) {
-        if (!client_quiet)
+        if (!client_quiet && stalled)
+            fprintf(stderr, "vramshim: process %d moved nothing for %d s; stopped waiting "
+                    "(the move may still go on)\n", (int)pid, STALL_MS / 1000);
+        else if (!client_quiet)
             fprintf(stderr, "vramshim: process %d gave no valid answer\n", (int)pid);
         json_decref(answer);
         *exit_code = EXIT_REFUSED;

@@ -29,6 +29,26 @@ if [ "$text_rss" -ne 0 ]; then
 else
 	echo "ok   none of the library's text resident in cat"
 fi
+# loaded and unloaded by a program (ctypes, a plugin loader), then fork and
+# exit: the handlers it filed stay valid (it is linked -z nodelete; without
+# the start files nothing would take them back at dlclose)
+if command -v python3 >/dev/null 2>&1; then
+	if python3 -c '
+import ctypes, _ctypes, os, sys
+h = ctypes.CDLL(sys.argv[1])
+h.vramshim_owner_push(b"x")
+_ctypes.dlclose(h._handle)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+' "$lib"; then
+		echo "ok   loaded by ctypes, unloaded, then fork and exit"
+	else
+		echo "FAIL a fork or exit after unloading the library crashed"
+		fail=1
+	fi
+fi
 # and a program that does call CUDA still gets its summary at exit
 out=$(VRAMSHIM_LOG=info LD_LIBRARY_PATH="$b/tests/fakecuda/.libs" LD_PRELOAD=$lib \
 	"$b/tests/integration/prog_stats" 2>&1 >/dev/null)

@@ -209,6 +209,19 @@ CUresult vs_hook_cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph graph,
     return graph_changed(rc);
 }
 
+/* The same for CUDA 10 and 11's instantiation (error node, log buffer). */
+#define OLD_INSTANTIATE_HOOK(name)                                            \
+    CUresult vs_hook_##name(CUgraphExec *exec, CUgraph graph, CUgraphNode *error_node, \
+                            char *log, size_t log_size)                       \
+    {                                                                         \
+        CUresult rc = vs_real.name(exec, graph, error_node, log, log_size);   \
+        if (rc == CUDA_SUCCESS && exec)                                       \
+            vs_graph_exec_made(*exec, graph);                                 \
+        return graph_changed(rc);                                             \
+    }
+OLD_INSTANTIATE_HOOK(cuGraphInstantiate)
+OLD_INSTANTIATE_HOOK(cuGraphInstantiate_v2)
+
 #define UPLOAD_HOOK(suffix)                                                   \
     CUresult vs_hook_cuGraphUpload##suffix(CUgraphExec exec, CUstream s)      \
     {                                                                         \

@@ -205,6 +205,9 @@ enum { STATUS_SUCCESS = 0, STATUS_SYMBOL_NOT_FOUND = 1, STATUS_VERSION_NOT_SUFFI
     E("cuGraphCreate", 10000, cuGraphCreate, 0)                              \
     E("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2, 0)             \
     E("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags, 0)  \
+    E("cuGraphInstantiate", 10000, cuGraphInstantiate, 0)                    \
+    E("cuGraphInstantiate", 11000, cuGraphInstantiate_v2, 0)                 \
+    E("cuGraphInstantiate", 12000, cuGraphInstantiateWithFlags, 0)           \
     E("cuGraphLaunch", 10000, cuGraphLaunch, 0)                              \
     E("cuGraphLaunch", 10000, cuGraphLaunch_ptsz, 1)                         \
     E("cuGraphUpload", 11010, cuGraphUpload, 0)                              \

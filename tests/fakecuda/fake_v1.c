@@ -141,3 +141,20 @@ FK_EXPORT CUresult cuCtxDestroy(CUcontext ctx)
     FK_ENTER("cuCtxDestroy");
     return cuCtxDestroy_v2(ctx);
 }
+
+/* Graph instantiation as CUDA 10 and 11 export it (cuda.h's internal
+ * prototypes: an error node and a log buffer, no flags), the exec the
+ * flagged call makes; nothing goes wrong here to report in either. */
+#define FK_OLD_INSTANTIATE(name)                                                \
+    FK_EXPORT CUresult name(CUgraphExec *phGraphExec, CUgraph hGraph,           \
+                            CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize) \
+    {                                                                           \
+        FK_ENTER(#name);                                                        \
+        if (phErrorNode)                                                        \
+            *phErrorNode = NULL;                                                \
+        if (logBuffer && bufferSize)                                            \
+            logBuffer[0] = '\0';                                                \
+        return cuGraphInstantiateWithFlags(phGraphExec, hGraph, 0);             \
+    }
+FK_OLD_INSTANTIATE(cuGraphInstantiate)
+FK_OLD_INSTANTIATE(cuGraphInstantiate_v2)

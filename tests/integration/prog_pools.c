@@ -58,6 +58,7 @@ static struct {
     CUresult (*launch)(CUgraphExec, CUstream);
     CUresult (*upload)(CUgraphExec, CUstream);
     CUresult (*instantiate_params)(CUgraphExec *, CUgraph, CUDA_GRAPH_INSTANTIATE_PARAMS *);
+    CUresult (*instantiate_v2)(CUgraphExec *, CUgraph, CUgraphNode *, char *, size_t);
     CUresult (*exec_destroy)(CUgraphExec);
     CUresult (*graph_destroy)(CUgraph);
     CUresult (*graph_trim)(CUdevice);
@@ -322,6 +323,13 @@ static void graph_admitted(void)
               uploaded == NULL && ip.result_out == CUDA_GRAPH_INSTANTIATE_ERROR,
           "and its instantiation with an upload");
     check_books(0, "an instantiation with an upload refused");
+    /* an exec made by CUDA 11's instantiation is admitted the same way */
+    CUgraphExec old_exec;
+    CHECK_CU(cu.instantiate_v2(&old_exec, too_big_g, NULL, NULL, 0));
+    CHECK(cu.launch(old_exec, NULL) == CUDA_ERROR_OUT_OF_MEMORY,
+          "a graph instantiated by cuGraphInstantiate_v2 is refused as well");
+    CHECK_CU(cu.exec_destroy(old_exec));
+    check_books(0, "an old-style exec refused");
 
     /* nodes on both devices, device 1's past its limit: refused, and what
      * was admitted on device 0 first is given back */
@@ -466,6 +474,7 @@ int main(int argc, char **argv)
     SYM(launch, "cuGraphLaunch");
     SYM(upload, "cuGraphUpload");
     SYM(instantiate_params, "cuGraphInstantiateWithParams");
+    SYM(instantiate_v2, "cuGraphInstantiate_v2");
     SYM(exec_destroy, "cuGraphExecDestroy");
     SYM(graph_destroy, "cuGraphDestroy");
     SYM(graph_trim, "cuDeviceGraphMemTrim");

@@ -24,6 +24,9 @@
 static CUdeviceptr scratch;
 static uint64_t scratch_size;
 static uint64_t gran_of[VS_MAX_DEVICES]; /* 0: not asked; UINT64_MAX: no VMM */
+/* The usage flags a device chunk is created with, set with gran_of: what
+ * cuMemAlloc's memory would be able to do on that device. */
+static unsigned short usage_of[VS_MAX_DEVICES];
 
 /* ---- fence --------------------------------------------------------------- */
 
@@ -191,16 +194,37 @@ static CUresult create_device(int dev, uint64_t size, CUmemGenericAllocationHand
     prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
     prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     prop.location.id = dev;
+    /* cuMemAlloc's memory can feed the hardware decompressor where the
+     * device has one (cuMemBatchDecompressAsync's list of allocators);
+     * cuMemCreate's only with the usage flag */
+    prop.allocFlags.usage = __atomic_load_n(&usage_of[dev], __ATOMIC_RELAXED);
     /* exportable, so that a buffer the program shares (cuIpcGetMemHandle)
      * can be mapped by the other process; a driver that cannot do that
-     * still gets a plain handle */
+     * still gets a plain handle, and one that refuses the usage flag
+     * memory without it */
     prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
     CUresult rc = vs_real.cuMemCreate(h, size, &prop, 0);
     if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_OUT_OF_MEMORY) {
         prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE;
         rc = vs_real.cuMemCreate(h, size, &prop, 0);
     }
+    if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_OUT_OF_MEMORY && prop.allocFlags.usage) {
+        vs_info("device %d: cuMemCreate refused the decompression usage flag (%d); its "
+                "backed buffers cannot feed cuMemBatchDecompressAsync", dev, (int)rc);
+        __atomic_store_n(&usage_of[dev], 0, __ATOMIC_RELAXED);
+        prop.allocFlags.usage = 0;
+        rc = vs_real.cuMemCreate(h, size, &prop, 0);
+    }
     return rc;
+}
+
+/* What cuMemAlloc's memory on dev would answer for
+ * CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE. */
+bool vs_chunk_hw_decompress(int dev)
+{
+    return dev >= 0 && dev < VS_MAX_DEVICES &&
+           (__atomic_load_n(&usage_of[dev], __ATOMIC_RELAXED) &
+            CU_MEM_CREATE_USAGE_HW_DECOMPRESS) != 0;
 }
 
 static CUresult ensure_scratch(uint64_t size)
@@ -553,7 +577,7 @@ static uint64_t granularity(int dev)
 {
     if (dev < 0 || dev >= VS_MAX_DEVICES)
         return UINT64_MAX;
-    uint64_t g = __atomic_load_n(&gran_of[dev], __ATOMIC_RELAXED);
+    uint64_t g = __atomic_load_n(&gran_of[dev], __ATOMIC_ACQUIRE);
     if (VS_LIKELY(g != 0))
         return g;
     CUmemAllocationProp prop;
@@ -573,7 +597,16 @@ static uint64_t granularity(int dev)
     else
         vs_info("device %d: no virtual memory management; allocations pass through "
                 "and are never offloaded", dev);
-    __atomic_store_n(&gran_of[dev], g, __ATOMIC_RELAXED);
+    CUdevice d;
+    int algorithms = 0;
+    if (g != UINT64_MAX && vs_real.cuDeviceGet && vs_real.cuDeviceGetAttribute &&
+        vs_real.cuDeviceGet(&d, dev) == CUDA_SUCCESS &&
+        vs_real.cuDeviceGetAttribute(&algorithms, CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_ALGORITHM_MASK,
+                                     d) == CUDA_SUCCESS &&
+        algorithms != 0)
+        __atomic_store_n(&usage_of[dev], CU_MEM_CREATE_USAGE_HW_DECOMPRESS, __ATOMIC_RELAXED);
+    /* release: whoever sees the granularity sees the usage */
+    __atomic_store_n(&gran_of[dev], g, __ATOMIC_RELEASE);
     return g;
 }
 
@@ -667,4 +700,5 @@ void vs_chunk_atfork_child(void)
     scratch = 0;
     scratch_size = 0;
     memset(gran_of, 0, sizeof gran_of);
+    memset(usage_of, 0, sizeof usage_of);
 }

@@ -47,6 +47,9 @@ static bool answer(const struct vs_tier_view *v, void *data, CUpointer_attribute
     case CU_POINTER_ATTRIBUTE_MAPPED:
         *(unsigned int *)data = 1;
         return true;
+    case CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE: /* "a boolean": an int */
+        *(int *)data = vs_chunk_hw_decompress(v->dev);
+        return true;
     case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
         if (v->sync_memops < 0)
             return false; /* never set: the driver's default stands */

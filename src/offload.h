@@ -239,6 +239,11 @@ void vs_tier_publish(struct vs_backing *pending, bool recorded);
 struct vs_backing *vs_tier_free_begin(uint64_t base);
 void vs_tier_free_end(struct vs_backing *held);
 bool vs_tier_lookup(uint64_t addr, struct vs_tier_view *out);
+/* Whether a backed buffer on dev can feed the hardware decompressor, as
+ * cuMemAlloc's memory could (chunk.c creates device chunks with the usage
+ * flag where the device has one): the buffer's answer to
+ * CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE, wherever its bytes are. */
+bool vs_chunk_hw_decompress(int dev);
 /* The program's cuMemSetAccess on the backed buffer holding ptr: its
  * device locations are kept with the buffer and applied to every chunk,
  * wherever it is, now and after each move. CUDA_ERROR_NOT_FOUND: not a

@@ -353,6 +353,12 @@ FK_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUde
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = 9; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = 0; break;
     case CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: *pi = 0; break;
+    /* batch decompression is modelled (fake_decompress.c), every
+     * algorithm reading the identity format */
+    case CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_ALGORITHM_MASK:
+        *pi = CU_MEM_DECOMPRESS_ALGORITHM_DEFLATE | CU_MEM_DECOMPRESS_ALGORITHM_SNAPPY |
+              CU_MEM_DECOMPRESS_ALGORITHM_LZ4;
+        break;
     /* the resident threads a stack is reserved for (fake_ctxmem.c) */
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *pi = FK_SM_COUNT; break;
     case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: *pi = FK_THREADS_PER_SM; break;

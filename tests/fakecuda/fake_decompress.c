@@ -16,10 +16,13 @@
  * The test driver's compressed format is the identity: decompressing
  * copies srcNumBytes bytes to dst and records srcNumBytes. Every algorithm
  * reads it (no test depends on a real codec; what vramshim must get right
- * is where the bytes land). The usage flag is not tracked: memory the
- * stream's device reaches through an allocation or VMM mappings end to end
- * qualifies, and an address nothing is mapped at does not
- * (CUDA_ERROR_INVALID_VALUE, its index in errorIndex).
+ * is where the bytes land). Each range must be memory the stream's device
+ * reaches, through an allocation or VMM mappings end to end, and every
+ * byte of it memory made for the decompressor (fk_hw_decompress_range: a
+ * cuMemAlloc, a handle or a pool created with the usage flag); otherwise
+ * CUDA_ERROR_INVALID_VALUE, the operation's index in errorIndex (the
+ * reference names no code for it; INVALID_VALUE is the driver's for an
+ * argument it cannot use).
  */
 #include "fake_internal.h"
 
@@ -43,11 +46,13 @@ static bool zeroed(const unsigned char *b, size_t n)
     return true;
 }
 
-/* Device memory the stream's context reaches, n bytes of it. */
+/* Device memory the stream's context reaches and the decompressor can
+ * use, n bytes of it. */
 static bool usable(struct fk_ctx *c, const void *p, uint64_t n)
 {
     uint64_t a = (uintptr_t)p;
-    return a != 0 && fk_device_range(a, n) && (c == NULL || fk_reachable(c, a));
+    return a != 0 && fk_device_range(a, n) && (c == NULL || fk_reachable(c, a)) &&
+           fk_hw_decompress_range(a, n);
 }
 
 static CUresult decompress(CUmemDecompressParams *p, size_t count, unsigned flags,

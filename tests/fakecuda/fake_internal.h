@@ -145,6 +145,12 @@ enum fk_host_side { FK_NO_HOST_SIDE, FK_PINNED_TO_DEVICE, FK_PAGEABLE_TO_DEVICE,
                     FK_DEVICE_TO_PINNED, FK_DEVICE_TO_PAGEABLE };
 enum fk_host_side fk_host_side(uint64_t dst, uint64_t src);
 /* VMM mappings (fake_vmm.c). */
+/* Memory made for hardware decompression (fake_mem.c, fake_vmm.c,
+ * fake_pool.c): every byte of [addr, +n); the mapping holding addr (and
+ * where it ends); memory carved from a pool. */
+bool fk_hw_decompress_range(uint64_t addr, uint64_t n);
+bool fk_vmm_hw_decompress(uint64_t addr, uint64_t *end);
+bool fk_pool_hw_decompress(void *from);
 bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *on_host);
 /* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS of the VMM mapping holding addr: set

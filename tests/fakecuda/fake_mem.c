@@ -265,6 +265,27 @@ bool fk_device_range(uint64_t addr, uint64_t n)
     return true;
 }
 
+/* cuMemBatchDecompressAsync (driver API reference): memory "capable of
+ * usage with the hardware decompress feature" is what cuMemAlloc gives,
+ * cuMemCreate with CU_MEM_CREATE_USAGE_HW_DECOMPRESS, and a pool created
+ * with CU_MEM_POOL_CREATE_USAGE_HW_DECOMPRESS; every byte of [addr, +n)
+ * must be such memory. */
+bool fk_hw_decompress_range(uint64_t addr, uint64_t n)
+{
+    pthread_mutex_lock(&mem_lock);
+    struct fk_alloc *a = holding(&device_side, addr);
+    bool found = a != NULL, inside = a && addr + n <= a->base + a->size;
+    enum fk_alloc_kind kind = a ? a->kind : FK_DEVICE;
+    void *from = a ? a->from : NULL;
+    pthread_mutex_unlock(&mem_lock);
+    if (found)
+        return inside && (kind == FK_DEVICE || (kind == FK_CARVED && fk_pool_hw_decompress(from)));
+    for (uint64_t at = addr, end; at < addr + n; at = end)
+        if (!fk_vmm_hw_decompress(at, &end))
+            return false;
+    return true;
+}
+
 enum fk_host_side fk_host_side(uint64_t dst, uint64_t src)
 {
     if (is_device(dst) && !is_device(src))
@@ -495,6 +516,9 @@ static CUresult get_attribute(void *data, CUpointer_attribute attribute, CUdevic
         return CUDA_SUCCESS;
     case CU_POINTER_ATTRIBUTE_IS_MANAGED:
         *(unsigned int *)data = managed;
+        return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE:
+        *(int *)data = fk_hw_decompress_range(ptr, 1);
         return CUDA_SUCCESS;
     case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: {
         bool on = false;

@@ -92,6 +92,7 @@ struct fk_pool {
     int reuse[3]; /* the three reuse policies: kept, not modelled */
     /* shareable (made with POSIX file descriptors) or imported: its file */
     bool shareable, imported;
+    bool hw_decompress; /* made with CU_MEM_POOL_CREATE_USAGE_HW_DECOMPRESS */
     int fd;
     uint64_t file_end; /* where the next block goes in it */
     struct fk_pool *next;
@@ -116,6 +117,21 @@ static struct fk_pool *default_of(int dev)
     if (p->magic != POOL_MAGIC)
         *p = (struct fk_pool){.magic = POOL_MAGIC, .device = dev, .reuse = {1, 1, 1}};
     return p;
+}
+
+/* Whether memory carved from `from` (a pool, or NULL: graph memory, an
+ * import) can feed hardware decompression: only a pool created with
+ * CU_MEM_POOL_CREATE_USAGE_HW_DECOMPRESS (cuMemBatchDecompressAsync's
+ * list of allocators; the default pool is not created with it). */
+bool fk_pool_hw_decompress(void *from)
+{
+    bool capable = false;
+    pthread_mutex_lock(&pool_lock);
+    for (struct fk_pool *p = created; p; p = p->next)
+        if (p == from)
+            capable = p->hw_decompress;
+    pthread_mutex_unlock(&pool_lock);
+    return capable;
 }
 
 /* A pool handle the program holds, checked: NULL when it is none. */
@@ -364,7 +380,9 @@ FK_EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *pro
     struct fk_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    *p = (struct fk_pool){.magic = POOL_MAGIC, .device = dev, .reuse = {1, 1, 1}, .fd = -1};
+    *p = (struct fk_pool){.magic = POOL_MAGIC, .device = dev, .reuse = {1, 1, 1}, .fd = -1,
+                          .hw_decompress =
+                              (props->usage & CU_MEM_POOL_CREATE_USAGE_HW_DECOMPRESS) != 0};
     if (props->handleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
         struct share_header h = {.magic = SHARE_MAGIC, .device = dev};
         p->shareable = true;

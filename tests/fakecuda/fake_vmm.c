@@ -47,6 +47,7 @@ struct fk_handle {
     uint64_t size;
     int device; /* -1: host location */
     bool exportable, imported;
+    bool hw_decompress; /* made with CU_MEM_CREATE_USAGE_HW_DECOMPRESS */
     int mappings;
     bool released;
     /* a multicast object: its team, the devices added so far, and what
@@ -188,6 +189,7 @@ FK_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size
     h->size = size;
     h->device = device;
     h->exportable = (prop->requestedHandleTypes & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != 0;
+    h->hw_decompress = (prop->allocFlags.usage & CU_MEM_CREATE_USAGE_HW_DECOMPRESS) != 0;
     *handle = (CUmemGenericAllocationHandle)(uintptr_t)h;
     return CUDA_SUCCESS;
 }
@@ -247,6 +249,7 @@ FK_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *p
     prop->location.type = h->device >= 0 ? CU_MEM_LOCATION_TYPE_DEVICE
                                          : CU_MEM_LOCATION_TYPE_HOST;
     prop->location.id = h->device >= 0 ? h->device : 0;
+    prop->allocFlags.usage = h->hw_decompress ? CU_MEM_CREATE_USAGE_HW_DECOMPRESS : 0;
     return CUDA_SUCCESS;
 }
 
@@ -635,6 +638,19 @@ bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
     }
     pthread_mutex_unlock(&vmm_lock);
     return found;
+}
+
+/* Whether the mapping holding addr maps memory made for hardware
+ * decompression; *end: where that mapping ends. */
+bool fk_vmm_hw_decompress(uint64_t addr, uint64_t *end)
+{
+    pthread_mutex_lock(&vmm_lock);
+    struct fk_mapping *m = holding(addr);
+    bool capable = m && m->h->hw_decompress;
+    if (m)
+        *end = m->base + m->size;
+    pthread_mutex_unlock(&vmm_lock);
+    return capable;
 }
 
 bool fk_vmm_sync_memops(uint64_t addr, int set, bool *value)

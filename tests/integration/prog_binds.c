@@ -8,6 +8,10 @@
  *   1. cuMemBatchDecompressAsync: source, destination and the count of
  *      bytes written all lie in offloaded buffers; each comes back before
  *      the driver sees the batch, and the bytes and the count are right.
+ *      A backed buffer is memory the decompressor can use, as cuMemAlloc's
+ *      is, and says so (IS_HW_DECOMPRESS_CAPABLE) resident or offloaded;
+ *      the program's own cuMemCreate memory without the usage flag is
+ *      refused as the driver refuses it.
  *   2. cuMulticastBindAddr: a bound buffer never moves again (the
  *      multicast object holds the memory that was bound), so what the
  *      program writes to the buffer is what a mapping of the object reads;
@@ -48,6 +52,11 @@ static struct {
     CUresult (*mc_bind)(CUmemGenericAllocationHandle, size_t, CUdeviceptr, size_t,
                         unsigned long long);
     CUresult (*reserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+    CUresult (*addr_free)(CUdeviceptr, size_t);
+    CUresult (*mem_create)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                           unsigned long long);
+    CUresult (*mem_release)(CUmemGenericAllocationHandle);
+    CUresult (*unmap)(CUdeviceptr, size_t);
     CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
                     unsigned long long);
     CUresult (*set_access)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
@@ -110,6 +119,10 @@ static void open_driver(void)
     cu.mc_add = check_sym(cu.lib, "cuMulticastAddDevice");
     cu.mc_bind = check_sym(cu.lib, "cuMulticastBindAddr");
     cu.reserve = check_sym(cu.lib, "cuMemAddressReserve");
+    cu.addr_free = check_sym(cu.lib, "cuMemAddressFree");
+    cu.mem_create = check_sym(cu.lib, "cuMemCreate");
+    cu.mem_release = check_sym(cu.lib, "cuMemRelease");
+    cu.unmap = check_sym(cu.lib, "cuMemUnmap");
     cu.map = check_sym(cu.lib, "cuMemMap");
     cu.set_access = check_sym(cu.lib, "cuMemSetAccess");
     cu.mod_load = check_sym(cu.lib, "cuModuleLoadData");
@@ -166,6 +179,66 @@ static void expect(CUdeviceptr p, unsigned seed, const char *what)
 }
 
 /* ---- 1: batch decompression ------------------------------------------------------ */
+static int capable_of(CUdeviceptr p, bool plural)
+{
+    int capable = -1;
+    if (plural) {
+        CUpointer_attribute a = CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE;
+        void *data = &capable;
+        CHECK_CU(cu.ptr_gets(1, &a, &data, p));
+    } else {
+        CHECK_CU(cu.ptr_get(&capable, CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE, p));
+    }
+    return capable;
+}
+
+/* Only some memory can feed the decompressor (cuMemAlloc's, cuMemCreate's
+ * with CU_MEM_CREATE_USAGE_HW_DECOMPRESS): a buffer vramshim backs must
+ * stay such memory and say so, wherever its bytes are, and the program's
+ * own VMM memory gets the driver's verdict either way. */
+static void decompress_capable(CUdeviceptr src, CUdeviceptr counts)
+{
+    CHECK(capable_of(src, false) == 1 && capable_of(src, true) == 1,
+          "a resident backed buffer is not HW_DECOMPRESS_CAPABLE");
+    offload_pageable(src, "the source, for its attribute");
+    CHECK(capable_of(src, false) == 1 && capable_of(src, true) == 1,
+          "an offloaded backed buffer is not HW_DECOMPRESS_CAPABLE");
+
+    CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                .location = {CU_MEM_LOCATION_TYPE_DEVICE, 0}};
+    CUmemGenericAllocationHandle plain, made_for;
+    CHECK_CU(cu.mem_create(&plain, 2 * M, &prop, 0));
+    prop.allocFlags.usage = CU_MEM_CREATE_USAGE_HW_DECOMPRESS;
+    CHECK_CU(cu.mem_create(&made_for, 2 * M, &prop, 0));
+    CUdeviceptr va;
+    CHECK_CU(cu.reserve(&va, 4 * M, 0, 0, 0));
+    CHECK_CU(cu.map(va, 2 * M, 0, plain, 0));
+    CHECK_CU(cu.map(va + 2 * M, 2 * M, 0, made_for, 0));
+    CUmemAccessDesc rw = {{CU_MEM_LOCATION_TYPE_DEVICE, 0}, CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+    CHECK_CU(cu.set_access(va, 4 * M, &rw, 1));
+    CHECK(capable_of(va, false) == 0 && capable_of(va + 2 * M, false) == 1,
+          "the program's own VMM memory: capable %d and %d", capable_of(va, false),
+          capable_of(va + 2 * M, false));
+    CUmemDecompressParams p = {.srcNumBytes = M, .dstNumBytes = M,
+                               .dstActBytes = (cuuint32_t *)(uintptr_t)(counts + 7 * M),
+                               .src = (const void *)(uintptr_t)src,
+                               .dst = (void *)(uintptr_t)va,
+                               .algo = CU_MEM_DECOMPRESS_ALGORITHM_SNAPPY};
+    size_t index = 99;
+    CHECK_EQ_U64(cu.decompress(&p, 1, 0, &index, stream), CUDA_ERROR_INVALID_VALUE);
+    CHECK_EQ_U64(index, 0);
+    p.dst = (void *)(uintptr_t)(va + 2 * M);
+    CHECK_CU(cu.decompress(&p, 1, 0, &index, stream));
+    CHECK_CU(cu.stream_sync(stream));
+    check_fill(want, N, 11);
+    CHECK_CU(cu.dtoh(got, va + 2 * M, M));
+    CHECK(memcmp(got, want, M) == 0, "decompressed into memory made for it: wrong bytes");
+    CHECK_CU(cu.unmap(va, 4 * M));
+    CHECK_CU(cu.mem_release(plain));
+    CHECK_CU(cu.mem_release(made_for));
+    CHECK_CU(cu.addr_free(va, 4 * M));
+}
+
 static void decompress(void)
 {
     CUdeviceptr src = alloc_filled(11), dst = alloc_filled(12), counts = alloc_filled(13);
@@ -211,6 +284,7 @@ static void decompress(void)
     CHECK_CU(cu.ctx_sync());
     expect(dst, 14, "the destination of the per-thread form");
     check_invariants("after decompression");
+    decompress_capable(src, counts);
 }
 
 /* ---- 2: a multicast binding ------------------------------------------------------ */

@@ -99,37 +99,25 @@ static CUresult batch(CUstream s, unsigned count, CUstreamBatchMemOpParams *p, u
     return CUDA_SUCCESS;
 }
 
-#define FK_MEMOP_FAMILY(suffix)                                                      \
-    FK_EXPORT CUresult cuStreamWriteValue32_v2##suffix(CUstream s, CUdeviceptr addr, \
-                                                       cuuint32_t v, unsigned f)     \
-    {                                                                                \
-        FK_ENTER("cuStreamWriteValue32_v2" #suffix);                                 \
-        return memop(s, addr, v, f, false, false);                                   \
-    }                                                                                \
-    FK_EXPORT CUresult cuStreamWriteValue64_v2##suffix(CUstream s, CUdeviceptr addr, \
-                                                       cuuint64_t v, unsigned f)     \
-    {                                                                                \
-        FK_ENTER("cuStreamWriteValue64_v2" #suffix);                                 \
-        return memop(s, addr, v, f, true, false);                                    \
-    }                                                                                \
-    FK_EXPORT CUresult cuStreamWaitValue32_v2##suffix(CUstream s, CUdeviceptr addr,  \
-                                                      cuuint32_t v, unsigned f)      \
-    {                                                                                \
-        FK_ENTER("cuStreamWaitValue32_v2" #suffix);                                  \
-        return memop(s, addr, v, f, false, true);                                    \
-    }                                                                                \
-    FK_EXPORT CUresult cuStreamWaitValue64_v2##suffix(CUstream s, CUdeviceptr addr,  \
-                                                      cuuint64_t v, unsigned f)      \
-    {                                                                                \
-        FK_ENTER("cuStreamWaitValue64_v2" #suffix);                                  \
-        return memop(s, addr, v, f, true, true);                                     \
-    }                                                                                \
-    FK_EXPORT CUresult cuStreamBatchMemOp_v2##suffix(CUstream s, unsigned count,     \
-                                                     CUstreamBatchMemOpParams *p,    \
-                                                     unsigned f)                     \
-    {                                                                                \
-        FK_ENTER("cuStreamBatchMemOp_v2" #suffix);                                   \
-        return batch(s, count, p, f);                                                \
+/* One write or wait entry point: `value_t` is the width its prototype takes. */
+#define FK_MEMOP_ENTRY(name, suffix, value_t, wide, wait)                                   \
+    FK_EXPORT CUresult name##suffix(CUstream s, CUdeviceptr addr, value_t v, unsigned f) \
+    {                                                                                      \
+        FK_ENTER(#name #suffix);                                                           \
+        return memop(s, addr, v, f, wide, wait);                                           \
+    }
+
+#define FK_MEMOP_FAMILY(suffix)                                                   \
+    FK_MEMOP_ENTRY(cuStreamWriteValue32_v2, suffix, cuuint32_t, false, false)     \
+    FK_MEMOP_ENTRY(cuStreamWriteValue64_v2, suffix, cuuint64_t, true, false)      \
+    FK_MEMOP_ENTRY(cuStreamWaitValue32_v2, suffix, cuuint32_t, false, true)       \
+    FK_MEMOP_ENTRY(cuStreamWaitValue64_v2, suffix, cuuint64_t, true, true)        \
+    FK_EXPORT CUresult cuStreamBatchMemOp_v2##suffix(CUstream s, unsigned count,  \
+                                                     CUstreamBatchMemOpParams *p, \
+                                                     unsigned f)                  \
+    {                                                                             \
+        FK_ENTER("cuStreamBatchMemOp_v2" #suffix);                                \
+        return batch(s, count, p, f);                                             \
     }
 
 FK_MEMOP_FAMILY()

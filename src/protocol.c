@@ -98,20 +98,6 @@ static bool read_uint(struct cursor *c, uint64_t *out)
     return true;
 }
 
-/* The value of `name`, one of names[0..n), into slots[i]: false when the
- * name is unknown, already seen (a bit of *seen each) or not a number. */
-static bool read_named_uint(struct cursor *c, const char *name, const char *const *names,
-                            uint64_t *const *slots, size_t n, unsigned *seen)
-{
-    size_t i = 0;
-    while (i < n && strcmp(name, names[i]) != 0)
-        i++;
-    if (i == n || (*seen & (1u << i)) || !read_uint(c, slots[i]))
-        return false;
-    *seen |= 1u << i;
-    return true;
-}
-
 /* An integer from -1000 to 1000 (a priority). */
 static bool read_priority(struct cursor *c, int32_t *out)
 {
@@ -123,6 +109,101 @@ static bool read_priority(struct cursor *c, int32_t *out)
         return false;
     *out = neg ? -(int32_t)v : (int32_t)v;
     return true;
+}
+
+static bool read_bool(struct cursor *c, bool *out)
+{
+    skip_space(c);
+    size_t left = (size_t)(c->end - c->p);
+    if (left >= 4 && memcmp(c->p, "true", 4) == 0) {
+        c->p += 4;
+        *out = true;
+        return true;
+    }
+    if (left >= 5 && memcmp(c->p, "false", 5) == 0) {
+        c->p += 5;
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+/* A member the requests and answers may hold: its name, how its value is
+ * read, and where it goes. */
+enum member_kind { MEMBER_STRING, MEMBER_NAME /* a string, not empty */, MEMBER_UINT,
+                   MEMBER_PRIORITY, MEMBER_BOOL };
+struct member {
+    const char *name;
+    enum member_kind kind;
+    void *slot;
+    size_t cap;      /* a string's room, its NUL included */
+    const char *bad; /* why a bad value, or a second one, is refused (requests) */
+};
+
+static bool read_value(struct cursor *c, const struct member *m)
+{
+    switch (m->kind) {
+    case MEMBER_STRING:
+        return read_string(c, m->slot, m->cap);
+    case MEMBER_NAME:
+        return read_string(c, m->slot, m->cap) && ((const char *)m->slot)[0] != '\0';
+    case MEMBER_UINT:
+        return read_uint(c, m->slot);
+    case MEMBER_PRIORITY:
+        return read_priority(c, m->slot);
+    case MEMBER_BOOL:
+        return read_bool(c, m->slot);
+    }
+    return false;
+}
+
+/* The whole input as one flat object whose members are among members[0..n),
+ * each at most once, their values in their slots; *seen gets bit i for
+ * members[i]. False with *why when it is anything else. */
+static bool read_object(struct cursor *c, const struct member *members, size_t n,
+                        unsigned *seen, const char **why)
+{
+    *seen = 0;
+    if (!eat(c, '{')) {
+        *why = "expected a JSON object";
+        return false;
+    }
+    if (!eat(c, '}')) {
+        do {
+            char name[16];
+            if (!read_string(c, name, sizeof name) || !eat(c, ':')) {
+                *why = "expected \"member\": value";
+                return false;
+            }
+            size_t i = 0;
+            while (i < n && strcmp(name, members[i].name) != 0)
+                i++;
+            if (i == n) {
+                *why = "unknown member";
+                return false;
+            }
+            if ((*seen & (1u << i)) || !read_value(c, &members[i])) {
+                *why = members[i].bad;
+                return false;
+            }
+            *seen |= 1u << i;
+        } while (eat(c, ','));
+        if (!eat(c, '}')) {
+            *why = "expected , or }";
+            return false;
+        }
+    }
+    skip_space(c);
+    if (c->p != c->end) {
+        *why = "trailing bytes after the object";
+        return false;
+    }
+    return true;
+}
+
+static bool has(unsigned seen, unsigned member)
+{
+    return (seen & (1u << member)) != 0;
 }
 
 static int fail(char *why, size_t len, const char *reason)
@@ -146,69 +227,30 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
     memset(req, 0, sizeof *req);
     if (len > VS_REQUEST_MAX)
         return fail(why, why_len, "request too long");
-    struct cursor c = {buf, buf + len};
     char cmd[16] = "";
-    bool have_cmd = false, have_key = false, have_value = false, have_owner = false,
-         have_bytes = false, have_base = false, have_token = false, have_uuid = false,
-         have_priority = false;
-    if (!eat(&c, '{'))
-        return fail(why, why_len, "expected a JSON object");
-    if (!eat(&c, '}')) {
-        do {
-            char name[16];
-            if (!read_string(&c, name, sizeof name) || !eat(&c, ':'))
-                return fail(why, why_len, "expected \"member\": value");
-            bool *seen;
-            if (strcmp(name, "cmd") == 0) {
-                seen = &have_cmd;
-                if (*seen || !read_string(&c, cmd, sizeof cmd))
-                    return fail(why, why_len, "bad cmd");
-            } else if (strcmp(name, "key") == 0) {
-                seen = &have_key;
-                if (*seen || !read_string(&c, req->key, sizeof req->key))
-                    return fail(why, why_len, "bad key");
-            } else if (strcmp(name, "value") == 0) {
-                seen = &have_value;
-                if (*seen || !read_string(&c, req->value, sizeof req->value))
-                    return fail(why, why_len, "bad value");
-            } else if (strcmp(name, "owner") == 0) {
-                seen = &have_owner;
-                if (*seen || !read_string(&c, req->owner, sizeof req->owner) ||
-                    req->owner[0] == '\0')
-                    return fail(why, why_len, "bad owner");
-            } else if (strcmp(name, "bytes") == 0) {
-                seen = &have_bytes;
-                if (*seen || !read_uint(&c, &req->bytes))
-                    return fail(why, why_len, "bad bytes");
-            } else if (strcmp(name, "base") == 0) {
-                seen = &have_base;
-                if (*seen || !read_uint(&c, &req->base))
-                    return fail(why, why_len, "bad base");
-            } else if (strcmp(name, "token") == 0) {
-                seen = &have_token;
-                if (*seen || !read_uint(&c, &req->token))
-                    return fail(why, why_len, "bad token");
-            } else if (strcmp(name, "uuid") == 0) {
-                seen = &have_uuid;
-                if (*seen || !read_string(&c, req->uuid, sizeof req->uuid) ||
-                    req->uuid[0] == '\0')
-                    return fail(why, why_len, "bad uuid");
-            } else if (strcmp(name, "priority") == 0) {
-                seen = &have_priority;
-                if (*seen || !read_priority(&c, &req->priority))
-                    return fail(why, why_len, "bad priority (an integer from -1000 to 1000)");
-            } else {
-                return fail(why, why_len, "unknown member");
-            }
-            *seen = true;
-        } while (eat(&c, ','));
-        if (!eat(&c, '}'))
-            return fail(why, why_len, "expected , or }");
-    }
-    skip_space(&c);
-    if (c.p != c.end)
-        return fail(why, why_len, "trailing bytes after the object");
-    if (!have_cmd)
+    enum { CMD, KEY, VALUE, OWNER, BYTES, BASE, TOKEN, UUID, PRIORITY, MEMBERS };
+    const struct member members[MEMBERS] = {
+        [CMD] = {"cmd", MEMBER_STRING, cmd, sizeof cmd, "bad cmd"},
+        [KEY] = {"key", MEMBER_STRING, req->key, sizeof req->key, "bad key"},
+        [VALUE] = {"value", MEMBER_STRING, req->value, sizeof req->value, "bad value"},
+        [OWNER] = {"owner", MEMBER_NAME, req->owner, sizeof req->owner, "bad owner"},
+        [BYTES] = {"bytes", MEMBER_UINT, &req->bytes, 0, "bad bytes"},
+        [BASE] = {"base", MEMBER_UINT, &req->base, 0, "bad base"},
+        [TOKEN] = {"token", MEMBER_UINT, &req->token, 0, "bad token"},
+        [UUID] = {"uuid", MEMBER_NAME, req->uuid, sizeof req->uuid, "bad uuid"},
+        [PRIORITY] = {"priority", MEMBER_PRIORITY, &req->priority, 0,
+                      "bad priority (an integer from -1000 to 1000)"},
+    };
+    struct cursor c = {buf, buf + len};
+    unsigned seen;
+    const char *bad;
+    if (!read_object(&c, members, MEMBERS, &seen, &bad))
+        return fail(why, why_len, bad);
+    bool have_key = has(seen, KEY), have_value = has(seen, VALUE), have_owner = has(seen, OWNER),
+         have_bytes = has(seen, BYTES), have_base = has(seen, BASE),
+         have_token = has(seen, TOKEN), have_uuid = has(seen, UUID),
+         have_priority = has(seen, PRIORITY);
+    if (!has(seen, CMD))
         return fail(why, why_len, "no cmd");
     req->cmd = VS_REQ_NONE;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -238,60 +280,26 @@ int vs_request_parse(const char *buf, size_t len, struct vs_request *req, char *
 
 /* ---- the answer to a share request, as the importer reads it ------------ */
 
-static bool read_bool(struct cursor *c, bool *out)
-{
-    skip_space(c);
-    size_t left = (size_t)(c->end - c->p);
-    if (left >= 4 && memcmp(c->p, "true", 4) == 0) {
-        c->p += 4;
-        *out = true;
-        return true;
-    }
-    if (left >= 5 && memcmp(c->p, "false", 5) == 0) {
-        c->p += 5;
-        *out = false;
-        return true;
-    }
-    return false;
-}
-
 int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a)
 {
     memset(a, 0, sizeof *a);
+    enum { OK, ERROR, SIZE, SPAN, GRAN, CHUNK, N, MEMBERS };
+    const struct member members[MEMBERS] = {
+        [OK] = {"ok", MEMBER_BOOL, &a->ok, 0},
+        [ERROR] = {"error", MEMBER_NAME, a->error, sizeof a->error},
+        [SIZE] = {"size", MEMBER_UINT, &a->size, 0},
+        [SPAN] = {"span", MEMBER_UINT, &a->span, 0},
+        [GRAN] = {"gran", MEMBER_UINT, &a->gran, 0},
+        [CHUNK] = {"chunk", MEMBER_UINT, &a->chunk, 0},
+        [N] = {"n", MEMBER_UINT, &a->n, 0},
+    };
+    const unsigned layout = 1u << SIZE | 1u << SPAN | 1u << GRAN | 1u << CHUNK | 1u << N;
     struct cursor c = {buf, buf + len};
-    bool have_ok = false;
-    unsigned seen = 0;
-    static const char *const numbers[] = {"size", "span", "gran", "chunk", "n"};
-    uint64_t *slots[] = {&a->size, &a->span, &a->gran, &a->chunk, &a->n};
-    if (!eat(&c, '{'))
+    unsigned seen;
+    const char *bad;
+    if (!read_object(&c, members, MEMBERS, &seen, &bad) || !has(seen, OK))
         return -EINVAL;
-    if (!eat(&c, '}')) {
-        do {
-            char name[16];
-            if (!read_string(&c, name, sizeof name) || !eat(&c, ':'))
-                return -EINVAL;
-            if (strcmp(name, "ok") == 0) {
-                if (have_ok || !read_bool(&c, &a->ok))
-                    return -EINVAL;
-                have_ok = true;
-                continue;
-            }
-            if (strcmp(name, "error") == 0) {
-                if (a->error[0] || !read_string(&c, a->error, sizeof a->error) ||
-                    a->error[0] == '\0')
-                    return -EINVAL;
-                continue;
-            }
-            if (!read_named_uint(&c, name, numbers, slots, 5, &seen))
-                return -EINVAL;
-        } while (eat(&c, ','));
-        if (!eat(&c, '}'))
-            return -EINVAL;
-    }
-    skip_space(&c);
-    if (c.p != c.end || !have_ok)
-        return -EINVAL;
-    if (a->ok && seen != 0x1f)
+    if (a->ok && (seen & layout) != layout)
         return -EINVAL; /* a layout is all five numbers */
     return 0;
 }
@@ -299,38 +307,19 @@ int vs_share_answer_parse(const char *buf, size_t len, struct vs_share_answer *a
 int vs_relief_answer_parse(const char *buf, size_t len, struct vs_relief_answer *a)
 {
     memset(a, 0, sizeof *a);
+    enum { OK, ERROR, PRIORITY, RESIDENT, IDLE_MS, MOVED, MEMBERS };
+    const struct member members[MEMBERS] = {
+        [OK] = {"ok", MEMBER_BOOL, &a->ok, 0},
+        [ERROR] = {"error", MEMBER_NAME, a->error, sizeof a->error},
+        [PRIORITY] = {"priority", MEMBER_PRIORITY, &a->priority, 0},
+        [RESIDENT] = {"resident", MEMBER_UINT, &a->resident, 0},
+        [IDLE_MS] = {"idle_ms", MEMBER_UINT, &a->idle_ms, 0},
+        [MOVED] = {"moved", MEMBER_UINT, &a->moved, 0},
+    };
     struct cursor c = {buf, buf + len};
-    bool have_ok = false, have_priority = false;
-    unsigned seen = 0;
-    static const char *const numbers[] = {"resident", "idle_ms", "moved"};
-    uint64_t *slots[] = {&a->resident, &a->idle_ms, &a->moved};
-    if (!eat(&c, '{'))
-        return -EINVAL;
-    do {
-        char name[16];
-        if (!read_string(&c, name, sizeof name) || !eat(&c, ':'))
-            return -EINVAL;
-        if (strcmp(name, "ok") == 0) {
-            if (have_ok || !read_bool(&c, &a->ok))
-                return -EINVAL;
-            have_ok = true;
-        } else if (strcmp(name, "error") == 0) {
-            if (a->error[0] || !read_string(&c, a->error, sizeof a->error) ||
-                a->error[0] == '\0')
-                return -EINVAL;
-        } else if (strcmp(name, "priority") == 0) {
-            if (have_priority || !read_priority(&c, &a->priority))
-                return -EINVAL;
-            have_priority = true;
-        } else {
-            if (!read_named_uint(&c, name, numbers, slots, 3, &seen))
-                return -EINVAL;
-        }
-    } while (eat(&c, ','));
-    if (!eat(&c, '}'))
-        return -EINVAL;
-    skip_space(&c);
-    return c.p == c.end && have_ok ? 0 : -EINVAL;
+    unsigned seen;
+    const char *bad;
+    return read_object(&c, members, MEMBERS, &seen, &bad) && has(seen, OK) ? 0 : -EINVAL;
 }
 
 int vs_share_answer_check(const struct vs_share_answer *a, uint64_t handle_size, char *why,

@@ -222,7 +222,7 @@ void fk_uncharge(int dev, uint64_t bytes)
 FK_EXPORT unsigned long long fakecuda_held(int dev)
 {
     fk_setup();
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return 0;
     return atomic_load(&fk.mine[dev]);
 }
@@ -230,7 +230,7 @@ FK_EXPORT unsigned long long fakecuda_held(int dev)
 FK_EXPORT unsigned long long fakecuda_used(int dev)
 {
     fk_setup();
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return 0;
     return atomic_load(&fk.shared->used[dev]);
 }
@@ -290,10 +290,7 @@ FK_EXPORT CUresult cuDeviceGetCount(int *count)
 FK_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
 {
     FK_ENTER("cuDeviceGet");
-    if (device == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (ordinal < 0 || ordinal >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(device, ordinal);
     *device = ordinal;
     return CUDA_SUCCESS;
 }
@@ -303,7 +300,7 @@ FK_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
     FK_ENTER("cuDeviceGetName");
     if (name == NULL || len <= 0)
         return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return CUDA_ERROR_INVALID_DEVICE;
     snprintf(name, (size_t)len, "fakecuda device %d", dev);
     return CUDA_SUCCESS;
@@ -312,10 +309,7 @@ FK_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 FK_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 {
     FK_ENTER("cuDeviceGetUuid_v2");
-    if (uuid == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(uuid, dev);
     fakecuda_uuid_bytes(dev, (unsigned char *)uuid->bytes);
     return CUDA_SUCCESS;
 }
@@ -328,10 +322,7 @@ FK_EXPORT CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
 FK_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
     FK_ENTER("cuDeviceTotalMem_v2");
-    if (bytes == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(bytes, dev);
     *bytes = fk.mem_size;
     return CUDA_SUCCESS;
 }
@@ -339,10 +330,7 @@ FK_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 FK_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev)
 {
     FK_ENTER("cuDeviceGetAttribute");
-    if (pi == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(pi, dev);
     switch (attrib) {
     case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
     case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING:
@@ -388,10 +376,7 @@ static void set_current(struct fk_ctx *c)
 FK_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 {
     FK_ENTER("cuDevicePrimaryCtxRetain");
-    if (pctx == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(pctx, dev);
     pthread_mutex_lock(&fk.lock);
     bool fits = fk.primary[dev].refcount > 0 || fk_ctx_mem_take(&fk.primary[dev]);
     if (fits)
@@ -406,7 +391,7 @@ FK_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 FK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 {
     FK_ENTER("cuDevicePrimaryCtxRelease_v2");
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return CUDA_ERROR_INVALID_DEVICE;
     pthread_mutex_lock(&fk.lock);
     if (fk.primary[dev].refcount > 0 && --fk.primary[dev].refcount == 0)
@@ -419,10 +404,7 @@ FK_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice 
 {
     (void)flags;
     FK_ENTER("cuCtxCreate_v2");
-    if (pctx == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(pctx, dev);
     struct fk_ctx *c = calloc(1, sizeof *c);
     if (c == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -526,7 +508,7 @@ FK_EXPORT CUresult cuDeviceCanAccessPeer(int *can, CUdevice dev, CUdevice peer)
     FK_ENTER("cuDeviceCanAccessPeer");
     if (can == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices || peer < 0 || peer >= fk.ndevices)
+    if (!fk_device_ok(dev) || !fk_device_ok(peer))
         return CUDA_ERROR_INVALID_DEVICE;
     *can = dev != peer;
     return CUDA_SUCCESS;

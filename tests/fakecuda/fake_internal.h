@@ -82,6 +82,21 @@ CUresult fk_injected(const char *name);
             return CUDA_ERROR_NOT_INITIALIZED;       \
     } while (0)
 
+/* Is dev an ordinal of this driver's devices? */
+static inline bool fk_device_ok(int dev)
+{
+    return dev >= 0 && dev < fk.ndevices;
+}
+/* The argument checks a device query starts with, in the driver's order:
+ * its out pointer (NULL: CUDA_ERROR_INVALID_VALUE), then the ordinal. */
+#define FK_DEVICE_ARGS(out, dev)                     \
+    do {                                             \
+        if ((out) == NULL)                           \
+            return CUDA_ERROR_INVALID_VALUE;         \
+        if (!fk_device_ok(dev))                      \
+            return CUDA_ERROR_INVALID_DEVICE;        \
+    } while (0)
+
 /* The calling thread's current context, or NULL. */
 struct fk_ctx *fk_current(void);
 #define FK_NEED_CTX(ctxvar)                          \

@@ -317,10 +317,7 @@ FK_ASYNC_FAMILY(_ptsz)
 FK_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
 {
     FK_ENTER("cuDeviceGetDefaultMemPool");
-    if (pool == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(pool, dev);
     pthread_mutex_lock(&pool_lock);
     *pool = (CUmemoryPool)default_of(dev);
     pthread_mutex_unlock(&pool_lock);
@@ -330,10 +327,7 @@ FK_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
 FK_EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
 {
     FK_ENTER("cuDeviceGetMemPool");
-    if (pool == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (dev < 0 || dev >= fk.ndevices)
-        return CUDA_ERROR_INVALID_DEVICE;
+    FK_DEVICE_ARGS(pool, dev);
     pthread_mutex_lock(&pool_lock);
     *pool = (CUmemoryPool)(current_pool[dev] ? current_pool[dev] : default_of(dev));
     pthread_mutex_unlock(&pool_lock);
@@ -344,7 +338,7 @@ FK_EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
 FK_EXPORT CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool)
 {
     FK_ENTER("cuDeviceSetMemPool");
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return CUDA_ERROR_INVALID_DEVICE;
     struct fk_pool *p = pool_of(pool);
     if (p == NULL || p->device != dev || p->imported)
@@ -363,7 +357,7 @@ FK_EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *pro
     int dev;
     switch (props->location.type) {
     case CU_MEM_LOCATION_TYPE_DEVICE:
-        if (props->location.id < 0 || props->location.id >= fk.ndevices)
+        if (!fk_device_ok(props->location.id))
             return CUDA_ERROR_INVALID_DEVICE;
         dev = props->location.id;
         break;
@@ -427,7 +421,7 @@ FK_EXPORT CUresult cuMemPoolImportFromShareableHandle(CUmemoryPool *pool_out, vo
     struct share_header h;
     if (pool_out == NULL || flags != 0 || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR ||
         pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || h.magic != SHARE_MAGIC ||
-        h.device < 0 || h.device >= fk.ndevices)
+        !fk_device_ok(h.device))
         return CUDA_ERROR_INVALID_VALUE;
     struct fk_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
@@ -616,7 +610,7 @@ void fk_graph_mem_unmap(int dev, uint64_t bytes)
 FK_EXPORT CUresult cuDeviceGraphMemTrim(CUdevice dev)
 {
     FK_ENTER("cuDeviceGraphMemTrim");
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return CUDA_ERROR_INVALID_DEVICE;
     pthread_mutex_lock(&pool_lock);
     uint64_t keep = gran_round(graph_mem[dev].used);
@@ -632,7 +626,7 @@ FK_EXPORT CUresult cuDeviceGetGraphMemAttribute(CUdevice dev, CUgraphMem_attribu
                                                 void *value)
 {
     FK_ENTER("cuDeviceGetGraphMemAttribute");
-    if (dev < 0 || dev >= fk.ndevices)
+    if (!fk_device_ok(dev))
         return CUDA_ERROR_INVALID_DEVICE;
     if (value == NULL)
         return CUDA_ERROR_INVALID_VALUE;

@@ -164,6 +164,34 @@ static void env_set(const char *name, const char *value)
     env_values[env_n++] = value;
 }
 
+/* vs_config_load over the table with its log captured: its result and the
+ * number of lines it logged must be these. */
+static void load_logged(struct vs_config *cfg, int rc, int lines)
+{
+    fixture_log_capture();
+    assert_int_equal(vs_config_load(cfg, table_env), rc);
+    assert_int_equal(fixture_log_lines(), lines);
+}
+
+static void assert_defaults(const struct vs_config *cfg)
+{
+    struct vs_config dflt;
+    vs_config_defaults(&dflt);
+    assert_memory_equal(cfg, &dflt, sizeof *cfg);
+}
+
+/* A load with var=value alone set, a value it refuses: one line, and every
+ * setting at its default. Returns the line. */
+static const char *load_refusing(const char *var, const char *value)
+{
+    env_n = 0;
+    env_set(var, value);
+    struct vs_config cfg;
+    load_logged(&cfg, 1, 1);
+    assert_defaults(&cfg);
+    return fixture_log();
+}
+
 static void load_good(void **state)
 {
     (void)state;
@@ -182,13 +210,11 @@ static void load_good(void **state)
     env_set("VRAMSHIM_FAST_COPY_MIN", "32M");
     env_set("VRAMSHIM_COPY_THREADS", "6");
     env_set("VRAMSHIM_STAGING", "128M");
-    fixture_log_capture();
     struct vs_config cfg;
-    assert_int_equal(vs_config_load(&cfg, table_env), 0);
+    load_logged(&cfg, 0, 0);
     assert_int_equal(cfg.fast_copy_min, 32 * MiB);
     assert_int_equal(cfg.copy_threads, 6);
     assert_int_equal(cfg.staging_bytes, 128 * MiB);
-    assert_int_equal(fixture_log_lines(), 0);
     assert_int_equal(cfg.vram_limit_dev[0].bytes, 8 * GiB);
     assert_int_equal(cfg.vram_limit_dev[1].kind, VS_SIZE_PERCENT);
     assert_int_equal(cfg.reserve_vram.bytes, GiB);
@@ -277,22 +303,13 @@ static void load_bad_each(void **state)
         {"VRAMSHIM_IDLE_RELEASE", "0"},    {"VRAMSHIM_IDLE_RELEASE", "25h"},
         {"VRAMSHIM_IDLE_RELEASE", "5 m"},  {"VRAMSHIM_RELIEF_MS", "99"},
     };
-    struct vs_config dflt;
-    vs_config_defaults(&dflt);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        env_n = 0;
-        env_set(bad[i].var, bad[i].value);
-        fixture_log_capture();
-        struct vs_config cfg;
-        assert_int_equal(vs_config_load(&cfg, table_env), 1);
-        const char *log = fixture_log();
-        assert_int_equal(fixture_log_lines(), 1);
+        const char *log = load_refusing(bad[i].var, bad[i].value);
         assert_non_null(strstr(log, bad[i].var));
         char quoted[128];
         snprintf(quoted, sizeof quoted, "\"%s\"", bad[i].value);
         assert_non_null(strstr(log, quoted));
         assert_non_null(strstr(log, "using the default"));
-        assert_memory_equal(&cfg, &dflt, sizeof cfg);
         vs_log_set_level(VS_LOG_WARN);
     }
 }
@@ -307,10 +324,8 @@ static void hami_limits(void **state)
     env_set("CUDA_DEVICE_MEMORY_LIMIT_1", "1048576k");
     env_set("CUDA_DEVICE_MEMORY_LIMIT_15", "1073741824");
     env_set("CUDA_DEVICE_MEMORY_LIMIT_16", "1g"); /* past the last device: not read */
-    fixture_log_capture();
     struct vs_config cfg;
-    assert_int_equal(vs_config_load(&cfg, table_env), 0);
-    assert_int_equal(fixture_log_lines(), 0);
+    load_logged(&cfg, 0, 0);
     assert_int_equal(cfg.vram_limit_all.kind, VS_SIZE_BYTES);
     assert_int_equal(cfg.vram_limit_all.bytes, 3000 * MiB);
     assert_int_equal(cfg.vram_limit_dev[0].kind, VS_SIZE_NONE);
@@ -335,10 +350,8 @@ static void hami_conflict(void **state)
         env_n = 0;
         env_set("VRAMSHIM_VRAM_LIMIT", "4G");
         env_set(hami[i], "1g");
-        fixture_log_capture();
         struct vs_config cfg;
-        assert_int_equal(vs_config_load(&cfg, table_env), 0);
-        assert_int_equal(fixture_log_lines(), 1);
+        load_logged(&cfg, 0, 1);
         assert_non_null(strstr(fixture_log(), "VRAMSHIM_VRAM_LIMIT is set and wins"));
         assert_non_null(strstr(fixture_log(), "CUDA_DEVICE_MEMORY_LIMIT"));
         assert_int_equal(cfg.vram_limit_all.bytes, 4 * GiB);
@@ -347,12 +360,9 @@ static void hami_conflict(void **state)
     env_n = 0;
     env_set("VRAMSHIM_VRAM_LIMIT", "4Q");
     env_set("CUDA_DEVICE_MEMORY_LIMIT", "1g");
-    fixture_log_capture();
-    struct vs_config cfg, dflt;
-    vs_config_defaults(&dflt);
-    assert_int_equal(vs_config_load(&cfg, table_env), 1);
-    assert_int_equal(fixture_log_lines(), 2);
-    assert_memory_equal(&cfg, &dflt, sizeof cfg);
+    struct vs_config cfg;
+    load_logged(&cfg, 1, 2);
+    assert_defaults(&cfg);
 }
 
 /* A bad HAMi value: one line naming it, and no limit from it. */
@@ -364,28 +374,18 @@ static void hami_bad(void **state)
         {"CUDA_DEVICE_MEMORY_LIMIT", ""},     {"CUDA_DEVICE_MEMORY_LIMIT", "40%"},
         {"CUDA_DEVICE_MEMORY_LIMIT_2", "-1"}, {"CUDA_DEVICE_MEMORY_LIMIT_0", "1g "},
     };
-    struct vs_config dflt;
-    vs_config_defaults(&dflt);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        env_n = 0;
-        env_set(bad[i].var, bad[i].value);
-        fixture_log_capture();
-        struct vs_config cfg;
-        assert_int_equal(vs_config_load(&cfg, table_env), 1);
-        assert_int_equal(fixture_log_lines(), 1);
+        const char *log = load_refusing(bad[i].var, bad[i].value);
         char quoted[128];
         snprintf(quoted, sizeof quoted, "%s=\"%s\"", bad[i].var, bad[i].value);
-        assert_non_null(strstr(fixture_log(), quoted));
-        assert_memory_equal(&cfg, &dflt, sizeof cfg);
+        assert_non_null(strstr(log, quoted));
     }
     /* one bad form leaves the other in force */
     env_n = 0;
     env_set("CUDA_DEVICE_MEMORY_LIMIT", "lots");
     env_set("CUDA_DEVICE_MEMORY_LIMIT_1", "2g");
-    fixture_log_capture();
     struct vs_config cfg;
-    assert_int_equal(vs_config_load(&cfg, table_env), 1);
-    assert_int_equal(fixture_log_lines(), 1);
+    load_logged(&cfg, 1, 1);
     assert_int_equal(cfg.vram_limit_all.kind, VS_SIZE_NONE);
     assert_int_equal(cfg.vram_limit_dev[1].bytes, 2 * GiB);
 }
@@ -400,25 +400,20 @@ static void hami_unenforced(void **state)
     env_set("CUDA_DEVICE_SM_LIMIT_1", "30");
     env_set("GPU_CORE_UTILIZATION_POLICY", "force");
     env_set("CUDA_OVERSUBSCRIBE", "true");
-    fixture_log_capture();
-    struct vs_config cfg, dflt;
-    vs_config_defaults(&dflt);
-    assert_int_equal(vs_config_load(&cfg, table_env), 0);
-    assert_int_equal(fixture_log_lines(), 1);
+    struct vs_config cfg;
+    load_logged(&cfg, 0, 1);
     const char *log = fixture_log();
     assert_non_null(strstr(log, "does not enforce"));
     assert_non_null(strstr(log, "CUDA_DEVICE_SM_LIMIT=\"50\""));
     assert_non_null(strstr(log, "CUDA_DEVICE_SM_LIMIT_1=\"30\""));
     assert_non_null(strstr(log, "GPU_CORE_UTILIZATION_POLICY=\"force\""));
     assert_non_null(strstr(log, "CUDA_OVERSUBSCRIBE=\"true\""));
-    assert_memory_equal(&cfg, &dflt, sizeof cfg);
+    assert_defaults(&cfg);
 
     env_n = 0;
     env_set("CUDA_DEVICE_SM_LIMIT", "100");
     env_set("CUDA_DEVICE_SM_LIMIT_0", "0");
-    fixture_log_capture();
-    assert_int_equal(vs_config_load(&cfg, table_env), 0);
-    assert_int_equal(fixture_log_lines(), 0);
+    load_logged(&cfg, 0, 0);
 }
 
 int main(void)

@@ -383,22 +383,9 @@ static void idle_release(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "worker") == 0)
-        return worker();
-    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
-    CHECK(n > 0, "readlink");
-    self_path[n] = '\0';
-    /* one scenario by name, for a closer look: prog_relief priorities */
-    const char *only = argc > 1 ? argv[1] : NULL;
-    static const struct {
-        const char *name;
-        void (*run)(void);
-    } all[] = {{"fill", fill_and_give}, {"priorities", priorities},
-               {"unresponsive", unresponsive}, {"alternating", alternating}, {"crowd", crowd},
-               {"release", idle_release}};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (only == NULL || strcmp(only, all[i].name) == 0)
-            all[i].run();
-    printf("relief: ok\n");
-    return 0;
+    static const struct relief_scenario all[] = {
+        {"fill", fill_and_give}, {"priorities", priorities}, {"unresponsive", unresponsive},
+        {"alternating", alternating}, {"crowd", crowd}, {"release", idle_release},
+    };
+    return relief_main(argc, argv, all, sizeof all / sizeof all[0], "relief");
 }

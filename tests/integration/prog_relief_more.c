@@ -235,19 +235,6 @@ static void group_dir(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "worker") == 0)
-        return worker();
-    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
-    CHECK(n > 0, "readlink");
-    self_path[n] = '\0';
-    const char *only = argc > 1 ? argv[1] : NULL;
-    static const struct {
-        const char *name;
-        void (*run)(void);
-    } all[] = {{"kinds", kinds}, {"group", group_dir}};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (only == NULL || strcmp(only, all[i].name) == 0)
-            all[i].run();
-    printf("relief more: ok\n");
-    return 0;
+    static const struct relief_scenario all[] = {{"kinds", kinds}, {"group", group_dir}};
+    return relief_main(argc, argv, all, sizeof all / sizeof all[0], "relief more");
 }

@@ -3,7 +3,8 @@
  * FAKECUDA_SHM, each under vramshim with settings of its own, in a socket
  * directory of the scenario's own, driven one command and one answer at a
  * time through pipes so that every step happens in a known order
- * (prog_relief, prog_relief_more). See relief_workers.h for the commands.
+ * (prog_relief, prog_relief_more, whose main is relief_main here). See
+ * relief_workers.h for the commands.
  */
 #define _GNU_SOURCE 1
 #include "relief_workers.h"
@@ -134,7 +135,7 @@ static void block_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
 
 static unsigned seed_of(int i) { return (unsigned)getpid() * 31u + (unsigned)i; }
 
-int worker(void)
+static int worker(void)
 {
     if (getenv("RELIEF_TEST_AS"))
         become(getenv("RELIEF_TEST_AS"));
@@ -235,8 +236,8 @@ int worker(void)
 
 /* ---- driving the workers --------------------------------------------------- */
 
-
-char self_path[4096];
+/* this program, which the workers run again */
+static char self_path[4096];
 char sock_dir[64], shm_name[64];
 const char *dev_mem = "256M";
 static int scenario_no;
@@ -367,4 +368,20 @@ void wait_tick(void)
     uint64_t t0 = coarse_ns();
     while (coarse_ns() <= t0)
         sched_yield();
+}
+
+int relief_main(int argc, char **argv, const struct relief_scenario *all, size_t n,
+                const char *title)
+{
+    if (argc > 1 && strcmp(argv[1], "worker") == 0)
+        return worker();
+    ssize_t len = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    CHECK(len > 0, "readlink");
+    self_path[len] = '\0';
+    const char *only = argc > 1 ? argv[1] : NULL;
+    for (size_t i = 0; i < n; i++)
+        if (only == NULL || strcmp(only, all[i].name) == 0)
+            all[i].run();
+    printf("%s: ok\n", title);
+    return 0;
 }

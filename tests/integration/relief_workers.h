@@ -28,14 +28,20 @@ struct worker {
     char name[8];
 };
 
-/* this program, the scenario's socket directory and shared device, and
- * the device's size for the next scenario (FAKECUDA_MEM) */
-extern char self_path[4096];
+/* the scenario's socket directory and shared device, and the device's
+ * size for the next scenario (FAKECUDA_MEM) */
 extern char sock_dir[64], shm_name[64];
 extern const char *dev_mem;
 
-/* The worker's side: `PROG worker` runs this. */
-int worker(void);
+/* A scenario of a relief program, by the name that runs it alone. */
+struct relief_scenario {
+    const char *name;
+    void (*run)(void);
+};
+/* The relief programs' main: `PROG worker` is a worker, `PROG NAME` runs
+ * that scenario alone, `PROG` runs all[0..n) in turn; then "TITLE: ok". */
+int relief_main(int argc, char **argv, const struct relief_scenario *all, size_t n,
+                const char *title);
 /* A fresh device and socket directory for the next scenario; removed by
  * scenario_end. */
 void scenario(void);

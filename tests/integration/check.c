@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 void *check_libcuda(void)
@@ -263,6 +264,16 @@ void check_device_bytes(CUresult (*dtoh)(void *, CUdeviceptr, size_t), CUdevicep
         bad++;
     CHECK(bad == n, "%s: byte %zu is %u, expected %u", what, bad, got[bad], want[bad]);
     free(got);
+}
+
+int check_capture(const char *cmd, char *out, size_t cap)
+{
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL, "popen");
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 void check_sock_path(const char *dir, pid_t pid, char *out, size_t cap)

@@ -88,6 +88,10 @@ void check_reexec_with(char **argv, const char *var, const char *value);
  * set (CHECK_REEXECED marks the second run). */
 void check_reexec_env(char **argv, const char *const *assignments);
 
+/* Run a shell command line: its exit status (-1 when it did not exit),
+ * and its output in out (at most cap-1 bytes, NUL-terminated). */
+int check_capture(const char *cmd, char *out, size_t cap);
+
 /* Start path with argv, its stdin and stdout piped to *to and *from;
  * without LD_PRELOAD when no_preload. Returns its pid. */
 pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **to,

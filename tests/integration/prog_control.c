@@ -84,17 +84,6 @@ static int target_alloc(int mib)
     return rc;
 }
 
-/* Run a shell command line: its exit code, and its output in out. */
-static int capture(const char *cmd, char *out, size_t cap)
-{
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* Run the tool; its exit code, and its output in out. */
 static int run_tool(char *out, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -106,7 +95,7 @@ static int run_tool(char *out, size_t cap, const char *fmt, ...)
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
     snprintf(cmd, sizeof cmd, "%s %s 2>&1", tool, args);
-    return capture(cmd, out, cap);
+    return check_capture(cmd, out, cap);
 }
 
 static json_t *tool_stats(void)
@@ -252,7 +241,7 @@ static int shell(char *out, size_t cap, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     snprintf(cmd, sizeof cmd, "env -u LD_PRELOAD sh -c '%s' 2>&1", line);
-    return capture(cmd, out, cap);
+    return check_capture(cmd, out, cap);
 }
 
 /* Capture the tmux pane until it shows `want`; false after ten seconds. */

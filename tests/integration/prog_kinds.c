@@ -389,12 +389,7 @@ static void set_limits(uint64_t l0, uint64_t l1, uint64_t pin)
     snprintf(cmd, sizeof cmd, "%s set %d vram_limit=0:%lluM,1:%lluM pin_limit=%lluM 2>&1", tool,
              (int)getpid(), (unsigned long long)(l0 / M), (unsigned long long)(l1 / M),
              (unsigned long long)(pin / M));
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    CHECK(status == 0, "%s: %s", cmd, out);
+    CHECK(check_capture(cmd, out, sizeof out) == 0, "%s: %s", cmd, out);
     limit[0] = l0;
     limit[1] = l1;
     pin_limit = pin;
@@ -420,17 +415,9 @@ static void tool_figures(void)
              "%s metrics | /usr/bin/python3 %s/tests/integration/parse_metrics.py --devices %d%s "
              "2>&1",
              tool, getenv("VRAMSHIM_SRC") ? getenv("VRAMSHIM_SRC") : ".", (int)getpid(), want);
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    CHECK(pclose(p) == 0, "%s: %s", cmd, out);
+    CHECK(check_capture(cmd, out, sizeof out) == 0, "%s: %s", cmd, out);
     snprintf(cmd, sizeof cmd, "%s top --once 2>&1", tool);
-    p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    CHECK(pclose(p) == 0, "top --once: %s", out);
+    CHECK(check_capture(cmd, out, sizeof out) == 0, "top --once: %s", out);
     char row[64];
     snprintf(row, sizeof row, "%-8d dev 0: overhead ", (int)getpid());
     CHECK(strstr(out, row) != NULL, "top --once shows no overhead row: %s", out);

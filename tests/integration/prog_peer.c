@@ -64,16 +64,6 @@ static void open_driver(void)
     open_handle = check_sym(d.lib, "cuIpcOpenMemHandle_v2");
 }
 
-static int capture(const char *cmd, char *out, size_t cap)
-{
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* The tool with a socket directory; exit code, output (stdout and stderr). */
 static int run_tool(const char *dir, char *out, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -87,7 +77,7 @@ static int run_tool(const char *dir, char *out, size_t cap, const char *fmt, ...
     /* timeout only bounds a hang of the code under test */
     snprintf(cmd, sizeof cmd, "env -u LD_PRELOAD VRAMSHIM_SOCKET_DIR=%s timeout 60 %s %s 2>&1",
              dir, tool, args);
-    return capture(cmd, out, cap);
+    return check_capture(cmd, out, cap);
 }
 
 /* ---- hostile servers ---------------------------------------------------------- */
@@ -526,7 +516,7 @@ static int entries(const char *dir, const char *prefix, char *names, size_t cap)
 {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "ls %s | grep '^%s'", dir, prefix);
-    capture(cmd, names, cap);
+    check_capture(cmd, names, cap);
     int n = 0;
     for (const char *p = names; (p = strchr(p, '\n')); p++)
         n++;

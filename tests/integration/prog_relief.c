@@ -52,11 +52,7 @@ static void run_tool(char *out, size_t cap, const char *args)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "env -u LD_PRELOAD VRAMSHIM_SOCKET_DIR=%s %s/tools/vramshim %s",
              sock_dir, getenv("VRAMSHIM_BUILD"), args);
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    CHECK(pclose(p) == 0, "vramshim %s failed: %s", args, out);
+    CHECK(check_capture(cmd, out, cap) == 0, "vramshim %s failed: %s", args, out);
 }
 
 /* A has given B 96M: one device, both processes, the relief on each side. */

@@ -95,12 +95,7 @@ static int tool_as(uid_t uid, char *out, size_t cap, const char *fmt, ...)
              "setpriv --reuid=%u --regid=%u --groups=%u env -u LD_PRELOAD "
              "VRAMSHIM_SOCKET_DIR=%s %s/tools/vramshim %s 2>&1",
              (unsigned)uid, (unsigned)uid, TEAM, sock_dir, getenv("VRAMSHIM_BUILD"), args);
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL, "popen");
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return check_capture(cmd, out, cap);
 }
 
 /* One request to the socket at path from a process running as uid (in no

@@ -215,17 +215,28 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
     return CUDA_SUCCESS;
 }
 
+/* The stream a synchronise or a query names; asking during its capture
+ * invalidates the capture (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED). */
+static CUresult waitable_stream(CUstream h, struct fk_stream **st)
+{
+    *st = fk_stream_of(h);
+    if (*st == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (fk_capturing(*st)) {
+        fk_capture_invalidate(*st);
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
+    return CUDA_SUCCESS;
+}
+
 #define FK_SYNC_FAMILY(suffix)                                                 \
     FK_EXPORT CUresult cuStreamSynchronize##suffix(CUstream hStream)           \
     {                                                                          \
         FK_ENTER("cuStreamSynchronize" #suffix);                               \
-        struct fk_stream *st = fk_stream_of(hStream);                          \
-        if (st == NULL)                                                        \
-            return CUDA_ERROR_INVALID_HANDLE;                                  \
-        if (fk_capturing(st)) {                                                \
-            fk_capture_invalidate(st);                                         \
-            return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;                      \
-        }                                                                      \
+        struct fk_stream *st;                                                  \
+        CUresult rc = waitable_stream(hStream, &st);                           \
+        if (rc != CUDA_SUCCESS)                                                \
+            return rc;                                                         \
         fk_stream_wait(st);                                                    \
         fk_pool_sync_release();                                                \
         return st->ctx ? (CUresult)atomic_load(&st->ctx->sticky) : CUDA_SUCCESS; \
@@ -233,13 +244,10 @@ FK_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
     FK_EXPORT CUresult cuStreamQuery##suffix(CUstream hStream)                 \
     {                                                                          \
         FK_ENTER("cuStreamQuery" #suffix);                                     \
-        struct fk_stream *st = fk_stream_of(hStream);                          \
-        if (st == NULL)                                                        \
-            return CUDA_ERROR_INVALID_HANDLE;                                  \
-        if (fk_capturing(st)) {                                                \
-            fk_capture_invalidate(st);                                         \
-            return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;                      \
-        }                                                                      \
+        struct fk_stream *st;                                                  \
+        CUresult rc = waitable_stream(hStream, &st);                           \
+        if (rc != CUDA_SUCCESS)                                                \
+            return rc;                                                         \
         pthread_mutex_lock(&st->mu);                                           \
         bool idle = st->completed == st->submitted;                            \
         pthread_mutex_unlock(&st->mu);                                         \

@@ -60,6 +60,20 @@ CUfunction check_kernel(void *lib, const char *name, fakecuda_kernel_fn body, in
     return f;
 }
 
+static void copy_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
+{
+    (void)grid;
+    (void)block;
+    memcpy((void *)(uintptr_t)*(CUdeviceptr *)params[0],
+           (const void *)(uintptr_t)*(CUdeviceptr *)params[1], *(uint64_t *)params[2]);
+}
+
+CUfunction check_copy_kernel(void *lib)
+{
+    const size_t sizes[] = {8, 8, 8};
+    return check_kernel(lib, "copy", copy_body, 3, sizes);
+}
+
 /* written before the alarm can fire, read by the handler */
 static char watchdog_line[128];
 static size_t watchdog_len;
@@ -118,6 +132,14 @@ uint64_t stats_u64(json_t *root, const char *path)
     }
     CHECK(json_is_integer(node), "stats %s is not an integer", path);
     return (uint64_t)json_integer_value(node);
+}
+
+uint64_t stats_now(const char *path)
+{
+    json_t *st = stats_get();
+    uint64_t v = stats_u64(st, path);
+    json_decref(st);
+    return v;
 }
 
 json_t *stats_owner(json_t *root, const char *name, int device)

@@ -64,6 +64,9 @@ void check_driver_open(struct check_driver *d);
 CUfunction check_kernel(void *lib, const char *name, fakecuda_kernel_fn body, int nparams,
                         const size_t *sizes);
 
+/* copy(dst, src, n): n bytes from src to dst, on the device. */
+CUfunction check_copy_kernel(void *lib);
+
 /* A hang is the failure the liveness tests look for: if this process still
  * runs `seconds` from now, it prints "FAIL <prog>: a call hung" and exits.
  * The bound is far above any run, so it never depends on the machine's
@@ -74,6 +77,8 @@ void check_watchdog(const char *prog, unsigned seconds);
 json_t *stats_get(void);
 /* A number by dotted path: "counters.allocs", "devices.0.allocated". */
 uint64_t stats_u64(json_t *root, const char *path);
+/* The same number in a fresh stats document. */
+uint64_t stats_now(const char *path);
 /* The owners[] entry for (name, device), or NULL. */
 json_t *stats_owner(json_t *root, const char *name, int device);
 /* Check owner (name, device) holds `bytes` in `count` live allocations. */

@@ -149,19 +149,11 @@ static CUdeviceptr alloc_filled(unsigned seed)
     return p;
 }
 
-static uint64_t stat(const char *path)
-{
-    json_t *st = stats_get();
-    uint64_t v = stats_u64(st, path);
-    json_decref(st);
-    return v;
-}
-
 /* Offload p whole: to pageable memory under this test's pin budget, which
  * holds no buffer (run by hand with a larger one, to pinned memory). */
 static uint64_t offloaded(void)
 {
-    return stat("devices.0.offloaded_pageable") + stat("devices.0.offloaded_pinned");
+    return stats_now("devices.0.offloaded_pageable") + stats_now("devices.0.offloaded_pinned");
 }
 
 static void offload_pageable(CUdeviceptr p, const char *what)

@@ -155,14 +155,6 @@ static void open_driver(void)
     cu.fill_kernel = check_kernel(cu.lib, "fill_kernel", fill_body, 4, fill_sizes);
 }
 
-static uint64_t stat(const char *path)
-{
-    json_t *st = stats_get();
-    uint64_t v = stats_u64(st, path);
-    json_decref(st);
-    return v;
-}
-
 static void *dev_ptr(CUdeviceptr p) { return (void *)(uintptr_t)p; }
 
 static void check_same(const void *got, const void *want, size_t n, const char *what)
@@ -229,7 +221,7 @@ static void release_slots(void)
     CHECK(cu.set("pin_limit", "16M") == 0, "set pin_limit");
     void *p;
     CHECK_CU(cu.host_alloc(&p, 16 * M, 0));
-    CHECK_EQ_U64(stat("pinned.staging"), 0);
+    CHECK_EQ_U64(stats_now("pinned.staging"), 0);
     CHECK_CU(cu.host_free(p));
     CHECK(cu.set("pin_limit", "1G") == 0, "set pin_limit");
 }
@@ -243,7 +235,7 @@ static void injected(const char *name, unsigned skip, CUresult err, CUresult wan
     CUdeviceptr d;
     CHECK_CU(cu.alloc(&d, n));
     memset(dev_ptr(d), 0, n);
-    uint64_t before = stat("counters.fast_copies");
+    uint64_t before = stats_now("counters.fast_copies");
     CHECK(cu.inject(name, skip, 1000, err) == 0, "no injection slot");
     CUresult rc = cu.htod(d, src, n);
     cu.inject_clear();
@@ -251,8 +243,8 @@ static void injected(const char *name, unsigned skip, CUresult err, CUresult wan
           (int)want_rc);
     if (rc == CUDA_SUCCESS)
         check_same(dev_ptr(d), src, n, name);
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, want_staged ? 1 : 0);
-    CHECK_EQ_U64(stat("pinned.staging"), want_staging);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, want_staged ? 1 : 0);
+    CHECK_EQ_U64(stats_now("pinned.staging"), want_staging);
     /* the next copy, both ways, is whole again */
     fill(src, n, 12);
     CHECK_CU(cu.htod(d, src, n));
@@ -286,10 +278,10 @@ static void injected_dtoh(const char *name, CUresult err)
 
 static void error_injection(void)
 {
-    CHECK_EQ_U64(stat("pinned.staging"), 0);
+    CHECK_EQ_U64(stats_now("pinned.staging"), 0);
     /* the second slot's event cannot be made: the copy runs through one */
     injected("cuEventCreate", 1, CUDA_ERROR_OUT_OF_MEMORY, CUDA_SUCCESS, true, 4 * M);
-    CHECK_EQ_U64(stat("pinned.staging"), 16 * M); /* made by the copies after it */
+    CHECK_EQ_U64(stats_now("pinned.staging"), 16 * M); /* made by the copies after it */
     release_slots();
     /* no page-locked memory from the driver: no slot, the driver copies */
     injected("cuMemHostAlloc", 0, CUDA_ERROR_OUT_OF_MEMORY, CUDA_SUCCESS, false, 0);
@@ -333,8 +325,8 @@ static void sizes_and_alignments(void)
             char what[128];
             snprintf(what, sizeof what, "%s, %zu bytes, host +%zu, device +%zu", way_name[w],
                      n, ho, dof);
-            uint64_t before = stat("counters.fast_copies");
-            uint64_t bytes_before = stat("counters.fast_copy_bytes");
+            uint64_t before = stats_now("counters.fast_copies");
+            uint64_t bytes_before = stats_now("counters.fast_copy_bytes");
             /* to the device: the bytes around the range stay */
             dev[dof + n] = 0xA5;
             if (dof)
@@ -355,10 +347,10 @@ static void sizes_and_alignments(void)
             check_same(back + ho, want, n, what);
             CHECK(back[ho + n] == 0x5A && (ho == 0 || back[ho - 1] == 0x5A),
                   "%s: wrote outside the host range", what);
-            uint64_t staged = stat("counters.fast_copies") - before;
+            uint64_t staged = stats_now("counters.fast_copies") - before;
             CHECK(staged == (n >= 8 * M ? 2 : 0), "%s: %llu copies staged", what,
                   (unsigned long long)staged);
-            CHECK_EQ_U64(stat("counters.fast_copy_bytes") - bytes_before,
+            CHECK_EQ_U64(stats_now("counters.fast_copy_bytes") - bytes_before,
                          n >= 8 * M ? 2 * n : 0);
         }
     }
@@ -397,13 +389,13 @@ static void stream_order(bool per_thread, bool unified)
     /* a kernel queued first, held until after the copy returned, reads d */
     gated_kernel(per_thread, s, snap, d, n, &gate);
     fill(src, n, 22);
-    uint64_t before = stat("counters.fast_copies");
+    uint64_t before = stats_now("counters.fast_copies");
     if (unified)
         CHECK_CU(per_thread ? cu.copy_async_ptsz(d, (CUdeviceptr)(uintptr_t)src, n, s)
                             : cu.copy_async(d, (CUdeviceptr)(uintptr_t)src, n, s));
     else
         CHECK_CU(per_thread ? cu.htod_async_ptsz(d, src, n, s) : cu.htod_async(d, src, n, s));
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 1);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 1);
     unsigned char *want = malloc(n);
     memcpy(want, src, n);
     memset(src, 0xEE, n); /* the program reuses its buffer at once */
@@ -492,12 +484,12 @@ static void dtoh_after_kernel(bool per_thread)
     struct release_later rl = {&gate};
     pthread_t t;
     pthread_create(&t, NULL, release_gate, &rl);
-    uint64_t before = stat("counters.fast_copies");
+    uint64_t before = stats_now("counters.fast_copies");
     CHECK_CU(per_thread ? cu.dtoh_async_ptsz(back, d, n, NULL) : cu.dtoh_async(back, d, n, s));
     /* returned with every byte: no synchronisation before reading */
     fill(want, n, 41);
     check_same(back, want, n, "the copy back after a kernel wrote the buffer");
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 1);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 1);
     pthread_join(t, NULL);
     sem_destroy(&gate);
     CHECK_CU(cu.release(d));
@@ -509,7 +501,7 @@ static void dtoh_after_kernel(bool per_thread)
 static void not_staged(void)
 {
     size_t n = 16 * M;
-    uint64_t before = stat("counters.fast_copies");
+    uint64_t before = stats_now("counters.fast_copies");
     CUdeviceptr d, small, managed;
     CHECK_CU(cu.alloc(&d, n));
     CHECK_CU(cu.alloc(&small, M)); /* below a granule: plain device memory */
@@ -540,7 +532,7 @@ static void not_staged(void)
     CHECK(cu.htod(0, want, n) == CUDA_ERROR_INVALID_VALUE, "NULL accepted");
     CHECK(cu.htod(d, NULL, n) == CUDA_ERROR_INVALID_VALUE, "NULL source accepted");
     CHECK(cu.dtoh(NULL, d, n) == CUDA_ERROR_INVALID_VALUE, "NULL destination accepted");
-    CHECK_EQ_U64(stat("counters.fast_copies"), before);
+    CHECK_EQ_U64(stats_now("counters.fast_copies"), before);
     CHECK_CU(cu.release(d));
     CHECK_CU(cu.release(small));
     free(want);
@@ -557,17 +549,17 @@ static void offloaded_destination(void)
     fill(src, n, 61);
     CHECK_CU(cu.htod(d, src, n));
     CHECK(cu.offload(d) == 0, "vramshim_offload refused");
-    CHECK(stat("devices.0.offloaded_pinned") + stat("devices.0.offloaded_pageable") >= n,
+    CHECK(stats_now("devices.0.offloaded_pinned") + stats_now("devices.0.offloaded_pageable") >= n,
           "not offloaded");
-    uint64_t restores = stat("counters.restores"), before = stat("counters.fast_copies");
+    uint64_t restores = stats_now("counters.restores"), before = stats_now("counters.fast_copies");
     fill(src, n, 62);
     CHECK_CU(cu.htod(d, src, n));
-    CHECK(stat("counters.restores") > restores, "not brought back before the copy");
+    CHECK(stats_now("counters.restores") > restores, "not brought back before the copy");
     check_same(dev_ptr(d), src, n, "a copy to an offloaded buffer");
     CHECK(cu.offload(d) == 0, "vramshim_offload refused");
     CHECK_CU(cu.dtoh(back, d, n));
     check_same(back, src, n, "a copy from an offloaded buffer");
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 2);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 2);
     CHECK_CU(cu.release(d));
     free(src);
     free(back);
@@ -590,7 +582,7 @@ static void mapped_file(void)
     CHECK(map != MAP_FAILED, "mmap");
     CUdeviceptr d;
     CHECK_CU(cu.alloc(&d, n));
-    uint64_t before = stat("counters.fast_copies");
+    uint64_t before = stats_now("counters.fast_copies");
     for (int warm = 0; warm < 2; warm++) {
         if (!warm) /* cold: its pages leave the page cache first */
             posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
@@ -598,7 +590,7 @@ static void mapped_file(void)
         CHECK_CU(cu.htod(d, map + 1, n - 1));
         check_same(dev_ptr(d), want + 1, n - 1, warm ? "a warm mapped file" : "a cold mapped file");
     }
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 2);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 2);
     /* a read-only mapping cannot take a copy back: an error, not a crash */
     CHECK(cu.dtoh(map, d, n) == CUDA_ERROR_INVALID_VALUE, "copied into a read-only mapping");
     check_same(map, want, n, "the read-only mapping");
@@ -641,8 +633,8 @@ static void *copier(void *arg)
 
 static void eight_threads(void)
 {
-    uint64_t before = stat("counters.fast_copies");
-    uint64_t fallbacks_before = stat("counters.fast_copy_fallbacks");
+    uint64_t before = stats_now("counters.fast_copies");
+    uint64_t fallbacks_before = stats_now("counters.fast_copy_fallbacks");
     pthread_t t[8];
     for (unsigned i = 0; i < 8; i++)
         pthread_create(&t[i], NULL, copier, (void *)(uintptr_t)i);
@@ -651,8 +643,8 @@ static void eight_threads(void)
     /* A slot still in flight on another thread's stream is left alone, so a
      * copy may find none free and go to the driver: counted apart. The first
      * copy of all always finds the slots idle. */
-    uint64_t staged = stat("counters.fast_copies") - before;
-    uint64_t fallen = stat("counters.fast_copy_fallbacks") - fallbacks_before;
+    uint64_t staged = stats_now("counters.fast_copies") - before;
+    uint64_t fallen = stats_now("counters.fast_copy_fallbacks") - fallbacks_before;
     CHECK_EQ_U64(staged + fallen, 8 * 5 * 2);
     CHECK(staged >= 1, "no copy among 8 threads was staged");
     printf("8 threads: ok (%llu staged, %llu to the driver)\n", (unsigned long long)staged,
@@ -677,16 +669,16 @@ static void busy_slots(void)
     sem_t gate;
     sem_init(&gate, 0, 0);
     gated_kernel(false, held, snap, d, n, &gate);
-    uint64_t staged = stat("counters.fast_copies");
-    uint64_t fallen = stat("counters.fast_copy_fallbacks");
+    uint64_t staged = stats_now("counters.fast_copies");
+    uint64_t fallen = stats_now("counters.fast_copy_fallbacks");
     fill(src, n, 71);
     CHECK_CU(cu.htod_async(d, src, n, held)); /* four pieces, four slots, all held */
     fill(other, m, 72);
     CHECK_CU(cu.htod_async(e, other, m, free_s));
     CHECK_CU(cu.stream_sync(free_s)); /* returns while `held` is still held */
     check_same(dev_ptr(e), other, m, "a copy while every slot is held");
-    CHECK_EQ_U64(stat("counters.fast_copies") - staged, 1);
-    CHECK_EQ_U64(stat("counters.fast_copy_fallbacks") - fallen, 1);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - staged, 1);
+    CHECK_EQ_U64(stats_now("counters.fast_copy_fallbacks") - fallen, 1);
     sem_post(&gate);
     CHECK_CU(cu.stream_sync(held));
     check_same(dev_ptr(d), src, n, "the copy that held the slots");
@@ -708,32 +700,32 @@ static void pin_budget(void)
     unsigned char *src = malloc(n);
     CUdeviceptr d;
     CHECK_CU(cu.alloc(&d, n));
-    CHECK_EQ_U64(stat("pinned.app"), 0);
-    CHECK(stat("pinned.staging") == 16 * M, "staging %llu",
-          (unsigned long long)stat("pinned.staging"));
+    CHECK_EQ_U64(stats_now("pinned.app"), 0);
+    CHECK(stats_now("pinned.staging") == 16 * M, "staging %llu",
+          (unsigned long long)stats_now("pinned.staging"));
     /* the program pins 60 of 64M: vramshim's slots give way, one fits after */
     CHECK(cu.set("pin_limit", "64M") == 0, "set pin_limit");
     void *pins;
     CHECK_CU(cu.host_alloc(&pins, 60 * M, 0));
-    uint64_t before = stat("counters.fast_copies");
+    uint64_t before = stats_now("counters.fast_copies");
     fill(src, n, 81);
     CHECK_CU(cu.htod(d, src, n));
     check_same(dev_ptr(d), src, n, "a copy through one slot");
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 1);
-    CHECK_EQ_U64(stat("pinned.staging"), 4 * M);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 1);
+    CHECK_EQ_U64(stats_now("pinned.staging"), 4 * M);
     /* the last 4M go to the program too: no slot, the driver copies */
     void *more;
     CHECK_CU(cu.host_alloc(&more, 4 * M, 0));
-    CHECK_EQ_U64(stat("pinned.staging"), 0);
+    CHECK_EQ_U64(stats_now("pinned.staging"), 0);
     fill(src, n, 82);
     CHECK_CU(cu.htod(d, src, n));
     check_same(dev_ptr(d), src, n, "a copy with no pin budget left");
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 1);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 1);
     CHECK_CU(cu.host_free(pins));
     CHECK_CU(cu.host_free(more));
     CHECK(cu.set("pin_limit", "1G") == 0, "set pin_limit");
     CHECK_CU(cu.htod(d, src, n));
-    CHECK_EQ_U64(stat("counters.fast_copies") - before, 2);
+    CHECK_EQ_U64(stats_now("counters.fast_copies") - before, 2);
     CHECK_CU(cu.release(d));
     free(src);
     printf("pin budget: ok\n");
@@ -753,16 +745,16 @@ static void register_range(bool want_prefault)
     unsigned char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(p != MAP_FAILED, "mmap");
     p[12345] = 7; /* the program's bytes stay as they are */
-    uint64_t before = stat("counters.prefaults"), bytes = stat("counters.prefault_bytes");
+    uint64_t before = stats_now("counters.prefaults"), bytes = stats_now("counters.prefault_bytes");
     CHECK_CU(host_register(p, n, 0));
-    CHECK_EQ_U64(stat("counters.prefaults") - before, want_prefault ? 1 : 0);
-    CHECK_EQ_U64(stat("counters.prefault_bytes") - bytes, want_prefault ? n : 0);
+    CHECK_EQ_U64(stats_now("counters.prefaults") - before, want_prefault ? 1 : 0);
+    CHECK_EQ_U64(stats_now("counters.prefault_bytes") - bytes, want_prefault ? n : 0);
     CHECK(p[12345] == 7 && p[0] == 0 && p[n - 1] == 0, "prefault wrote the program's bytes");
     CHECK_CU(host_unregister(p));
     /* smaller than 64M: the driver alone */
-    before = stat("counters.prefaults");
+    before = stats_now("counters.prefaults");
     CHECK_CU(host_register(p, 32 * M, 0));
-    CHECK_EQ_U64(stat("counters.prefaults"), before);
+    CHECK_EQ_U64(stats_now("counters.prefaults"), before);
     CHECK_CU(host_unregister(p));
     munmap(p, n);
 }
@@ -778,8 +770,8 @@ static void turned_off(void)
     CHECK_CU(cu.htod(d, src, n));
     CHECK_CU(cu.dtoh(back, d, n));
     check_same(back, src, n, "a copy with fast copies off");
-    CHECK_EQ_U64(stat("counters.fast_copies"), 0);
-    CHECK_EQ_U64(stat("pinned.staging"), 0);
+    CHECK_EQ_U64(stats_now("counters.fast_copies"), 0);
+    CHECK_EQ_U64(stats_now("pinned.staging"), 0);
     register_range(false);
     printf("off: ok\n");
 }

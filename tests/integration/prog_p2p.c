@@ -60,15 +60,6 @@ static void fault(int sig)
     _exit(1);
 }
 
-/* copy(dst, src, n) */
-static void copy_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
-{
-    (void)grid;
-    (void)block;
-    memcpy((void *)(uintptr_t)*(CUdeviceptr *)params[0],
-           (const void *)(uintptr_t)*(CUdeviceptr *)params[1], *(uint64_t *)params[2]);
-}
-
 static void open_driver(void)
 {
     check_driver_open(&cu.d);
@@ -89,8 +80,7 @@ static void open_driver(void)
     cu.graph_launch = check_sym(cu.d.lib, "cuGraphLaunch");
     cu.offload = check_api("vramshim_offload");
     cu.prefetch = check_api("vramshim_prefetch");
-    const size_t sizes[] = {8, 8, 8};
-    cu.copy = check_kernel(cu.d.lib, "copy", copy_body, 3, sizes);
+    cu.copy = check_copy_kernel(cu.d.lib);
 }
 
 static CUcontext ctx0, ctx1;

@@ -147,14 +147,6 @@ static void launch_xor(CUdeviceptr p, uint64_t n, uint32_t key, CUstream s)
     CHECK_CU(cu.launch(cu.xor_kernel, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
 }
 
-static uint64_t stat(const char *path)
-{
-    json_t *st = stats_get();
-    uint64_t v = stats_u64(st, path);
-    json_decref(st);
-    return v;
-}
-
 /* Nothing submitted for longer than VRAMSHIM_IDLE_MS: the process is idle.
  * (This waits for a time to pass, the condition under test, not for
  * another thread.) */
@@ -185,7 +177,7 @@ static void idle_process(void)
          * recently touched) goes pageable, since nothing is running */
         CUdeviceptr c; /* left unwritten: a copy into it would bring a back */
         CHECK_CU(cu.alloc(&c, n));
-        CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
+        CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), n);
         unsigned mem_type = 0;
         CUdeviceptr start = 0;
         CHECK_CU(cu.attr(&mem_type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, a + M));
@@ -215,16 +207,16 @@ static void idle_process(void)
             for (int row = 0; row < 4; row++)
                 CHECK(memcmp(probe + row * 16, sb + row * 4096, 16) == 0, "b, row %d", row);
         }
-        CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+        CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), 0);
         CHECK_CU(cu.sync());
         check_device_bytes(cu.dtoh, a, sa, n, "a, back from pageable memory");
         if (round == 0) {
-            CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0);
+            CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), 0);
         } else {
             /* no room on the device: pinned, past the 40M cap, rather than
              * let the kernel fault */
-            CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), n);
-            CHECK(stat("pinned.offload") > 40 * M, "pinned.offload within the cap?");
+            CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), n);
+            CHECK(stats_now("pinned.offload") > 40 * M, "pinned.offload within the cap?");
             CHECK_CU(cu.release(c));
             CHECK(cu.prefetch(a) == 0, "prefetch a");
         }
@@ -238,15 +230,15 @@ static void idle_process(void)
     CUdeviceptr d;
     CHECK(cu.alloc(&d, n) == CUDA_ERROR_OUT_OF_MEMORY, "a busy process paged out");
     CHECK(cu.set("idle_ms", "300") == 0, "set idle_ms");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), 0);
     CHECK_CU(cu.sync());
     check_device_bytes(cu.dtoh, a, sa, n, "a after the refusal");
     check_device_bytes(cu.dtoh, b, sb, 48 * M, "b after the refusal");
     CHECK_CU(cu.release(a));
     CHECK_CU(cu.release(b));
     CHECK_CU(cu.release(table));
-    CHECK_EQ_U64(stat("devices.0.allocated"), 0);
-    CHECK_EQ_U64(stat("pinned.offload"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.allocated"), 0);
+    CHECK_EQ_U64(stats_now("pinned.offload"), 0);
     free(sa);
     free(sb);
 }
@@ -259,21 +251,21 @@ static void handed_over(void)
     CUdeviceptr h = alloc_filled(n, sh, 5);
     CUdeviceptr other = alloc_filled(4 * M, so, 6);
     CHECK(cu.offload(h) == 0, "vramshim_offload");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), n);
 
     launch_xor(other, 4 * M, 0x44, NULL); /* does not name h: h stays out */
     flip(so, 4 * M, 0x44);
     CHECK_CU(cu.sync());
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), n);
     check_device_bytes(cu.dtoh, other, so, 4 * M, "other");
 
     launch_xor(h, n, 0x55, NULL); /* names h: h comes back first */
     flip(sh, n, 0x55);
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), 0);
     check_device_bytes(cu.dtoh, h, sh, n, "h after a kernel named it");
 
     CHECK(cu.offload(h) == 0, "vramshim_offload again");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), n);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), n);
     /* its address is unmapped; the program still sees its allocation */
     unsigned mem_type = 0;
     CUdeviceptr start = 0;
@@ -294,11 +286,11 @@ static void handed_over(void)
         sh[2 * M + 2 * i] = 0xef;
         sh[2 * M + 2 * i + 1] = 0xbe;
     }
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), 0);
     check_device_bytes(cu.dtoh, h, sh, n, "h after a 16-bit memset");
     CHECK(cu.offload(h) == 0, "vramshim_offload once more");
     CHECK(cu.prefetch(h) == 0, "vramshim_prefetch");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), 0);
     check_device_bytes(cu.dtoh, h, sh, n, "h after a prefetch");
 
     /* a graph may reach anything: even a handed-over buffer comes back */
@@ -326,7 +318,7 @@ static void handed_over(void)
     CHECK_CU(instantiate(&ge, g, 0));
     CHECK_CU(graph_launch(ge, NULL));
     flip(sh, n, 0x66);
-    CHECK_EQ_U64(stat("devices.0.offloaded_pageable"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pageable"), 0);
     check_device_bytes(cu.dtoh, h, sh, n, "h after a graph launch");
     CHECK_CU(cu.release(h));
     CHECK_CU(cu.release(other));
@@ -342,15 +334,15 @@ static void pins_yield(void)
     CHECK(cu.set("pin_limit", "100M") == 0, "set pin_limit");
     CUdeviceptr p = alloc_filled(n, s, 7);
     CHECK(cu.offload(p) == 0, "offload");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), n);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), n);
     /* 32M offloaded + staging, 80M more asked for: over 100M unless
      * vramshim gives its own pins up; the device has room for p */
     void *mine = NULL;
     CHECK_CU(cu.host_alloc(&mine, 80 * M, 0));
     memset(mine, 0x77, 80 * M);
-    CHECK_EQ_U64(stat("pinned.app"), 80 * M);
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0);
-    CHECK(stat("pinned.app") + stat("pinned.offload") + stat("pinned.staging") <= 100 * M,
+    CHECK_EQ_U64(stats_now("pinned.app"), 80 * M);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), 0);
+    CHECK(stats_now("pinned.app") + stats_now("pinned.offload") + stats_now("pinned.staging") <= 100 * M,
           "pinned memory over the cap");
     check_device_bytes(cu.dtoh, p, s, n, "p after its pins yielded");
     CHECK_CU(cu.host_free(mine));

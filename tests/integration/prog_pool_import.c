@@ -42,14 +42,6 @@ static struct {
     unsigned long long (*fk_held)(int);
 } cu;
 
-static uint64_t stat_now(const char *path)
-{
-    json_t *st = stats_get();
-    uint64_t v = stats_u64(st, path);
-    json_decref(st);
-    return v;
-}
-
 static void hex_encode(const unsigned char *in, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++)
@@ -99,7 +91,7 @@ static int importer(void *lib, int fd, const char *hex)
     CUresult rc = cu.from_pool(&q, 2 * M, pool, NULL);
     CHECK(rc != CUDA_SUCCESS, "an allocation from an imported pool succeeded");
     CHECK_CU(cu.sync(NULL));
-    CHECK_EQ_U64(stat_now("devices.0.allocated"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.allocated"), 0);
 
     /* B's own slice is whole */
     size_t f, t;
@@ -157,7 +149,7 @@ static int exporter(void *lib, char *self)
     check_fill(pattern, SHARED, 7);
     CHECK_CU(cu.htod(p, pattern, SHARED));
     free(pattern);
-    CHECK_EQ_U64(stat_now("devices.0.pools"), SHARED);
+    CHECK_EQ_U64(stats_now("devices.0.pools"), SHARED);
 
     int fd;
     CHECK_CU(export_pool(&fd, pool, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
@@ -188,7 +180,7 @@ static int exporter(void *lib, char *self)
     CHECK_CU(cu.free_async(p, NULL));
     CHECK_CU(pool_destroy(pool));
     CHECK_CU(cu.sync(NULL));
-    CHECK_EQ_U64(stat_now("devices.0.pools"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.pools"), 0);
     check_invariants("A: after the pool");
     printf("prog_pool_import: ok\n");
     return 0;

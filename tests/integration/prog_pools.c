@@ -78,14 +78,6 @@ static uint64_t free_now(void)
     return f;
 }
 
-static uint64_t stat(const char *path)
-{
-    json_t *st = stats_get();
-    uint64_t v = stats_u64(st, path);
-    json_decref(st);
-    return v;
-}
-
 /* What vramshim charges device dev (its slice less what it reports free)
  * equals what the test driver says the process holds there. */
 static void check_books(int dev, const char *where)
@@ -125,8 +117,8 @@ static void threshold_keeps(CUmemoryPool pool)
     CHECK_CU(cu.sync(NULL));
     CHECK_EQ_U64(reserved(pool), 40 * M);
     CHECK_EQ_U64(free_now(), LIMIT - 40 * M);
-    CHECK_EQ_U64(stat("devices.0.pools"), 40 * M);
-    CHECK_EQ_U64(stat("devices.0.allocated"), 40 * M); /* the reserve is held memory */
+    CHECK_EQ_U64(stats_now("devices.0.pools"), 40 * M);
+    CHECK_EQ_U64(stats_now("devices.0.allocated"), 40 * M); /* the reserve is held memory */
     check_books(0, "a pool keeping 40 MiB after its frees");
 
     /* a limit lowered at run time below what the pool keeps trims it */
@@ -177,12 +169,12 @@ static void trim_before_evict(CUmemoryPool pool)
     CHECK_CU(cu.free_async(r, NULL));
     CHECK_CU(cu.sync(NULL));
     CHECK_EQ_U64(reserved(pool), 24 * M);
-    uint64_t evictions = stat("counters.evictions");
+    uint64_t evictions = stats_now("counters.evictions");
     CUdeviceptr more;
     CHECK_CU(cu.alloc(&more, 16 * M));
     CHECK_EQ_U64(reserved(pool), 0);
-    CHECK_EQ_U64(stat("counters.evictions"), evictions);
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned") + stat("devices.0.offloaded_pageable"), 0);
+    CHECK_EQ_U64(stats_now("counters.evictions"), evictions);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned") + stats_now("devices.0.offloaded_pageable"), 0);
     CHECK_CU(cu.dtoh(got, idle, sizeof got));
     CHECK(memcmp(got, want, sizeof got) == 0, "the idle buffer's bytes");
     check_books(0, "trimmed before evicting");
@@ -233,14 +225,14 @@ static void pools_elsewhere(void)
     CHECK_EQ_U64(free_now(), LIMIT);
     check_books(1, "a pool of device 1 grew");
     check_books(0, "device 0 after a pool of device 1 grew");
-    CHECK_EQ_U64(stat("devices.1.pools"), 20 * M);
+    CHECK_EQ_U64(stats_now("devices.1.pools"), 20 * M);
 
     CHECK_CU(cu.from_pool(&ph, 200 * M, host, NULL));
     CHECK_EQ_U64(free_now(), LIMIT);
     void *h;
     CHECK(cu.host_alloc(&h, 100 * M, 0) == CUDA_ERROR_OUT_OF_MEMORY,
           "a host pool's reserve counts against the pin limit");
-    CHECK_EQ_U64(stat("pinned.pools"), 200 * M);
+    CHECK_EQ_U64(stats_now("pinned.pools"), 200 * M);
     CHECK_CU(cu.host_alloc(&h, 50 * M, 0));
     CHECK_CU(cu.free_host(h));
     check_books(0, "a host pool grew");
@@ -248,7 +240,7 @@ static void pools_elsewhere(void)
     CHECK_CU(cu.free_async(p1, NULL));
     CHECK_CU(cu.free_async(ph, NULL));
     CHECK_CU(cu.sync(NULL));
-    CHECK_EQ_U64(stat("pinned.pools"), 0);
+    CHECK_EQ_U64(stats_now("pinned.pools"), 0);
     CHECK_CU(cu.pool_destroy(on1));
     CHECK_CU(cu.pool_destroy(host));
     check_books(1, "pools of device 1 and the host gone");
@@ -272,7 +264,7 @@ static void graph_memory(void)
     CHECK_EQ_U64(free_now(), LIMIT);
     CHECK_CU(cu.launch(exec, NULL));
     CHECK_EQ_U64(free_now(), LIMIT - 24 * M);
-    CHECK_EQ_U64(stat("devices.0.graph_memory"), 24 * M);
+    CHECK_EQ_U64(stats_now("devices.0.graph_memory"), 24 * M);
     CUdeviceptr big;
     CHECK(cu.alloc(&big, 41 * M) == CUDA_ERROR_OUT_OF_MEMORY,
           "graph memory in use leaves 40 MiB");
@@ -282,7 +274,7 @@ static void graph_memory(void)
     CHECK_CU(cu.graph_destroy(g));
     CHECK_EQ_U64(free_now(), LIMIT - 24 * M); /* cached for graphs until a trim */
     CHECK_CU(cu.graph_trim(0));
-    CHECK_EQ_U64(stat("devices.0.graph_memory"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.graph_memory"), 0);
     CHECK_EQ_U64(free_now(), LIMIT);
     check_books(0, "graph memory trimmed");
 }
@@ -362,34 +354,34 @@ static void graph_admitted(void)
     CHECK_CU(cu.htod(idle, want, sizeof want));
     CHECK_CU(cu.htod(idle + 40 * M - sizeof want, want, sizeof want));
     CUgraphExec fits = graph_of(40 * M, &fits_g);
-    uint64_t evictions = stat("counters.evictions");
+    uint64_t evictions = stats_now("counters.evictions");
     CHECK_CU(cu.launch(fits, NULL));
     check_books(0, "a graph launched next to an idle buffer");
-    CHECK(stat("counters.evictions") > evictions, "the idle buffer made room for the graph");
-    CHECK_EQ_U64(stat("devices.0.graph_memory"), 40 * M);
+    CHECK(stats_now("counters.evictions") > evictions, "the idle buffer made room for the graph");
+    CHECK_EQ_U64(stats_now("devices.0.graph_memory"), 40 * M);
     CHECK_CU(cu.sync(NULL));
 
     /* bound: launched again with the slice full, nothing is admitted */
     CUdeviceptr rest;
     CHECK_CU(cu.alloc(&rest, LIMIT - 40 * M - 2 * M));
-    evictions = stat("counters.evictions");
+    evictions = stats_now("counters.evictions");
     CHECK_CU(cu.launch(fits, NULL));
     CHECK_CU(cu.graph_trim(0)); /* nothing unused: the graph stays bound */
     CHECK_CU(cu.launch(fits, NULL));
     CHECK_CU(cu.sync(NULL));
-    CHECK_EQ_U64(stat("counters.evictions"), evictions);
+    CHECK_EQ_U64(stats_now("counters.evictions"), evictions);
     check_books(0, "a bound graph launched again");
 
     CHECK_CU(cu.mem_free(rest));
     CUgraphExec upload = graph_of(4 * M, &upload_g);
     CHECK_CU(cu.upload(upload, NULL));
-    CHECK_EQ_U64(stat("devices.0.graph_memory"), 44 * M);
+    CHECK_EQ_U64(stats_now("devices.0.graph_memory"), 44 * M);
     check_books(0, "an upload that fits");
     CHECK_CU(cu.exec_destroy(upload)); /* one exec of a graph at a time */
     ip = (CUDA_GRAPH_INSTANTIATE_PARAMS){.flags = CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD};
     CHECK_CU(cu.instantiate_params(&upload, upload_g, &ip));
     CHECK(ip.result_out == CUDA_GRAPH_INSTANTIATE_SUCCESS, "instantiated and uploaded");
-    CHECK_EQ_U64(stat("devices.0.graph_memory"), 44 * M); /* the 4 MiB came back for it */
+    CHECK_EQ_U64(stats_now("devices.0.graph_memory"), 44 * M); /* the 4 MiB came back for it */
     check_books(0, "an instantiation with an upload that fits");
 
     CHECK_CU(cu.dtoh(got, idle, sizeof got));
@@ -413,13 +405,13 @@ static void captured_alloc(void)
 {
     CUstream s;
     CHECK_CU(cu.stream_create(&s, CU_STREAM_NON_BLOCKING));
-    uint64_t allocs = stat("counters.allocs"), allocated = stat("devices.0.allocated");
+    uint64_t allocs = stats_now("counters.allocs"), allocated = stats_now("devices.0.allocated");
     CHECK_CU(cu.begin_capture(s, CU_STREAM_CAPTURE_MODE_RELAXED));
     CUdeviceptr p;
     CHECK_CU(cu.async(&p, 8 * M, s));
     CHECK_EQ_U64(free_now(), LIMIT);
-    CHECK_EQ_U64(stat("counters.allocs"), allocs);
-    CHECK_EQ_U64(stat("devices.0.allocated"), allocated);
+    CHECK_EQ_U64(stats_now("counters.allocs"), allocs);
+    CHECK_EQ_U64(stats_now("devices.0.allocated"), allocated);
     CHECK_CU(cu.free_async(p, s));
     CUgraph g;
     CHECK_CU(cu.end_capture(s, &g));
@@ -429,7 +421,7 @@ static void captured_alloc(void)
     CHECK_CU(cu.launch(exec, s));
     CHECK_CU(cu.sync(s));
     CHECK_EQ_U64(free_now(), LIMIT - 8 * M);
-    CHECK_EQ_U64(stat("devices.0.graph_memory"), 8 * M);
+    CHECK_EQ_U64(stats_now("devices.0.graph_memory"), 8 * M);
     check_books(0, "a captured graph's memory");
     CHECK_CU(cu.exec_destroy(exec));
     CHECK_CU(cu.graph_destroy(g));

@@ -64,15 +64,6 @@ static void fault(int sig)
     _exit(1);
 }
 
-/* copy(dst, src, n) */
-static void copy_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
-{
-    (void)grid;
-    (void)block;
-    memcpy((void *)(uintptr_t)*(CUdeviceptr *)params[0],
-           (const void *)(uintptr_t)*(CUdeviceptr *)params[1], *(uint64_t *)params[2]);
-}
-
 static void open_driver(void)
 {
     cu.lib = check_libcuda();
@@ -94,10 +85,7 @@ static void open_driver(void)
     cu.graph_launch = check_sym(cu.lib, "cuGraphLaunch");
     cu.offload = check_api("vramshim_offload");
     cu.prefetch = check_api("vramshim_prefetch");
-    CUfunction (*reg)(const char *, fakecuda_kernel_fn, int, const size_t *) =
-        check_sym(cu.lib, "fakecuda_register_kernel");
-    const size_t sizes[] = {8, 8, 8};
-    cu.copy = reg("copy", copy_body, 3, sizes);
+    cu.copy = check_copy_kernel(cu.lib);
     CHECK_CU(cu.retain(&ctx0, 0));
     CHECK_CU(cu.retain(&ctx1, 1));
 }
@@ -154,14 +142,6 @@ static void grant(CUdeviceptr p, int dev, CUmemAccess_flags flags)
     CHECK_CU(cu.set_access(p, N, &d, 1));
 }
 
-static uint64_t stat(const char *path)
-{
-    json_t *st = stats_get();
-    uint64_t v = stats_u64(st, path);
-    json_decref(st);
-    return v;
-}
-
 /* ---- 1: the program's own access grant ------------------------------------------ */
 static void access_grant(void)
 {
@@ -178,18 +158,18 @@ static void access_grant(void)
 
     CHECK_CU(cu.set_ctx(ctx0));
     CHECK(cu.offload(a) == 0, "vramshim_offload");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), N);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), N);
     CHECK(access_of(a + 3 * M, 1) == CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
           "cuMemGetAccess of a in pinned memory");
     CUresult rc = peer_copy(s1, b, a);
     CHECK(rc == CUDA_SUCCESS, "device 1 reading a in pinned host memory: %d (the program's "
           "grant did not follow the buffer)", (int)rc);
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), N);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), N);
     expect(b, 1, "device 1 reading a in pinned memory");
 
     CHECK_CU(cu.set_ctx(ctx0));
     CHECK(cu.prefetch(a) == 0, "vramshim_prefetch");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), 0);
     rc = peer_copy(s1, b, a);
     CHECK(rc == CUDA_SUCCESS, "device 1 reading a back on the device: %d (the program's "
           "grant was not applied again)", (int)rc);
@@ -213,10 +193,10 @@ static void exported(void)
     int fd = -1;
     CHECK_CU(cu.range_handle(&fd, e, N, CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0));
     CHECK(fd >= 0, "no descriptor");
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0); /* it came back to be exported */
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), 0); /* it came back to be exported */
     int rc = cu.offload(e);
     CHECK(rc == -EBUSY, "vramshim_offload of an exported buffer: %d", rc);
-    CHECK_EQ_U64(stat("devices.0.offloaded_pinned"), 0);
+    CHECK_EQ_U64(stats_now("devices.0.offloaded_pinned"), 0);
     /* the program writes; the descriptor's reader sees it */
     check_fill(want, N, 8);
     CHECK_CU(cu.htod(e, want, N));

@@ -426,3 +426,16 @@ void hostile_stop(void)
     for (int k = 0; k < HOSTILE_N; k++)
         printf(" %lu %s%s", (unsigned long)done[k], names[k], k + 1 < HOSTILE_N ? "," : "\n");
 }
+
+void hostile_run(const struct hostile_setup *s, void *(*run_main)(void *))
+{
+    hostile_start(s);
+    pthread_t *t = calloc((size_t)s->run_threads, sizeof *t);
+    CHECK(t != NULL, "calloc");
+    for (uintptr_t i = 0; i < (uintptr_t)s->run_threads; i++)
+        CHECK(pthread_create(&t[i], NULL, run_main, (void *)i) == 0, "thread");
+    for (int i = 0; i < s->run_threads; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    hostile_stop();
+}

@@ -64,5 +64,9 @@ bool hostile_capture_overlapped(uint64_t mark);
 /* Every ticket served, the hostile threads' buffers freed, the threads
  * joined; prints what they did. */
 void hostile_stop(void);
+/* A whole randomized run: hostile_start, s->run_threads threads of
+ * run_main (each given its index, 0 up, as its argument) until they all
+ * return, hostile_stop. */
+void hostile_run(const struct hostile_setup *s, void *(*run_main)(void *));
 
 #endif

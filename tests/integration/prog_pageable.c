@@ -440,13 +440,7 @@ static void randomized(void)
     run_seed = scenario_seed(0x7061676561626c65);
     struct hostile_setup h = {.lib = cu.lib, .ctx = cu.ctx, .xor_kernel = cu.xor_kernel,
                               .run_threads = THREADS, .seed = run_seed};
-    hostile_start(&h);
-    pthread_t t[THREADS];
-    for (uintptr_t i = 0; i < THREADS; i++)
-        CHECK(pthread_create(&t[i], NULL, random_ops, (void *)i) == 0, "thread");
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
-    hostile_stop();
+    hostile_run(&h, random_ops);
     check_invariants("after the randomized run");
     json_t *st = stats_get();
     printf("randomized: %lu operations, %llu evictions, %llu restores, 0 mismatches\n",

@@ -198,6 +198,29 @@ void check_reexec_env(char **argv, const char *const *assignments)
     CHECK(0, "re-exec failed");
 }
 
+static char own_sock_dir[64];
+
+/* Registered before the library's own exit handler, so run after it has
+ * removed the socket. */
+static void remove_own_sock_dir(void)
+{
+    rmdir(own_sock_dir);
+}
+
+const char *check_reexec_sock_dir(char **argv, const char *name, const char *const *assignments)
+{
+    if (getenv("CHECK_REEXECED") == NULL) {
+        snprintf(own_sock_dir, sizeof own_sock_dir, "/tmp/vs-%s-XXXXXX", name);
+        CHECK(mkdtemp(own_sock_dir) != NULL, "mkdtemp");
+        rmdir(own_sock_dir); /* the library makes it, with its mode */
+        setenv("VRAMSHIM_SOCKET_DIR", own_sock_dir, 1);
+        check_reexec_env(argv, assignments);
+    }
+    snprintf(own_sock_dir, sizeof own_sock_dir, "%s", getenv("VRAMSHIM_SOCKET_DIR"));
+    atexit(remove_own_sock_dir);
+    return own_sock_dir;
+}
+
 pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **to,
                   FILE **from)
 {

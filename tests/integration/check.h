@@ -97,6 +97,11 @@ void check_reexec_env(char **argv, const char *const *assignments);
  * and its output in out (at most cap-1 bytes, NUL-terminated). */
 int check_capture(const char *cmd, char *out, size_t cap);
 
+/* check_reexec_env with a socket directory of the run's own as well
+ * (VRAMSHIM_SOCKET_DIR=/tmp/vs-NAME-XXXXXX, a fresh name the library
+ * makes); in the re-run, returns that directory, removed at exit. */
+const char *check_reexec_sock_dir(char **argv, const char *name, const char *const *assignments);
+
 /* Start path with argv, its stdin and stdout piped to *to and *from;
  * without LD_PRELOAD when no_preload. Returns its pid. */
 pid_t check_spawn(const char *path, char *const argv[], bool no_preload, FILE **to,

@@ -161,26 +161,12 @@ static void books_empty(int round)
         CHECK_CU(cu.release(p[i]));
 }
 
-static char sock_dir[] = "/tmp/vs-freerace-XXXXXX";
-
-/* After the library's own exit handler (registered later, run first) has
- * removed the socket. */
-static void remove_dir(void) { rmdir(sock_dir); }
-
 int main(int argc, char **argv)
 {
     (void)argc;
-    if (getenv("CHECK_REEXECED") == NULL) {
-        CHECK(mkdtemp(sock_dir) != NULL, "mkdtemp");
-        rmdir(sock_dir); /* the library makes it, with its mode */
-        char var[128];
-        snprintf(var, sizeof var, "VRAMSHIM_SOCKET_DIR=%s", sock_dir);
-        const char *env[] = {"VRAMSHIM_VRAM_LIMIT=64M", "VRAMSHIM_PIN_LIMIT=48M",
-                             "VRAMSHIM_OFFLOAD=pinned", var, NULL};
-        check_reexec_env(argv, env);
-    }
-    snprintf(sock_dir, sizeof sock_dir, "%s", getenv("VRAMSHIM_SOCKET_DIR"));
-    atexit(remove_dir);
+    const char *env[] = {"VRAMSHIM_VRAM_LIMIT=64M", "VRAMSHIM_PIN_LIMIT=48M",
+                         "VRAMSHIM_OFFLOAD=pinned", NULL};
+    const char *sock_dir = check_reexec_sock_dir(argv, "freerace", env);
     check_driver_open(&cu);
     host_alloc = check_sym(cu.lib, "cuMemHostAlloc");
     host_free = check_sym(cu.lib, "cuMemFreeHost");

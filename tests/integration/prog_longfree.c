@@ -36,9 +36,7 @@
 #define BIG (192 * M)
 #define SMALL 16
 
-static char sock_dir[] = "/tmp/vs-longfree-XXXXXX";
-
-static void remove_dir(void) { rmdir(sock_dir); }
+static const char *sock_dir;
 
 static char sock[108];
 static _Atomic bool long_free_answered;
@@ -113,17 +111,9 @@ static void frees_during_a_long_free(struct check_driver *cu)
 int main(int argc, char **argv)
 {
     (void)argc;
-    if (getenv("CHECK_REEXECED") == NULL) {
-        CHECK(mkdtemp(sock_dir) != NULL, "mkdtemp");
-        rmdir(sock_dir); /* the library makes it, with its mode */
-        char var[128];
-        snprintf(var, sizeof var, "VRAMSHIM_SOCKET_DIR=%s", sock_dir);
-        const char *env[] = {"FAKECUDA_COPY_MBPS=24", "VRAMSHIM_OFFLOAD=pinned",
-                             "VRAMSHIM_PIN_LIMIT=1G", var, NULL};
-        check_reexec_env(argv, env);
-    }
-    snprintf(sock_dir, sizeof sock_dir, "%s", getenv("VRAMSHIM_SOCKET_DIR"));
-    atexit(remove_dir);
+    const char *env[] = {"FAKECUDA_COPY_MBPS=24", "VRAMSHIM_OFFLOAD=pinned",
+                         "VRAMSHIM_PIN_LIMIT=1G", NULL};
+    sock_dir = check_reexec_sock_dir(argv, "longfree", env);
     struct check_driver cu;
     check_driver_open(&cu);
     CUresult (*memset32)(CUdeviceptr, unsigned, size_t) = check_sym(cu.lib, "cuMemsetD32_v2");

@@ -824,6 +824,32 @@ static void *touch_it(void *arg)
     return NULL;
 }
 
+/* An eviction of everything (of the idle only, when idle_only) held at its
+ * first move of kind `hold`; meanwhile a launch naming `touched`, which
+ * must wait; then both let go. The moves made from then on must be
+ * `want` (a letter each, as move_log has them) of bases[], in order. */
+static void evict_past_waiting_launch(int hold, bool idle_only, uint64_t touched,
+                                      const char *want, const uint64_t *bases)
+{
+    n_move_log = 0;
+    hold_armed = hold;
+    pthread_t evictor, launcher;
+    pthread_create(&evictor, NULL, evict_all, idle_only ? (void *)1 : NULL);
+    assert_true(eventually(hold_reached_now));
+    to_touch = touched;
+    pthread_create(&launcher, NULL, touch_it, NULL);
+    assert_true(eventually(program_is_waiting));
+    hold_release();
+    pthread_join(launcher, NULL);
+    pthread_join(evictor, NULL);
+    assert_false(hold_timed_out);
+    size_t n = strlen(want);
+    assert_int_equal(n_move_log, n);
+    assert_memory_equal(move_log, want, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(move_log_base[i], bases[i]);
+}
+
 /* A long request (the socket's free) gives move_lock up between victims,
  * first come first served: a launch that needs an offloaded buffer back
  * goes between them, not after all of them. Before, the request held the
@@ -836,25 +862,9 @@ static void long_request_lets_program_in(void **state)
     uint64_t d = alloc_at(8 * M, 0, 103 * SEC);
     assert_int_equal(vs_tier_offload(d), 0);
     clock_ns = 140 * SEC;
-    n_move_log = 0;
-    hold_armed = HOLD_TO_PINNED;
-    pthread_t evictor, launcher;
-    pthread_create(&evictor, NULL, evict_all, NULL);
-    assert_true(eventually(hold_reached_now)); /* a is moving */
-    to_touch = d;
-    pthread_create(&launcher, NULL, touch_it, NULL);
-    assert_true(eventually(program_is_waiting));
-    hold_release();
-    pthread_join(launcher, NULL);
-    pthread_join(evictor, NULL);
-    assert_false(hold_timed_out);
-    /* a out, d back in, then b out; d was touched after the request
-     * began, so the request leaves it */
-    assert_int_equal(n_move_log, 3);
-    assert_memory_equal(move_log, "oio", 3);
-    assert_int_equal(move_log_base[0], a);
-    assert_int_equal(move_log_base[1], d);
-    assert_int_equal(move_log_base[2], b);
+    /* held while a is moving; then a out, d back in, then b out; d was
+     * touched after the request began, so the request leaves it */
+    evict_past_waiting_launch(HOLD_TO_PINNED, false, d, "oio", (const uint64_t[]){a, d, b});
     assert_int_equal(evict_moved, 16 * M);
     assert_false(offloaded(d));
 }
@@ -873,23 +883,9 @@ static void waiting_program_is_not_idle(void **state)
     uint64_t c = alloc_at(8 * M, 0, 102 * SEC);
     assert_int_equal(vs_tier_offload(c), 0); /* handed over: pageable */
     clock_ns = 110 * SEC; /* everything idle */
-    n_move_log = 0;
-    hold_armed = HOLD_TO_PAGEABLE;
-    pthread_t evictor, launcher;
-    pthread_create(&evictor, NULL, evict_all, (void *)1);
-    assert_true(eventually(hold_reached_now)); /* a's last chunk going pageable */
-    to_touch = c;
-    pthread_create(&launcher, NULL, touch_it, NULL);
-    assert_true(eventually(program_is_waiting));
-    hold_release();
-    pthread_join(evictor, NULL);
-    pthread_join(launcher, NULL);
-    assert_false(hold_timed_out);
-    assert_int_equal(n_move_log, 3);
-    assert_memory_equal(move_log, "pbp", 3);
-    assert_int_equal(move_log_base[0], a);
-    assert_int_equal(move_log_base[1], c);
-    assert_int_equal(move_log_base[2], a);
+    /* held while a's last chunk goes pageable; c comes back before a's
+     * other chunk goes */
+    evict_past_waiting_launch(HOLD_TO_PAGEABLE, true, c, "pbp", (const uint64_t[]){a, c, a});
     assert_int_equal(evict_moved, 80 * M);
     assert_false(offloaded(c));
 }

@@ -17,30 +17,9 @@
  */
 #include "hooks.h"
 
-/* The device side of a 3D peer copy: first byte and length, or 0. */
-static uint64_t peer_side(CUmemorytype type, CUdeviceptr dev, size_t x, size_t y, size_t z,
-                          size_t pitch, size_t rows, const CUDA_MEMCPY3D_PEER *p, size_t *len)
-{
-    if ((type != CU_MEMORYTYPE_DEVICE && type != CU_MEMORYTYPE_UNIFIED) || dev == 0 ||
-        p->WidthInBytes == 0 || p->Height == 0 || p->Depth == 0)
-        return 0;
-    uint64_t slice = (uint64_t)pitch * rows;
-    *len = (p->Depth - 1) * slice + (p->Height - 1) * pitch + p->WidthInBytes;
-    return dev + z * slice + y * pitch + x;
-}
-
 static void touch_3d_peer(const CUDA_MEMCPY3D_PEER *p)
 {
-    size_t n = 0;
-    uint64_t a;
-    if (p == NULL)
-        return;
-    if ((a = peer_side(p->srcMemoryType, p->srcDevice, p->srcXInBytes, p->srcY, p->srcZ,
-                       p->srcPitch, p->srcHeight, p, &n)))
-        vs_touch_range(a, 0, n);
-    if ((a = peer_side(p->dstMemoryType, p->dstDevice, p->dstXInBytes, p->dstY, p->dstZ,
-                       p->dstPitch, p->dstHeight, p, &n)))
-        vs_touch_range(a, 0, n);
+    VS_TOUCH_3D(p);
 }
 
 /* One operand of a 3D batch copy: a pointer operand's rows are rowLength

@@ -11,45 +11,29 @@
  */
 #include "hooks.h"
 
-/* First byte and length of one side of a strided copy, when it is device
- * memory; 0 otherwise (host memory, arrays). */
-static uint64_t side(CUmemorytype type, CUdeviceptr dev, size_t x, size_t y, size_t z,
-                     size_t pitch, size_t rows, size_t w, size_t h, size_t d, size_t *len)
+void vs_touch_strided(CUmemorytype type, CUdeviceptr dev, size_t x, size_t y, size_t z,
+                      size_t pitch, size_t rows, size_t w, size_t h, size_t d)
 {
     if ((type != CU_MEMORYTYPE_DEVICE && type != CU_MEMORYTYPE_UNIFIED) || dev == 0 ||
         w == 0 || h == 0 || d == 0)
-        return 0;
+        return;
     uint64_t slice = (uint64_t)pitch * rows;
-    *len = (d - 1) * slice + (h - 1) * pitch + w;
-    return dev + z * slice + y * pitch + x;
+    vs_touch_range(dev + z * slice + y * pitch + x, 0, (d - 1) * slice + (h - 1) * pitch + w);
 }
 
 static void touch_2d(const CUDA_MEMCPY2D *p)
 {
-    size_t n = 0;
-    uint64_t a;
     if (p == NULL)
         return;
-    if ((a = side(p->srcMemoryType, p->srcDevice, p->srcXInBytes, p->srcY, 0, p->srcPitch, 0,
-                  p->WidthInBytes, p->Height, 1, &n)))
-        vs_touch_range(a, 0, n);
-    if ((a = side(p->dstMemoryType, p->dstDevice, p->dstXInBytes, p->dstY, 0, p->dstPitch, 0,
-                  p->WidthInBytes, p->Height, 1, &n)))
-        vs_touch_range(a, 0, n);
+    vs_touch_strided(p->srcMemoryType, p->srcDevice, p->srcXInBytes, p->srcY, 0, p->srcPitch, 0,
+                     p->WidthInBytes, p->Height, 1);
+    vs_touch_strided(p->dstMemoryType, p->dstDevice, p->dstXInBytes, p->dstY, 0, p->dstPitch, 0,
+                     p->WidthInBytes, p->Height, 1);
 }
 
 static void touch_3d(const CUDA_MEMCPY3D *p)
 {
-    size_t n = 0;
-    uint64_t a;
-    if (p == NULL)
-        return;
-    if ((a = side(p->srcMemoryType, p->srcDevice, p->srcXInBytes, p->srcY, p->srcZ, p->srcPitch,
-                  p->srcHeight, p->WidthInBytes, p->Height, p->Depth, &n)))
-        vs_touch_range(a, 0, n);
-    if ((a = side(p->dstMemoryType, p->dstDevice, p->dstXInBytes, p->dstY, p->dstZ, p->dstPitch,
-                  p->dstHeight, p->WidthInBytes, p->Height, p->Depth, &n)))
-        vs_touch_range(a, 0, n);
+    VS_TOUCH_3D(p);
 }
 
 static void touch_2d_set(CUdeviceptr dst, size_t pitch, size_t w_bytes, size_t h)
@@ -57,6 +41,21 @@ static void touch_2d_set(CUdeviceptr dst, size_t pitch, size_t w_bytes, size_t h
     if (w_bytes && h)
         vs_touch_range(dst, 0, (h - 1) * pitch + w_bytes);
 }
+
+/* A 2D memset of `elem`-byte values: w values a row, h rows. */
+#define SET_2D(name, value_t, elem)                                                           \
+    CUresult vs_hook_##name(CUdeviceptr dst, size_t pitch, value_t v, size_t w, size_t h)    \
+    {                                                                                        \
+        touch_2d_set(dst, pitch, w * (elem), h);                                             \
+        VS_GATED(vs_real.name(dst, pitch, v, w, h));                                         \
+    }
+#define SET_2D_ASYNC(name, value_t, elem)                                                     \
+    CUresult vs_hook_##name(CUdeviceptr dst, size_t pitch, value_t v, size_t w, size_t h,    \
+                            CUstream s)                                                      \
+    {                                                                                        \
+        touch_2d_set(dst, pitch, w * (elem), h);                                             \
+        VS_GATED(vs_real.name(dst, pitch, v, w, h, s));                                      \
+    }
 
 #define SYNC_STRIDED(sfx)                                                                     \
     CUresult vs_hook_cuMemcpy2D_v2##sfx(const CUDA_MEMCPY2D *p)                              \
@@ -85,24 +84,9 @@ static void touch_2d_set(CUdeviceptr dst, size_t pitch, size_t w_bytes, size_t h
         vs_touch_range(dst, 0, n * 2);                                                       \
         VS_GATED(vs_real.cuMemsetD16_v2##sfx(dst, v, n));                                    \
     }                                                                                        \
-    CUresult vs_hook_cuMemsetD2D8_v2##sfx(CUdeviceptr dst, size_t pitch, unsigned char v,    \
-                                          size_t w, size_t h)                                \
-    {                                                                                        \
-        touch_2d_set(dst, pitch, w, h);                                                      \
-        VS_GATED(vs_real.cuMemsetD2D8_v2##sfx(dst, pitch, v, w, h));                         \
-    }                                                                                        \
-    CUresult vs_hook_cuMemsetD2D16_v2##sfx(CUdeviceptr dst, size_t pitch, unsigned short v,  \
-                                           size_t w, size_t h)                               \
-    {                                                                                        \
-        touch_2d_set(dst, pitch, w * 2, h);                                                  \
-        VS_GATED(vs_real.cuMemsetD2D16_v2##sfx(dst, pitch, v, w, h));                        \
-    }                                                                                        \
-    CUresult vs_hook_cuMemsetD2D32_v2##sfx(CUdeviceptr dst, size_t pitch, unsigned int v,    \
-                                           size_t w, size_t h)                               \
-    {                                                                                        \
-        touch_2d_set(dst, pitch, w * 4, h);                                                  \
-        VS_GATED(vs_real.cuMemsetD2D32_v2##sfx(dst, pitch, v, w, h));                        \
-    }
+    SET_2D(cuMemsetD2D8_v2##sfx, unsigned char, 1)                                          \
+    SET_2D(cuMemsetD2D16_v2##sfx, unsigned short, 2)                                        \
+    SET_2D(cuMemsetD2D32_v2##sfx, unsigned int, 4)
 
 #define ASYNC_STRIDED(sfx)                                                                    \
     CUresult vs_hook_cuMemcpy2DAsync_v2##sfx(const CUDA_MEMCPY2D *p, CUstream s)             \
@@ -127,24 +111,9 @@ static void touch_2d_set(CUdeviceptr dst, size_t pitch, size_t w_bytes, size_t h
         vs_touch_range(dst, 0, n * 2);                                                       \
         VS_GATED(vs_real.cuMemsetD16Async##sfx(dst, v, n, s));                               \
     }                                                                                        \
-    CUresult vs_hook_cuMemsetD2D8Async##sfx(CUdeviceptr dst, size_t pitch, unsigned char v,  \
-                                            size_t w, size_t h, CUstream s)                  \
-    {                                                                                        \
-        touch_2d_set(dst, pitch, w, h);                                                      \
-        VS_GATED(vs_real.cuMemsetD2D8Async##sfx(dst, pitch, v, w, h, s));                    \
-    }                                                                                        \
-    CUresult vs_hook_cuMemsetD2D16Async##sfx(CUdeviceptr dst, size_t pitch, unsigned short v, \
-                                             size_t w, size_t h, CUstream s)                 \
-    {                                                                                        \
-        touch_2d_set(dst, pitch, w * 2, h);                                                  \
-        VS_GATED(vs_real.cuMemsetD2D16Async##sfx(dst, pitch, v, w, h, s));                   \
-    }                                                                                        \
-    CUresult vs_hook_cuMemsetD2D32Async##sfx(CUdeviceptr dst, size_t pitch, unsigned int v,  \
-                                             size_t w, size_t h, CUstream s)                 \
-    {                                                                                        \
-        touch_2d_set(dst, pitch, w * 4, h);                                                  \
-        VS_GATED(vs_real.cuMemsetD2D32Async##sfx(dst, pitch, v, w, h, s));                   \
-    }
+    SET_2D_ASYNC(cuMemsetD2D8Async##sfx, unsigned char, 1)                                  \
+    SET_2D_ASYNC(cuMemsetD2D16Async##sfx, unsigned short, 2)                                \
+    SET_2D_ASYNC(cuMemsetD2D32Async##sfx, unsigned int, 4)
 
 SYNC_STRIDED()
 SYNC_STRIDED(_ptds)

@@ -91,6 +91,27 @@ CUresult vs_alloc_released(bool had, const struct vs_alloc_info *removed, CUresu
 /* What a pitched allocation is charged before the driver picks the pitch. */
 uint64_t vs_pitch_guess(uint64_t width, uint64_t height);
 
+/* ---- hook_strided.c: one side of a strided copy ------------------------- */
+/* Touch the side (its memory type, base, first byte at x, y rows and z
+ * layers in, pitch bytes a row, rows a layer; w bytes by h rows by d
+ * layers) when it is device memory: from its first byte to its last, the
+ * pitch gaps included. Host memory and arrays are not touched. */
+void vs_touch_strided(CUmemorytype type, CUdeviceptr dev, size_t x, size_t y, size_t z,
+                      size_t pitch, size_t rows, size_t w, size_t h, size_t d);
+/* Both sides of a 3D copy: p is a CUDA_MEMCPY3D or a CUDA_MEMCPY3D_PEER
+ * (cuda.h names their fields alike), or NULL. */
+#define VS_TOUCH_3D(p)                                                                        \
+    do {                                                                                      \
+        if ((p) == NULL)                                                                      \
+            break;                                                                            \
+        vs_touch_strided((p)->srcMemoryType, (p)->srcDevice, (p)->srcXInBytes, (p)->srcY,     \
+                         (p)->srcZ, (p)->srcPitch, (p)->srcHeight, (p)->WidthInBytes,         \
+                         (p)->Height, (p)->Depth);                                            \
+        vs_touch_strided((p)->dstMemoryType, (p)->dstDevice, (p)->dstXInBytes, (p)->dstY,     \
+                         (p)->dstZ, (p)->dstPitch, (p)->dstHeight, (p)->WidthInBytes,         \
+                         (p)->Height, (p)->Depth);                                            \
+    } while (0)
+
 /* ---- hook_capture.c ------------------------------------------------------ */
 /* Is stream s capturing (per_thread: the _ptsz entry points' streams)? */
 bool vs_stream_capturing(CUstream s, bool per_thread);

@@ -27,7 +27,7 @@ struct fk_array {
     bool charged;
 };
 
-static uint64_t elem_bytes(CUarray_format f)
+unsigned fk_format_bytes(CUarray_format f)
 {
     switch (f) {
     case CU_AD_FORMAT_UNSIGNED_INT8:
@@ -37,9 +37,21 @@ static uint64_t elem_bytes(CUarray_format f)
     case CU_AD_FORMAT_SIGNED_INT16:
     case CU_AD_FORMAT_HALF:
         return 2;
-    default:
+    case CU_AD_FORMAT_UNSIGNED_INT32:
+    case CU_AD_FORMAT_SIGNED_INT32:
+    case CU_AD_FORMAT_FLOAT:
         return 4;
+    default:
+        return 0;
     }
+}
+
+/* An array of another format (packed, compressed) is laid out with 4 bytes
+ * a channel, no less than any of them needs. */
+static uint64_t elem_bytes(CUarray_format f)
+{
+    unsigned b = fk_format_bytes(f);
+    return b ? b : 4;
 }
 
 static uint64_t shape_bytes(const CUDA_ARRAY3D_DESCRIPTOR *d, unsigned levels)

@@ -148,6 +148,9 @@ void fk_graph_mem_unmap(int dev, uint64_t bytes);
  * or a stream capture's cuMemAllocAsync): false when the graph is full. */
 bool fk_graph_add_alloc(CUgraph g, int dev, CUdeviceptr dptr, size_t bytesize,
                         CUgraphNode *node);
+/* Bytes of one channel of an array format (fake_array.c); 0 for the
+ * formats whose element is not whole channels (packed, compressed). */
+unsigned fk_format_bytes(CUarray_format f);
 /* A device allocation whose address fits the old ABI's 32 bits (fake_v1.c). */
 CUresult fk_device_alloc_low(CUdeviceptr *dptr, size_t bytesize);
 /* Is addr inside page-locked host memory (cuMemHostAlloc, cuMemHostRegister)? */

@@ -92,32 +92,13 @@ FK_EXPORT CUresult cuTexRefSetAddress_v2(size_t *ByteOffset, CUtexref hTexRef,
     return rc;
 }
 
-static unsigned format_bytes(CUarray_format f)
-{
-    switch (f) {
-    case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8:
-        return 1;
-    case CU_AD_FORMAT_UNSIGNED_INT16:
-    case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF:
-        return 2;
-    case CU_AD_FORMAT_UNSIGNED_INT32:
-    case CU_AD_FORMAT_SIGNED_INT32:
-    case CU_AD_FORMAT_FLOAT:
-        return 4;
-    default:
-        return 0;
-    }
-}
-
 FK_EXPORT CUresult cuTexRefSetAddress2D_v3(CUtexref hTexRef, const CUDA_ARRAY_DESCRIPTOR *desc,
                                            CUdeviceptr dptr, size_t Pitch)
 {
     FK_ENTER("cuTexRefSetAddress2D_v3");
     if (desc == NULL || desc->Width == 0 || desc->Height == 0 || desc->NumChannels == 0 ||
-        format_bytes(desc->Format) == 0 ||
-        Pitch < desc->Width * desc->NumChannels * format_bytes(desc->Format))
+        fk_format_bytes(desc->Format) == 0 ||
+        Pitch < desc->Width * desc->NumChannels * fk_format_bytes(desc->Format))
         return CUDA_ERROR_INVALID_VALUE;
     return bind(hTexRef, dptr, (uint64_t)Pitch * desc->Height);
 }

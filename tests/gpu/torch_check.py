@@ -9,24 +9,12 @@ the cudaMallocAsync backend, which allocates each tensor from the driver.
 Exit 1 on a mismatch.
 """
 import argparse
-import ctypes
-import json
 import os
 import sys
 
 import torch
 
-
-def vramshim_stats():
-    lib = ctypes.CDLL(None)
-    try:
-        fn = lib.vramshim_stats_json
-    except AttributeError:
-        return None
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    buf = ctypes.create_string_buffer(1 << 20)
-    n = fn(buf, len(buf))
-    return json.loads(buf.value[:n].decode())
+from common import vramshim_stats
 
 
 def main():

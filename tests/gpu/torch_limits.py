@@ -15,29 +15,19 @@ each printed as one "ok"/"FAIL" line:
   - pinned host memory stops at the 1 GiB cap, and recovers after freeing.
 Exit 1 if any check fails.
 """
-import ctypes
-import json
 import sys
 
 import torch
 
-GiB = 1 << 30
-MiB = 1 << 20
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    failures += 0 if cond else 1
+import common
+from common import GiB, MiB, check
 
 
 def stats():
-    fn = ctypes.CDLL(None).vramshim_stats_json
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    buf = ctypes.create_string_buffer(1 << 20)
-    n = fn(buf, len(buf))
-    return json.loads(buf.value[:n].decode())
+    s = common.vramshim_stats()
+    if s is None:
+        sys.exit("torch_limits: vramshim is not preloaded")
+    return s
 
 
 def main():
@@ -115,7 +105,7 @@ def main():
         check(True, "pinned recovers after freeing")
     except RuntimeError:
         check(False, "pinned recovers after freeing")
-    return 1 if failures else 0
+    return 1 if common.failures else 0
 
 
 if __name__ == "__main__":

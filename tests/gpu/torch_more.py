@@ -17,34 +17,14 @@
                  it, as `overhead`), give or take one 2 MiB granule.
 Each check prints one "ok"/"FAIL" line; exit 1 if any fails.
 """
-import ctypes
-import json
 import os
 import subprocess
 import sys
 
 import torch
 
-GiB = 1 << 30
-MiB = 1 << 20
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    failures += 0 if cond else 1
-
-
-def vramshim_stats():
-    try:
-        fn = ctypes.CDLL(None).vramshim_stats_json
-    except AttributeError:
-        return None  # the run without vramshim
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    buf = ctypes.create_string_buffer(1 << 20)
-    n = fn(buf, len(buf))
-    return json.loads(buf.value[:n].decode())
+import common
+from common import GiB, MiB, check, vramshim_stats
 
 
 def graphs(out_path):
@@ -158,7 +138,7 @@ def main():
     else:
         print(__doc__)
         sys.exit(2)
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if common.failures else 0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from common import seeded_linears
+
 p = argparse.ArgumentParser()
 p.add_argument("--out", required=True)
 p.add_argument("--mode", choices=["resident", "hand"], default="resident")
@@ -31,16 +33,11 @@ layers = max(1, int(a.gib * (1 << 30) // layer_bytes))
 
 
 def build(seed):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    model = torch.nn.Sequential(*[torch.nn.Linear(WIDTH, WIDTH, bias=False, device="cuda")
-                                  for _ in range(layers)])
-    with torch.no_grad():
+    model = seeded_linears(WIDTH, layers, torch.Generator(device="cuda").manual_seed(seed))
+    if a.mode == "hand":  # kept in pinned memory, moved in for use
         for lin in model:
-            lin.weight.copy_(torch.randn(lin.weight.shape, device="cuda", generator=g)
-                             / WIDTH ** 0.5)
-            if a.mode == "hand":  # kept in pinned memory, moved in for use
-                lin.host = lin.weight.data.to("cpu").pin_memory()
-                lin.weight.data = lin.host
+            lin.host = lin.weight.data.to("cpu").pin_memory()
+            lin.weight.data = lin.host
     torch.cuda.synchronize()
     return model
 

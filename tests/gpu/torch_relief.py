@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from common import seeded_linears
+
 p = argparse.ArgumentParser()
 p.add_argument("--worker", action="store_true")
 p.add_argument("--alone", action="store_true")
@@ -39,12 +41,7 @@ def worker(seed, frac, out):
     layers = max(1, int(total * frac) // (WIDTH * WIDTH * 4))
     try:
         g = torch.Generator(device="cuda").manual_seed(seed)
-        model = torch.nn.Sequential(*[torch.nn.Linear(WIDTH, WIDTH, bias=False, device="cuda")
-                                      for _ in range(layers)])
-        with torch.no_grad():
-            for lin in model:
-                lin.weight.copy_(torch.randn(lin.weight.shape, device="cuda", generator=g)
-                                 / WIDTH ** 0.5)
+        model = seeded_linears(WIDTH, layers, g)
         x = torch.randn(64, WIDTH, device="cuda", generator=g)
         torch.cuda.synchronize()
     except torch.cuda.OutOfMemoryError:

@@ -16,11 +16,8 @@
  * and a look-up costs log n however many buffers a program holds.
  */
 #include "fake_internal.h"
+#include "fake_ranges.h"
 
-#ifndef __unused
-#define __unused __attribute__((unused)) /* what bsd/sys/tree.h's generated functions use */
-#endif
-#include <bsd/sys/tree.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -41,12 +38,7 @@ struct fk_alloc {
     RB_ENTRY(fk_alloc) rb;
 };
 
-static int cmp_alloc(const struct fk_alloc *a, const struct fk_alloc *b)
-{
-    return a->base < b->base ? -1 : a->base > b->base;
-}
-RB_HEAD(alloc_tree, fk_alloc);
-RB_GENERATE_STATIC(alloc_tree, fk_alloc, rb, cmp_alloc)
+FK_RANGE_TREE(alloc_tree, fk_alloc, rb)
 
 /* All under mem_lock. */
 static struct fk_alloc *allocs;
@@ -74,18 +66,10 @@ static void drop(struct fk_alloc *a)
     RB_REMOVE(alloc_tree, tree_of(a), a);
 }
 
-/* The range in t with the greatest base at or below addr, if it holds addr. */
+/* The range in t that holds addr, or NULL. */
 static struct fk_alloc *holding(struct alloc_tree *t, uint64_t addr)
 {
-    struct fk_alloc *node = RB_ROOT(t), *best = NULL;
-    while (node) {
-        if (node->base <= addr) {
-            best = node;
-            node = RB_RIGHT(node, rb);
-        } else {
-            node = RB_LEFT(node, rb);
-        }
-    }
+    struct fk_alloc *best = alloc_tree_at_or_below(t, addr);
     return best && addr - best->base < best->size ? best : NULL;
 }
 

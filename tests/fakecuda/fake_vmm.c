@@ -22,11 +22,8 @@
  * process) and is refused with CUDA_ERROR_NOT_SUPPORTED.
  */
 #include "fake_internal.h"
+#include "fake_ranges.h"
 
-#ifndef __unused
-#define __unused __attribute__((unused)) /* what bsd/sys/tree.h's generated functions use */
-#endif
-#include <bsd/sys/tree.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -69,12 +66,7 @@ struct fk_mapping {
     RB_ENTRY(fk_mapping) rb;
 };
 
-static int cmp_mapping(const struct fk_mapping *a, const struct fk_mapping *b)
-{
-    return a->base < b->base ? -1 : a->base > b->base;
-}
-RB_HEAD(mapping_tree, fk_mapping);
-RB_GENERATE_STATIC(mapping_tree, fk_mapping, rb, cmp_mapping)
+FK_RANGE_TREE(mapping_tree, fk_mapping, rb)
 
 static pthread_mutex_t vmm_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mapping_tree mappings = RB_INITIALIZER(&mappings);
@@ -83,16 +75,7 @@ static struct mapping_tree mappings = RB_INITIALIZER(&mappings);
  * holds addr if any does. Caller holds vmm_lock. */
 static struct fk_mapping *at_or_below(uint64_t addr)
 {
-    struct fk_mapping *node = RB_ROOT(&mappings), *best = NULL;
-    while (node) {
-        if (node->base <= addr) {
-            best = node;
-            node = RB_RIGHT(node, rb);
-        } else {
-            node = RB_LEFT(node, rb);
-        }
-    }
-    return best;
+    return mapping_tree_at_or_below(&mappings, addr);
 }
 
 static struct fk_mapping *holding(uint64_t addr)

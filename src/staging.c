@@ -174,6 +174,16 @@ bad_host:
     return CUDA_ERROR_INVALID_VALUE;
 }
 
+/* The job keeps its first error and stops: no piece is taken after it.
+ * Caller holds lock. */
+static void job_failed(struct job *j, CUresult rc)
+{
+    if (j->rc == CUDA_SUCCESS)
+        j->rc = rc;
+    j->stop = true;
+    pthread_cond_broadcast(&wake);
+}
+
 static void run_job(struct job *j)
 {
     CUresult rc = CUDA_SUCCESS;
@@ -183,12 +193,8 @@ static void run_job(struct job *j)
         pushed = rc == CUDA_SUCCESS;
     }
     pthread_mutex_lock(&lock);
-    if (rc != CUDA_SUCCESS) {
-        if (j->rc == CUDA_SUCCESS)
-            j->rc = rc;
-        j->stop = true;
-        pthread_cond_broadcast(&wake);
-    }
+    if (rc != CUDA_SUCCESS)
+        job_failed(j, rc);
     for (;;) {
         while (!j->stop && j->next < j->n_pieces && j->next >= j->posted)
             pthread_cond_wait(&wake, &lock);
@@ -199,10 +205,7 @@ static void run_job(struct job *j)
         rc = do_piece(j, p);
         pthread_mutex_lock(&lock);
         if (rc != CUDA_SUCCESS) {
-            if (j->rc == CUDA_SUCCESS)
-                j->rc = rc;
-            j->stop = true;
-            pthread_cond_broadcast(&wake);
+            job_failed(j, rc);
         } else if (j->kind != JOB_PREFAULT) {
             slot_of(j, p)->done_piece = (int64_t)p;
         }

@@ -10,6 +10,9 @@
 #include <jansson.h>
 
 int cmd_usage_error(const char *usage, const char *fmt, const char *arg);
+/* A JSON document on one line of stdout (flags: json_dumps's, JSON_COMPACT
+ * added). */
+void cmd_print_json(const json_t *doc, size_t flags);
 int cmd_ls(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_set(int argc, char **argv);

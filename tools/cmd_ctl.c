@@ -100,11 +100,8 @@ int cmd_ls(int argc, char **argv)
         }
         json_decref(answer);
     }
-    if (json) {
-        char *s = json_dumps(all, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
-    }
+    if (json)
+        cmd_print_json(all, 0);
     json_decref(all);
     return 0;
 }
@@ -169,13 +166,10 @@ int cmd_stats(int argc, char **argv)
         return EXIT_REFUSED;
     }
     json_t *st = json_object_get(answer, "stats");
-    if (json) {
-        char *s = json_dumps(st, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        printf("%s\n", s);
-        free(s);
-    } else {
+    if (json)
+        cmd_print_json(st, JSON_PRESERVE_ORDER);
+    else
         print_stats(st);
-    }
     json_decref(answer);
     return 0;
 }

@@ -109,9 +109,7 @@ int cmd_devices(int argc, char **argv)
     }
     json_t *all = cmd_devices_collect();
     if (json) {
-        char *s = json_dumps(all, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
+        cmd_print_json(all, 0);
         json_decref(all);
         return 0;
     }

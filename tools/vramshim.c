@@ -75,6 +75,13 @@ int cmd_usage_error(const char *usage, const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
+void cmd_print_json(const json_t *doc, size_t flags)
+{
+    char *s = json_dumps(doc, JSON_COMPACT | flags);
+    printf("%s\n", s);
+    free(s);
+}
+
 static bool file_exists(const char *path) { return access(path, R_OK) == 0; }
 
 /* The library to preload: explicit, the build tree's, or the installed one. */

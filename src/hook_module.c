@@ -87,20 +87,22 @@ CUresult vs_hook_cuLibraryLoadFromFile(CUlibrary *library, const char *file, CUj
                   vs_real.cuLibraryUnload);
 }
 
+/* The driver answered an unload: what it let go is no longer overhead. */
+static CUresult unloaded(enum vs_overhead_space space, const void *handle, CUresult rc)
+{
+    if (rc == CUDA_SUCCESS)
+        vs_overhead_drop(space, (uint64_t)(uintptr_t)handle);
+    return rc;
+}
+
 CUresult vs_hook_cuModuleUnload(CUmodule hmod)
 {
     vs_touch_forget_layouts();
-    CUresult rc = vs_real.cuModuleUnload(hmod);
-    if (rc == CUDA_SUCCESS)
-        vs_overhead_drop(VS_OVERHEAD_MODULE, (uint64_t)(uintptr_t)hmod);
-    return rc;
+    return unloaded(VS_OVERHEAD_MODULE, hmod, vs_real.cuModuleUnload(hmod));
 }
 
 CUresult vs_hook_cuLibraryUnload(CUlibrary library)
 {
     vs_touch_forget_layouts();
-    CUresult rc = vs_real.cuLibraryUnload(library);
-    if (rc == CUDA_SUCCESS)
-        vs_overhead_drop(VS_OVERHEAD_LIBRARY, (uint64_t)(uintptr_t)library);
-    return rc;
+    return unloaded(VS_OVERHEAD_LIBRARY, library, vs_real.cuLibraryUnload(library));
 }

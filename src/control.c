@@ -43,7 +43,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,9 +291,7 @@ static void answer_stats(struct conn *c, bool hello)
 static void *run_job(void *arg)
 {
     (void)arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    vs_thread_block_signals();
     vs_tier_evict(job.owner, job.want, job.idle_only, &job.moved);
     atomic_store(&job.done, true);
     ssize_t w = write(job.wake[1], "", 1);
@@ -576,9 +573,7 @@ static uint64_t accept_all(int lfd)
 static void *serve(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    vs_thread_block_signals();
     for (int i = 0; i < CONN_MAX; i++)
         conns[i].fd = -1;
     uint64_t accept_at = 0, idle_tick_at = 0;

@@ -284,6 +284,10 @@ void vs_registry_atfork_parent(void);
 void vs_registry_atfork_child(void);
 
 /* ---- thread.c: per-thread slots ----------------------------------------- */
+/* First thing in each thread of vramshim's own (the control server and its
+ * jobs, the fence waiter, the copy and pool workers): every signal blocked
+ * there, so that the program's signals reach only the program's threads. */
+void vs_thread_block_signals(void);
 /* What every launch writes goes to the calling thread's own slot (a cache
  * line no other thread writes); readers sum the slots. Slot
  * VS_THREAD_SHARED is shared by threads beyond the others and is updated

@@ -37,7 +37,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <time.h>
 
 static uint32_t fence_ms = 5000;
@@ -136,9 +135,7 @@ bool vs_capture_active(void)
 static void *waiter_main(void *arg)
 {
     (void)arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals stay its own */
+    vs_thread_block_signals();
     pthread_mutex_lock(&mu);
     for (;;) {
         while (n_answered == n_asked)

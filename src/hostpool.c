@@ -24,7 +24,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <string.h>
 
 #define POOL_SLOTS 64
@@ -203,9 +202,7 @@ void vs_hostpool_fit_budget(void)
 static void *fill(void *arg)
 {
     (void)arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    vs_thread_block_signals();
     pthread_mutex_lock(&pool_lock);
     for (;;) {
         while (!filler_asked)

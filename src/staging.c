@@ -22,7 +22,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -223,9 +222,7 @@ static void run_job(struct job *j)
 static void *work(void *arg)
 {
     (void)arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    vs_thread_block_signals();
     uint64_t seen = 0;
     for (;;) {
         pthread_mutex_lock(&lock);

@@ -10,10 +10,20 @@
  * update it with atomic read-modify-writes: correct, only not free of
  * sharing. Slots live in .bss and are never touched by a process that does
  * not launch, so they cost nothing at start-up.
+ *
+ * Also the signal mask of vramshim's own threads.
  */
 #include "core.h"
 
 #include <pthread.h>
+#include <signal.h>
+
+void vs_thread_block_signals(void)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+}
 
 __thread struct vs_thread_local vs_me VS_TLS_FAST;
 _Alignas(64) struct vs_thread_counts vs_thread_counts[VS_THREAD_SLOTS];

@@ -171,6 +171,28 @@ bool fk_vmm_hw_decompress(uint64_t addr, uint64_t *end);
 bool fk_pool_hw_decompress(void *from);
 bool fk_vmm_lookup(uint64_t addr, uint64_t *base, uint64_t *size, int *dev,
                    bool *on_host);
+/* The pages of a VMM physical handle (fake_phys.c): anonymous memory
+ * moved to each mapping (fd < 0), or a memfd any number of mappings share.
+ * Calls are made under fake_vmm.c's lock. */
+struct fk_phys {
+    int fd;     /* memfd, or -1 while the pages are anonymous */
+    uint64_t size;
+    char *park; /* anonymous and unmapped: where the pages wait */
+    uint64_t at; /* anonymous and mapped: the one address they are at */
+};
+int fk_phys_init(struct fk_phys *p, uint64_t size); /* -1: no memory */
+void fk_phys_init_fd(struct fk_phys *p, int fd, uint64_t size);
+/* Can a mapping of [offset, +size) of it take the anonymous pages? */
+bool fk_phys_movable(const struct fk_phys *p, uint64_t size, uint64_t offset);
+/* Move the anonymous pages to va (still inaccessible); -1: failed. */
+int fk_phys_map(struct fk_phys *p, uint64_t va);
+bool fk_phys_mapped_at(const struct fk_phys *p, uint64_t va);
+/* Its mapping goes: park the pages (keep), or let them go with it. */
+void fk_phys_unmap(struct fk_phys *p, bool keep);
+/* Its memfd, made now with the same bytes if it had none (its one mapping,
+ * if any, replaced by the memfd's with the access it had); -1: failed. */
+int fk_phys_fd(struct fk_phys *p, bool accessible);
+void fk_phys_drop(struct fk_phys *p);
 /* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS of the VMM mapping holding addr: set
  * to `set` unless it is -1; its value in *value. false: no mapping there. */
 bool fk_vmm_sync_memops(uint64_t addr, int set, bool *value);

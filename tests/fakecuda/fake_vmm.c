@@ -2,8 +2,9 @@
  * fake_vmm.c: virtual memory management in the test driver.
  *
  * Reserved address space is an inaccessible anonymous mapping; a physical
- * handle is a memfd of its size; cuMemMap maps the memfd over the
- * reservation (still inaccessible) and cuMemSetAccess opens it. cuMemUnmap
+ * handle is pages of its size (fake_phys.c: anonymous memory moved to its
+ * one mapping, or a memfd); cuMemMap puts them over the reservation (still
+ * inaccessible) and cuMemSetAccess opens them. cuMemUnmap
  * puts inaccessible memory back, so touching an unmapped address faults, as
  * on a GPU. As measured on the real driver: sizes and offsets must be
  * multiples of the 2 MiB granularity, an unmap must cover whole mappings,
@@ -40,7 +41,7 @@ struct fk_mc_bind {
 };
 
 struct fk_handle {
-    int fd;
+    struct fk_phys mem; /* its pages (fake_phys.c) */
     uint64_t size;
     int device; /* -1: host location */
     bool exportable, imported;
@@ -92,6 +93,15 @@ static struct fk_mapping *from(uint64_t addr)
 }
 
 static bool granular(uint64_t v) { return (v % FK_GRANULARITY) == 0; }
+
+/* The handle's pages as a memfd, for a second or partial mapping, an
+ * export, a binding or a dma-buf (fake_phys.c makes it on first need).
+ * Caller holds vmm_lock. */
+static int handle_fd(struct fk_handle *h)
+{
+    const struct fk_mapping *m = h->mem.at ? holding(h->mem.at) : NULL;
+    return fk_phys_fd(&h->mem, m && m->access);
+}
 
 FK_EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity,
                                                  const CUmemAllocationProp *prop,
@@ -159,16 +169,12 @@ FK_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size
     if (device >= 0 && !fk_charge(device, size))
         return CUDA_ERROR_OUT_OF_MEMORY;
     struct fk_handle *h = calloc(1, sizeof *h);
-    int fd = h ? memfd_create("fakecuda-vmm", MFD_CLOEXEC) : -1;
-    if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
-        if (fd >= 0)
-            close(fd);
+    if (h == NULL || fk_phys_init(&h->mem, size) != 0) {
         free(h);
         if (device >= 0)
             fk_uncharge(device, size);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    h->fd = fd;
     h->size = size;
     h->device = device;
     h->exportable = (prop->requestedHandleTypes & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != 0;
@@ -189,7 +195,10 @@ FK_EXPORT CUresult cuMemExportToShareableHandle(void *shareable,
         return CUDA_ERROR_INVALID_VALUE;
     if (!h->exportable)
         return CUDA_ERROR_NOT_PERMITTED;
-    int fd = dup(h->fd);
+    pthread_mutex_lock(&vmm_lock);
+    int hfd = handle_fd(h);
+    int fd = hfd < 0 ? -1 : dup(hfd);
+    pthread_mutex_unlock(&vmm_lock);
     if (fd < 0)
         return CUDA_ERROR_OUT_OF_MEMORY;
     *(int *)shareable = fd;
@@ -207,11 +216,13 @@ FK_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *
         fstat(fd, &st) != 0 || st.st_size <= 0 || !granular((uint64_t)st.st_size))
         return CUDA_ERROR_INVALID_VALUE;
     struct fk_handle *h = calloc(1, sizeof *h);
-    if (h == NULL || (h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    int own = h ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (own < 0) {
         free(h);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     h->size = (uint64_t)st.st_size;
+    fk_phys_init_fd(&h->mem, own, h->size);
     h->device = 0;
     h->imported = true;
     *handle = (CUmemGenericAllocationHandle)(uintptr_t)h;
@@ -259,7 +270,7 @@ FK_EXPORT CUresult cuMulticastCreate(CUmemGenericAllocationHandle *mcHandle,
         free(h);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    h->fd = fd;
+    fk_phys_init_fd(&h->mem, fd, prop->size);
     h->size = prop->size;
     h->device = 0;
     h->imported = true; /* charges nothing when dropped */
@@ -279,7 +290,7 @@ static void handle_drop_if_unused(struct fk_handle *h)
         close(b->fd);
         free(b);
     }
-    close(h->fd);
+    fk_phys_drop(&h->mem);
     if (h->device >= 0 && !h->imported)
         fk_uncharge(h->device, h->size);
     free(h);
@@ -383,7 +394,7 @@ FK_EXPORT CUresult cuMulticastBindAddr(CUmemGenericAllocationHandle mcHandle, si
         rc = CUDA_ERROR_INVALID_DEVICE;
     else if ((unsigned)__builtin_popcount(h->mc_added) < h->mc_team)
         rc = CUDA_ERROR_NOT_PERMITTED;
-    else if ((b->fd = fcntl(m->h->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+    else if (handle_fd(m->h) < 0 || (b->fd = fcntl(m->h->mem.fd, F_DUPFD_CLOEXEC, 0)) < 0)
         rc = CUDA_ERROR_OUT_OF_MEMORY;
     if (rc == CUDA_SUCCESS) {
         b->mc_offset = mcOffset;
@@ -418,7 +429,7 @@ FK_EXPORT CUresult cuMulticastUnbind(CUmemGenericAllocationHandle mcHandle, CUde
         if (b->device == dev && b->mc_offset >= mcOffset &&
             b->mc_offset + b->size <= mcOffset + size) {
             *pp = b->next;
-            mc_show(h, b->mc_offset, b->size, h->fd, b->mc_offset);
+            mc_show(h, b->mc_offset, b->size, h->mem.fd, b->mc_offset);
             close(b->fd);
             free(b);
         } else {
@@ -447,8 +458,12 @@ FK_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
         free(m);
         return CUDA_ERROR_INVALID_VALUE; /* already mapped */
     }
-    void *p = mmap((void *)(uintptr_t)ptr, size, PROT_NONE, MAP_SHARED | MAP_FIXED,
-                   h->fd, (off_t)offset);
+    bool moved = fk_phys_movable(&h->mem, size, offset) && fk_phys_map(&h->mem, ptr) == 0;
+    int fd = moved ? -1 : handle_fd(h);
+    void *p = moved ? NULL
+        : fd < 0 ? MAP_FAILED
+                 : mmap((void *)(uintptr_t)ptr, size, PROT_NONE, MAP_SHARED | MAP_FIXED, fd,
+                        (off_t)offset);
     if (p == MAP_FAILED) {
         pthread_mutex_unlock(&vmm_lock);
         free(m);
@@ -476,6 +491,11 @@ FK_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
         pthread_mutex_unlock(&vmm_lock);
         return CUDA_ERROR_INVALID_VALUE;
     }
+    /* anonymous pages leave before the reservation takes their place */
+    for (struct fk_mapping *m = from(ptr); m && m->base < ptr + size;
+         m = RB_NEXT(mapping_tree, &mappings, m))
+        if (fk_phys_mapped_at(&m->h->mem, m->base))
+            fk_phys_unmap(&m->h->mem, !m->h->released);
     mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
     for (struct fk_mapping *m = from(ptr), *next; m && m->base < ptr + size; m = next) {
@@ -552,7 +572,8 @@ FK_EXPORT CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr,
     if (m) {
         rc = CUDA_ERROR_INVALID_VALUE;
         if (dptr + size <= m->base + m->size && m->h->device >= 0) {
-            int fd = dup(m->h->fd);
+            int hfd = handle_fd(m->h);
+            int fd = hfd < 0 ? -1 : dup(hfd);
             if (fd >= 0) {
                 *(int *)handle = fd;
                 rc = CUDA_SUCCESS;

@@ -181,6 +181,8 @@ struct fk_phys {
     uint64_t at; /* anonymous and mapped: the one address they are at */
 };
 int fk_phys_init(struct fk_phys *p, uint64_t size); /* -1: no memory */
+/* Memory of this size is faulted in 2 MiB at a time where it can be. */
+void fk_advise_huge(void *p, uint64_t len);
 void fk_phys_init_fd(struct fk_phys *p, int fd, uint64_t size);
 /* Can a mapping of [offset, +size) of it take the anonymous pages? */
 bool fk_phys_movable(const struct fk_phys *p, uint64_t size, uint64_t offset);

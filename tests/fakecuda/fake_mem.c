@@ -86,6 +86,8 @@ static CUresult device_alloc_flags(CUdeviceptr *dptr, size_t bytesize,
         return CUDA_ERROR_OUT_OF_MEMORY;
     void *p = mmap(NULL, charge, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | map_flags, -1, 0);
+    if (p != MAP_FAILED)
+        fk_advise_huge(p, charge);
     struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
     if (a == NULL) {
         if (p != MAP_FAILED)
@@ -351,6 +353,8 @@ static CUresult host_alloc(void **pp, size_t bytesize)
     uint64_t len = page_round(bytesize);
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED)
+        fk_advise_huge(p, len);
     struct fk_alloc *a = p == MAP_FAILED ? NULL : malloc(sizeof *a);
     if (a == NULL) {
         if (p != MAP_FAILED)

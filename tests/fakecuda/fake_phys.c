@@ -21,10 +21,11 @@
  * device write racing it would fault instead of landing. No test maps a
  * handle a second time while work writes its first mapping.
  *
- * Huge pages only for handles up to FK_PHYS_HUGE_MAX (vramshim's chunks
- * and host blocks, a test's ordinary buffers): tests that make very large
- * handles and touch a few bytes of each would otherwise hold 2 MiB for
- * every byte touched.
+ * Huge pages only for memory of 2 MiB to FK_PHYS_HUGE_MAX (vramshim's
+ * chunks and host blocks, a test's ordinary buffers; fk_advise_huge, also
+ * for cuMemAlloc and cuMemHostAlloc memory): tests that make very large
+ * allocations and touch a few bytes of each would otherwise hold 2 MiB
+ * for every byte touched.
  */
 #include "fake_internal.h"
 
@@ -85,6 +86,12 @@ static int new_memfd(uint64_t size)
     return fd;
 }
 
+void fk_advise_huge(void *p, uint64_t len)
+{
+    if (len >= FK_GRANULARITY && len <= FK_PHYS_HUGE_MAX)
+        madvise(p, len, MADV_HUGEPAGE);
+}
+
 int fk_phys_init(struct fk_phys *p, uint64_t size)
 {
     pthread_once(&probe_once, probe);
@@ -92,8 +99,7 @@ int fk_phys_init(struct fk_phys *p, uint64_t size)
     if (can_move) {
         p->park = reserve_aligned(size);
         if (p->park) {
-            if (size <= FK_PHYS_HUGE_MAX)
-                madvise(p->park, size, MADV_HUGEPAGE);
+            fk_advise_huge(p->park, size);
             return 0;
         }
     }

@@ -53,28 +53,37 @@ fail() {
 }
 
 # ---- 1. includes ----------------------------------------------------------
+# Every quoted include of the files given, as "file include" lines, read by
+# one awk (a sed per file cost a process each).
+includes() {
+	awk '/^[ \t]*#[ \t]*include[ \t]*"/ {
+		inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc); print FILENAME, inc }' "$@"
+}
 for f in "$src"/src/*.c "$src"/src/*.h; do
 	layer_of "$f"
+	[ "$layer" = unknown ] && fail "${f##*/} belongs to no layer: add it to tests/layers.sh and docs/ARCHITECTURE.md"
+done
+includes "$src"/src/*.c "$src"/src/*.h >"${TMPDIR:-/tmp}/layers-inc.$$"
+while read -r f inc; do
+	layer_of "$f"
 	mine=$layer
-	[ "$mine" = unknown ] && fail "$(basename "$f") belongs to no layer: add it to tests/layers.sh and docs/ARCHITECTURE.md"
-	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f"); do
-		[ -f "$src/src/$inc" ] || [ -f "$src/include/$inc" ] ||
-			{ fail "$(basename "$f") includes $inc, which is not in src/ or include/"; continue; }
-		layer_of "$inc"
-		theirs=$layer
-		may_use "$mine" "$theirs" ||
-			fail "$(basename "$f") ($mine) includes $inc ($theirs), a layer above or beside its own"
-		[ "$inc" = offload_internal.h ] && [ "$mine" != offload ] &&
-			fail "$(basename "$f") ($mine) includes offload_internal.h, private to the offload layer"
-	done
-done
-for f in "$src"/tools/*.c "$src"/tools/*.h "$src"/tests/unit/*.c "$src"/tests/unit/*.h; do
-	case $(basename "$f") in test_tier.c | test_admit.c) continue ;; esac
-	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f"); do
-		[ -f "$src/src/$inc" ] || continue
-		[ "$inc" = core.h ] || fail "$(basename "$f") includes $inc: the tool and the unit tests build on core.h alone"
-	done
-done
+	[ -f "$src/src/$inc" ] || [ -f "$src/include/$inc" ] ||
+		{ fail "${f##*/} includes $inc, which is not in src/ or include/"; continue; }
+	layer_of "$inc"
+	theirs=$layer
+	may_use "$mine" "$theirs" ||
+		fail "${f##*/} ($mine) includes $inc ($theirs), a layer above or beside its own"
+	[ "$inc" = offload_internal.h ] && [ "$mine" != offload ] &&
+		fail "${f##*/} ($mine) includes offload_internal.h, private to the offload layer"
+done <"${TMPDIR:-/tmp}/layers-inc.$$"
+includes "$src"/tools/*.c "$src"/tools/*.h "$src"/tests/unit/*.c "$src"/tests/unit/*.h \
+	>"${TMPDIR:-/tmp}/layers-inc.$$"
+while read -r f inc; do
+	case ${f##*/} in test_tier.c | test_admit.c) continue ;; esac
+	[ -f "$src/src/$inc" ] || continue
+	[ "$inc" = core.h ] || fail "${f##*/} includes $inc: the tool and the unit tests build on core.h alone"
+done <"${TMPDIR:-/tmp}/layers-inc.$$"
+rm -f "${TMPDIR:-/tmp}/layers-inc.$$"
 
 # ---- 2. calls, from the objects -------------------------------------------
 # (not the core's second, debug copy that the unit tests link: the same
@@ -84,16 +93,21 @@ if [ -z "$objs" ] || ! command -v nm >/dev/null 2>&1; then
 	echo "layers: no objects under $b/src/.libs (or no nm): call check skipped"
 else
 	tab=$(mktemp)
-	trap 'rm -f "$tab"' EXIT
+	trap 'rm -f "$tab" "$tab.map"' EXIT
+	# each object's file name and layer, then one nm over them all (nm -A
+	# prefixes each line with its object), not an nm and an awk per object
 	for o in $objs; do
-		name=$(basename "$o" .o)
+		name=${o##*/}
+		name=${name%.o}
 		name=${name#libvramshim_la-}
 		layer_of "$name.c"
-		l=$layer
-		nm "$o" | awk -v f="$name" -v l="$l" '
-			NF == 3 && $2 ~ /^[TDBRCVW]$/ { print "D", $3, f, l }
-			NF == 2 && $1 == "U" { print "U", $2, f, l }'
-	done >"$tab"
+		echo "$o: $name $layer"
+	done >"$tab.map"
+	# shellcheck disable=SC2086 # one word per object
+	nm -A $objs | awk 'FILENAME != "-" { f[$1] = $2; l[$1] = $3; next }
+		{ o = $1; sub(/:.*/, ":", o) }
+		NF == 3 && $2 ~ /^[TDBRCVW]$/ { print "D", $3, f[o], l[o] }
+		NF == 3 && $2 == "U" { print "U", $3, f[o], l[o] }' "$tab.map" - >"$tab"
 	# may_use again, in awk: one line per (user, symbol) pair would cost a
 	# fork each in the shell
 	awk 'BEGIN { r["core"] = 0; r["driver"] = 1; r["offload"] = 2; r["hooks"] = 3

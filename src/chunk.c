@@ -441,6 +441,10 @@ static CUresult to_pageable(struct buffer *b, struct chunk *c)
     void *host = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (host == MAP_FAILED)
         return CUDA_ERROR_OUT_OF_MEMORY;
+    /* huge pages where the kernel offers them on request: the copy then
+     * faults once per 2 MiB, not once per 4 KiB page (12 us each on a
+     * paravirtualised host); the chunk is whole granules, all written */
+    madvise(host, c->size, MADV_HUGEPAGE);
     CUresult rc = vs_staging_copy(b->ctx, va, host, c->size, false);
     if (rc == CUDA_SUCCESS)
         rc = vs_real.cuMemUnmap(va, c->size);

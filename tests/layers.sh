@@ -64,7 +64,8 @@ for f in "$src"/src/*.c "$src"/src/*.h; do
 	[ "$layer" = unknown ] && fail "${f##*/} belongs to no layer: add it to tests/layers.sh and docs/ARCHITECTURE.md"
 done
 includes "$src"/src/*.c "$src"/src/*.h >"${TMPDIR:-/tmp}/layers-inc.$$"
-while read -r f inc; do
+while read -r line; do
+	f=${line% *} inc=${line##* } # the path may hold spaces, an include does not
 	layer_of "$f"
 	mine=$layer
 	[ -f "$src/src/$inc" ] || [ -f "$src/include/$inc" ] ||
@@ -78,7 +79,8 @@ while read -r f inc; do
 done <"${TMPDIR:-/tmp}/layers-inc.$$"
 includes "$src"/tools/*.c "$src"/tools/*.h "$src"/tests/unit/*.c "$src"/tests/unit/*.h \
 	>"${TMPDIR:-/tmp}/layers-inc.$$"
-while read -r f inc; do
+while read -r line; do
+	f=${line% *} inc=${line##* } # the path may hold spaces, an include does not
 	case ${f##*/} in test_tier.c | test_admit.c) continue ;; esac
 	[ -f "$src/src/$inc" ] || continue
 	[ "$inc" = core.h ] || fail "${f##*/} includes $inc: the tool and the unit tests build on core.h alone"

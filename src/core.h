@@ -300,6 +300,7 @@ void vs_thread_block_signals(void);
 struct vs_thread_local {
     unsigned slot;         /* 0: none yet; else the slot + 1 */
     uint32_t reading[2];   /* the offload layer's read depths (gate.c) */
+    uint64_t marks;        /* what this thread's reader slot holds (gate.c) */
 };
 extern __thread struct vs_thread_local vs_me VS_TLS_FAST;
 struct vs_thread_counts {
@@ -341,29 +342,32 @@ void vs_count_fast_copy_fallback(void);
  * open-addressed, at most half full. The caller guards it with its own
  * lock and allocates its tables (vs_page_index_adopt). */
 #define VS_PAGE_SHIFT 21
-#define VS_PAGE_HASH 0x9E3779B97F4A7C15ULL /* Fibonacci hashing: key * this >> shift */
+#define VS_PAGE_HASH 0x9E3779B97F4A7C15ULL /* Fibonacci hashing: bits 24 and up of key * this */
 struct vs_page_slot {
-    uint64_t key; /* page + 1; 0: empty */
+    uint64_t key; /* the page; 0: empty (page 0, the first 2 MiB, is never device memory) */
     void *val;
 };
 struct vs_page_index {
     struct vs_page_slot *slot; /* NULL: no table yet */
-    uint64_t mask;             /* slots - 1 */
-    unsigned shift;            /* 64 - log2(slots) */
+    uint64_t mask;             /* slots - 1 (at most 2^40) */
     uint64_t used;
 };
+/* A key's first slot: the product's bits from 24 up (no shift by a
+ * variable: one register fewer where many pages are probed). */
+static inline uint64_t vs_page_home_in(uint64_t mask, uint64_t key)
+{
+    return ((key * VS_PAGE_HASH) >> 24) & mask;
+}
 static inline uint64_t vs_page_home(const struct vs_page_index *ix, uint64_t key)
 {
-    return (key * VS_PAGE_HASH) >> ix->shift;
+    return vs_page_home_in(ix->mask, key);
 }
-/* What page maps to in a table of mask + 1 slots (shift: 64 - log2 of
- * that); NULL: nothing. A caller probing many pages keeps the three in
- * registers. */
-static inline void *vs_page_probe(const struct vs_page_slot *slot, uint64_t mask, unsigned shift,
-                                  uint64_t page)
+/* What page maps to in a table of mask + 1 slots; NULL: nothing. A
+ * caller probing many pages keeps the two in registers. */
+static inline void *vs_page_probe(const struct vs_page_slot *slot, uint64_t mask, uint64_t page)
 {
-    uint64_t key = page + 1;
-    uint64_t i = (key * VS_PAGE_HASH) >> shift;
+    uint64_t key = page;
+    uint64_t i = vs_page_home_in(mask, key);
     while (VS_UNLIKELY(slot[i].key != key) && slot[i].key != 0)
         i = (i + 1) & mask;
     return slot[i].val; /* NULL in an empty slot */
@@ -373,7 +377,7 @@ static inline void *vs_page_index_get(const struct vs_page_index *ix, uint64_t p
 {
     if (VS_UNLIKELY(ix->slot == NULL))
         return NULL;
-    return vs_page_probe(ix->slot, ix->mask, ix->shift, page);
+    return vs_page_probe(ix->slot, ix->mask, page);
 }
 /* The slots (a power of two) a table needs to hold n pages. */
 uint64_t vs_page_index_slots_for(uint64_t n);
@@ -384,7 +388,7 @@ bool vs_page_index_fits(const struct vs_page_index *ix, uint64_t more);
  * freeing the old one. */
 void vs_page_index_adopt(struct vs_page_index *ix, struct vs_page_slot *fresh, uint64_t slots);
 /* Map page to val unless it maps to something already (true either way);
- * false: the table has no room (vs_page_index_fits said so). */
+ * false: the table has no room (vs_page_index_fits said so), or page is 0. */
 bool vs_page_index_put(struct vs_page_index *ix, uint64_t page, void *val);
 /* Forget page if it maps to val. */
 void vs_page_index_drop(struct vs_page_index *ix, uint64_t page, const void *val);

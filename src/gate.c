@@ -14,7 +14,11 @@
  * marked. The mark is a sequentially consistent store and the look a
  * sequentially consistent load on each side (Dekker's pattern): either the
  * reader sees the flag and steps back, or the writer sees the mark and
- * waits. Writers first, as before: a reader that sees the flag steps back
+ * waits. A slot counts both locks' readers in one word (offload.h's
+ * VS_RW_MARK), so a kernel launch, which touches its buffers under the
+ * tree's read side and then submits under the gate's, takes both with one
+ * store and one look at the two flags (vs_rw_read_lock_both), and lets
+ * each go with one store. Writers first, as before: a reader that sees the flag steps back
  * and queues behind the writer's mutex, so a steady stream of launches
  * cannot starve a move. A thread's nested read (its own depth, in TLS)
  * never steps back, so holding the read side twice cannot deadlock.
@@ -53,7 +57,8 @@ void vs_rw_write_lock(int lock)
     atomic_store(&vs_rw[lock].writer, 1);
     uint32_t used = atomic_load(&vs_thread_slots_used);
     for (uint32_t i = 0; i < used; i++)
-        for (unsigned spins = 0; atomic_load(&vs_readers[i].depth[lock]) != 0; spins++) {
+        for (unsigned spins = 0; (uint32_t)(atomic_load(&vs_readers[i].marks) >> (32 * lock)) != 0;
+             spins++) {
             /* readers hold it for one driver call: usually gone at once */
             if (spins < 64)
                 sched_yield();
@@ -78,7 +83,8 @@ void vs_rw_atfork_child(void)
         pthread_mutex_init(&vs_rw[l].writing, NULL);
         atomic_store(&vs_rw[l].writer, 0);
         vs_me.reading[l] = 0;
-        for (unsigned i = 0; i < atomic_load(&vs_thread_slots_used); i++)
-            atomic_store(&vs_readers[i].depth[l], 0);
     }
+    vs_me.marks = 0;
+    for (unsigned i = 0; i < atomic_load(&vs_thread_slots_used); i++)
+        atomic_store(&vs_readers[i].marks, 0);
 }

@@ -7,40 +7,42 @@
  * count it, let touch tracking see the buffers its parameters name (which
  * may bring offloaded ones back first), then call the driver inside the
  * move gate, so that no buffer it reaches is between copy and remap while
- * it is being queued. With no buffer backed for offload, a launch costs one
- * relaxed increment and two relaxed loads on top of the driver's own work.
+ * it is being queued; a kernel launch takes the gate's read side in the
+ * same step as its touch (vs_launch_enter). With no buffer backed for
+ * offload, a launch costs one plain increment of its thread's counter and
+ * one relaxed load on top of the driver's own work.
  */
 #include "hooks.h"
 
+/* One kernel launch entry point: the touch of what it names and the gate's
+ * read side in one step (vs_launch_enter, which counts it too), the
+ * driver call, the gate let go. */
+#define KERNEL_LAUNCH(name, params_, extra_, PARAMS, ARGS)                     \
+    CUresult vs_hook_##name PARAMS                                            \
+    {                                                                         \
+        int gate_ = vs_launch_enter(f, params_, extra_);                      \
+        if (gate_ < 0)                                                        \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
+        CUresult rc_ = vs_real.name ARGS;                                     \
+        vs_gate_leave(gate_);                                                 \
+        return rc_;                                                           \
+    }
+
+#define GRID_PARAMS                                                           \
+    CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,          \
+        unsigned int bx, unsigned int by, unsigned int bz, unsigned int shm,  \
+        CUstream s, void **params
+#define GRID_ARGS f, gx, gy, gz, bx, by, bz, shm, s, params
+
 #define LAUNCH_HOOKS(suffix)                                                  \
-    CUresult vs_hook_cuLaunchKernel##suffix(                                  \
-        CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,      \
-        unsigned int bx, unsigned int by, unsigned int bz, unsigned int shm,  \
-        CUstream s, void **params, void **extra)                              \
-    {                                                                         \
-        vs_count_launch();                                                    \
-        vs_touch_launch(f, params, extra);                                    \
-        VS_GATED(vs_real.cuLaunchKernel##suffix(f, gx, gy, gz, bx, by, bz,    \
-                                                shm, s, params, extra));      \
-    }                                                                         \
-    CUresult vs_hook_cuLaunchKernelEx##suffix(const CUlaunchConfig *config,   \
-                                              CUfunction f, void **params,    \
-                                              void **extra)                   \
-    {                                                                         \
-        vs_count_launch();                                                    \
-        vs_touch_launch(f, params, extra);                                    \
-        VS_GATED(vs_real.cuLaunchKernelEx##suffix(config, f, params, extra)); \
-    }                                                                         \
-    CUresult vs_hook_cuLaunchCooperativeKernel##suffix(                       \
-        CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,      \
-        unsigned int bx, unsigned int by, unsigned int bz, unsigned int shm,  \
-        CUstream s, void **params)                                            \
-    {                                                                         \
-        vs_count_launch();                                                    \
-        vs_touch_launch(f, params, NULL);                                     \
-        VS_GATED(vs_real.cuLaunchCooperativeKernel##suffix(                   \
-            f, gx, gy, gz, bx, by, bz, shm, s, params));                      \
-    }                                                                         \
+    KERNEL_LAUNCH(cuLaunchKernel##suffix, params, extra,                      \
+                  (GRID_PARAMS, void **extra), (GRID_ARGS, extra))            \
+    KERNEL_LAUNCH(cuLaunchKernelEx##suffix, params, extra,                    \
+                  (const CUlaunchConfig *config, CUfunction f, void **params, \
+                   void **extra),                                             \
+                  (config, f, params, extra))                                 \
+    KERNEL_LAUNCH(cuLaunchCooperativeKernel##suffix, params, NULL,            \
+                  (GRID_PARAMS), (GRID_ARGS))                                 \
     /* A graph may reach any buffer: all of them count as touched. Its     \
      * memory nodes may take graph memory at the launch: admitted first    \
      * (hook_pool.c), read back after (pool.c). */                           \
@@ -72,10 +74,8 @@ LAUNCH_HOOKS(_ptsz)
 CUresult vs_hook_cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n,
                                                       unsigned int flags)
 {
-    for (unsigned int i = 0; list && i < n; i++) {
-        vs_count_launch();
-        vs_touch_launch(list[i].function, list[i].kernelParams, NULL);
-    }
+    for (unsigned int i = 0; list && i < n; i++) /* each counted, the gate entered once below */
+        vs_gate_leave(vs_launch_enter(list[i].function, list[i].kernelParams, NULL));
     VS_GATED(vs_real.cuLaunchCooperativeKernelMultiDevice(list, n, flags));
 }
 

@@ -111,8 +111,11 @@ extern _Atomic uint32_t vs_pageable_reachable;
 #define VS_RW_TREE 1 /* tier.c's tree of buffers by address */
 #define VS_RW_LOCKS 2
 struct vs_readers { /* one per thread slot, its own line */
-    _Alignas(64) _Atomic uint32_t depth[VS_RW_LOCKS];
+    /* lock l's readers counted in bits 32l to 32l+31 (VS_RW_MARK), so that
+     * one store marks both locks */
+    _Alignas(64) _Atomic uint64_t marks;
 };
+#define VS_RW_MARK(lock) (1ULL << (32 * (lock)))
 extern struct vs_readers vs_readers[VS_THREAD_SLOTS];
 struct vs_rw {
     _Alignas(64) _Atomic uint32_t writer; /* read by every reader: nothing hot beside it */
@@ -120,23 +123,32 @@ struct vs_rw {
 };
 extern struct vs_rw vs_rw[VS_RW_LOCKS];
 void vs_rw_read_wait(int lock);
+/* A slot's own thread writes it with plain stores (it keeps a copy,
+ * vs_me.marks); the shared slot's threads add and subtract atomically. */
+static inline void vs_rw_mark(unsigned s, uint64_t mark)
+{
+    if (VS_LIKELY(s != VS_THREAD_SHARED))
+        atomic_store(&vs_readers[s].marks, vs_me.marks |= mark);
+    else
+        atomic_fetch_add(&vs_readers[s].marks, mark);
+}
+static inline void vs_rw_unmark(unsigned s, uint64_t mark)
+{
+    if (VS_LIKELY(s != VS_THREAD_SHARED))
+        atomic_store_explicit(&vs_readers[s].marks, vs_me.marks &= ~mark, memory_order_release);
+    else
+        atomic_fetch_sub_explicit(&vs_readers[s].marks, mark, memory_order_release);
+}
 static inline void vs_rw_read_lock(int lock)
 {
     if (vs_me.reading[lock]++ > 0)
         return; /* nested: counted already, and the writer waits for us */
     unsigned s = vs_thread_slot();
-    _Atomic uint32_t *mark = &vs_readers[s].depth[lock];
     for (;;) {
-        if (VS_LIKELY(s != VS_THREAD_SHARED))
-            atomic_store(mark, 1);
-        else
-            atomic_fetch_add(mark, 1);
+        vs_rw_mark(s, VS_RW_MARK(lock));
         if (VS_LIKELY(atomic_load(&vs_rw[lock].writer) == 0))
             return;
-        if (s != VS_THREAD_SHARED)
-            atomic_store_explicit(mark, 0, memory_order_release);
-        else
-            atomic_fetch_sub_explicit(mark, 1, memory_order_release);
+        vs_rw_unmark(s, VS_RW_MARK(lock));
         vs_rw_read_wait(lock);
     }
 }
@@ -144,16 +156,41 @@ static inline void vs_rw_read_unlock(int lock)
 {
     if (--vs_me.reading[lock] > 0)
         return;
-    unsigned s = vs_me.slot - 1;
-    if (VS_LIKELY(s != VS_THREAD_SHARED))
-        atomic_store_explicit(&vs_readers[s].depth[lock], 0, memory_order_release);
-    else
-        atomic_fetch_sub_explicit(&vs_readers[s].depth[lock], 1, memory_order_release);
+    vs_rw_unmark(vs_me.slot - 1, VS_RW_MARK(lock));
+}
+/* The gate's read side and the tree's together, in that order, with one
+ * mark and one look at the writers' flags when this thread holds neither
+ * (a launch that touches its buffers and then submits): true, and slot s's
+ * marks are exactly the two, so vs_rw_read_unlock_tree_marked and
+ * vs_gate_leave(VS_GATE_MARKED) may let them go with a store each.
+ * Otherwise, or when a writer is at either, one at a time as
+ * vs_rw_read_lock does: false. */
+static inline bool vs_rw_read_lock_both(unsigned s)
+{
+    const uint64_t both = VS_RW_MARK(VS_RW_GATE) | VS_RW_MARK(VS_RW_TREE);
+    if (VS_LIKELY(s != VS_THREAD_SHARED && vs_me.marks == 0)) {
+        vs_rw_mark(s, both);
+        if (VS_LIKELY((atomic_load(&vs_rw[VS_RW_GATE].writer) |
+                       atomic_load(&vs_rw[VS_RW_TREE].writer)) == 0)) {
+            vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 1;
+            return true;
+        }
+        vs_rw_unmark(s, both);
+    }
+    vs_rw_read_lock(VS_RW_GATE);
+    vs_rw_read_lock(VS_RW_TREE);
+    return false;
+}
+static inline void vs_rw_read_unlock_tree_marked(unsigned s)
+{
+    vs_me.reading[VS_RW_TREE] = 0;
+    vs_me.marks = VS_RW_MARK(VS_RW_GATE);
+    atomic_store_explicit(&vs_readers[s].marks, VS_RW_MARK(VS_RW_GATE), memory_order_release);
 }
 /* -1: a pageable chunk could not come back; 1: the read side is held. */
 int vs_gate_enter_slow(void);
-/* 0: no gate needed; 1: held; -1: refuse the submission with
- * CUDA_ERROR_OUT_OF_MEMORY, nothing was submitted. */
+/* 0: no gate needed; 1 (or VS_GATE_MARKED): held; -1: refuse the
+ * submission with CUDA_ERROR_OUT_OF_MEMORY, nothing was submitted. */
 static inline int vs_gate_enter(void)
 {
     if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
@@ -165,10 +202,19 @@ static inline int vs_gate_enter(void)
     vs_rw_read_unlock(VS_RW_GATE);
     return vs_gate_enter_slow();
 }
+/* What vs_touch_launch returns when the gate's read side is the only
+ * thing its thread's slot holds (vs_rw_read_lock_both's one mark, the
+ * tree's let go): one store lets it go. */
+#define VS_GATE_MARKED 2
 static inline void vs_gate_leave(int entered)
 {
-    if (entered > 0)
+    if (VS_LIKELY(entered == VS_GATE_MARKED)) {
+        vs_me.reading[VS_RW_GATE] = 0;
+        vs_me.marks = 0;
+        atomic_store_explicit(&vs_readers[vs_me.slot - 1].marks, 0, memory_order_release);
+    } else if (entered > 0) {
         vs_rw_read_unlock(VS_RW_GATE);
+    }
 }
 
 /* ---- staging.c: the program's large pageable copies -------------------- */
@@ -206,8 +252,21 @@ static inline void vs_touch_range(uint64_t a, uint64_t b, size_t n)
 }
 /* A graph launch: a graph may reach any buffer. */
 void vs_tier_touch_all(uint64_t now);
-/* A kernel launch names its buffers in its parameters. */
-void vs_touch_launch(CUfunction f, void **params, void **extra);
+/* A kernel launch names its buffers in its parameters: count the launch,
+ * stamp them, bring offloaded ones back, and enter the gate, whose read
+ * side it takes together with the buffer tree's. Returns what
+ * vs_gate_enter returns. */
+int vs_touch_launch(CUfunction f, void **params, void **extra);
+/* The launch is counted too (vs_count_launch), where the thread's slot is
+ * at hand. */
+static inline int vs_launch_enter(CUfunction f, void **params, void **extra)
+{
+    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0)) {
+        vs_count_launch();
+        return 0;
+    }
+    return vs_touch_launch(f, params, extra);
+}
 /* A module or library was unloaded: its function handles may come back for
  * other functions, so no parameter layout known so far may be trusted. */
 void vs_touch_forget_layouts(void);

@@ -211,12 +211,12 @@ static inline void vs_tier_submitted(uint64_t now)
     if (now - atomic_load_explicit(&vs_last_submit_ns, memory_order_relaxed) > 1000000)
         atomic_store_explicit(&vs_last_submit_ns, now, memory_order_relaxed);
 }
-/* Each thread's recent look-ups (tier.c fills them, touch.c reads them),
+/* Each thread's recent look-ups (touch.c and tier.c fill them),
  * by the 2 MiB page of the address: buffers found resident and not handed
  * over, and the stamp this thread last gave each. Good only while
- * vs_tree_gen holds the value `gen`. A hit needs no lock and, while the
- * coarse clock stays on one tick, touches no buffer node. None for the
- * shared thread slot. */
+ * vs_tree_gen holds the value `gen`. While the coarse clock stays on one
+ * tick a hit touches no buffer node (and a copy's touch, which takes no
+ * read side for it, no lock). None for the shared thread slot. */
 #define VS_TOUCH_CACHE 32
 #define VS_TOUCH_INDEX(a) (((a) >> 21) % VS_TOUCH_CACHE)
 struct vs_touch_entry {
@@ -249,9 +249,31 @@ void vs_tier_atfork_child(void);
 extern const struct vs_tier_ops vs_chunk_ops;
 void vs_chunk_atfork_child(void);
 
-/* Stamp the buffers a launch's words point into (each in [lowest,
- * highest)), through the thread's cache; bring back those offloaded. */
-void vs_tier_touch_launch(const uint64_t *words, int n, uint64_t now);
+/* A buffer the program is about to use: its last touch is now, written
+ * only if that changes it (threads launching at once rarely write its
+ * line). */
+static inline void vs_buffer_touch(struct buffer *b, uint64_t now)
+{
+    if (atomic_load_explicit(&b->last_touch_ns, memory_order_relaxed) != now)
+        atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
+}
+/* The same, and whether the program may use it as it is: false when some
+ * of it is not on the device, or the program handed it over. */
+static inline bool vs_buffer_stamp(struct buffer *b, uint64_t now)
+{
+    vs_buffer_touch(b, now);
+    return !atomic_load_explicit(&b->n_off, memory_order_relaxed) &&
+           !atomic_load_explicit(&b->handed_over, memory_order_relaxed);
+}
+/* The same buffers by 2 MiB page (page_index.c): written by tier.c under
+ * the tree's write side, probed by touch.c under its read side. Not to be
+ * used while vs_tier_pages_whole is false (a bigger table could not be
+ * had: look-ups walk the tree). */
+extern struct vs_page_index vs_tier_pages;
+extern bool vs_tier_pages_whole;
+#ifdef VS_DEBUG
+void vs_tier_check_probe(uint64_t a, const struct buffer *b);
+#endif
 
 /* ---- touch.c ----------------------------------------------------------------- */
 void vs_touch_atfork_child(void);

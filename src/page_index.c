@@ -53,7 +53,6 @@ void vs_page_index_adopt(struct vs_page_index *ix, struct vs_page_slot *fresh, u
     uint64_t old_slots = old ? ix->mask + 1 : 0;
     ix->slot = fresh;
     ix->mask = slots - 1;
-    ix->shift = (unsigned)(64 - __builtin_ctzll(slots));
     ix->used = 0;
     for (uint64_t i = 0; i < old_slots; i++)
         if (old[i].key != 0)
@@ -63,11 +62,13 @@ void vs_page_index_adopt(struct vs_page_index *ix, struct vs_page_slot *fresh, u
 
 bool vs_page_index_put(struct vs_page_index *ix, uint64_t page, void *val)
 {
+    if (VS_UNLIKELY(page == 0))
+        return false; /* the key that means empty: no device memory lies there */
     if (vs_page_index_get(ix, page) != NULL)
         return true; /* shared with a neighbour: the first one keeps it */
     if (!vs_page_index_fits(ix, 1))
         return false;
-    insert_new(ix, page + 1, val);
+    insert_new(ix, page, val);
     return true;
 }
 
@@ -75,7 +76,7 @@ void vs_page_index_drop(struct vs_page_index *ix, uint64_t page, const void *val
 {
     if (ix->slot == NULL)
         return;
-    uint64_t key = page + 1, i = vs_page_home(ix, key);
+    uint64_t key = page, i = vs_page_home(ix, key);
     for (; ix->slot[i].key != key; i = (i + 1) & ix->mask)
         if (ix->slot[i].key == 0)
             return;

@@ -105,10 +105,10 @@ static struct buffer_tree buffers = RB_INITIALIZER(&buffers);
  * reserved at the granularity, 2 MiB, so no two buffers share a page; with
  * a smaller granularity a shared page maps to one of them and a look-up
  * it does not answer walks the tree), and no other page maps to anything.
- * pages_whole false: a bigger table could not be had (out of memory),
+ * vs_tier_pages_whole false: a bigger table could not be had (out of memory),
  * look-ups walk the tree from then on. */
-static struct vs_page_index pages;
-static bool pages_whole = true;
+struct vs_page_index vs_tier_pages;
+bool vs_tier_pages_whole = true;
 static const struct vs_tier_ops *ops = &(const struct vs_tier_ops){0};
 _Alignas(64) _Atomic uint32_t vs_tier_buffers;
 _Atomic uint64_t vs_tier_lowest = UINT64_MAX, vs_tier_highest;
@@ -234,8 +234,8 @@ static inline uint64_t last_page(const struct buffer *b)
 static inline struct buffer *find_holding(uint64_t addr)
 {
     struct buffer *b;
-    if (VS_LIKELY(pages_whole)) {
-        b = vs_page_index_get(&pages, addr >> VS_PAGE_SHIFT);
+    if (VS_LIKELY(vs_tier_pages_whole)) {
+        b = vs_page_index_get(&vs_tier_pages, addr >> VS_PAGE_SHIFT);
         if (VS_LIKELY(b == NULL || addr - b->base < b->span)) {
 #ifdef VS_DEBUG
             struct buffer *t = find_from(addr);
@@ -258,9 +258,9 @@ static struct buffer *find_containing(uint64_t addr)
  * room for them (pages_make_room) and inserted b in the tree. */
 static void pages_add(struct buffer *b)
 {
-    for (uint64_t p = first_page(b); pages_whole && p <= last_page(b); p++)
-        if (!vs_page_index_put(&pages, p, b))
-            pages_whole = false; /* pages_make_room failed to grow it */
+    for (uint64_t p = first_page(b); vs_tier_pages_whole && p <= last_page(b); p++)
+        if (!vs_page_index_put(&vs_tier_pages, p, b))
+            vs_tier_pages_whole = false; /* pages_make_room failed to grow it */
 }
 
 /* Take b's pages out of the index; a page b shared with a neighbour
@@ -268,10 +268,10 @@ static void pages_add(struct buffer *b)
  * tree's write side and took b out of the tree. */
 static void pages_remove(struct buffer *b)
 {
-    if (!pages_whole)
+    if (!vs_tier_pages_whole)
         return;
     for (uint64_t p = first_page(b); p <= last_page(b); p++)
-        vs_page_index_drop(&pages, p, b);
+        vs_page_index_drop(&vs_tier_pages, p, b);
     uint64_t mask = (1ULL << VS_PAGE_SHIFT) - 1;
     if (!(b->base & mask) && !((b->base + b->span) & mask))
         return;
@@ -279,7 +279,7 @@ static void pages_remove(struct buffer *b)
     for (int i = 0; i < 2; i++) {
         struct buffer *o = find_from(edge[i] << VS_PAGE_SHIFT);
         if (o && o->base < (edge[i] + 1) << VS_PAGE_SHIFT)
-            vs_page_index_put(&pages, edge[i], o); /* fits: b's pages just left */
+            vs_page_index_put(&vs_tier_pages, edge[i], o); /* fits: b's pages just left */
     }
 }
 
@@ -292,11 +292,11 @@ static void pages_make_room_and_lock(uint64_t n)
     uint64_t fresh_slots = 0;
     for (;;) {
         vs_rw_write_lock(VS_RW_TREE);
-        if (!pages_whole || vs_page_index_fits(&pages, n))
+        if (!vs_tier_pages_whole || vs_page_index_fits(&vs_tier_pages, n))
             break;
-        uint64_t want = vs_page_index_slots_for(pages.used + n);
+        uint64_t want = vs_page_index_slots_for(vs_tier_pages.used + n);
         if (fresh_slots >= want) {
-            vs_page_index_adopt(&pages, fresh, fresh_slots); /* rehash: O(pages), per doubling */
+            vs_page_index_adopt(&vs_tier_pages, fresh, fresh_slots); /* rehash: O(pages), per doubling */
             fresh = NULL;
             break;
         }
@@ -307,9 +307,9 @@ static void pages_make_room_and_lock(uint64_t n)
         if (fresh == NULL) {
             vs_warn("offload: no memory for the page index of %llu pages; launches look "
                     "buffers up in the tree from now on",
-                    (unsigned long long)(pages.used + n));
+                    (unsigned long long)(vs_tier_pages.used + n));
             vs_rw_write_lock(VS_RW_TREE);
-            pages_whole = false;
+            vs_tier_pages_whole = false;
             break;
         }
     }
@@ -847,8 +847,10 @@ int vs_gate_enter_slow(void)
  * >= 0), if idle_only only when untouched for idle_ms: idle buffers are the
  * least recently touched, so they come first; none touched after `before`
  * (a long request does not chase what the program brings back meanwhile).
- * Returned claimed. Caller holds move_lock. */
-static struct buffer *pick_victim(int dev, int owner, bool idle_only, uint64_t before)
+ * Returned claimed. Caller holds move_lock. Out of line (one call per
+ * victim, next to a move) so that bench/make_room_instr.sh can count it. */
+static __attribute__((noinline)) struct buffer *pick_victim(int dev, int owner, bool idle_only,
+                                                             uint64_t before)
 {
     uint64_t now = ops->now(), idle_ns = (uint64_t)vs_limits_idle_ms() * 1000000ULL;
     uint64_t epoch = atomic_load_explicit(&touch_epoch, memory_order_relaxed);
@@ -996,14 +998,6 @@ static void bring_back(uint64_t base, bool ask_peers)
 /* Stamp b touched now; false when it must come back first (offloaded, or
  * handed over: only a launch may name a handed-over buffer after all).
  * Caller holds the tree's read side. */
-static inline bool stamp(struct buffer *b, uint64_t now)
-{
-    if (atomic_load_explicit(&b->last_touch_ns, memory_order_relaxed) != now)
-        atomic_store_explicit(&b->last_touch_ns, now, memory_order_relaxed);
-    return !atomic_load_explicit(&b->n_off, memory_order_relaxed) &&
-           !atomic_load_explicit(&b->handed_over, memory_order_relaxed);
-}
-
 void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now)
 {
     vs_tier_submitted(now);
@@ -1032,13 +1026,13 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
             }
         }
         if (e && a - e->base < e->span) {
-            stamp(e->b, now); /* resident when cached; a move since bumped gen */
+            vs_buffer_stamp(e->b, now); /* resident when cached; a move since bumped gen */
             e->stamped = now;
             continue;
         }
         struct buffer *b = len == 1 ? find_holding(a) : find_from(a);
         for (; b && b->base < a + len; b = RB_NEXT(buffer_tree, &buffers, b)) {
-            if (!stamp(b, now)) {
+            if (!vs_buffer_stamp(b, now)) {
                 if (n_back < 8)
                     back[n_back++] = b->base;
             } else if (e && a >= b->base) {
@@ -1057,75 +1051,14 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
         bring_back(back[i], true);
 }
 
-/* A launch's words, each in [lowest, highest) (touch.c checked), in one
- * pass: a word the thread stamped on this tick, by its cache, costs a few
- * instructions and no lock; the first word that is not takes the tree's
- * read side, and each such word is one probe of the page index, one stamp,
- * and a refill of its cache entry. What the pass does not expect (no index,
- * a page two buffers share, a buffer to bring back) hands the words left
- * to vs_tier_touch_words, which does everything, slower. */
-void vs_tier_touch_launch(const uint64_t *words, int n, uint64_t now)
-{
-    unsigned slot = vs_thread_slot();
-    if (VS_UNLIKELY(slot == VS_THREAD_SHARED)) {
-        vs_tier_touch_words(words, n, 1, now);
-        return;
-    }
-    struct vs_touch_cache *tc = &vs_touch_caches[slot];
-    /* only this thread reads or writes its cache: no lock to reset it */
-    uint64_t gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
-    if (VS_UNLIKELY(tc->gen != gen)) {
-        memset(tc->e, 0, sizeof tc->e);
-        tc->gen = gen;
-    }
-    /* the index's fields, read once under the lock, kept in registers */
-    const struct vs_page_slot *ix = NULL; /* NULL: the lock is not held yet */
-    uint64_t ix_mask = 0;
-    unsigned ix_shift = 0;
-    int i = 0;
-    for (; i < n; i++) {
-        uint64_t a = words[i];
-        struct vs_touch_entry *e = &tc->e[VS_TOUCH_INDEX(a)];
-        bool cached = a - e->base < e->span;
-        if (VS_LIKELY(cached && e->stamped == now))
-            continue; /* this thread stamped it on this tick: nothing to write */
-        if (ix == NULL) {
-            vs_rw_read_lock(VS_RW_TREE);
-            if (VS_UNLIKELY(!pages_whole || pages.slot == NULL))
-                goto slow;
-            ix = pages.slot;
-            ix_mask = pages.mask;
-            ix_shift = pages.shift;
-            if (VS_UNLIKELY(atomic_load_explicit(&vs_tree_gen, memory_order_acquire) != gen))
-                goto slow; /* a buffer left or moved since: the cache is stale */
-        }
-        if (cached) { /* resident when cached; a move since bumped gen */
-            stamp(e->b, now);
-            e->stamped = now;
-            continue;
-        }
-        struct buffer *b = vs_page_probe(ix, ix_mask, ix_shift, a >> VS_PAGE_SHIFT);
 #ifdef VS_DEBUG
-        VS_ASSERT(b == NULL || b == find_holding(a) || a - b->base >= b->span);
-        VS_ASSERT(b != NULL || find_holding(a) == NULL);
-#endif
-        if (b == NULL)
-            continue; /* no buffer has this page */
-        uint64_t base = b->base, span = b->span;
-        if (VS_UNLIKELY(a - base >= span) || VS_UNLIKELY(!stamp(b, now)))
-            goto slow; /* a page two buffers share; offloaded or handed over */
-        e->base = base;
-        e->span = span;
-        e->b = b;
-        e->stamped = now;
-    }
-    if (ix != NULL)
-        vs_rw_read_unlock(VS_RW_TREE);
-    return;
-slow:
-    vs_rw_read_unlock(VS_RW_TREE);
-    vs_tier_touch_words(words + i, n - i, 1, now);
+/* touch.c's probe of the page index for a, which found b, against the tree. */
+void vs_tier_check_probe(uint64_t a, const struct buffer *b)
+{
+    VS_ASSERT(b == NULL || b == find_holding(a) || a - b->base >= b->span);
+    VS_ASSERT(b != NULL || find_holding(a) == NULL);
 }
+#endif
 
 void vs_tier_touch_all(uint64_t now)
 {
@@ -1472,8 +1405,8 @@ int vs_tier_check(void)
         if (b->base < atomic_load(&vs_tier_lowest) ||
             b->base + b->span > atomic_load(&vs_tier_highest))
             BROKEN("buffer 0x%llx lies outside [lowest, highest)", (unsigned long long)b->base);
-        for (uint64_t p = first_page(b); pages_whole && p <= last_page(b); p++) {
-            const struct buffer *o = vs_page_index_get(&pages, p);
+        for (uint64_t p = first_page(b); vs_tier_pages_whole && p <= last_page(b); p++) {
+            const struct buffer *o = vs_page_index_get(&vs_tier_pages, p);
             if (o == NULL || o->base >> VS_PAGE_SHIFT > p || last_page(o) < p ||
                 RB_FIND(buffer_tree, &buffers, (struct buffer *)o) != o)
                 BROKEN("page 0x%llx of buffer 0x%llx: the index names %s",
@@ -1493,9 +1426,9 @@ int vs_tier_check(void)
         pageable += pg;
         reachable += atomic_load(&b->handed_over) ? 0 : pg;
     }
-    if (pages_whole && distinct_pages != pages.used)
+    if (vs_tier_pages_whole && distinct_pages != vs_tier_pages.used)
         BROKEN("%llu pages in the index, %llu covered by buffers",
-               (unsigned long long)pages.used, (unsigned long long)distinct_pages);
+               (unsigned long long)vs_tier_pages.used, (unsigned long long)distinct_pages);
     if (n_buffers != atomic_load(&vs_tier_buffers))
         BROKEN("%u buffers in the tree, %u counted", n_buffers, atomic_load(&vs_tier_buffers));
     if (pageable != atomic_load(&vs_pageable_total) ||
@@ -1544,8 +1477,8 @@ void vs_tier_atfork_child(void)
     atomic_store(&program_waiting, 0);
     pthread_cond_init(&unclaimed, NULL);
     RB_INIT(&buffers); /* the records leak: they describe the parent's memory */
-    vs_page_index_clear(&pages);
-    pages_whole = true;
+    vs_page_index_clear(&vs_tier_pages);
+    vs_tier_pages_whole = true;
     atomic_store(&vs_tier_buffers, 0);
     atomic_store(&vs_tier_lowest, UINT64_MAX);
     atomic_store(&vs_tier_highest, 0);

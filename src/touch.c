@@ -5,9 +5,15 @@
  * kernel's parameters (cuFuncGetParamInfo; for the CUkernel handles that
  * PyTorch casts to CUfunction, cuKernelGetParamInfo), so the first launch
  * of a function asks for its layout once and keeps it; every launch after
- * reads each parameter's 8-byte words and hands them to tier.c, which stamps
- * the buffers they point into and brings offloaded ones back. Parameters
- * passed as one packed buffer (the `extra` form) are scanned whole.
+ * reads each parameter's 8-byte words and stamps the backed buffers they
+ * point into, in one pass under the gate's and the buffer tree's read
+ * sides (taken together, with one mark: gate.c), which the launch then
+ * keeps the gate's of for its driver call. A word is looked up first in
+ * the thread's cache of buffers it named lately, then in tier.c's index by
+ * 2 MiB page; an offloaded buffer, or anything else the pass does not
+ * expect, is left to tier.c's vs_tier_touch_words, which brings it back
+ * with both read sides let go. Parameters passed as one packed buffer (the
+ * `extra` form) are scanned whole.
  *
  * A function handle dies with its module or library, and the driver may
  * hand the same handle to a new function with other parameters: every
@@ -128,83 +134,180 @@ static inline const struct layout *layout_of(CUfunction f)
     return l;
 }
 
-/* The words of a launch's parameters that may name a backed buffer: tier.c
- * checks them against the thread's cache and its page index in one pass. */
-struct scan {
+/* One launch's pass over its parameters, under the gate's and the tree's
+ * read sides. A word in [lowest, highest) that the thread's cache holds is
+ * stamped there (a store only on a new clock tick); another is one probe
+ * of tier.c's page index, a stamp, and its cache entry refilled. What the
+ * pass does not expect (a page two buffers share, an offloaded or
+ * handed-over buffer) is kept for vs_tier_touch_words, after the read
+ * sides are let go; so is every word in range when tc is NULL (the thread
+ * shares its slot, or the slow path was chosen before the pass). */
+struct pass {
     uint64_t lo, width; /* [lowest, highest) */
+    uint64_t now;
+    struct vs_touch_cache *tc;
+    const struct vs_page_slot *ix; /* the index's fields, read once */
+    uint64_t ix_mask;
     int n;
-    uint64_t words[MAX_WORDS];
+    uint64_t *words; /* MAX_WORDS of them */
 };
 
-static inline void scan_word(struct scan *s, uint64_t a)
+/* A word in range, on the fast path (the read sides held, tc and the index
+ * usable): true when it is done, false to keep it for the slow path. */
+static inline __attribute__((always_inline)) bool
+touch_word(struct vs_touch_cache *tc, const struct vs_page_slot *ix, uint64_t ix_mask,
+           uint64_t now, uint64_t a)
 {
-    if (a - s->lo >= s->width)
-        return; /* most words: sizes, strides, scalars */
-    if (VS_LIKELY(s->n < MAX_WORDS))
-        s->words[s->n++] = a;
+    struct vs_touch_entry *e = &tc->e[VS_TOUCH_INDEX(a)];
+    if (VS_LIKELY(a - e->base < e->span)) { /* cached: resident, still in the tree */
+        if (e->stamped != now) {
+            vs_buffer_touch(e->b, now);
+            e->stamped = now;
+        }
+        return true;
+    }
+    struct buffer *b = vs_page_probe(ix, ix_mask, a >> VS_PAGE_SHIFT);
+#ifdef VS_DEBUG
+    vs_tier_check_probe(a, b);
+#endif
+    if (b == NULL)
+        return true; /* no buffer has this page */
+    uint64_t base = b->base, span = b->span;
+    if (VS_UNLIKELY(a - base >= span) || VS_UNLIKELY(!vs_buffer_stamp(b, now)))
+        return false; /* a page two buffers share; offloaded or handed over */
+    e->base = base;
+    e->span = span;
+    e->b = b;
+    e->stamped = now;
+    return true;
 }
 
-static void scan_bytes(struct scan *s, const void *p, size_t size)
+static inline void pass_keep(struct pass *p, uint64_t a)
+{
+    if (VS_LIKELY(p->n < MAX_WORDS))
+        p->words[p->n++] = a;
+}
+
+static void pass_word(struct pass *p, uint64_t a)
+{
+    if (a - p->lo >= p->width)
+        return; /* most words: sizes, strides, scalars */
+    if (p->tc == NULL || !touch_word(p->tc, p->ix, p->ix_mask, p->now, a))
+        pass_keep(p, a);
+}
+
+static void pass_bytes(struct pass *p, const void *buf, size_t size)
 {
     for (size_t k = 0; k + 8 <= size; k += 8) {
         uint64_t a;
-        memcpy(&a, (const char *)p + k, 8);
-        scan_word(s, a);
+        memcpy(&a, (const char *)buf + k, 8);
+        pass_word(p, a);
     }
 }
 
-void vs_touch_launch(CUfunction f, void **params, void **extra)
+static void pass_params(struct pass *p, const struct layout *l, void **params)
 {
-    if (VS_LIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) == 0))
-        return;
+    for (int i = 0; i < l->n; i++)
+        if (params[i] != NULL)
+            pass_bytes(p, params[i], l->size[i]);
+}
+
+static void pass_extra(struct pass *p, void **extra)
+{
+    const void *buf = NULL;
+    size_t size = 0;
+    for (int i = 0; extra[i] != CU_LAUNCH_PARAM_END && i < 16; i += 2) {
+        if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
+            buf = extra[i + 1];
+        else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE && extra[i + 1])
+            size = *(const size_t *)extra[i + 1];
+    }
+    if (buf)
+        pass_bytes(p, buf, size);
+}
+
+int vs_touch_launch(CUfunction f, void **params, void **extra)
+{
+    unsigned slot = vs_thread_slot();
+    vs_thread_add(&vs_thread_counts[slot].launches, slot);
     uint64_t now = vs_now_ns();
     vs_tier_submitted(now);
-    struct scan s;
-    s.lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
-    s.width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - s.lo;
-    s.n = 0;
+    const struct layout *l = NULL;
     if (params) {
-        const struct layout *l = layout_of(f);
-        if (VS_LIKELY(l != NULL && l->words)) {
-            /* one word each, at most MAX_PARAMS == MAX_WORDS of them: the
-             * layout was worked out once, no size to check per launch */
-            int n = 0;
-            for (int i = 0; i < l->n; i++) {
-                if (VS_UNLIKELY(params[i] == NULL))
-                    continue;
-                uint64_t a;
-                memcpy(&a, params[i], 8);
-                s.words[n] = a;
-                n += a - s.lo < s.width; /* most words: sizes, strides, scalars */
-            }
-            s.n = n;
-            l = NULL;
-        }
-        for (int i = 0; l && i < l->n; i++) {
-            if (params[i] == NULL)
-                continue;
-            if (VS_LIKELY(l->size[i] == 8)) { /* a pointer, most often */
-                uint64_t a;
-                memcpy(&a, params[i], 8);
-                scan_word(&s, a);
-            } else {
-                scan_bytes(&s, params[i], l->size[i]);
-            }
-        }
-    } else if (extra) {
-        const void *buf = NULL;
-        size_t size = 0;
-        for (int i = 0; extra[i] != CU_LAUNCH_PARAM_END && i < 16; i += 2) {
-            if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
-                buf = extra[i + 1];
-            else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE && extra[i + 1])
-                size = *(const size_t *)extra[i + 1];
-        }
-        if (buf)
-            scan_bytes(&s, buf, size);
+        l = layout_of(f);
+        if (VS_UNLIKELY(l == NULL))
+            return vs_gate_enter(); /* no memory for its layout: unscanned */
+    } else if (extra == NULL) {
+        return vs_gate_enter();
     }
-    if (s.n)
-        vs_tier_touch_launch(s.words, s.n, now);
+    /* the pass's state in locals: the common case below keeps it in
+     * registers; the other forms get it in a struct pass */
+    const uint64_t lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
+    const uint64_t width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - lo;
+    struct vs_touch_cache *tc = NULL;
+    const struct vs_page_slot *ix = NULL;
+    uint64_t ix_mask = 0;
+    bool marked = false;
+    if (VS_LIKELY(slot != VS_THREAD_SHARED)) {
+        marked = vs_rw_read_lock_both(slot);
+        /* a buffer that left the tree or began moving since bumped it; a
+         * move that begins now bumps it, then waits at the gate for us */
+        uint64_t gen = atomic_load_explicit(&vs_tree_gen, memory_order_acquire);
+        tc = &vs_touch_caches[slot];
+        if (VS_UNLIKELY(tc->gen != gen)) {
+            memset(tc->e, 0, sizeof tc->e); /* only this thread uses it */
+            tc->gen = gen;
+        }
+        ix = vs_tier_pages.slot;
+        ix_mask = vs_tier_pages.mask;
+        /* vs_pageable_reachable is raised only under the gate's write
+         * side: stable while we read */
+        if (VS_UNLIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) != 0 ||
+                        !vs_tier_pages_whole || ix == NULL)) {
+            vs_rw_read_unlock(VS_RW_TREE);
+            vs_rw_read_unlock(VS_RW_GATE);
+            tc = NULL;
+        }
+    }
+    uint64_t kept[MAX_WORDS];
+    int n_kept = 0;
+    if (VS_LIKELY(params && l->words && tc != NULL)) {
+        /* the common case: one word per parameter, on the fast path */
+        const int n = l->n;
+        for (int i = 0; i < n; i++) {
+            if (VS_UNLIKELY(params[i] == NULL))
+                continue;
+            uint64_t a;
+            memcpy(&a, params[i], 8);
+            if (a - lo >= width)
+                continue; /* most words: sizes, strides, scalars */
+            if (VS_UNLIKELY(!touch_word(tc, ix, ix_mask, now, a)))
+                kept[n_kept++] = a; /* l->n <= MAX_PARAMS <= MAX_WORDS */
+        }
+    } else {
+        struct pass p = {.lo = lo, .width = width, .now = now, .tc = tc, .ix = ix,
+                         .ix_mask = ix_mask, .n = 0, .words = kept};
+        if (params)
+            pass_params(&p, l, params);
+        else
+            pass_extra(&p, extra);
+        n_kept = p.n;
+    }
+    if (VS_LIKELY(tc != NULL)) {
+        if (VS_LIKELY(n_kept == 0 && marked)) {
+            vs_rw_read_unlock_tree_marked(slot);
+            return VS_GATE_MARKED;
+        }
+        vs_rw_read_unlock(VS_RW_TREE);
+        if (n_kept == 0)
+            return 1; /* the gate's read side is held */
+        vs_rw_read_unlock(VS_RW_GATE);
+    }
+    /* offloaded ones come back (bring_back takes move_lock: no read side
+     * may be held), then the gate as for any submission */
+    if (n_kept)
+        vs_tier_touch_words(kept, n_kept, 1, now);
+    return vs_gate_enter();
 }
 
 void vs_touch_atfork_child(void)

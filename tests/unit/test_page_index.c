@@ -84,16 +84,16 @@ static void drop_shifts_across_the_end(void **state)
         grow(&ix, 1);
         uint64_t keys[5];
         int n = 0;
-        for (uint64_t p = 0; n < 4; p++)
-            if (vs_page_home(&ix, p + 1) == ix.mask)
+        for (uint64_t p = 1; n < 4; p++) /* page 0 is never a key */
+            if (vs_page_home(&ix, p) == ix.mask)
                 keys[n++] = p;
-        for (uint64_t p = 0; n < 5; p++)
-            if (vs_page_home(&ix, p + 1) == 0)
+        for (uint64_t p = 1; n < 5; p++)
+            if (vs_page_home(&ix, p) == 0)
                 keys[n++] = p;
         for (int i = 0; i < 5; i++)
             assert_true(vs_page_index_put(&ix, keys[i], &owners[i]));
-        assert_int_equal(ix.slot[ix.mask].key, keys[0] + 1);
-        assert_int_equal(ix.slot[3].key, keys[4] + 1); /* pushed past the wrapped run */
+        assert_int_equal(ix.slot[ix.mask].key, keys[0]);
+        assert_int_equal(ix.slot[3].key, keys[4]); /* pushed past the wrapped run */
         vs_page_index_drop(&ix, keys[victim], &owners[victim]);
         for (int i = 0; i < 5; i++)
             if (i == victim)
@@ -115,8 +115,8 @@ static void drop_keeps_entries_home_past_the_end(void **state)
     grow(&ix, 1);
     uint64_t want[3] = {ix.mask - 1, ix.mask, 0}, keys[3];
     for (int i = 0; i < 3; i++)
-        for (uint64_t p = 0;; p++)
-            if (vs_page_home(&ix, p + 1) == want[i]) {
+        for (uint64_t p = 1;; p++)
+            if (vs_page_home(&ix, p) == want[i]) {
                 keys[i] = p;
                 break;
             }
@@ -126,7 +126,7 @@ static void drop_keeps_entries_home_past_the_end(void **state)
     assert_null(vs_page_index_get(&ix, keys[0]));
     assert_ptr_equal(vs_page_index_get(&ix, keys[1]), &owners[1]);
     assert_ptr_equal(vs_page_index_get(&ix, keys[2]), &owners[2]);
-    assert_int_equal(ix.slot[0].key, keys[2] + 1);
+    assert_int_equal(ix.slot[0].key, keys[2]);
     release(&ix);
 }
 
@@ -177,6 +177,23 @@ static void matches_model(void **state)
     release(&ix);
 }
 
+/* Page 0 is the key that means an empty slot: putting it is refused and
+ * changes nothing (no device memory lies in the first 2 MiB). */
+static void page_zero_is_refused(void **state)
+{
+    (void)state;
+    struct vs_page_index ix = {0};
+    grow(&ix, 2);
+    assert_true(vs_page_index_put(&ix, 1, &owners[1]));
+    assert_false(vs_page_index_put(&ix, 0, &owners[0]));
+    assert_null(vs_page_index_get(&ix, 0));
+    assert_ptr_equal(vs_page_index_get(&ix, 1), &owners[1]);
+    assert_int_equal(ix.used, 1);
+    vs_page_index_drop(&ix, 0, &owners[0]);
+    assert_int_equal(ix.used, 1);
+    release(&ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +202,7 @@ int main(void)
         cmocka_unit_test(drop_shifts_across_the_end),
         cmocka_unit_test(drop_keeps_entries_home_past_the_end),
         cmocka_unit_test(matches_model),
+        cmocka_unit_test(page_zero_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -427,7 +427,43 @@ static void page_index_finds_interior_pointers(void **state)
     assert_false(vs_tier_lookup(a + 200 * M + 5, &v)); /* past the size, inside the span */
 }
 
-/* A launch's one pass (vs_tier_touch_launch), against what each buffer
+/* Launches go through touch.c as the hooks send them: a kernel of
+ * launch_params 8-byte parameters (the driver's answer, faked here), at the
+ * test's clock (the link wraps vs_now_ns). */
+struct vs_real_table vs_real;
+static size_t launch_params;
+uint64_t __wrap_vs_now_ns(void);
+uint64_t __wrap_vs_now_ns(void) { return clock_ns; }
+static CUresult param_info(CUfunction f, size_t i, size_t *off, size_t *size)
+{
+    (void)f;
+    if (i >= launch_params)
+        return CUDA_ERROR_INVALID_VALUE;
+    *off = 8 * i;
+    *size = 8;
+    return CUDA_SUCCESS;
+}
+
+/* A launch naming words (one parameter each) at now: touched, the gate
+ * entered, then its driver call (none here) and the gate let go. */
+static void launch_words(const uint64_t *words, int n, uint64_t now)
+{
+    assert_int_equal(now, clock_ns);
+    vs_real.cuFuncGetParamInfo = param_info;
+    launch_params = (size_t)n;
+    uint64_t copy[64];
+    void *params[64];
+    for (int i = 0; i < n; i++) {
+        copy[i] = words[i];
+        params[i] = &copy[i];
+    }
+    /* one function per parameter count: a layout is asked once per handle */
+    int gate = vs_launch_enter((CUfunction)(uintptr_t)(0x1000 + 16 * n), params, NULL);
+    assert_true(gate > 0);
+    vs_gate_leave(gate);
+}
+
+/* A launch's one pass (touch.c's vs_touch_launch), against what each buffer
  * should be: at 2 MiB and at 64 KiB granularity (pages shared, so some
  * words take the tree), with offloaded buffers named (they come back),
  * words in the gaps (nothing), the same words again on the same tick (the
@@ -467,8 +503,8 @@ static void launch_pass_stamps_what_it_names(void **state)
                     named[l][i] = true;
                 }
                 clock_ns = t1 + (uint64_t)l * 600000000ULL;
-                vs_tier_touch_launch(words, WORDS, clock_ns);
-                vs_tier_touch_launch(words, WORDS, clock_ns); /* the cache's answer */
+                launch_words(words, WORDS, clock_ns);
+                launch_words(words, WORDS, clock_ns); /* the cache's answer */
                 for (int i = 0; i < N; i++)
                     if (named[l][i])
                         assert_false(offloaded(base[i]));

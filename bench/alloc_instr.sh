@@ -12,18 +12,8 @@ b=${VRAMSHIM_BUILD:-$(pwd)}
 size=${1:-2097152}
 shift || true
 pairs=${PAIRS:-2000}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 count() { # live pairs -> "vramshim driver libc" instructions
-	FAKECUDA_MEM=64G LD_LIBRARY_PATH=$b/tests/fakecuda/.libs LD_PRELOAD=$b/.libs/libvramshim.so \
-		valgrind --tool=callgrind --callgrind-out-file="$tmp/cg" \
-		"$b/bench/bench_scale" --allocs "$1" "$size" "$2" >/dev/null 2>&1
-	callgrind_annotate --inclusive=no --threshold=100 "$tmp/cg" 2>/dev/null | awk '
-		function num(s) { gsub(/,/, "", s); return s + 0 }
-		/\[.*libvramshim\.so/ { v += num($1) }
-		/\[.*fakecuda\/\.libs\/libcuda\.so/ { d += num($1) }
-		/\[.*libc\.so/ { c += num($1) }
-		END { printf "%d %d %d\n", v, d, c }'
+	sh "$(dirname "$0")/callgrind_split.sh" --allocs "$1" "$size" "$2"
 }
 echo "| live allocations | size | vramshim | test driver | C library | all, per pair |"
 echo "| --- | --- | --- | --- | --- | --- |"

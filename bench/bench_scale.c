@@ -32,12 +32,17 @@
  * library (bench/empty_preload.c, the floor any LD_PRELOAD pays) and with
  * vramshim, taking turns: least wall time, median CPU time, page faults,
  * and cat's peak resident set.
- * Two parts alone: `--startup` prints only the start-up table;
+ * Parts alone: `--startup` prints only the start-up table;
  * `--launches LIVE P` backs LIVE buffers and makes 20,000 launches naming P
- * random ones, for bench/launch_instr.sh to count under callgrind.
+ * random ones, for bench/launch_instr.sh to count under callgrind;
+ * `--threads LIVE P T` the same from T threads at once, printing CPU and
+ * wall time per launch (bench/launch_threads.sh); `--make-room LIVE K`
+ * grows to LIVE allocations and makes K make-room cycles
+ * (bench/make_room_instr.sh); `--allocs` is bench/alloc_instr.sh's.
  */
 #include "bench_common.h"
 
+#include <pthread.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <string.h>
@@ -78,6 +83,8 @@ static CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, un
 static CUresult (*sync_all)(void);
 static CUresult (*graph_launch)(CUgraphExec, CUstream);
 static int (*vs_set)(const char *, const char *);
+static CUresult (*ctx_get)(CUcontext *);
+static CUresult (*ctx_set)(CUcontext);
 
 static CUdeviceptr *backed, *small;
 static long n_backed, n_small;
@@ -131,6 +138,62 @@ static double time_launch(int pointers, long reps)
     return (bench_now() - t0) / (double)reps;
 }
 
+/* --threads: each thread launches its share naming `pointers` buffers
+ * drawn by its own generator (the driver's calls made from many threads). */
+struct launcher {
+    pthread_t t;
+    CUcontext ctx;
+    int pointers;
+    long reps;
+    uint64_t rng;
+};
+
+static void *launcher_main(void *arg)
+{
+    struct launcher *me = arg;
+    BENCH_CHECK(ctx_set(me->ctx));
+    CUdeviceptr args[8];
+    void *params[8];
+    for (int i = 0; i < 8; i++)
+        params[i] = &args[i];
+    for (long i = 0; i < me->reps; i++) {
+        for (int k = 0; k < me->pointers; k++) {
+            me->rng ^= me->rng << 13, me->rng ^= me->rng >> 7, me->rng ^= me->rng << 17;
+            args[k] = backed[me->rng % (uint64_t)n_backed] + 64;
+        }
+        BENCH_CHECK(launch(me->pointers == 1 ? k1 : k8, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+    }
+    return NULL;
+}
+
+/* LAUNCH_COUNTED launches split over `threads` threads; prints the process's
+ * CPU time and the wall time per launch. */
+static void time_launch_threads(int pointers, int threads)
+{
+    static struct launcher l[64];
+    CUcontext ctx;
+    BENCH_CHECK(ctx_get(&ctx));
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    double t0 = bench_now();
+    for (int i = 0; i < threads; i++) {
+        l[i] = (struct launcher){.ctx = ctx, .pointers = pointers,
+                                 .reps = LAUNCH_COUNTED / threads,
+                                 .rng = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1)};
+        if (pthread_create(&l[i].t, NULL, launcher_main, &l[i]) != 0)
+            exit(1);
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(l[i].t, NULL);
+    BENCH_CHECK(sync_all());
+    double wall = bench_now() - t0;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    double cpu = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9;
+    long n = LAUNCH_COUNTED / threads * threads;
+    printf("threads %d pointers %d cpu_ns_per_launch %.0f wall_ns_per_launch %.0f\n", threads,
+           pointers, cpu / (double)n * 1e9, wall / (double)n * 1e9);
+}
+
 static double time_graph(long reps)
 {
     double t0 = bench_now();
@@ -160,11 +223,11 @@ static uint64_t stat_of(const char *field)
 /* Every allocation makes room: the limit sits 1 MiB above what is resident,
  * and drops by the 2 MiB each victim gives up. Afterwards every victim comes
  * back. -1: no vramshim. */
-static double time_make_room(long reps)
+/* reps allocations of BACKED bytes, each with the limit set so that one
+ * backed buffer must move to pinned memory first, each freed again; their
+ * time. Exits unless exactly one buffer moved for each. */
+static double make_room_cycles(long reps)
 {
-    int (*prefetch)(uint64_t) = (int (*)(uint64_t))dlsym(RTLD_DEFAULT, "vramshim_prefetch");
-    if (vs_set == NULL || prefetch == NULL)
-        return -1;
     uint64_t resident = stat_of("resident"), pinned = stat_of("offloaded_pinned");
     char v[32];
     double t = 0;
@@ -184,6 +247,15 @@ static double time_make_room(long reps)
                 reps, (unsigned long long)(stat_of("offloaded_pinned") - pinned));
         exit(1);
     }
+    return t;
+}
+
+static double time_make_room(long reps)
+{
+    int (*prefetch)(uint64_t) = (int (*)(uint64_t))dlsym(RTLD_DEFAULT, "vramshim_prefetch");
+    if (vs_set == NULL || prefetch == NULL)
+        return -1;
+    double t = make_room_cycles(reps);
     vs_set("vram_limit", "none");
     for (long i = 0; i < n_backed; i++)
         if (prefetch(backed[i]) != 0)
@@ -393,6 +465,8 @@ int main(int argc, char **argv)
     launch = bench_sym(lib, "cuLaunchKernel");
     sync_all = bench_sym(lib, "cuCtxSynchronize");
     graph_launch = bench_sym(lib, "cuGraphLaunch");
+    ctx_get = bench_sym(lib, "cuCtxGetCurrent");
+    ctx_set = bench_sym(lib, "cuCtxSetCurrent");
     vs_set = (int (*)(const char *, const char *))dlsym(RTLD_DEFAULT, "vramshim_set");
     CUresult (*graph_create)(CUgraph *, unsigned) = bench_sym(lib, "cuGraphCreate");
     CUresult (*graph_inst)(CUgraphExec *, CUgraph, unsigned long long) =
@@ -416,6 +490,34 @@ int main(int argc, char **argv)
         for (n_backed = 0; backed && n_backed < live; n_backed++)
             BENCH_CHECK(mem_alloc(&backed[n_backed], BACKED));
         time_launch(pointers, LAUNCH_COUNTED);
+        return 0;
+    }
+    if (argc == 5 && strcmp(argv[1], "--threads") == 0) {
+        /* bench/launch_threads.sh: the launches of --launches, from THREADS
+         * threads at once */
+        long live = atol(argv[2]);
+        int pointers = atoi(argv[3]), threads = atoi(argv[4]);
+        backed = calloc((size_t)live, sizeof *backed);
+        if (backed == NULL || threads < 1 || threads > 64)
+            return 1;
+        for (n_backed = 0; n_backed < live; n_backed++)
+            BENCH_CHECK(mem_alloc(&backed[n_backed], BACKED));
+        time_launch_threads(pointers, threads);
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "--make-room") == 0) {
+        /* bench/make_room_instr.sh: grow to LIVE allocations (backed ones
+         * first, as below), then CYCLES make-room cycles of one victim
+         * each, for callgrind to count (run once with 0 to subtract) */
+        long live = atol(argv[2]), cycles = atol(argv[3]);
+        backed = calloc(BACKED_CAP, sizeof *backed);
+        small = calloc((size_t)(live > 0 ? live : 1), sizeof *small);
+        if (backed == NULL || small == NULL || vs_set == NULL)
+            return 1;
+        grow_to(live);
+        if (cycles > n_backed - 2)
+            return 1;
+        make_room_cycles(cycles);
         return 0;
     }
     if (argc == 5 && strcmp(argv[1], "--allocs") == 0) {

@@ -5,18 +5,22 @@
 # among LIVE backed ones; per launch = inclusive cost of vramshim's
 # cuLaunchKernel hook less the test driver's cuLaunchKernel inside it.
 # Targets (issue 13): under 250 with 1 pointer, under 60 per extra pointer.
+# With THREADS=T set, the same 20,000 launches come from T threads at once
+# (bench_scale --threads; the counts are summed over the threads).
 # Run from the build directory: sh bench/launch_instr.sh [LIVE...]
 set -eu
 b=${VRAMSHIM_BUILD:-$(pwd)}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+mode=--launches
+[ -n "${THREADS:-}" ] && mode=--threads
 echo "| live backed buffers | 1 pointer | 8 pointers | per extra pointer | targets (250, 60) |"
 echo "| --- | --- | --- | --- | --- |"
 for live in ${*:-10 10000}; do
 	for p in 1 8; do
 		FAKECUDA_MEM=64G LD_LIBRARY_PATH=$b/tests/fakecuda/.libs LD_PRELOAD=$b/.libs/libvramshim.so \
 			valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$p" \
-			"$b/bench/bench_scale" --launches "$live" "$p" >/dev/null 2>&1
+			"$b/bench/bench_scale" $mode "$live" "$p" ${THREADS:-} >/dev/null 2>&1
 		callgrind_annotate --inclusive=yes --threshold=100 "$tmp/cg.$p" 2>/dev/null >"$tmp/an.$p"
 	done
 	awk -v live="$live" '

@@ -342,21 +342,24 @@ void vs_count_fast_copy_fallback(void);
  * open-addressed, at most half full. The caller guards it with its own
  * lock and allocates its tables (vs_page_index_adopt). */
 #define VS_PAGE_SHIFT 21
-#define VS_PAGE_HASH 0x9E3779B97F4A7C15ULL /* Fibonacci hashing: bits 24 and up of key * this */
+#define VS_PAGE_HASH 0x9E3779B97F4A7C15ULL /* Fibonacci hashing: bits 32 and up of key * this */
 struct vs_page_slot {
     uint64_t key; /* the page; 0: empty (page 0, the first 2 MiB, is never device memory) */
     void *val;
 };
 struct vs_page_index {
     struct vs_page_slot *slot; /* NULL: no table yet */
-    uint64_t mask;             /* slots - 1 (at most 2^40) */
+    uint64_t mask;             /* slots - 1 (at most 2^32) */
     uint64_t used;
 };
-/* A key's first slot: the product's bits from 24 up (no shift by a
- * variable: one register fewer where many pages are probed). */
+/* A key's first slot: the product's bits from 32 up (no shift by a
+ * variable: one register fewer where many pages are probed). Not from 24:
+ * the constant's bits 24-30 are all ones, so there consecutive pages fell
+ * one slot apart in a small table, a buffer's pages one dense run that a
+ * miss had to walk; from 32 they fall 57 slots apart modulo 64 or 128. */
 static inline uint64_t vs_page_home_in(uint64_t mask, uint64_t key)
 {
-    return ((key * VS_PAGE_HASH) >> 24) & mask;
+    return ((key * VS_PAGE_HASH) >> 32) & mask;
 }
 static inline uint64_t vs_page_home(const struct vs_page_index *ix, uint64_t key)
 {

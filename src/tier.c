@@ -995,9 +995,11 @@ static void bring_back(uint64_t base, bool ask_peers)
         bring_back(base, false);
 }
 
-/* Stamp b touched now; false when it must come back first (offloaded, or
- * handed over: only a launch may name a handed-over buffer after all).
- * Caller holds the tree's read side. */
+/* The slow path of a touch: stamp every backed buffer one of the n words
+ * (each the start of len bytes) falls in, and bring back those offloaded
+ * or handed over first. It takes the tree's read side itself, and
+ * bring_back takes move_lock and the gate's write side: the caller holds
+ * no read side of either. */
 void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t now)
 {
     vs_tier_submitted(now);
@@ -1010,9 +1012,10 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
     int n_back = 0;
     bool locked = false;
     for (int i = 0; i < n; i++) {
-        uint64_t a = words[i];
-        if (a + len <= lo || a >= hi)
+        uint64_t a = words[i], span = len; /* [a, a + span): what is left of this word */
+        if (a + span <= lo || a >= hi)
             continue; /* most words: sizes, strides, scalars */
+    resume:;
         struct vs_touch_entry *e = tc ? &tc->e[VS_TOUCH_INDEX(a)] : NULL;
         if (e && VS_LIKELY(tc->gen == gen && a - e->base < e->span && e->stamped == now))
             continue; /* stamped by this thread at this tick: nothing to write */
@@ -1031,10 +1034,23 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
             continue;
         }
         struct buffer *b = len == 1 ? find_holding(a) : find_from(a);
-        for (; b && b->base < a + len; b = RB_NEXT(buffer_tree, &buffers, b)) {
+        for (; b && b->base < a + span; b = RB_NEXT(buffer_tree, &buffers, b)) {
             if (!vs_buffer_stamp(b, now)) {
-                if (n_back < 8)
-                    back[n_back++] = b->base;
+                if (n_back == (int)(sizeof back / sizeof back[0])) {
+                    /* full (a launch may name dozens of offloaded buffers,
+                     * a copy's range hundreds): these come back now, with
+                     * the read side let go, and the word goes on from b */
+                    uint64_t end = a + span;
+                    a = b->base > a ? b->base : a;
+                    span = end - a;
+                    vs_rw_read_unlock(VS_RW_TREE);
+                    locked = false;
+                    for (int k = 0; k < n_back; k++)
+                        bring_back(back[k], true);
+                    n_back = 0;
+                    goto resume;
+                }
+                back[n_back++] = b->base;
             } else if (e && a >= b->base) {
                 e->base = b->base;
                 e->span = b->span;

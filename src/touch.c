@@ -150,6 +150,7 @@ struct pass {
     uint64_t ix_mask;
     int n;
     uint64_t *words; /* MAX_WORDS of them */
+    bool overflow;   /* more to keep than words holds, with the read sides held */
 };
 
 /* A word in range, on the fast path (the read sides held, tc and the index
@@ -182,10 +183,22 @@ touch_word(struct vs_touch_cache *tc, const struct vs_page_slot *ix, uint64_t ix
     return true;
 }
 
+/* A word for the slow path. A parameter struct can name more buffers than
+ * words holds (PyTorch's multi-tensor kernels pass a few hundred
+ * addresses in one): with no read side held the words so far go to the
+ * slow path now; with them held, the pass is marked and done again
+ * without them (no word is ever dropped: one left offloaded would fault). */
 static inline void pass_keep(struct pass *p, uint64_t a)
 {
-    if (VS_LIKELY(p->n < MAX_WORDS))
-        p->words[p->n++] = a;
+    if (VS_UNLIKELY(p->n == MAX_WORDS)) {
+        if (p->tc != NULL) {
+            p->overflow = true;
+            return;
+        }
+        vs_tier_touch_words(p->words, p->n, 1, p->now);
+        p->n = 0;
+    }
+    p->words[p->n++] = a;
 }
 
 static void pass_word(struct pass *p, uint64_t a)
@@ -291,6 +304,16 @@ int vs_touch_launch(CUfunction f, void **params, void **extra)
             pass_params(&p, l, params);
         else
             pass_extra(&p, extra);
+        if (VS_UNLIKELY(p.overflow)) { /* again, holding nothing */
+            vs_rw_read_unlock(VS_RW_TREE);
+            vs_rw_read_unlock(VS_RW_GATE);
+            tc = NULL;
+            p = (struct pass){.lo = lo, .width = width, .now = now, .words = kept};
+            if (params)
+                pass_params(&p, l, params);
+            else
+                pass_extra(&p, extra);
+        }
         n_kept = p.n;
     }
     if (VS_LIKELY(tc != NULL)) {

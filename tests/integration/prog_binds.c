@@ -21,6 +21,10 @@
  *      through the reference (not naming the buffer) reads its bytes.
  *   4. cuPointerSetAttribute(SYNC_MEMOPS): the setting stays with the
  *      buffer across moves, offloaded and back.
+ *   5. a launch whose one parameter, a struct, names more offloaded
+ *      buffers (WIDE) than the touch pass keeps at once (64), as
+ *      PyTorch's multi-tensor kernels do: every one comes back before the
+ *      kernel reads it (it read an unmapped address before).
  */
 #include "check.h"
 
@@ -38,6 +42,7 @@
 static struct {
     void *lib;
     CUresult (*alloc)(CUdeviceptr *, size_t);
+    CUresult (*release)(CUdeviceptr);
     CUresult (*htod)(CUdeviceptr, const void *, size_t);
     CUresult (*dtoh)(void *, CUdeviceptr, size_t);
     CUresult (*stream_create)(CUstream *, unsigned int);
@@ -102,6 +107,26 @@ static void tex_read_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block
            *(uint64_t *)params[1]);
 }
 
+/* wide_sum(struct {CUdeviceptr p[WIDE]; CUdeviceptr out;}): out[0] = the
+ * sum of every buffer's first byte. */
+#define WIDE 70
+struct wide_args {
+    CUdeviceptr p[WIDE];
+    CUdeviceptr out;
+};
+static void wide_sum_body(void **params, fakecuda_dim3 grid, fakecuda_dim3 block)
+{
+    (void)grid;
+    (void)block;
+    struct wide_args a;
+    memcpy(&a, params[0], sizeof a);
+    uint64_t sum = 0;
+    for (int i = 0; i < WIDE; i++)
+        sum += *(const unsigned char *)(uintptr_t)a.p[i];
+    memcpy((void *)(uintptr_t)a.out, &sum, sizeof sum);
+}
+static CUfunction wide_sum;
+
 static void open_driver(void)
 {
     cu.lib = check_libcuda();
@@ -120,6 +145,7 @@ static void open_driver(void)
     cu.mc_bind = check_sym(cu.lib, "cuMulticastBindAddr");
     cu.reserve = check_sym(cu.lib, "cuMemAddressReserve");
     cu.addr_free = check_sym(cu.lib, "cuMemAddressFree");
+    cu.release = check_sym(cu.lib, "cuMemFree_v2");
     cu.mem_create = check_sym(cu.lib, "cuMemCreate");
     cu.mem_release = check_sym(cu.lib, "cuMemRelease");
     cu.unmap = check_sym(cu.lib, "cuMemUnmap");
@@ -137,6 +163,8 @@ static void open_driver(void)
     cu.prefetch = check_api("vramshim_prefetch");
     const size_t sizes[] = {8, 8};
     cu.tex_read = check_kernel(cu.lib, "tex_read", tex_read_body, 2, sizes);
+    const size_t wide_size[] = {sizeof(struct wide_args)};
+    wide_sum = check_kernel(cu.lib, "wide_sum", wide_sum_body, 1, wide_size);
     CHECK_CU(cu.stream_create(&stream, 0));
 }
 
@@ -422,6 +450,35 @@ static void attribute(void)
     check_invariants("after SYNC_MEMOPS");
 }
 
+/* ---- 5: a launch naming more buffers than one pass keeps ---------------------- */
+static void wide_launch(void)
+{
+    struct wide_args a;
+    uint64_t want_sum = 0;
+    for (int i = 0; i < WIDE; i++) {
+        CHECK_CU(cu.alloc(&a.p[i], 2 * M));
+        unsigned char first = (unsigned char)(i * 7 + 1);
+        CHECK_CU(cu.htod(a.p[i], &first, 1));
+        want_sum += first;
+    }
+    CHECK_CU(cu.alloc(&a.out, 2 * M));
+    uint64_t before = offloaded();
+    for (int i = 0; i < WIDE; i++)
+        CHECK(cu.offload(a.p[i]) == 0, "vramshim_offload of buffer %d", i);
+    CHECK_EQ_U64(offloaded(), before + WIDE * 2 * M);
+    void *params[] = {&a};
+    CHECK_CU(cu.launch(wide_sum, 1, 1, 1, 1, 1, 1, 0, stream, params, NULL));
+    CHECK_CU(cu.stream_sync(stream));
+    uint64_t sum = 0;
+    CHECK_CU(cu.dtoh(&sum, a.out, sizeof sum));
+    CHECK_EQ_U64(sum, want_sum);
+    CHECK_EQ_U64(offloaded(), before);
+    for (int i = 0; i < WIDE; i++)
+        CHECK_CU(cu.release(a.p[i]));
+    CHECK_CU(cu.release(a.out));
+    check_invariants("after a wide launch");
+}
+
 int main(int argc, char **argv)
 {
     const char *env[] = {"FAKECUDA_MEM=256M",    "VRAMSHIM_OFFLOAD=auto",
@@ -438,7 +495,8 @@ int main(int argc, char **argv)
         const char *name;
         void (*run)(void);
     } cases[] = {{"decompress", decompress}, {"multicast", multicast_bound},
-                 {"texture", texture},       {"attribute", attribute}};
+                 {"texture", texture},       {"attribute", attribute},
+                 {"wide", wide_launch}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (only == NULL || strcmp(only, cases[i].name) == 0)
             cases[i].run();

@@ -33,6 +33,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 [ -z "$(git -C "$repo" status --porcelain --untracked-files=no)" ] ||
 	echo "stress-suite: uncommitted changes in $repo are not tested (clones take HEAD)" >&2
 work=$(mktemp -d "${TMPDIR:-/tmp}/vs-stress.XXXXXX")
+# mktemp makes it 0700: as root, prog_relief_more runs workers as other
+# users, which must reach the build's test driver under it
+chmod 0755 "$work"
 mkdir "$work/logs"
 echo "stress-suite: $runs runs of '$cmd' with $copies copies at once; logs in $work/logs"
 

@@ -277,7 +277,7 @@ static void top_checks(void)
     shell(out, sizeof out, "tmux -L vramshim-check kill-server");
     CHECK(shell(out, sizeof out,
                 "tmux -L vramshim-check -f /dev/null new-session -d -s top -x 140 -y 30 "
-                "\"VRAMSHIM_SOCKET_DIR=%s %s top; echo top-exit=\\$?; stty -a; sleep 600\"",
+                "\"VRAMSHIM_SOCKET_DIR=%s %s top; echo top-exit=\\$?; stty -a; echo stty-done; sleep 600\"",
                 sock_dir, tool) == 0,
           "tmux: %s", out);
     char pane[1 << 14];
@@ -287,6 +287,8 @@ static void top_checks(void)
     CHECK(strstr(pane, "EVICT/S") && strstr(pane, "OFFLOADED"), "top's columns: %s", pane);
     shell(out, sizeof out, "tmux -L vramshim-check send-keys -t top q");
     CHECK(pane_shows("top-exit=0", pane, sizeof pane), "q did not quit top: %s", pane);
+    /* stty's lines come after: wait for them, not only for the exit line */
+    CHECK(pane_shows("stty-done", pane, sizeof pane), "stty did not run: %s", pane);
     CHECK(strstr(pane, " icanon") && strstr(pane, " echo"), "top left the terminal raw: %s", pane);
     shell(out, sizeof out, "tmux -L vramshim-check kill-server");
 }

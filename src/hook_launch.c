@@ -7,42 +7,38 @@
  * count it, let touch tracking see the buffers its parameters name (which
  * may bring offloaded ones back first), then call the driver inside the
  * move gate, so that no buffer it reaches is between copy and remap while
- * it is being queued; a kernel launch takes the gate's read side in the
- * same step as its touch (vs_launch_enter). With no buffer backed for
- * offload, a launch costs one plain increment of its thread's counter and
- * one relaxed load on top of the driver's own work.
+ * it is being queued. A kernel launch under tracking is run whole by
+ * touch.c (vs_launch_tracked_<name>), which takes the gate's read side in
+ * the same step as its touch. With no buffer backed for offload, a launch
+ * costs one plain increment of its thread's counter and one relaxed load on
+ * top of the driver's own work.
  */
 #include "hooks.h"
 
-/* One kernel launch entry point: the touch of what it names and the gate's
- * read side in one step (vs_launch_enter, which counts it too), the
- * driver call, the gate let go. */
-#define KERNEL_LAUNCH(name, params_, extra_, PARAMS, ARGS)                     \
+/* One kernel launch entry point: with no buffer backed, counted and
+ * passed on; otherwise handed whole to touch.c. Every way out is a tail
+ * call, and nothing on the way calls a function, so the hook keeps no
+ * frame and copies none of the driver's eleven arguments (a thread's first
+ * launch, which must be given its slot, goes through first_<name>). */
+#define KERNEL_LAUNCH(name, PARAMS, ARGS, params_, extra_)                    \
+    static __attribute__((noinline)) CUresult first_##name PARAMS             \
+    {                                                                         \
+        vs_count_launch();                                                    \
+        return vs_real.name ARGS;                                             \
+    }                                                                         \
     CUresult vs_hook_##name PARAMS                                            \
     {                                                                         \
-        int gate_ = vs_launch_enter(f, params_, extra_);                      \
-        if (gate_ < 0)                                                        \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
-        CUresult rc_ = vs_real.name ARGS;                                     \
-        vs_gate_leave(gate_);                                                 \
-        return rc_;                                                           \
+        if (VS_UNLIKELY(atomic_load_explicit(&vs_tier_buffers, memory_order_relaxed) != 0)) \
+            return vs_launch_tracked_##name ARGS;                             \
+        unsigned s_ = vs_me.slot; /* the slot + 1; 0: none yet */             \
+        if (VS_UNLIKELY(s_ == 0))                                             \
+            return first_##name ARGS;                                         \
+        vs_thread_add(&vs_thread_counts[s_ - 1].launches, s_ - 1);            \
+        return vs_real.name ARGS;                                             \
     }
-
-#define GRID_PARAMS                                                           \
-    CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,          \
-        unsigned int bx, unsigned int by, unsigned int bz, unsigned int shm,  \
-        CUstream s, void **params
-#define GRID_ARGS f, gx, gy, gz, bx, by, bz, shm, s, params
+VS_KERNEL_LAUNCHES(KERNEL_LAUNCH)
 
 #define LAUNCH_HOOKS(suffix)                                                  \
-    KERNEL_LAUNCH(cuLaunchKernel##suffix, params, extra,                      \
-                  (GRID_PARAMS, void **extra), (GRID_ARGS, extra))            \
-    KERNEL_LAUNCH(cuLaunchKernelEx##suffix, params, extra,                    \
-                  (const CUlaunchConfig *config, CUfunction f, void **params, \
-                   void **extra),                                             \
-                  (config, f, params, extra))                                 \
-    KERNEL_LAUNCH(cuLaunchCooperativeKernel##suffix, params, NULL,            \
-                  (GRID_PARAMS), (GRID_ARGS))                                 \
     /* A graph may reach any buffer: all of them count as touched. Its     \
      * memory nodes may take graph memory at the launch: admitted first    \
      * (hook_pool.c), read back after (pool.c). */                           \

@@ -267,6 +267,31 @@ static inline int vs_launch_enter(CUfunction f, void **params, void **extra)
     }
     return vs_touch_launch(f, params, extra);
 }
+/* The kernel launch entry points, each with the name of the parameter
+ * holding its kernel parameters and of the one holding `extra` (NULL where
+ * it has none). Their hooks (hook_launch.c) pass a launch straight to the
+ * driver while no buffer is backed, and otherwise hand it, arguments
+ * unchanged, to vs_launch_tracked_<name> (touch.c): the touch, the gate's
+ * read side, the driver call and the gate let go, in one function, so that
+ * a tracked launch pays for one frame, not three (issue 13 counts its
+ * instructions). */
+#define VS_GRID_PARAMS                                                        \
+    CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,          \
+        unsigned int bx, unsigned int by, unsigned int bz, unsigned int shm,  \
+        CUstream s, void **params
+#define VS_GRID_ARGS f, gx, gy, gz, bx, by, bz, shm, s, params
+#define VS_EX_PARAMS const CUlaunchConfig *config, CUfunction f, void **params, void **extra
+#define VS_KERNEL_LAUNCHES(X)                                                           \
+    X(cuLaunchKernel, (VS_GRID_PARAMS, void **extra), (VS_GRID_ARGS, extra), params, extra) \
+    X(cuLaunchKernel_ptsz, (VS_GRID_PARAMS, void **extra), (VS_GRID_ARGS, extra), params,   \
+      extra)                                                                            \
+    X(cuLaunchKernelEx, (VS_EX_PARAMS), (config, f, params, extra), params, extra)      \
+    X(cuLaunchKernelEx_ptsz, (VS_EX_PARAMS), (config, f, params, extra), params, extra) \
+    X(cuLaunchCooperativeKernel, (VS_GRID_PARAMS), (VS_GRID_ARGS), params, NULL)       \
+    X(cuLaunchCooperativeKernel_ptsz, (VS_GRID_PARAMS), (VS_GRID_ARGS), params, NULL)
+#define VS_DECLARE_TRACKED(name, PARAMS, ARGS, params_, extra_) CUresult vs_launch_tracked_##name PARAMS;
+VS_KERNEL_LAUNCHES(VS_DECLARE_TRACKED)
+#undef VS_DECLARE_TRACKED
 /* A module or library was unloaded: its function handles may come back for
  * other functions, so no parameter layout known so far may be trusted. */
 void vs_touch_forget_layouts(void);

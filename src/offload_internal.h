@@ -218,7 +218,6 @@ static inline void vs_tier_submitted(uint64_t now)
  * tick a hit touches no buffer node (and a copy's touch, which takes no
  * read side for it, no lock). None for the shared thread slot. */
 #define VS_TOUCH_CACHE 32
-#define VS_TOUCH_INDEX(a) (((a) >> 21) % VS_TOUCH_CACHE)
 struct vs_touch_entry {
     uint64_t base, span; /* span 0: empty */
     struct buffer *b;
@@ -228,6 +227,12 @@ struct vs_touch_cache {
     uint64_t gen; /* 0: none */
     struct vs_touch_entry e[VS_TOUCH_CACHE];
 };
+/* The entry of a's 2 MiB page: e[(a >> 21) % VS_TOUCH_CACHE], its byte
+ * offset taken from a in two instructions (an entry is 32 bytes). */
+_Static_assert(sizeof(struct vs_touch_entry) == 32 && VS_TOUCH_CACHE == 32,
+               "vs_touch_at's shift and mask");
+#define vs_touch_at(tc, a)                                                    \
+    ((struct vs_touch_entry *)((char *)(tc)->e + (((a) >> 16) & 0x3e0)))
 extern struct vs_touch_cache vs_touch_caches[VS_THREAD_SHARED];
 /* Start the policy with these movers (chunk.c's in the library, fakes in
  * the unit tests). */

@@ -53,6 +53,7 @@ void vs_page_index_adopt(struct vs_page_index *ix, struct vs_page_slot *fresh, u
     uint64_t old_slots = old ? ix->mask + 1 : 0;
     ix->slot = fresh;
     ix->mask = slots - 1;
+    ix->shift = (uint32_t)__builtin_clzll(slots) + 1; /* slots is a power of two */
     ix->used = 0;
     for (uint64_t i = 0; i < old_slots; i++)
         if (old[i].key != 0)

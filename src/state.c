@@ -1,5 +1,6 @@
 /*
- * state.c: the process-wide state, the clock and the driver questions,
+ * state.c: the process-wide state and the driver questions (the clock,
+ * vs_now_ns, is inline in core.h),
  * shared by every module. The core asks the driver (device count, sizes,
  * free memory) only through vs_query(), which the hooks fill in once the
  * driver is loaded and the unit tests fill with a model.
@@ -14,14 +15,6 @@ struct vs_state vs_state;
  * has to run for it); the core alone (tool, unit tests) keeps it NULL. */
 __attribute__((weak)) void (*vs_init_fn)(void);
 _Atomic bool vs_init_done;
-
-uint64_t vs_now_ns(void)
-{
-    struct timespec ts;
-    /* vDSO: no system call, good to a few milliseconds, enough for idle time */
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static struct vs_device_query query;
 

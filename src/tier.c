@@ -1016,7 +1016,7 @@ void vs_tier_touch_words(const uint64_t *words, int n, uint64_t len, uint64_t no
         if (a + span <= lo || a >= hi)
             continue; /* most words: sizes, strides, scalars */
     resume:;
-        struct vs_touch_entry *e = tc ? &tc->e[VS_TOUCH_INDEX(a)] : NULL;
+        struct vs_touch_entry *e = tc ? vs_touch_at(tc, a) : NULL;
         if (e && VS_LIKELY(tc->gen == gen && a - e->base < e->span && e->stamped == now))
             continue; /* stamped by this thread at this tick: nothing to write */
         if (!locked) {

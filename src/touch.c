@@ -15,6 +15,13 @@
  * with both read sides let go. Parameters passed as one packed buffer (the
  * `extra` form) are scanned whole.
  *
+ * A tracked kernel launch is run whole here (vs_launch_tracked_<name>, to
+ * which the hook tail-calls with its arguments unchanged): the touch, the
+ * gate's read side, the driver call and the gate let go, in one frame.
+ * Its common case (launch_enter, pass_words) is kept apart from every
+ * other (launch_general) and measured in instructions
+ * (bench/launch_instr.sh, docs/PERFORMANCE.md).
+ *
  * A function handle dies with its module or library, and the driver may
  * hand the same handle to a new function with other parameters: every
  * unload (hook_module.c) bumps a generation, and a layout, remembered
@@ -47,11 +54,14 @@ struct layout {
 
 static pthread_rwlock_t layout_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct layout *layouts;
-/* Bumped by every module or library unload; read once per launch. */
-static _Atomic uint32_t unload_gen;
+/* Bumped by every module or library unload; read once per launch. Never 0
+ * (the thread caches' empty entries say 0). */
+static _Atomic uint32_t unload_gen = 1;
 
 void vs_touch_forget_layouts(void)
 {
+    /* 2^32 unloads wrap it past 0, which only makes an empty entry look
+     * stale: harmless */
     atomic_fetch_add_explicit(&unload_gen, 1, memory_order_release);
 }
 
@@ -80,12 +90,17 @@ static int ask_layout(CUfunction f, uint32_t *sizes)
  * launch usually finds its layout without the lock or the hash. Layouts are
  * never freed (a stale one is replaced in the table, not freed: another
  * thread may still be reading it), so a remembered one stays valid memory;
- * its generation says whether it still describes the handle. */
+ * its generation says whether it still describes the handle. The entry
+ * keeps the generation and the word count itself, so that the common
+ * launch reads one line of its own and no layout. */
 #define LAYOUT_CACHE 64
 static __thread struct {
     CUfunction f;
     const struct layout *l;
+    uint32_t gen;  /* l->gen; 0: empty (unload_gen starts at 1) */
+    int32_t words; /* l->n when every parameter is one word, else -2 */
 } recent[LAYOUT_CACHE] VS_TLS_FAST;
+#define LAYOUT_SLOT(f) ((unsigned)((uintptr_t)(f) >> 4) & (LAYOUT_CACHE - 1))
 
 /* Once per function and unload generation: the only allocation on the
  * launch path. */
@@ -120,16 +135,18 @@ static const struct layout *layout_lookup(CUfunction f, uint32_t gen)
     return l;
 }
 
-static inline const struct layout *layout_of(CUfunction f)
+static const struct layout *layout_of(CUfunction f)
 {
     uint32_t gen = atomic_load_explicit(&unload_gen, memory_order_acquire);
-    unsigned slot = (unsigned)((uintptr_t)f >> 4) & (LAYOUT_CACHE - 1);
-    if (VS_LIKELY(recent[slot].f == f && f != NULL && recent[slot].l->gen == gen))
+    unsigned slot = LAYOUT_SLOT(f);
+    if (VS_LIKELY(recent[slot].f == f && recent[slot].gen == gen))
         return recent[slot].l;
     const struct layout *l = layout_lookup(f, gen);
     if (l) {
         recent[slot].f = f;
         recent[slot].l = l;
+        recent[slot].gen = gen;
+        recent[slot].words = l->words ? l->n : -2;
     }
     return l;
 }
@@ -147,7 +164,7 @@ struct pass {
     uint64_t now;
     struct vs_touch_cache *tc;
     const struct vs_page_slot *ix; /* the index's fields, read once */
-    uint64_t ix_mask;
+    uint32_t ix_shift;
     int n;
     uint64_t *words; /* MAX_WORDS of them */
     bool overflow;   /* more to keep than words holds, with the read sides held */
@@ -156,10 +173,10 @@ struct pass {
 /* A word in range, on the fast path (the read sides held, tc and the index
  * usable): true when it is done, false to keep it for the slow path. */
 static inline __attribute__((always_inline)) bool
-touch_word(struct vs_touch_cache *tc, const struct vs_page_slot *ix, uint64_t ix_mask,
+touch_word(struct vs_touch_cache *tc, const struct vs_page_slot *ix, uint32_t ix_shift,
            uint64_t now, uint64_t a)
 {
-    struct vs_touch_entry *e = &tc->e[VS_TOUCH_INDEX(a)];
+    struct vs_touch_entry *e = vs_touch_at(tc, a);
     if (VS_LIKELY(a - e->base < e->span)) { /* cached: resident, still in the tree */
         if (e->stamped != now) {
             vs_buffer_touch(e->b, now);
@@ -167,7 +184,7 @@ touch_word(struct vs_touch_cache *tc, const struct vs_page_slot *ix, uint64_t ix
         }
         return true;
     }
-    struct buffer *b = vs_page_probe(ix, ix_mask, a >> VS_PAGE_SHIFT);
+    struct buffer *b = vs_page_probe(ix, ix_shift, a >> VS_PAGE_SHIFT);
 #ifdef VS_DEBUG
     vs_tier_check_probe(a, b);
 #endif
@@ -205,7 +222,7 @@ static void pass_word(struct pass *p, uint64_t a)
 {
     if (a - p->lo >= p->width)
         return; /* most words: sizes, strides, scalars */
-    if (p->tc == NULL || !touch_word(p->tc, p->ix, p->ix_mask, p->now, a))
+    if (p->tc == NULL || !touch_word(p->tc, p->ix, p->ix_shift, p->now, a))
         pass_keep(p, a);
 }
 
@@ -239,12 +256,14 @@ static void pass_extra(struct pass *p, void **extra)
         pass_bytes(p, buf, size);
 }
 
-int vs_touch_launch(CUfunction f, void **params, void **extra)
+/* Every launch the common one below does not take: another parameter
+ * form, a layout not in the thread's cache, the shared slot, a writer at a
+ * lock, a stale touch cache, a word the pass does not expect. It counts
+ * nothing (the caller did) and may be called after the common one let go
+ * of what it took: a stamp given twice is the same stamp. */
+static __attribute__((noinline)) int launch_general(unsigned slot, CUfunction f, void **params,
+                                                    void **extra, uint64_t now)
 {
-    unsigned slot = vs_thread_slot();
-    vs_thread_add(&vs_thread_counts[slot].launches, slot);
-    uint64_t now = vs_now_ns();
-    vs_tier_submitted(now);
     const struct layout *l = NULL;
     if (params) {
         l = layout_of(f);
@@ -259,7 +278,7 @@ int vs_touch_launch(CUfunction f, void **params, void **extra)
     const uint64_t width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - lo;
     struct vs_touch_cache *tc = NULL;
     const struct vs_page_slot *ix = NULL;
-    uint64_t ix_mask = 0;
+    uint32_t ix_shift = 0;
     bool marked = false;
     if (VS_LIKELY(slot != VS_THREAD_SHARED)) {
         marked = vs_rw_read_lock_both(slot);
@@ -272,7 +291,7 @@ int vs_touch_launch(CUfunction f, void **params, void **extra)
             tc->gen = gen;
         }
         ix = vs_tier_pages.slot;
-        ix_mask = vs_tier_pages.mask;
+        ix_shift = vs_tier_pages.shift;
         /* vs_pageable_reachable is raised only under the gate's write
          * side: stable while we read */
         if (VS_UNLIKELY(atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) != 0 ||
@@ -294,12 +313,12 @@ int vs_touch_launch(CUfunction f, void **params, void **extra)
             memcpy(&a, params[i], 8);
             if (a - lo >= width)
                 continue; /* most words: sizes, strides, scalars */
-            if (VS_UNLIKELY(!touch_word(tc, ix, ix_mask, now, a)))
+            if (VS_UNLIKELY(!touch_word(tc, ix, ix_shift, now, a)))
                 kept[n_kept++] = a; /* l->n <= MAX_PARAMS <= MAX_WORDS */
         }
     } else {
         struct pass p = {.lo = lo, .width = width, .now = now, .tc = tc, .ix = ix,
-                         .ix_mask = ix_mask, .n = 0, .words = kept};
+                         .ix_shift = ix_shift, .n = 0, .words = kept};
         if (params)
             pass_params(&p, l, params);
         else
@@ -332,6 +351,124 @@ int vs_touch_launch(CUfunction f, void **params, void **extra)
         vs_tier_touch_words(kept, n_kept, 1, now);
     return vs_gate_enter();
 }
+
+/* The common launch's pass, holding both read sides by one mark: n
+ * parameters of one word each. true: every word in range named a buffer
+ * found resident and not handed over, and is stamped; false: something
+ * else (a writer waits, the touch cache or the index is not usable, a word
+ * the pass does not expect), for launch_general. A function of its own,
+ * with nothing else live, so that the loop keeps all its state in
+ * registers (inlined beside the driver call's eleven arguments, it
+ * spilled four values per word). */
+static __attribute__((noinline)) bool pass_words(void **params, int n, struct vs_touch_cache *tc,
+                                                 uint64_t now)
+{
+    const struct vs_page_slot *ix = vs_tier_pages.slot;
+    const uint32_t ix_shift = vs_tier_pages.shift;
+    const uint64_t lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
+    const uint64_t width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - lo;
+    /* vs_pageable_reachable is raised only under the gate's write side:
+     * stable once no writer is seen */
+    if (VS_UNLIKELY((atomic_load(&vs_rw[VS_RW_GATE].writer) |
+                     atomic_load(&vs_rw[VS_RW_TREE].writer)) != 0 ||
+                    tc->gen != atomic_load_explicit(&vs_tree_gen, memory_order_acquire) ||
+                    atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) != 0 ||
+                    !vs_tier_pages_whole || ix == NULL))
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (VS_UNLIKELY(params[i] == NULL))
+            continue;
+        uint64_t a;
+        memcpy(&a, params[i], 8);
+        if (a - lo >= width)
+            continue; /* most words: sizes, strides, scalars */
+        if (VS_UNLIKELY(!touch_word(tc, ix, ix_shift, now, a)))
+            return false;
+    }
+    return true;
+}
+
+/* The common launch, kept to as few instructions as it can be (issue 13's
+ * target is 250 with one pointer): the thread's own slot, holding no read
+ * side; a layout in the thread's cache whose parameters are all one word;
+ * no writer at either lock; the thread's touch cache and the page index
+ * current; every word in range found resident and not handed over (a
+ * cache entry is filled only for such a buffer, and every hand-over or
+ * move bumps vs_tree_gen after it begins, so a hit needs no second look).
+ * It takes the gate's and the tree's read sides with one mark, lets the
+ * tree's go with one store and returns VS_GATE_MARKED. Anything else is
+ * let go and left to launch_general. */
+static inline __attribute__((always_inline)) int launch_enter(unsigned slot, CUfunction f,
+                                                              void **params, void **extra)
+{
+    uint64_t now = vs_now_ns();
+    vs_tier_submitted(now);
+    if (VS_UNLIKELY(slot == VS_THREAD_SHARED)) {
+        vs_thread_add(&vs_thread_counts[slot].launches, slot);
+        return launch_general(slot, f, params, extra, now);
+    }
+    /* the thread's own slot: a plain increment */
+    atomic_store_explicit(&vs_thread_counts[slot].launches,
+                          atomic_load_explicit(&vs_thread_counts[slot].launches,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    const unsigned ls = LAYOUT_SLOT(f);
+    const int n = recent[ls].words;
+    if (VS_UNLIKELY(params == NULL || vs_me.marks != 0 || recent[ls].f != f || n < 0 ||
+                    recent[ls].gen != atomic_load_explicit(&unload_gen, memory_order_acquire)))
+        return launch_general(slot, f, params, extra, now);
+    const uint64_t both = VS_RW_MARK(VS_RW_GATE) | VS_RW_MARK(VS_RW_TREE);
+    /* as vs_rw_read_lock_both leaves them: depth 1 on both, so that a read
+     * side taken on this thread meanwhile (a signal handler's call) nests */
+    vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 1;
+    vs_me.marks = both;
+    atomic_store(&vs_readers[slot].marks, both); /* seq_cst: then the writers' flags */
+    if (VS_UNLIKELY(!pass_words(params, n, &vs_touch_caches[slot], now)))
+        goto general;
+    /* what vs_rw_read_unlock_tree_marked leaves: the gate's read side */
+    vs_me.reading[VS_RW_TREE] = 0;
+    vs_me.marks = VS_RW_MARK(VS_RW_GATE);
+    atomic_store_explicit(&vs_readers[slot].marks, VS_RW_MARK(VS_RW_GATE), memory_order_release);
+    return VS_GATE_MARKED;
+general:
+    vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 0;
+    vs_me.marks = 0;
+    atomic_store_explicit(&vs_readers[slot].marks, 0, memory_order_release);
+    /* the clock read again, not kept across the pass: the common case
+     * spills nothing for this one */
+    return launch_general(slot, f, params, extra, vs_now_ns());
+}
+
+/* vs_gate_leave(VS_GATE_MARKED) for the thread in slot, its own. */
+static inline void gate_leave_marked(unsigned slot)
+{
+    vs_me.reading[VS_RW_GATE] = 0;
+    vs_me.marks = 0;
+    atomic_store_explicit(&vs_readers[slot].marks, 0, memory_order_release);
+}
+
+int vs_touch_launch(CUfunction f, void **params, void **extra)
+{
+    return launch_enter(vs_thread_slot(), f, params, extra);
+}
+
+/* A tracked kernel launch whole (hook_launch.c hands it over unchanged):
+ * the touch and the gate's read side, the driver call, the gate let go. */
+#define TRACKED_LAUNCH(name, PARAMS, ARGS, params_, extra_)                   \
+    CUresult vs_launch_tracked_##name PARAMS                                  \
+    {                                                                         \
+        unsigned slot_ = vs_thread_slot();                                    \
+        int gate_ = launch_enter(slot_, f, params_, extra_);                  \
+        if (VS_UNLIKELY(gate_ < 0))                                           \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                  \
+        CUresult rc_ = vs_real.name ARGS;                                     \
+        if (VS_LIKELY(gate_ == VS_GATE_MARKED)) /* vs_gate_leave, slot known */ \
+            gate_leave_marked(slot_);                                         \
+        else                                                                  \
+            vs_gate_leave(gate_);                                             \
+        return rc_;                                                           \
+    }
+VS_KERNEL_LAUNCHES(TRACKED_LAUNCH)
 
 void vs_touch_atfork_child(void)
 {

@@ -1,10 +1,11 @@
 /*
  * test_admit: admit.c, the hooks' side of the budget, with the offload
  * layer stubbed (make-room, pin yielding, host pool) and the clock driven
- * by the test (the link wraps vs_now_ns). A refusal is the driver's
- * CUDA_ERROR_OUT_OF_MEMORY, counted, with one log line naming the rule and
- * the owners, at most one a second per rule, the next counting those left
- * out; before refusing, room is asked for, exactly the shortfall.
+ * by the test (the link wraps clock_gettime: FIXTURE_CLOCK). A refusal is
+ * the driver's CUDA_ERROR_OUT_OF_MEMORY, counted, with one log line naming
+ * the rule and the owners, at most one a second per rule, the next
+ * counting those left out; before refusing, room is asked for, exactly the
+ * shortfall.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,8 +21,7 @@
 
 /* ---- the clock and the stubbed offload layer ------------------------------ */
 static uint64_t clock_ns;
-uint64_t __wrap_vs_now_ns(void);
-uint64_t __wrap_vs_now_ns(void) { return clock_ns; }
+FIXTURE_CLOCK(clock_ns)
 
 static struct vs_charge held; /* what make-room may move off the device */
 static uint64_t asked_shortfall, yield_gives;

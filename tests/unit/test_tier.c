@@ -429,11 +429,10 @@ static void page_index_finds_interior_pointers(void **state)
 
 /* Launches go through touch.c as the hooks send them: a kernel of
  * launch_params 8-byte parameters (the driver's answer, faked here), at the
- * test's clock (the link wraps vs_now_ns). */
+ * test's clock (the link wraps clock_gettime: FIXTURE_CLOCK). */
 struct vs_real_table vs_real;
 static size_t launch_params;
-uint64_t __wrap_vs_now_ns(void);
-uint64_t __wrap_vs_now_ns(void) { return clock_ns; }
+FIXTURE_CLOCK(clock_ns)
 static CUresult param_info(CUfunction f, size_t i, size_t *off, size_t *size)
 {
     (void)f;

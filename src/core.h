@@ -326,6 +326,11 @@ static inline void vs_thread_add(_Atomic uint64_t *counter, unsigned slot)
 }
 uint64_t vs_thread_launches(void);
 void vs_thread_atfork_child(void);
+/* Set by the offload layer (gate.c): called in a thread that exits with a
+ * read side still marked in its slot (cancelled, or ended by pthread_exit,
+ * inside a driver call), before the slot is given back, so that no writer
+ * waits for it forever. */
+extern void (*vs_thread_exit_marked)(unsigned slot);
 
 /* Launches are counted in the launching thread's slot: no shared line. */
 static inline void vs_count_launch(void)

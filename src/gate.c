@@ -21,7 +21,10 @@
  * each go with one store. Writers first, as before: a reader that sees the flag steps back
  * and queues behind the writer's mutex, so a steady stream of launches
  * cannot starve a move. A thread's nested read (its own depth, in TLS)
- * never steps back, so holding the read side twice cannot deadlock.
+ * never steps back, so holding the read side twice cannot deadlock. A
+ * thread that ends inside a driver call with its mark set has it cleared
+ * as it exits (thread.c calls exit_marked), or every writer after would
+ * wait for it forever.
  *
  * The pageable counts live here because the gate guards them: they are
  * raised only under the write side, so a submitter holding the read side
@@ -38,8 +41,21 @@ struct vs_rw vs_rw[VS_RW_LOCKS] = {[VS_RW_GATE] = {.writing = PTHREAD_MUTEX_INIT
                                    [VS_RW_TREE] = {.writing = PTHREAD_MUTEX_INITIALIZER}};
 _Atomic uint32_t vs_pageable_reachable, vs_pageable_total;
 
+/* The thread is gone and cannot be between its touch and its submission
+ * any more: nothing it marked needs protecting. */
+static void exit_marked(unsigned slot)
+{
+    vs_warn("a thread ended inside a driver call holding the move gate (slot %u); its hold is "
+            "let go",
+            slot);
+    vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 0;
+    vs_me.marks = 0;
+    atomic_store_explicit(&vs_readers[slot].marks, 0, memory_order_release);
+}
+
 void vs_gate_init(void)
 {
+    vs_thread_exit_marked = exit_marked;
     atomic_store(&vs_pageable_reachable, 0);
     atomic_store(&vs_pageable_total, 0);
 }

@@ -5,7 +5,10 @@
  *
  * A thread takes a free slot the first time it needs one and gives it back
  * when it exits (a key destructor); the next thread to take it carries on
- * from what it holds, so counts summed over the slots never go back. Past
+ * from what it holds, so counts summed over the slots never go back. A
+ * thread that exits inside a driver call (cancelled, or by pthread_exit in
+ * a callback) still marks a read side there: the offload layer clears it
+ * first (vs_thread_exit_marked), or a move would wait for it forever. Past
  * VS_THREAD_SLOTS - 1 live threads, the rest share the last slot and
  * update it with atomic read-modify-writes: correct, only not free of
  * sharing. Slots live in .bss and are never touched by a process that does
@@ -32,9 +35,13 @@ static _Atomic bool taken[VS_THREAD_SLOTS];
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
+void (*vs_thread_exit_marked)(unsigned slot);
+
 static void give_back(void *slot_plus_one)
 {
     unsigned slot = (unsigned)(uintptr_t)slot_plus_one - 1;
+    if (VS_UNLIKELY(vs_me.marks != 0) && vs_thread_exit_marked != NULL && slot < VS_THREAD_SHARED)
+        vs_thread_exit_marked(slot);
     if (slot < VS_THREAD_SHARED)
         atomic_store_explicit(&taken[slot], false, memory_order_release);
     vs_me.slot = 0;

@@ -1231,11 +1231,38 @@ static void launch_counts_survive_slot_sharing(void **state)
     assert_int_equal(vs_thread_launches() - before, (uint64_t)N * 100);
 }
 
+/* A thread that ends inside a driver call (cancelled there, or by
+ * pthread_exit in a callback the call ran) with the gate's read side held,
+ * as a launch holds it: its slot's mark is let go as it exits, so the next
+ * move does not wait for it forever. */
+static unsigned exiting_slot;
+static void *exit_holding_gate(void *arg)
+{
+    exiting_slot = vs_thread_slot();
+    vs_rw_read_lock(VS_RW_GATE);
+    vs_rw_read_lock(VS_RW_TREE);
+    pthread_exit(arg);
+}
+
+static void thread_ending_in_a_call_lets_the_gate_go(void **state)
+{
+    (void)state;
+    fixture_log_capture();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, exit_holding_gate, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(atomic_load(&vs_readers[exiting_slot].marks), 0);
+    assert_non_null(strstr(fixture_log(), "ended inside a driver call holding the move gate"));
+    vs_rw_write_lock(VS_RW_GATE); /* returns: nothing left marked */
+    vs_rw_write_unlock(VS_RW_GATE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readers_never_see_a_write_half_done),
         cmocka_unit_test(launch_counts_survive_slot_sharing),
+        cmocka_unit_test_setup_teardown(thread_ending_in_a_call_lets_the_gate_go, setup, teardown),
         cmocka_unit_test_setup_teardown(least_recently_touched_first, setup, teardown),
         cmocka_unit_test_setup_teardown(launch_pass_stamps_what_it_names, setup, teardown),
         cmocka_unit_test_setup_teardown(shortfall_plus_margin, setup, teardown),

@@ -302,6 +302,8 @@ struct vs_thread_local {
     unsigned slot;         /* 0: none yet; else the slot + 1 */
     uint32_t reading[2];   /* the offload layer's read depths (gate.c) */
     uint64_t marks;        /* what this thread's reader slot holds (gate.c) */
+    uint32_t nocancel;     /* vs_nocancel_begin's depth */
+    int cancel_state;      /* the program's cancel state, put back at depth 0 */
 };
 extern __thread struct vs_thread_local vs_me VS_TLS_FAST;
 struct vs_thread_counts {
@@ -331,6 +333,14 @@ void vs_thread_atfork_child(void);
  * inside a driver call), before the slot is given back, so that no writer
  * waits for it forever. */
 extern void (*vs_thread_exit_marked)(unsigned slot);
+/* Around vramshim's own locked work in a program's thread (a move's locks,
+ * a copy job, a wait for a capture): the thread's cancellation is held off,
+ * so that pthread_cancel cannot end it at a wait inside (a condition wait,
+ * a sleep) with a lock held for good. Nested; the program's own state comes
+ * back at the outermost end, and a cancel asked meanwhile acts at its next
+ * cancellation point. */
+void vs_nocancel_begin(void);
+void vs_nocancel_end(void);
 
 /* Launches are counted in the launching thread's slot: no shared line. */
 static inline void vs_count_launch(void)
@@ -743,7 +753,7 @@ static inline void vs_ensure_init(void)
 /* CLOCK_MONOTONIC_COARSE through the vDSO: no system call, good to a few
  * milliseconds, enough for idle time and touch stamps. Inline: every
  * tracked launch reads it. The unit tests drive it by wrapping
- * clock_gettime at link time (tests/unit/clock.c). */
+ * clock_gettime at link time (FIXTURE_CLOCK, tests/unit/fixture.h). */
 static inline uint64_t vs_now_ns(void)
 {
     struct timespec ts;

@@ -83,6 +83,7 @@ static struct timespec deadline_in(uint32_t ms)
 
 void vs_capture_begin(void)
 {
+    vs_nocancel_begin(); /* cancelled in the wait, excl_mu would stay held */
     pthread_mutex_lock(&excl_mu);
     atomic_fetch_add(&captures, 1); /* no synchronise starts from now on */
     struct timespec deadline = deadline_in(fence_ms);
@@ -93,6 +94,7 @@ void vs_capture_begin(void)
             break;
         }
     pthread_mutex_unlock(&excl_mu);
+    vs_nocancel_end();
 }
 
 void vs_capture_end(void)
@@ -107,6 +109,7 @@ void vs_capture_end(void)
 
 bool vs_sync_enter(bool wait)
 {
+    vs_nocancel_begin();
     pthread_mutex_lock(&excl_mu);
     struct timespec deadline = deadline_in(wait ? fence_ms : 0);
     while (atomic_load(&captures) > 0)
@@ -116,6 +119,7 @@ bool vs_sync_enter(bool wait)
     if (quiet || wait)
         syncing++;
     pthread_mutex_unlock(&excl_mu);
+    vs_nocancel_end();
     return quiet;
 }
 

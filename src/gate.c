@@ -48,9 +48,16 @@ static void exit_marked(unsigned slot)
     vs_warn("a thread ended inside a driver call holding the move gate (slot %u); its hold is "
             "let go",
             slot);
+    if (slot == VS_THREAD_SHARED) { /* counted among other threads' marks */
+        for (int l = 0; l < VS_RW_LOCKS; l++)
+            if (vs_me.reading[l] > 0)
+                atomic_fetch_sub_explicit(&vs_readers[slot].marks, VS_RW_MARK(l),
+                                          memory_order_release);
+    } else {
+        atomic_store_explicit(&vs_readers[slot].marks, 0, memory_order_release);
+    }
     vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 0;
     vs_me.marks = 0;
-    atomic_store_explicit(&vs_readers[slot].marks, 0, memory_order_release);
 }
 
 void vs_gate_init(void)
@@ -69,6 +76,7 @@ void vs_rw_read_wait(int lock)
 
 void vs_rw_write_lock(int lock)
 {
+    vs_nocancel_begin(); /* the sleep below is a cancellation point */
     pthread_mutex_lock(&vs_rw[lock].writing);
     atomic_store(&vs_rw[lock].writer, 1);
     uint32_t used = atomic_load(&vs_thread_slots_used);
@@ -87,6 +95,7 @@ void vs_rw_write_unlock(int lock)
 {
     atomic_store_explicit(&vs_rw[lock].writer, 0, memory_order_release);
     pthread_mutex_unlock(&vs_rw[lock].writing);
+    vs_nocancel_end();
 }
 
 void vs_gate_write_lock(void) { vs_rw_write_lock(VS_RW_GATE); }

@@ -411,16 +411,19 @@ static CUresult run_copy(CUcontext ctx, uint64_t dev, char *host, uint64_t size,
     struct job j = {.kind = to_device ? JOB_TO_DEVICE : JOB_FROM_DEVICE, .ctx = ctx,
                     .host = host, .size = size, .piece = PIECE,
                     .n_pieces = (size + PIECE - 1) / PIECE, .rc = CUDA_SUCCESS};
+    vs_nocancel_begin(); /* the waits below hold job_lock */
     pthread_mutex_lock(&job_lock);
     if (!started)
         start_workers();
     if (n_workers == 0) {
         pthread_mutex_unlock(&job_lock);
+        vs_nocancel_end();
         return VS_COPY_PASS;
     }
     choose_slots(&j, st->key);
     if (j.n_use == 0) {
         pthread_mutex_unlock(&job_lock);
+        vs_nocancel_end();
         return VS_COPY_PASS;
     }
     if (to_device) /* a file's first pieces are read while the threads start */
@@ -457,6 +460,7 @@ static CUresult run_copy(CUcontext ctx, uint64_t dev, char *host, uint64_t size,
         for (uint32_t i = 0; i < j.n_use && rc == CUDA_SUCCESS; i++)
             rc = wait_slot(j.use[i]);
     pthread_mutex_unlock(&job_lock);
+    vs_nocancel_end();
     return rc;
 }
 
@@ -566,6 +570,7 @@ void vs_staging_prefault(void *p, uint64_t n, bool write)
                     .advice = write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ,
                     .rc = CUDA_SUCCESS};
     uint64_t t0 = vs_now_ns();
+    vs_nocancel_begin();
     pthread_mutex_lock(&job_lock);
     if (!started)
         start_workers();
@@ -575,6 +580,7 @@ void vs_staging_prefault(void *p, uint64_t n, bool write)
         finish(&j);
     }
     pthread_mutex_unlock(&job_lock);
+    vs_nocancel_end();
     if (n_workers > 0 && j.rc == CUDA_SUCCESS)
         vs_count_prefault(n, vs_now_ns() - t0);
 }

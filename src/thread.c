@@ -8,7 +8,9 @@
  * from what it holds, so counts summed over the slots never go back. A
  * thread that exits inside a driver call (cancelled, or by pthread_exit in
  * a callback) still marks a read side there: the offload layer clears it
- * first (vs_thread_exit_marked), or a move would wait for it forever. Past
+ * first (vs_thread_exit_marked), or a move would wait for it forever.
+ * Cancellation is held off inside vramshim's own locked work
+ * (vs_nocancel_begin), so a thread cannot be ended there. Past
  * VS_THREAD_SLOTS - 1 live threads, the rest share the last slot and
  * update it with atomic read-modify-writes: correct, only not free of
  * sharing. Slots live in .bss and are never touched by a process that does
@@ -40,7 +42,11 @@ void (*vs_thread_exit_marked)(unsigned slot);
 static void give_back(void *slot_plus_one)
 {
     unsigned slot = (unsigned)(uintptr_t)slot_plus_one - 1;
-    if (VS_UNLIKELY(vs_me.marks != 0) && vs_thread_exit_marked != NULL && slot < VS_THREAD_SHARED)
+    /* a shared slot's threads count their marks there but keep no copy:
+     * their read depths say what they hold */
+    bool marked = slot < VS_THREAD_SHARED ? vs_me.marks != 0
+                                          : (vs_me.reading[0] | vs_me.reading[1]) != 0;
+    if (VS_UNLIKELY(marked) && vs_thread_exit_marked != NULL)
         vs_thread_exit_marked(slot);
     if (slot < VS_THREAD_SHARED)
         atomic_store_explicit(&taken[slot], false, memory_order_release);
@@ -71,11 +77,28 @@ unsigned vs_thread_slot_slow(void)
             break;
         }
     }
+    /* a thread on the shared slot gets the key too, only so that its exit
+     * is seen (give_back) */
+    if (slot == VS_THREAD_SHARED && exit_key != (pthread_key_t)-1)
+        (void)pthread_setspecific(exit_key, (void *)(uintptr_t)(VS_THREAD_SHARED + 1));
     uint32_t used = atomic_load(&vs_thread_slots_used);
     while (used < slot + 1 && !atomic_compare_exchange_weak(&vs_thread_slots_used, &used, slot + 1))
         ;
     vs_me.slot = slot + 1;
     return slot;
+}
+
+void vs_nocancel_begin(void)
+{
+    if (vs_me.nocancel++ == 0)
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &vs_me.cancel_state);
+}
+
+void vs_nocancel_end(void)
+{
+    int was;
+    if (vs_me.nocancel > 0 && --vs_me.nocancel == 0)
+        pthread_setcancelstate(vs_me.cancel_state, &was);
 }
 
 uint64_t vs_thread_launches(void)

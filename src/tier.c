@@ -169,6 +169,7 @@ static void program_waited(void)
 
 static void move_lock_take(bool program)
 {
+    vs_nocancel_begin(); /* until move_lock_give: waits inside are cancellation points */
     if (program) {
         if (pthread_mutex_trylock(&move_lock) == 0)
             return;
@@ -184,7 +185,11 @@ static void move_lock_take(bool program)
     pthread_mutex_lock(&move_lock);
 }
 
-static void move_lock_give(void) { pthread_mutex_unlock(&move_lock); }
+static void move_lock_give(void)
+{
+    pthread_mutex_unlock(&move_lock);
+    vs_nocancel_end();
+}
 
 uint32_t vs_tier_waiting(void) { return atomic_load(&program_waiting); }
 
@@ -665,8 +670,10 @@ struct vs_backing *vs_tier_free_begin(uint64_t base)
     if (b->busy) { /* a move holds it: it stops at its next chunk */
         atomic_fetch_add(&vs_tier_free_waits, 1);
         program_waits();
+        vs_nocancel_begin(); /* cancelled in the wait, lru_lock would stay held */
         while (b->busy)
             pthread_cond_wait(&unclaimed, &lru_lock);
+        vs_nocancel_end();
         program_waited();
     }
     pthread_mutex_unlock(&lru_lock);

@@ -60,8 +60,9 @@ static _Atomic uint32_t unload_gen = 1;
 
 void vs_touch_forget_layouts(void)
 {
-    /* 2^32 unloads wrap it past 0, which only makes an empty entry look
-     * stale: harmless */
+    /* after 2^32 unloads it passes 0, where an empty entry (f NULL) looks
+     * current for a launch of a NULL function: launched unscanned, which
+     * the driver refuses anyway */
     atomic_fetch_add_explicit(&unload_gen, 1, memory_order_release);
 }
 
@@ -98,7 +99,7 @@ static __thread struct {
     CUfunction f;
     const struct layout *l;
     uint32_t gen;  /* l->gen; 0: empty (unload_gen starts at 1) */
-    int32_t words; /* l->n when every parameter is one word, else -2 */
+    int32_t words; /* l->n (0 for -1) when every parameter is one word, else -2 */
 } recent[LAYOUT_CACHE] VS_TLS_FAST;
 #define LAYOUT_SLOT(f) ((unsigned)((uintptr_t)(f) >> 4) & (LAYOUT_CACHE - 1))
 
@@ -146,7 +147,9 @@ static const struct layout *layout_of(CUfunction f)
         recent[slot].f = f;
         recent[slot].l = l;
         recent[slot].gen = gen;
-        recent[slot].words = l->words ? l->n : -2;
+        /* no parameters, or none the driver would describe (n -1): no
+         * word to scan, the common path */
+        recent[slot].words = !l->words ? -2 : l->n < 0 ? 0 : l->n;
     }
     return l;
 }
@@ -363,18 +366,22 @@ static __attribute__((noinline)) int launch_general(unsigned slot, CUfunction f,
 static __attribute__((noinline)) bool pass_words(void **params, int n, struct vs_touch_cache *tc,
                                                  uint64_t now)
 {
-    const struct vs_page_slot *ix = vs_tier_pages.slot;
-    const uint32_t ix_shift = vs_tier_pages.shift;
-    const uint64_t lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
-    const uint64_t width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - lo;
     /* vs_pageable_reachable is raised only under the gate's write side:
      * stable once no writer is seen */
     if (VS_UNLIKELY((atomic_load(&vs_rw[VS_RW_GATE].writer) |
                      atomic_load(&vs_rw[VS_RW_TREE].writer)) != 0 ||
                     tc->gen != atomic_load_explicit(&vs_tree_gen, memory_order_acquire) ||
-                    atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) != 0 ||
-                    !vs_tier_pages_whole || ix == NULL))
+                    atomic_load_explicit(&vs_pageable_reachable, memory_order_relaxed) != 0))
         return false;
+    /* the index and the range only now, after the writers' flags: read
+     * before, a weakly ordered CPU could answer them from before a writer
+     * that replaced (and freed) the table */
+    const struct vs_page_slot *ix = vs_tier_pages.slot;
+    const uint32_t ix_shift = vs_tier_pages.shift;
+    if (VS_UNLIKELY(!vs_tier_pages_whole || ix == NULL))
+        return false;
+    const uint64_t lo = atomic_load_explicit(&vs_tier_lowest, memory_order_relaxed);
+    const uint64_t width = atomic_load_explicit(&vs_tier_highest, memory_order_relaxed) - lo;
     for (int i = 0; i < n; i++) {
         if (VS_UNLIKELY(params[i] == NULL))
             continue;
@@ -418,8 +425,10 @@ static inline __attribute__((always_inline)) int launch_enter(unsigned slot, CUf
                     recent[ls].gen != atomic_load_explicit(&unload_gen, memory_order_acquire)))
         return launch_general(slot, f, params, extra, now);
     const uint64_t both = VS_RW_MARK(VS_RW_GATE) | VS_RW_MARK(VS_RW_TREE);
-    /* as vs_rw_read_lock_both leaves them: depth 1 on both, so that a read
-     * side taken on this thread meanwhile (a signal handler's call) nests */
+    /* as vs_rw_read_lock_both leaves them: depth 1 on both, as the release
+     * paths below and vs_gate_leave expect (a driver call from a signal
+     * handler that interrupts a hooked call is not supported: the driver's
+     * own calls are not async-signal-safe either) */
     vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 1;
     vs_me.marks = both;
     atomic_store(&vs_readers[slot].marks, both); /* seq_cst: then the writers' flags */

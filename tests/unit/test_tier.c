@@ -1257,12 +1257,89 @@ static void thread_ending_in_a_call_lets_the_gate_go(void **state)
     vs_rw_write_unlock(VS_RW_GATE);
 }
 
+/* The same on the shared slot (every private slot taken), whose threads
+ * count their marks there among each other's. */
+static pthread_barrier_t slots_full;
+static void *hold_a_slot(void *arg)
+{
+    (void)vs_thread_slot();
+    pthread_barrier_wait(&slots_full); /* every slot taken */
+    pthread_barrier_wait(&slots_full); /* the check is done */
+    return arg;
+}
+
+static void shared_thread_ending_in_a_call_lets_the_gate_go(void **state)
+{
+    (void)state;
+    enum { HOLDERS = VS_THREAD_SHARED };
+    static pthread_t holders[HOLDERS];
+    pthread_barrier_init(&slots_full, NULL, HOLDERS + 1);
+    for (int i = 0; i < HOLDERS; i++)
+        assert_int_equal(pthread_create(&holders[i], NULL, hold_a_slot, NULL), 0);
+    pthread_barrier_wait(&slots_full);
+    uint64_t before = atomic_load(&vs_readers[VS_THREAD_SHARED].marks);
+    fixture_log_capture();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, exit_holding_gate, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(exiting_slot, VS_THREAD_SHARED);
+    assert_int_equal(atomic_load(&vs_readers[VS_THREAD_SHARED].marks), before);
+    assert_non_null(strstr(fixture_log(), "ended inside a driver call holding the move gate"));
+    pthread_barrier_wait(&slots_full);
+    for (int i = 0; i < HOLDERS; i++)
+        pthread_join(holders[i], NULL);
+    pthread_barrier_destroy(&slots_full);
+    vs_rw_write_lock(VS_RW_GATE); /* returns: nothing left marked */
+    vs_rw_write_unlock(VS_RW_GATE);
+}
+
+/* A program thread cancelled while vramshim works inside its call, holding
+ * a move's lock (here the gate's write side, with a wait inside it, as
+ * the fence waits): the cancel acts only once vramshim's locks are let go,
+ * at the program's next cancellation point, never at a wait inside. */
+static pthread_barrier_t cancel_set;
+static _Atomic bool writer_done;
+static void *write_then_test_cancel(void *arg)
+{
+    pthread_barrier_wait(&cancel_set); /* the cancel is asked now */
+    pthread_barrier_wait(&cancel_set);
+    vs_rw_write_lock(VS_RW_GATE);
+    nanosleep(&(struct timespec){0, 1}, NULL); /* a cancellation point inside */
+    vs_rw_write_unlock(VS_RW_GATE);
+    atomic_store(&writer_done, true);
+    pthread_testcancel(); /* the program's next one */
+    return arg;
+}
+
+static void cancel_inside_a_wait_leaves_no_lock(void **state)
+{
+    (void)state;
+    atomic_store(&writer_done, false);
+    pthread_barrier_init(&cancel_set, NULL, 2);
+    pthread_t w;
+    assert_int_equal(pthread_create(&w, NULL, write_then_test_cancel, NULL), 0);
+    pthread_barrier_wait(&cancel_set);
+    assert_int_equal(pthread_cancel(w), 0); /* pending: barriers are no cancellation point */
+    pthread_barrier_wait(&cancel_set);
+    void *ret = NULL;
+    assert_int_equal(pthread_join(w, &ret), 0);
+    pthread_barrier_destroy(&cancel_set);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_true(atomic_load(&writer_done)); /* not ended inside */
+    assert_int_equal(atomic_load(&vs_rw[VS_RW_GATE].writer), 0);
+    assert_int_equal(pthread_mutex_trylock(&vs_rw[VS_RW_GATE].writing), 0);
+    pthread_mutex_unlock(&vs_rw[VS_RW_GATE].writing);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readers_never_see_a_write_half_done),
         cmocka_unit_test(launch_counts_survive_slot_sharing),
         cmocka_unit_test_setup_teardown(thread_ending_in_a_call_lets_the_gate_go, setup, teardown),
+        cmocka_unit_test_setup_teardown(shared_thread_ending_in_a_call_lets_the_gate_go, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cancel_inside_a_wait_leaves_no_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(least_recently_touched_first, setup, teardown),
         cmocka_unit_test_setup_teardown(launch_pass_stamps_what_it_names, setup, teardown),
         cmocka_unit_test_setup_teardown(shortfall_plus_margin, setup, teardown),

@@ -38,7 +38,10 @@
  * `--threads LIVE P T` the same from T threads at once, printing CPU and
  * wall time per launch (bench/launch_threads.sh); `--make-room LIVE K`
  * grows to LIVE allocations and makes K make-room cycles
- * (bench/make_room_instr.sh); `--allocs` is bench/alloc_instr.sh's.
+ * (bench/make_room_instr.sh); `--allocs` is bench/alloc_instr.sh's;
+ * `--graphs LIVE N` grows to LIVE allocations and launches the empty
+ * graph N times (bench/scale_instr.sh, which puts every row's
+ * instructions beside this table's nanoseconds).
  */
 #include "bench_common.h"
 
@@ -518,6 +521,19 @@ int main(int argc, char **argv)
         if (cycles > n_backed - 2)
             return 1;
         make_room_cycles(cycles);
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "--graphs") == 0) {
+        /* bench/scale_instr.sh: grow to `live` allocations (backed ones
+         * first), then `reps` launches of the empty graph, for callgrind
+         * to count (run once with 0 to subtract) */
+        long live = atol(argv[2]), reps = atol(argv[3]);
+        backed = calloc(BACKED_CAP, sizeof *backed);
+        small = calloc((size_t)(live > 0 ? live : 1), sizeof *small);
+        if (backed == NULL || small == NULL)
+            return 1;
+        grow_to(live);
+        time_graph(reps);
         return 0;
     }
     if (argc == 5 && strcmp(argv[1], "--allocs") == 0) {

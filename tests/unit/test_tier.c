@@ -443,11 +443,11 @@ static CUresult param_info(CUfunction f, size_t i, size_t *off, size_t *size)
     return CUDA_SUCCESS;
 }
 
-/* A launch naming words (one parameter each) at now: touched, the gate
- * entered, then its driver call (none here) and the gate let go. */
-static void launch_words(const uint64_t *words, int n, uint64_t now)
+/* A launch of f naming words (one parameter each, as the driver says f
+ * has): touched, the gate entered, then its driver call (none here) and
+ * the gate let go. */
+static void launch_fn(CUfunction f, const uint64_t *words, int n)
 {
-    assert_int_equal(now, clock_ns);
     vs_real.cuFuncGetParamInfo = param_info;
     launch_params = (size_t)n;
     uint64_t copy[64];
@@ -456,10 +456,42 @@ static void launch_words(const uint64_t *words, int n, uint64_t now)
         copy[i] = words[i];
         params[i] = &copy[i];
     }
-    /* one function per parameter count: a layout is asked once per handle */
-    int gate = vs_launch_enter((CUfunction)(uintptr_t)(0x1000 + 16 * n), params, NULL);
+    int gate = vs_launch_enter(f, params, NULL);
     assert_true(gate > 0);
     vs_gate_leave(gate);
+}
+
+/* The same at now, with one function per parameter count: a layout is
+ * asked once per handle. */
+static void launch_words(const uint64_t *words, int n, uint64_t now)
+{
+    assert_int_equal(now, clock_ns);
+    launch_fn((CUfunction)(uintptr_t)(0x1000 + 16 * n), words, n);
+}
+
+/* A function handle the driver gave again, after an unload, to a kernel
+ * with more parameters: the launch reads the new kernel's layout, not the
+ * one the thread cached for the handle, so buffers named only in its new
+ * parameters come back before it runs. */
+static void recycled_handle_uses_its_new_layout(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, clock_ns);
+    uint64_t b = alloc_at(8 * M, 0, clock_ns);
+    uint64_t c = alloc_at(8 * M, 0, clock_ns);
+    CUfunction f = (CUfunction)(uintptr_t)0x7000;
+    uint64_t words[3] = {a, b, c};
+    launch_fn(f, words, 1); /* its layout asked: one parameter */
+    launch_fn(f, words, 1); /* and found in the thread's cache */
+    assert_int_equal(vs_tier_offload(b), 0);
+    assert_int_equal(vs_tier_offload(c), 0);
+    assert_true(offloaded(b) && offloaded(c));
+    launch_fn(f, words, 1); /* the thread's touch cache current again */
+    vs_touch_forget_layouts(); /* the module unloaded; f comes back with three */
+    launch_fn(f, words, 3);
+    assert_false(offloaded(b));
+    assert_false(offloaded(c));
+    assert_int_equal(vs_tier_check(), 0);
 }
 
 /* A launch's one pass (touch.c's vs_touch_launch), against what each buffer
@@ -1348,6 +1380,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(touch_brings_back_from_idle_room_only, setup, teardown),
         cmocka_unit_test_setup_teardown(pageable_only_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(handed_over_stays_out_until_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(recycled_handle_uses_its_new_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(what_never_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(sync_memops_follows_the_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(pins_yield, setup, teardown),

@@ -469,6 +469,29 @@ static void launch_words(const uint64_t *words, int n, uint64_t now)
     launch_fn((CUfunction)(uintptr_t)(0x1000 + 16 * n), words, n);
 }
 
+/* A buffer the thread's touch cache holds, moved off the device since
+ * (here handed over, as vramshim_offload does): the next launch naming the
+ * same word brings it back, the cache's entry being of an older tree
+ * generation, never trusted. */
+static void cached_buffer_moved_comes_back(void **state)
+{
+    (void)state;
+    uint64_t a = alloc_at(8 * M, 0, clock_ns);
+    CUfunction f = (CUfunction)(uintptr_t)0x7100;
+    uint64_t word = a + 4096;
+    launch_fn(f, &word, 1);
+    launch_fn(f, &word, 1); /* now a cache hit */
+    assert_int_equal(vs_tier_offload(a), 0);
+    assert_true(offloaded(a));
+    launch_fn(f, &word, 1);
+    assert_false(offloaded(a));
+    vs_tier_evict(-1, UINT64_MAX, false, NULL); /* moved by an eviction this time */
+    assert_true(offloaded(a));
+    launch_fn(f, &word, 1);
+    assert_false(offloaded(a));
+    assert_int_equal(vs_tier_check(), 0);
+}
+
 /* A function handle the driver gave again, after an unload, to a kernel
  * with more parameters: the launch reads the new kernel's layout, not the
  * one the thread cached for the handle, so buffers named only in its new
@@ -1381,6 +1404,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(pageable_only_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(handed_over_stays_out_until_named, setup, teardown),
         cmocka_unit_test_setup_teardown(recycled_handle_uses_its_new_layout, setup, teardown),
+        cmocka_unit_test_setup_teardown(cached_buffer_moved_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown(what_never_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(sync_memops_follows_the_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(pins_yield, setup, teardown),

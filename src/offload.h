@@ -206,15 +206,20 @@ static inline int vs_gate_enter(void)
  * thing its thread's slot holds (vs_rw_read_lock_both's one mark, the
  * tree's let go): one store lets it go. */
 #define VS_GATE_MARKED 2
+/* Let go of VS_GATE_MARKED, for a caller that knows its thread's slot s
+ * (vs_gate_leave reads it from TLS). */
+static inline void vs_gate_leave_marked(unsigned s)
+{
+    vs_me.reading[VS_RW_GATE] = 0;
+    vs_me.marks = 0;
+    atomic_store_explicit(&vs_readers[s].marks, 0, memory_order_release);
+}
 static inline void vs_gate_leave(int entered)
 {
-    if (VS_LIKELY(entered == VS_GATE_MARKED)) {
-        vs_me.reading[VS_RW_GATE] = 0;
-        vs_me.marks = 0;
-        atomic_store_explicit(&vs_readers[vs_me.slot - 1].marks, 0, memory_order_release);
-    } else if (entered > 0) {
+    if (VS_LIKELY(entered == VS_GATE_MARKED))
+        vs_gate_leave_marked(vs_me.slot - 1);
+    else if (entered > 0)
         vs_rw_read_unlock(VS_RW_GATE);
-    }
 }
 
 /* ---- staging.c: the program's large pageable copies -------------------- */

@@ -304,40 +304,26 @@ static __attribute__((noinline)) int launch_general(unsigned slot, CUfunction f,
             tc = NULL;
         }
     }
+    /* the common case took pass_words already: here every form goes
+     * through one struct pass */
     uint64_t kept[MAX_WORDS];
-    int n_kept = 0;
-    if (VS_LIKELY(params && l->words && tc != NULL)) {
-        /* the common case: one word per parameter, on the fast path */
-        const int n = l->n;
-        for (int i = 0; i < n; i++) {
-            if (VS_UNLIKELY(params[i] == NULL))
-                continue;
-            uint64_t a;
-            memcpy(&a, params[i], 8);
-            if (a - lo >= width)
-                continue; /* most words: sizes, strides, scalars */
-            if (VS_UNLIKELY(!touch_word(tc, ix, ix_shift, now, a)))
-                kept[n_kept++] = a; /* l->n <= MAX_PARAMS <= MAX_WORDS */
-        }
-    } else {
-        struct pass p = {.lo = lo, .width = width, .now = now, .tc = tc, .ix = ix,
-                         .ix_shift = ix_shift, .n = 0, .words = kept};
+    struct pass p = {.lo = lo, .width = width, .now = now, .tc = tc, .ix = ix,
+                     .ix_shift = ix_shift, .n = 0, .words = kept};
+    if (params)
+        pass_params(&p, l, params);
+    else
+        pass_extra(&p, extra);
+    if (VS_UNLIKELY(p.overflow)) { /* again, holding nothing */
+        vs_rw_read_unlock(VS_RW_TREE);
+        vs_rw_read_unlock(VS_RW_GATE);
+        tc = NULL;
+        p = (struct pass){.lo = lo, .width = width, .now = now, .words = kept};
         if (params)
             pass_params(&p, l, params);
         else
             pass_extra(&p, extra);
-        if (VS_UNLIKELY(p.overflow)) { /* again, holding nothing */
-            vs_rw_read_unlock(VS_RW_TREE);
-            vs_rw_read_unlock(VS_RW_GATE);
-            tc = NULL;
-            p = (struct pass){.lo = lo, .width = width, .now = now, .words = kept};
-            if (params)
-                pass_params(&p, l, params);
-            else
-                pass_extra(&p, extra);
-        }
-        n_kept = p.n;
     }
+    const int n_kept = p.n;
     if (VS_LIKELY(tc != NULL)) {
         if (VS_LIKELY(n_kept == 0 && marked)) {
             vs_rw_read_unlock_tree_marked(slot);
@@ -410,15 +396,9 @@ static inline __attribute__((always_inline)) int launch_enter(unsigned slot, CUf
 {
     uint64_t now = vs_now_ns();
     vs_tier_submitted(now);
-    if (VS_UNLIKELY(slot == VS_THREAD_SHARED)) {
-        vs_thread_add(&vs_thread_counts[slot].launches, slot);
+    vs_thread_add(&vs_thread_counts[slot].launches, slot);
+    if (VS_UNLIKELY(slot == VS_THREAD_SHARED))
         return launch_general(slot, f, params, extra, now);
-    }
-    /* the thread's own slot: a plain increment */
-    atomic_store_explicit(&vs_thread_counts[slot].launches,
-                          atomic_load_explicit(&vs_thread_counts[slot].launches,
-                                               memory_order_relaxed) + 1,
-                          memory_order_relaxed);
     const unsigned ls = LAYOUT_SLOT(f);
     const int n = recent[ls].words;
     if (VS_UNLIKELY(params == NULL || vs_me.marks != 0 || recent[ls].f != f || n < 0 ||
@@ -434,10 +414,7 @@ static inline __attribute__((always_inline)) int launch_enter(unsigned slot, CUf
     atomic_store(&vs_readers[slot].marks, both); /* seq_cst: then the writers' flags */
     if (VS_UNLIKELY(!pass_words(params, n, &vs_touch_caches[slot], now)))
         goto general;
-    /* what vs_rw_read_unlock_tree_marked leaves: the gate's read side */
-    vs_me.reading[VS_RW_TREE] = 0;
-    vs_me.marks = VS_RW_MARK(VS_RW_GATE);
-    atomic_store_explicit(&vs_readers[slot].marks, VS_RW_MARK(VS_RW_GATE), memory_order_release);
+    vs_rw_read_unlock_tree_marked(slot); /* the gate's read side kept */
     return VS_GATE_MARKED;
 general:
     vs_me.reading[VS_RW_GATE] = vs_me.reading[VS_RW_TREE] = 0;
@@ -446,14 +423,6 @@ general:
     /* the clock read again, not kept across the pass: the common case
      * spills nothing for this one */
     return launch_general(slot, f, params, extra, vs_now_ns());
-}
-
-/* vs_gate_leave(VS_GATE_MARKED) for the thread in slot, its own. */
-static inline void gate_leave_marked(unsigned slot)
-{
-    vs_me.reading[VS_RW_GATE] = 0;
-    vs_me.marks = 0;
-    atomic_store_explicit(&vs_readers[slot].marks, 0, memory_order_release);
 }
 
 int vs_touch_launch(CUfunction f, void **params, void **extra)
@@ -472,7 +441,7 @@ int vs_touch_launch(CUfunction f, void **params, void **extra)
             return CUDA_ERROR_OUT_OF_MEMORY;                                  \
         CUresult rc_ = vs_real.name ARGS;                                     \
         if (VS_LIKELY(gate_ == VS_GATE_MARKED)) /* vs_gate_leave, slot known */ \
-            gate_leave_marked(slot_);                                         \
+            vs_gate_leave_marked(slot_);                                      \
         else                                                                  \
             vs_gate_leave(gate_);                                             \
         return rc_;                                                           \
